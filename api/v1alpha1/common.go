@@ -1,0 +1,54 @@
+package v1alpha1
+
+// Condition types. Ready, Reconciling and Stalled follow kstatus so Flux,
+// Argo CD and `kubectl wait` understand them.
+const (
+	// ConditionReady is True when the operator has done all it can for now.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while the operator is working towards the desired state.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when progress needs a human (bad input or credentials).
+	ConditionStalled = "Stalled"
+	// ConditionConnected is True once Finch reports the connection connected.
+	ConditionConnected = "Connected"
+	// ConditionReauthRequired is True while the employer must re-authenticate.
+	ConditionReauthRequired = "ReauthRequired"
+)
+
+// Labels and annotations understood by the operator.
+const (
+	// ConnectionLabel marks Secrets that belong to a FinchConnection (token and code Secrets);
+	// its value is the FinchConnection name.
+	ConnectionLabel = "finch.connectops.dev/connection"
+	// AppLabel marks Secrets a FinchApp reads (credentials, webhook) so changes are watched;
+	// the operator also watches Secrets it finds by reference.
+	AppLabel = "finch.connectops.dev/app"
+	// RequestedAtAnnotation requests a reconcile (a fresh introspection) when its value changes,
+	// like Flux's reconcile.fluxcd.io/requestedAt. Its value is echoed in status.lastHandledReconcileAt.
+	RequestedAtAnnotation = "finch.connectops.dev/requestedAt"
+	// ReauthRequestedAtAnnotation asks for a re-authentication session when its value changes.
+	ReauthRequestedAtAnnotation = "finch.connectops.dev/reauthRequestedAt"
+	// WebhookEventAnnotation is set by the operator's webhook receiver to the Finch-Event-Id of
+	// the last verified webhook for the connection; a new value wakes the controller (any replica
+	// may receive a webhook, only the leader reconciles). Echoed in status.lastHandledWebhookEvent.
+	WebhookEventAnnotation = "finch.connectops.dev/webhookEvent"
+	// WebhookStatusAnnotation carries the connection status that webhook reported, if any.
+	WebhookStatusAnnotation = "finch.connectops.dev/webhookStatus"
+	// CodeSecretType is the Secret type of an embedded-flow code handoff.
+	CodeSecretType = "finch.connectops.dev/authorization-code"
+	// TokenSecretType is the Secret type of token Secrets the operator writes.
+	TokenSecretType = "finch.connectops.dev/access-token"
+	// CodeKey is the key of the authorization code in a code Secret.
+	CodeKey = "code"
+	// AccessTokenKey is the key of the access token in a token Secret.
+	AccessTokenKey = "access_token"
+)
+
+// LocalObjectReference names an object in the same namespace.
+type LocalObjectReference struct {
+	// name of the referent.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+}

@@ -1,0 +1,207 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// FinchAppSpec describes one Finch application: its credentials and how the operator talks to Finch for it.
+type FinchAppSpec struct {
+	// credentialsSecretRef names the Secret holding the application's client ID and client secret.
+	// +required
+	CredentialsSecretRef CredentialsSecretReference `json:"credentialsSecretRef"`
+
+	// webhookSecretRef names the Secret holding the base64 webhook signing secret from the Finch dashboard.
+	// Without it the operator rejects every webhook for this app.
+	// +optional
+	WebhookSecretRef *WebhookSecretReference `json:"webhookSecretRef,omitempty"`
+
+	// apiURL is the base URL of the Finch API.
+	// +kubebuilder:default="https://api.tryfinch.com"
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +optional
+	APIURL string `json:"apiURL,omitempty"`
+
+	// apiVersion is the value of the Finch-API-Version header sent on every request.
+	// +kubebuilder:default="2020-09-17"
+	// +kubebuilder:validation:Pattern=`^\d{4}-\d{2}-\d{2}$`
+	// +optional
+	APIVersion string `json:"apiVersion,omitempty"`
+
+	// redirectURI is the default redirect URI for Connect sessions; it must be allow-listed in the
+	// Finch dashboard. When empty and publicURL is set, the operator's own callback is used.
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	RedirectURI string `json:"redirectURI,omitempty"`
+
+	// publicURL is the externally reachable base URL of the operator's inbound server (Ingress).
+	// It gives the callback URL <publicURL>/callback/<namespace>/<name> and the webhook URL
+	// <publicURL>/webhooks/<namespace>/<name>, published in status.
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	PublicURL string `json:"publicURL,omitempty"`
+
+	// successURL is where the callback redirects the employer's browser after a successful
+	// connection; when empty the callback shows a short "you can close this window" page.
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	SuccessURL string `json:"successURL,omitempty"`
+
+	// rateLimit is the client-side request budget toward Finch, per endpoint, shared by all
+	// connections of this app. Finch documents about 20 requests per minute per endpoint.
+	// +kubebuilder:default={requests: 20, window: "1m"}
+	// +optional
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+
+	// introspectionInterval is how often connected connections are health-checked with
+	// GET /introspect when no webhook has spoken for them. Each check costs one request of the budget.
+	// +kubebuilder:default="6h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +optional
+	IntrospectionInterval *metav1.Duration `json:"introspectionInterval,omitempty"`
+}
+
+// CredentialsSecretReference names the Secret and keys holding Finch client credentials.
+type CredentialsSecretReference struct {
+	// name of the Secret in the FinchApp's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+
+	// clientIDKey is the key of the client ID in the Secret.
+	// +kubebuilder:default=client_id
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	ClientIDKey string `json:"clientIDKey,omitempty"`
+
+	// clientSecretKey is the key of the client secret in the Secret.
+	// +kubebuilder:default=client_secret
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	ClientSecretKey string `json:"clientSecretKey,omitempty"`
+}
+
+// WebhookSecretReference names the Secret and key holding the webhook signing secret.
+type WebhookSecretReference struct {
+	// name of the Secret in the FinchApp's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+
+	// key of the base64 webhook secret in the Secret.
+	// +kubebuilder:default=webhook_secret
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
+// RateLimit is a request budget: at most `requests` requests per endpoint in any rolling `window`.
+type RateLimit struct {
+	// requests is the number of requests allowed per endpoint in one window.
+	// +kubebuilder:default=20
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	Requests int32 `json:"requests,omitempty"`
+
+	// window is the length of the rolling window.
+	// +kubebuilder:default="1m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +optional
+	Window *metav1.Duration `json:"window,omitempty"`
+}
+
+// FinchAppStatus is what the operator observed about the app.
+type FinchAppStatus struct {
+	// observedGeneration is the generation of the spec the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready is True when the credentials Secret exists and is well-formed.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// callbackURL is the redirect-flow callback URL to allow-list in the Finch dashboard (from publicURL).
+	// +optional
+	CallbackURL string `json:"callbackURL,omitempty"`
+
+	// webhookURL is the URL to register as a webhook endpoint in the Finch dashboard (from publicURL).
+	// +optional
+	WebhookURL string `json:"webhookURL,omitempty"`
+
+	// connections counts this app's FinchConnections by phase.
+	// +optional
+	Connections ConnectionCounts `json:"connections,omitempty"`
+}
+
+// ConnectionCounts counts FinchConnections by phase.
+type ConnectionCounts struct {
+	// total number of FinchConnections that reference this app.
+	// +optional
+	Total int32 `json:"total"`
+	// pending: no session issued yet.
+	// +optional
+	Pending int32 `json:"pending"`
+	// awaitingConnect: a Connect URL is waiting for the employer.
+	// +optional
+	AwaitingConnect int32 `json:"awaitingConnect"`
+	// connecting: Finch reports pending or processing.
+	// +optional
+	Connecting int32 `json:"connecting"`
+	// connected: Finch reports the connection healthy.
+	// +optional
+	Connected int32 `json:"connected"`
+	// reauthRequired: a re-authentication session is waiting for the employer.
+	// +optional
+	ReauthRequired int32 `json:"reauthRequired"`
+	// error: the connection or its configuration needs attention.
+	// +optional
+	Error int32 `json:"error"`
+	// disconnected: the connection was disconnected at Finch.
+	// +optional
+	Disconnected int32 `json:"disconnected"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=fapp,categories=finch
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Connections",type=integer,JSONPath=`.status.connections.total`
+// +kubebuilder:printcolumn:name="Connected",type=integer,JSONPath=`.status.connections.connected`
+// +kubebuilder:printcolumn:name="API",type=string,JSONPath=`.spec.apiURL`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// FinchApp is one Finch application (client credentials) that FinchConnections use.
+type FinchApp struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired configuration of the app.
+	// +required
+	Spec FinchAppSpec `json:"spec"`
+
+	// status is what the operator observed.
+	// +optional
+	Status FinchAppStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// FinchAppList contains a list of FinchApp.
+type FinchAppList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []FinchApp `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&FinchApp{}, &FinchAppList{})
+}

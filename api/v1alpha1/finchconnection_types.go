@@ -1,0 +1,369 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Product is a Finch product (data scope) an employer grants.
+// +kubebuilder:validation:Enum=benefits;company;deduction;directory;documents;employment;individual;payment;pay_statement;plans;plans_dependents;plans_enrollments;recordkeeping;ssn
+type Product string
+
+// AuthMethod is how the employer authenticates with their provider.
+// +kubebuilder:validation:Enum=assisted;credential;oauth;api_token
+type AuthMethod string
+
+// SandboxMode selects a Finch sandbox for a sandbox application.
+// +kubebuilder:validation:Enum=finch;provider
+type SandboxMode string
+
+// DeletionPolicy says what happens at Finch when a FinchConnection is deleted.
+// +kubebuilder:validation:Enum=Retain;Disconnect
+type DeletionPolicy string
+
+const (
+	// DeletionPolicyRetain leaves the connection at Finch untouched.
+	DeletionPolicyRetain DeletionPolicy = "Retain"
+	// DeletionPolicyDisconnect calls POST /disconnect before the FinchConnection goes away.
+	DeletionPolicyDisconnect DeletionPolicy = "Disconnect"
+)
+
+// FinchConnectionSpec is the user's intent for one employer. The controller never writes it.
+// +kubebuilder:validation:XValidation:rule="(has(self.tokenSecretRef) ? self.tokenSecretRef.name : ”) == (has(oldSelf.tokenSecretRef) ? oldSelf.tokenSecretRef.name : ”)",message="tokenSecretRef is immutable: the token Secret of a connection cannot be moved"
+type FinchConnectionSpec struct {
+	// appRef names the FinchApp (same namespace) whose credentials this connection uses. Immutable.
+	// +kubebuilder:default={name: default}
+	// +kubebuilder:validation:XValidation:rule="self.name == oldSelf.name",message="appRef is immutable: a connection belongs to one Finch application"
+	// +optional
+	AppRef *LocalObjectReference `json:"appRef,omitempty"`
+
+	// customerID is your stable, unique identifier for this employer, sent to Finch as customer_id.
+	// Reuse it across retries; never change it (a new customer ID creates a duplicate connection). Immutable.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="customerID is immutable: Finch identifies the employer by it; create a new FinchConnection for another customer"
+	// +required
+	CustomerID string `json:"customerID"`
+
+	// customerName is the employer's name shown in Finch Connect and the Finch dashboard.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +required
+	CustomerName string `json:"customerName"`
+
+	// customerEmail is the employer contact's email address (optional).
+	// +kubebuilder:validation:MaxLength=254
+	// +kubebuilder:validation:Format=email
+	// +optional
+	CustomerEmail string `json:"customerEmail,omitempty"`
+
+	// products are the Finch products (data scopes) the employer is asked to grant.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=set
+	// +kubebuilder:validation:XValidation:rule="!('deduction' in self && 'benefits' in self)",message="deduction is a deprecated alias of benefits; list only one of them"
+	// +required
+	Products []Product `json:"products"`
+
+	// integration preselects the provider (and auth method) shown in Finch Connect.
+	// +optional
+	Integration *Integration `json:"integration,omitempty"`
+
+	// minutesToExpire is how long each Connect session stays valid, in minutes (default 14 days).
+	// The operator refreshes an unused session before it expires.
+	// +kubebuilder:default=20160
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=129600
+	// +optional
+	MinutesToExpire int32 `json:"minutesToExpire,omitempty"`
+
+	// redirectURI overrides the FinchApp's redirect URI for this connection's sessions.
+	// It must be allow-listed in the Finch dashboard.
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	RedirectURI string `json:"redirectURI,omitempty"`
+
+	// sandbox selects Finch's mock data (finch) or a provider's demo account (provider); sandbox apps only.
+	// +optional
+	Sandbox SandboxMode `json:"sandbox,omitempty"`
+
+	// manual shows Assisted providers as well as automated ones in Finch Connect.
+	// +optional
+	Manual bool `json:"manual,omitempty"`
+
+	// tokenSecretRef names the Secret that holds the access token (key access_token); default
+	// <metadata.name>-finch-token. If it already holds a token when the FinchConnection is created,
+	// the existing connection is adopted (migration) without a new Connect session. Immutable.
+	// +optional
+	TokenSecretRef *LocalObjectReference `json:"tokenSecretRef,omitempty"`
+
+	// deletionPolicy: Retain (default) leaves the connection at Finch; Disconnect calls
+	// POST /disconnect (revoking every token of the connection) before the object goes away.
+	// +kubebuilder:default=Retain
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// suspend stops all Finch calls for this connection until set back to false.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// Integration preselects a provider in Finch Connect.
+type Integration struct {
+	// provider is the Finch provider ID, for example gusto or adp_run.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +required
+	Provider string `json:"provider"`
+
+	// authMethod preselects how the employer authenticates with the provider.
+	// +optional
+	AuthMethod AuthMethod `json:"authMethod,omitempty"`
+}
+
+// Phase summarises where a FinchConnection is in its lifecycle.
+// +kubebuilder:validation:Enum=Pending;AwaitingConnect;Connecting;Connected;ReauthRequired;Error;Disconnected
+type Phase string
+
+const (
+	// PhasePending: nothing issued at Finch yet.
+	PhasePending Phase = "Pending"
+	// PhaseAwaitingConnect: a Connect session is waiting for the employer.
+	PhaseAwaitingConnect Phase = "AwaitingConnect"
+	// PhaseConnecting: the employer authenticated; Finch reports pending or processing.
+	PhaseConnecting Phase = "Connecting"
+	// PhaseConnected: Finch reports the connection connected.
+	PhaseConnected Phase = "Connected"
+	// PhaseReauthRequired: a re-authentication session is waiting for the employer.
+	PhaseReauthRequired Phase = "ReauthRequired"
+	// PhaseError: the connection or its configuration needs attention.
+	PhaseError Phase = "Error"
+	// PhaseDisconnected: the connection was disconnected at Finch and cannot come back.
+	PhaseDisconnected Phase = "Disconnected"
+)
+
+// SessionKind says which Finch endpoint issued a session.
+// +kubebuilder:validation:Enum=Connect;Reauthenticate
+type SessionKind string
+
+const (
+	// SessionConnect came from POST /connect/sessions.
+	SessionConnect SessionKind = "Connect"
+	// SessionReauthenticate came from POST /connect/sessions/reauthenticate.
+	SessionReauthenticate SessionKind = "Reauthenticate"
+)
+
+// Session is a Finch Connect session issued for this connection.
+type Session struct {
+	// id is Finch's session_id (pass it to the embedded Finch Connect SDK).
+	ID string `json:"id"`
+	// connectURL is the secure Connect link to send the employer (redirect flow).
+	ConnectURL string `json:"connectURL"`
+	// kind is Connect for a first connection, Reauthenticate for a re-authentication.
+	Kind SessionKind `json:"kind"`
+	// issuedAt is when the session was created or last refreshed.
+	IssuedAt metav1.Time `json:"issuedAt"`
+	// expiresAt is issuedAt plus minutesToExpire (Finch does not return an expiry).
+	ExpiresAt metav1.Time `json:"expiresAt"`
+	// requestHash identifies the session parameters it was issued with; a spec change that alters
+	// them refreshes the session.
+	// +optional
+	RequestHash string `json:"requestHash,omitempty"`
+}
+
+// ConnectionStatus is Finch's view of a connection's health.
+type ConnectionStatus struct {
+	// status as Finch reports it (pending, processing, connected, reauth, error_permissions,
+	// error_no_account_setup, disconnected, or a newer value kept verbatim).
+	Status string `json:"status"`
+	// message from Finch.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// lastSuccessfulSync is when Finch last synced data for the connection.
+	// +optional
+	LastSuccessfulSync *metav1.Time `json:"lastSuccessfulSync,omitempty"`
+}
+
+// AuthenticationMethodStatus is the status of one authentication method of a connection.
+type AuthenticationMethodStatus struct {
+	// type of authentication (assisted, credential, api_token, api_credential, oauth).
+	Type string `json:"type"`
+	// status as Finch reports it.
+	// +optional
+	Status string `json:"status,omitempty"`
+	// message from Finch.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// RetryStatus records consecutive failed Finch calls so backoff survives restarts.
+type RetryStatus struct {
+	// failures is the number of consecutive failed attempts.
+	Failures int32 `json:"failures"`
+	// lastFailureTime is when the last attempt failed.
+	LastFailureTime metav1.Time `json:"lastFailureTime"`
+	// nextAttemptTime is the earliest time of the next attempt.
+	NextAttemptTime metav1.Time `json:"nextAttemptTime"`
+	// reason of the last failure (CamelCase), for example FinchUnavailable or RateLimited.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// observedGeneration is the generation that failed; a spec change skips the backoff.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// FinchConnectionStatus is everything the controller learned. It never holds secrets.
+type FinchConnectionStatus struct {
+	// observedGeneration is the generation of the spec this status reflects, set when the result is final.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready, Reconciling, Stalled (kstatus), Connected and ReauthRequired.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// phase summarises the lifecycle state.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// session is the Connect or re-authentication session currently published for the employer.
+	// +optional
+	Session *Session `json:"session,omitempty"`
+
+	// connectionID is Finch's stable identifier of the connection.
+	// +optional
+	ConnectionID string `json:"connectionID,omitempty"`
+
+	// connectionStatus is the connection's status from the last introspection or webhook.
+	// +optional
+	ConnectionStatus *ConnectionStatus `json:"connectionStatus,omitempty"`
+
+	// authenticationMethods is the status of each authentication method of the connection.
+	// +listType=atomic
+	// +optional
+	AuthenticationMethods []AuthenticationMethodStatus `json:"authenticationMethods,omitempty"`
+
+	// providerID is the payroll or HRIS provider the employer connected.
+	// +optional
+	ProviderID string `json:"providerID,omitempty"`
+
+	// connectionType is finch (sandbox data) or provider.
+	// +optional
+	ConnectionType string `json:"connectionType,omitempty"`
+
+	// clientType is development, production or sandbox.
+	// +optional
+	ClientType string `json:"clientType,omitempty"`
+
+	// grantedProducts are the products the connection grants.
+	// +listType=atomic
+	// +optional
+	GrantedProducts []string `json:"grantedProducts,omitempty"`
+
+	// accountID is Finch's deprecated account identifier, kept for reference; use connectionID.
+	// +optional
+	AccountID string `json:"accountID,omitempty"`
+
+	// companyID is Finch's deprecated company identifier, kept for reference; use connectionID.
+	// +optional
+	CompanyID string `json:"companyID,omitempty"`
+
+	// tokenSecretRef names the Secret holding the access token.
+	// +optional
+	TokenSecretRef *LocalObjectReference `json:"tokenSecretRef,omitempty"`
+
+	// tokenVersion identifies the token last introspected (the token Secret's resourceVersion), so a
+	// new token is introspected once.
+	// +optional
+	TokenVersion string `json:"tokenVersion,omitempty"`
+
+	// firstSessionTime is when the first Connect session was issued.
+	// +optional
+	FirstSessionTime *metav1.Time `json:"firstSessionTime,omitempty"`
+
+	// connectedAt is when Finch first reported the connection connected.
+	// +optional
+	ConnectedAt *metav1.Time `json:"connectedAt,omitempty"`
+
+	// lastIntrospectionTime is when GET /introspect last succeeded.
+	// +optional
+	LastIntrospectionTime *metav1.Time `json:"lastIntrospectionTime,omitempty"`
+
+	// lastHandledReconcileAt echoes the last finch.connectops.dev/requestedAt annotation handled.
+	// +optional
+	LastHandledReconcileAt string `json:"lastHandledReconcileAt,omitempty"`
+
+	// lastHandledReauthAt echoes the last finch.connectops.dev/reauthRequestedAt annotation handled.
+	// +optional
+	LastHandledReauthAt string `json:"lastHandledReauthAt,omitempty"`
+
+	// lastHandledWebhookEvent echoes the last finch.connectops.dev/webhookEvent annotation handled.
+	// +optional
+	LastHandledWebhookEvent string `json:"lastHandledWebhookEvent,omitempty"`
+
+	// codeExchangeError says why the last authorization code handed over was rejected.
+	// +optional
+	CodeExchangeError string `json:"codeExchangeError,omitempty"`
+
+	// retry records consecutive failures of Finch calls and when the next attempt is due.
+	// +optional
+	Retry *RetryStatus `json:"retry,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=fconn,categories=finch
+// +kubebuilder:printcolumn:name="Customer",type=string,JSONPath=`.spec.customerID`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Connection",type=string,JSONPath=`.status.connectionID`
+// +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.status.providerID`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Connect URL",type=string,JSONPath=`.status.session.connectURL`,priority=1
+// +kubebuilder:printcolumn:name="Session Expires",type=date,JSONPath=`.status.session.expiresAt`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+
+// FinchConnection is one employer's connection to Finch: the operator issues its Connect session,
+// receives its token and keeps it healthy.
+type FinchConnection struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired connection.
+	// +required
+	Spec FinchConnectionSpec `json:"spec"`
+
+	// status is what the operator learned about the connection.
+	// +optional
+	Status FinchConnectionStatus `json:"status,omitempty"`
+}
+
+// TokenSecretName is the name of the Secret holding this connection's access token.
+func (c *FinchConnection) TokenSecretName() string {
+	if c.Spec.TokenSecretRef != nil && c.Spec.TokenSecretRef.Name != "" {
+		return c.Spec.TokenSecretRef.Name
+	}
+	return c.Name + "-finch-token"
+}
+
+// AppName is the name of the FinchApp this connection uses.
+func (c *FinchConnection) AppName() string {
+	if c.Spec.AppRef == nil || c.Spec.AppRef.Name == "" {
+		return "default"
+	}
+	return c.Spec.AppRef.Name
+}
+
+// +kubebuilder:object:root=true
+
+// FinchConnectionList contains a list of FinchConnection.
+type FinchConnectionList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []FinchConnection `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&FinchConnection{}, &FinchConnectionList{})
+}

@@ -1,0 +1,142 @@
+// Command finchsim serves the in-memory Finch simulator (internal/finchsim) standalone, for local
+// demos and benchmarks. It speaks Finch's wire format; point a FinchApp's spec.apiURL at it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/connectops/finch-operator/internal/finchsim"
+)
+
+const usageHeader = `finchsim serves an in-memory Finch API (Connect sessions, /auth/token, /introspect,
+/disconnect, PUT /sandbox/connections/accounts, signed account.updated webhooks) over HTTP.
+
+The Connect page is GET /authorize?session=<id>[&state=..][&provider=..][&auth_method=..][&status=..]:
+opening connect_url completes the session as the employer and redirects to the session's
+redirect_uri with ?code=..&state=.. (or answers {"code": ".."} when the session has none).
+
+Driver and inspection endpoints (not part of Finch):
+  POST   /_sim/sessions/{id}/complete     {"provider","auth_method","status"} -> {"code"}
+  POST   /_sim/connections/{id}/status    {"status":"reauth"}  (flips status, sends webhook)
+  GET    /_sim/sessions/{id}, /_sim/connections/{id}, /_sim/state
+  GET    /_sim/calls, /_sim/responses;  DELETE /_sim/calls (reset counters)
+  POST   /_sim/faults {"endpoint":"POST /auth/token","count":2,"status":503,"retry_after":"2s",
+                       "latency":"500ms","commit_then_drop":false};  DELETE /_sim/faults
+  POST   /_sim/apps   {"client_id","client_secret","webhook_url","webhook_secret",
+                       "rate_limit":{"requests":20,"window":"1m"}}
+
+Usage: finchsim [flags]
+
+Flags:
+`
+
+func main() {
+	fs := flag.NewFlagSet("finchsim", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:8090", "listen address")
+	clientID := fs.String("client-id", "", "client_id of an app to register at start (with --client-secret)")
+	clientSecret := fs.String("client-secret", "", "client_secret of the app registered at start")
+	webhookURL := fs.String("webhook-url", "", "where the app's account.updated webhooks are POSTed (empty: no webhooks)")
+	webhookSecret := fs.String("webhook-secret", "", "the app's webhook secret, standard base64 (its decoded bytes are the HMAC-SHA256 key)")
+	rateLimit := fs.Int("rate-limit", 0, "requests allowed per app and endpoint in any rolling --rate-window; 0 = no limit")
+	rateWindow := fs.Duration("rate-window", time.Minute, "rate-limit sliding window")
+	connectBase := fs.String("connect-base-url", "", "base URL of connect_url (default: the URL the API client used to reach the simulator)")
+	logRequests := fs.Bool("log-requests", false, "log every request (method, path, status, duration)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHeader)
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:])
+	if fs.NArg() > 0 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	if (*clientID == "") != (*clientSecret == "") {
+		log.Fatal("finchsim: --client-id and --client-secret go together")
+	}
+
+	sim := finchsim.New(finchsim.Options{ConnectBaseURL: *connectBase, Logf: log.Printf})
+	if *clientID != "" {
+		sim.AddApp(finchsim.AppConfig{
+			ClientID: *clientID, ClientSecret: *clientSecret, WebhookURL: *webhookURL, WebhookSecret: *webhookSecret,
+			RateLimit: finchsim.RateLimit{Requests: *rateLimit, Window: *rateWindow},
+		})
+	} else if *webhookURL != "" || *webhookSecret != "" || *rateLimit != 0 {
+		log.Print("finchsim: --webhook-url, --webhook-secret and --rate-limit apply to the app given by --client-id; ignored")
+	}
+
+	var h http.Handler = sim.Handler()
+	if *logRequests {
+		h = logMiddleware(h)
+	}
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatalf("finchsim: listen %s: %v", *addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	fmt.Printf("finchsim listening on http://%s\n", l.Addr())
+
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Fatalf("finchsim: serve: %v", err)
+		}
+	case <-ctx.Done():
+		log.Print("finchsim: shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Printf("finchsim: shutdown: %v", err)
+		}
+	}
+	sim.Close()
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (hijacking for CommitThenDrop).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func logMiddleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		status := fmt.Sprint(rec.status)
+		if rec.status == 0 {
+			status = "dropped"
+		}
+		log.Printf("%s %s -> %s (%s) request_id=%s", r.Method, r.URL.RequestURI(), status, time.Since(start).Round(time.Microsecond), w.Header().Get("Finch-Request-Id"))
+	})
+}

@@ -1,0 +1,162 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+)
+
+// FinchAppReconciler checks a FinchApp's Secrets, (re)builds its Finch client
+// in the registry and counts its connections by phase.
+type FinchAppReconciler struct {
+	client.Client
+	Apps     *AppRegistry
+	Recorder recorder.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=finch.connectops.dev,resources=finchapps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=finch.connectops.dev,resources=finchapps/status,verbs=get;update;patch
+
+// Reconcile resolves the app and publishes its status.
+func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	app := &finchv1.FinchApp{}
+	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Apps.Forget(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	orig := app.DeepCopy()
+	st := &app.Status
+	gen := app.Generation
+	st.CallbackURL = CallbackURL(app.Spec.PublicURL, req.NamespacedName)
+	st.WebhookURL = WebhookURL(app.Spec.PublicURL, req.NamespacedName)
+
+	counts, err := r.countConnections(ctx, app)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	st.Connections = counts
+
+	resolved, err := r.Apps.Load(ctx, app)
+	var cfgErr *AppConfigError
+	switch {
+	case errors.As(err, &cfgErr):
+		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, cfgErr.Reason, cfgErr.Message)
+		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionTrue, cfgErr.Reason, cfgErr.Message)
+		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, cfgErr.Reason, "waiting for the Secret to be fixed")
+	case err != nil:
+		return ctrl.Result{}, err
+	case resolved.CredentialsRejected():
+		msg := fmt.Sprintf("Finch rejected the client credentials in Secret %s (invalid_client): fix them; connections resume when the Secret changes", app.Spec.CredentialsSecretRef.Name)
+		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, ReasonInvalidCredentials, msg)
+		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionTrue, ReasonInvalidCredentials, msg)
+		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, ReasonInvalidCredentials, msg)
+	default:
+		msg := "credentials Secret found and well-formed"
+		if resolved.WebhookSecret == "" {
+			msg += "; no webhookSecretRef, so webhooks are rejected and introspection polling is the only health check"
+		}
+		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionTrue, ReasonSucceeded, msg)
+		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionFalse, ReasonSucceeded, "not stalled")
+		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, ReasonSucceeded, "up to date")
+	}
+	st.ObservedGeneration = gen
+	if equality.Semantic.DeepEqual(orig.Status, app.Status) {
+		return ctrl.Result{}, nil
+	}
+	if r.Recorder != nil && readyStatus(orig) != readyStatus(app) {
+		typ := corev1.EventTypeNormal
+		if readyStatus(app) != metav1.ConditionTrue {
+			typ = corev1.EventTypeWarning
+		}
+		c := findCondition(app.Status.Conditions, finchv1.ConditionReady)
+		r.Recorder.Eventf(app, nil, typ, c.Reason, "Reconcile", "%s", c.Message)
+	}
+	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, app, client.MergeFrom(orig)))
+}
+
+func findCondition(conds []metav1.Condition, typ string) metav1.Condition {
+	for _, c := range conds {
+		if c.Type == typ {
+			return c
+		}
+	}
+	return metav1.Condition{}
+}
+
+func (r *FinchAppReconciler) countConnections(ctx context.Context, app *finchv1.FinchApp) (finchv1.ConnectionCounts, error) {
+	list := &finchv1.FinchConnectionList{}
+	if err := r.List(ctx, list, client.InNamespace(app.Namespace), client.MatchingFields{IndexConnectionApp: app.Name}); err != nil {
+		return finchv1.ConnectionCounts{}, fmt.Errorf("list connections: %w", err)
+	}
+	var c finchv1.ConnectionCounts
+	for i := range list.Items {
+		c.Total++
+		switch list.Items[i].Status.Phase {
+		case finchv1.PhaseAwaitingConnect:
+			c.AwaitingConnect++
+		case finchv1.PhaseConnecting:
+			c.Connecting++
+		case finchv1.PhaseConnected:
+			c.Connected++
+		case finchv1.PhaseReauthRequired:
+			c.ReauthRequired++
+		case finchv1.PhaseError:
+			c.Error++
+		case finchv1.PhaseDisconnected:
+			c.Disconnected++
+		default:
+			c.Pending++
+		}
+	}
+	return c, nil
+}
+
+func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache.Cache) error {
+	c := mgr.GetClient()
+	appsForSecret := handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
+		list := &finchv1.FinchAppList{}
+		if err := c.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexAppSecret: o.GetName()}); err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(list.Items))
+		for _, a := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
+		}
+		return reqs
+	})
+	// Only a phase change (or a new or deleted connection) changes the counts.
+	phaseChanged := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*finchv1.FinchConnection)
+		n, ok2 := e.ObjectNew.(*finchv1.FinchConnection)
+		return ok1 && ok2 && o.Status.Phase != n.Status.Phase
+	}}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("finchapp").
+		For(&finchv1.FinchApp{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&finchv1.FinchConnection{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.(*finchv1.FinchConnection).AppName()}}}
+		}), builder.WithPredicates(phaseChanged)).
+		WatchesRawSource(source.Kind(secretMeta, secretMetadata(), appsForSecret)).
+		Complete(r)
+}

@@ -1,0 +1,76 @@
+package controllers
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+)
+
+var (
+	connectionsByPhase = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "finchconnection_phase",
+		Help: "FinchConnections by phase.",
+	}, []string{"phase"})
+	sessionsIssued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "finchconnection_sessions_issued_total",
+		Help: "Connect sessions created or refreshed (kind Connect) and reauthentication sessions minted (kind Reauthenticate).",
+	}, []string{"kind"})
+	sessionsExpired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "finchconnection_sessions_expired_total",
+		Help: "Sessions that expired before the employer used them (employer drop-off).",
+	})
+	timeToConnect = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "finchconnection_time_to_connect_seconds",
+		Help:    "Time from the first Connect session to Finch reporting the connection connected.",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 12), // 1s .. ~49 days
+	})
+	reauthsRequired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "finchconnection_reauth_required_total",
+		Help: "Times a connection was found to need re-authentication.",
+	})
+	tokensStored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "finchconnection_tokens_stored_total",
+		Help: "Access tokens written to token Secrets, by flow (redirect, embedded).",
+	}, []string{"flow"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(connectionsByPhase, sessionsIssued, sessionsExpired, timeToConnect, reauthsRequired, tokensStored)
+}
+
+// phaseTracker keeps the phase of every known connection so the phase gauge
+// is exact and forgets deleted objects.
+type phaseTracker struct {
+	mu     sync.Mutex
+	phases map[types.NamespacedName]finchv1.Phase
+}
+
+func (t *phaseTracker) set(key types.NamespacedName, p finchv1.Phase) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.phases == nil {
+		t.phases = map[types.NamespacedName]finchv1.Phase{}
+	}
+	old, ok := t.phases[key]
+	if ok && old == p {
+		return
+	}
+	if ok {
+		connectionsByPhase.WithLabelValues(string(old)).Dec()
+	}
+	t.phases[key] = p
+	connectionsByPhase.WithLabelValues(string(p)).Inc()
+}
+
+func (t *phaseTracker) forget(key types.NamespacedName) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.phases[key]; ok {
+		connectionsByPhase.WithLabelValues(string(old)).Dec()
+		delete(t.phases, key)
+	}
+}

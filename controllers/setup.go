@@ -1,0 +1,197 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+)
+
+// Options configure the controllers.
+type Options struct {
+	// MaxConcurrentReconciles for the FinchConnection controller (default 10).
+	MaxConcurrentReconciles int
+	// HTTPClient for Finch calls (nil: the Finch client's default).
+	HTTPClient *http.Client
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	// RetryBase is the first delay of the persisted backoff (default 5s).
+	RetryBase time.Duration
+}
+
+// Operator holds what the controllers share with the inbound server.
+type Operator struct {
+	Apps        *AppRegistry
+	Connections *FinchConnectionReconciler
+	// SecretMetadata is a metadata-only cache of every Secret.
+	SecretMetadata cache.Cache
+}
+
+// CacheOptions are the manager cache settings the controllers rely on: only
+// Secrets labelled for a connection are cached whole (token and code Secrets),
+// and managed fields are dropped from every cached object.
+func CacheOptions() cache.Options {
+	hasConn, _ := labels.NewRequirement(finchv1.ConnectionLabel, selection.Exists, nil)
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.NewSelector().Add(*hasConn)},
+		},
+	}
+}
+
+// Setup registers the indexes and both controllers with the manager.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, error) {
+	if opts.MaxConcurrentReconciles <= 0 {
+		opts.MaxConcurrentReconciles = 10
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := SetupIndexes(ctx, mgr); err != nil {
+		return nil, fmt.Errorf("field indexes: %w", err)
+	}
+	// A second cache holds the metadata of every Secret: it finds FinchApp
+	// credentials and migrated token Secrets, which carry no operator label,
+	// at about 1 KiB per Secret instead of whole objects.
+	secretMeta, err := cache.New(mgr.GetConfig(), cache.Options{
+		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
+		DefaultTransform: cache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("secret metadata cache: %w", err)
+	}
+	if err := mgr.Add(secretMeta); err != nil {
+		return nil, err
+	}
+	op := &Operator{
+		Apps:           &AppRegistry{Reader: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient},
+		SecretMetadata: secretMeta,
+	}
+	op.Connections = &FinchConnectionReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), SecretMetadata: secretMeta,
+		Apps: op.Apps, Recorder: mgr.GetEventRecorder("finch-operator"), Now: opts.Now, RetryBase: opts.RetryBase,
+	}
+	if err := op.Connections.setupWithManager(mgr, secretMeta, opts.MaxConcurrentReconciles); err != nil {
+		return nil, fmt.Errorf("FinchConnection controller: %w", err)
+	}
+	apps := &FinchAppReconciler{Client: mgr.GetClient(), Apps: op.Apps, Recorder: mgr.GetEventRecorder("finch-operator")}
+	if err := apps.setupWithManager(mgr, secretMeta); err != nil {
+		return nil, fmt.Errorf("FinchApp controller: %w", err)
+	}
+	return op, nil
+}
+
+func secretMetadata() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return m
+}
+
+// requestAnnotationsChanged passes updates that change a request annotation,
+// so a manual resync reaches the reconciler while other metadata edits
+// (GitOps labels, annotations) cost nothing.
+func requestAnnotationsChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			for _, a := range []string{finchv1.RequestedAtAnnotation, finchv1.ReauthRequestedAtAnnotation, finchv1.WebhookEventAnnotation} {
+				if e.ObjectOld.GetAnnotations()[a] != e.ObjectNew.GetAnnotations()[a] {
+					return true
+				}
+			}
+			return e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero()
+		},
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache.Cache, workers int) error {
+	c := mgr.GetClient()
+	byIndex := func(ns, index, value string) []reconcile.Request {
+		list := &finchv1.FinchConnectionList{}
+		if err := c.List(context.Background(), list, client.InNamespace(ns), client.MatchingFields{index: value}); err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(list.Items))
+		for _, item := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&item)})
+		}
+		return reqs
+	}
+	// Token and code Secrets (labelled) map to their connection by label.
+	labelledSecret := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		name := o.GetLabels()[finchv1.ConnectionLabel]
+		if name == "" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+	})
+	// Unlabelled Secrets (a migrated token) map by the token Secret name.
+	unlabelledToken := handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
+		if o.GetLabels()[finchv1.ConnectionLabel] != "" {
+			return nil // the labelled watch covers it
+		}
+		return byIndex(o.GetNamespace(), IndexConnectionTokenSecret, o.GetName())
+	})
+	// A FinchApp's spec or readiness change fans out to its connections.
+	appChanged := predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return readyStatus(e.ObjectOld) != readyStatus(e.ObjectNew)
+		},
+	})
+	// Deleting a connection wakes its duplicates (one of them may proceed now).
+	siblings := handler.Funcs{DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		conn, ok := e.Object.(*finchv1.FinchConnection)
+		if !ok {
+			return
+		}
+		for _, req := range byIndex(conn.Namespace, IndexConnectionCustomer, AppScoped(conn.AppName(), conn.Spec.CustomerID)) {
+			q.Add(req)
+		}
+	}}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("finchconnection").
+		For(&finchv1.FinchConnection{}, builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, requestAnnotationsChanged()))).
+		Watches(&corev1.Secret{}, labelledSecret).
+		Watches(&finchv1.FinchApp{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return byIndex(o.GetNamespace(), IndexConnectionApp, o.GetName())
+		}), builder.WithPredicates(appChanged)).
+		Watches(&finchv1.FinchConnection{}, siblings).
+		WatchesRawSource(source.Kind(secretMeta, secretMetadata(), unlabelledToken)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(r)
+}
+
+func readyStatus(o client.Object) metav1.ConditionStatus {
+	app, ok := o.(*finchv1.FinchApp)
+	if !ok {
+		return ""
+	}
+	if c := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionReady); c != nil {
+		return c.Status
+	}
+	return ""
+}

@@ -1,0 +1,313 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/testenv"
+)
+
+// The suite runs the real controllers in a real manager against a real API
+// server (envtest) and the Finch simulator over HTTP. Each scenario gets its
+// own namespace, simulator and FinchApp, so Finch call counts are exact.
+
+var (
+	env       *envtest.Environment
+	cfg       *rest.Config
+	k8sClient client.Client
+	ctx       context.Context
+	cancel    context.CancelFunc
+
+	mgrCancel context.CancelFunc
+	mgrDone   chan struct{}
+
+	// clockOffset shifts the operator's clock (session expiry, introspection due).
+	clockOffset atomic.Int64
+	// failStatusPatches makes the next N FinchConnection status patches fail,
+	// as a crash between a Finch call and the status write would.
+	failStatusPatches atomic.Int32
+)
+
+const (
+	timeout  = 20 * time.Second
+	interval = 50 * time.Millisecond
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	SetDefaultEventuallyTimeout(timeout)
+	SetDefaultEventuallyPollingInterval(interval)
+	SetDefaultConsistentlyDuration(time.Second)
+	SetDefaultConsistentlyPollingInterval(100 * time.Millisecond)
+	RunSpecs(t, "Controllers suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ctx, cancel = context.WithCancel(context.Background())
+	var err error
+	env, err = testenv.New()
+	Expect(err).NotTo(HaveOccurred())
+	cfg, err = env.Start()
+	Expect(err).NotTo(HaveOccurred())
+	k8sClient, err = client.New(cfg, client.Options{Scheme: testenv.Scheme})
+	Expect(err).NotTo(HaveOccurred())
+	startManager()
+})
+
+var _ = AfterSuite(func() {
+	stopManager()
+	cancel()
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+})
+
+func now() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }
+
+// startManager runs the operator's controllers as production wires them.
+func startManager() {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 testenv.Scheme,
+		Cache:                  controllers.CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// The restart scenario starts a second manager in the same process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		NewClient: func(c *rest.Config, o client.Options) (client.Client, error) {
+			inner, err := client.New(c, o)
+			if err != nil {
+				return nil, err
+			}
+			return interceptor.NewClient(withWatch{inner}, interceptor.Funcs{
+				SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+					if _, ok := obj.(*finchv1.FinchConnection); ok && sub == "status" && failStatusPatches.Load() > 0 {
+						failStatusPatches.Add(-1)
+						return errors.New("injected: status write lost")
+					}
+					return c.SubResource(sub).Patch(ctx, obj, p, opts...)
+				},
+			}), nil
+		},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	mctx, mcancel := context.WithCancel(ctx)
+	_, err = controllers.Setup(mctx, mgr, controllers.Options{Now: now, RetryBase: 100 * time.Millisecond})
+	Expect(err).NotTo(HaveOccurred())
+	mgrCancel = mcancel
+	mgrDone = make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(mgrDone)
+		Expect(mgr.Start(mctx)).To(Succeed())
+	}()
+}
+
+func stopManager() {
+	mgrCancel()
+	Eventually(mgrDone).Should(BeClosed())
+}
+
+// scenario is one isolated world: a namespace, a simulator and a FinchApp.
+type scenario struct {
+	ns  string
+	sim *finchsim.Sim
+	app *finchv1.FinchApp
+}
+
+const (
+	clientID     = "client-id"
+	clientSecret = "client-secret"
+)
+
+func newScenario() *scenario {
+	sim := finchsim.New(finchsim.Options{})
+	url := sim.Start()
+	DeferCleanup(sim.Close)
+	sim.AddApp(finchsim.AppConfig{ClientID: clientID, ClientSecret: clientSecret})
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "fc-"}}
+	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	s := &scenario{ns: ns.Name, sim: sim}
+	s.createSecret("finch-credentials", map[string]string{"client_id": clientID, "client_secret": clientSecret})
+	s.app = &finchv1.FinchApp{
+		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: s.ns},
+		Spec: finchv1.FinchAppSpec{
+			APIURL:               url,
+			CredentialsSecretRef: finchv1.CredentialsSecretReference{Name: "finch-credentials"},
+			RedirectURI:          "https://operator.example.com/callback",
+		},
+	}
+	Expect(k8sClient.Create(ctx, s.app)).To(Succeed())
+	return s
+}
+
+func (s *scenario) createSecret(name string, data map[string]string) *corev1.Secret {
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.ns}, StringData: data}
+	Expect(k8sClient.Create(ctx, sec)).To(Succeed())
+	return sec
+}
+
+func (s *scenario) newConn(name, customer string, mutate ...func(*finchv1.FinchConnection)) *finchv1.FinchConnection {
+	c := &finchv1.FinchConnection{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.ns},
+		Spec: finchv1.FinchConnectionSpec{
+			CustomerID: customer, CustomerName: "Customer " + customer,
+			Products: []finchv1.Product{"company", "directory"},
+		},
+	}
+	for _, m := range mutate {
+		m(c)
+	}
+	Expect(k8sClient.Create(ctx, c)).To(Succeed())
+	return c
+}
+
+func (s *scenario) get(name string) *finchv1.FinchConnection {
+	c := &finchv1.FinchConnection{}
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, c)).To(Succeed())
+	return c
+}
+
+// waitPhase waits for a phase whose result is final for the current generation.
+func (s *scenario) waitPhase(name string, phase finchv1.Phase) *finchv1.FinchConnection {
+	var c *finchv1.FinchConnection
+	EventuallyWithOffset(1, func(g Gomega) {
+		c = &finchv1.FinchConnection{}
+		g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, c)).To(Succeed())
+		g.Expect(c.Status.Phase).To(Equal(phase), "conditions: %v", c.Status.Conditions)
+		g.Expect(c.Status.ObservedGeneration).To(Equal(c.Generation))
+	}).Should(Succeed())
+	return c
+}
+
+// waitCondition waits for a condition with the given status and reason.
+func (s *scenario) waitCondition(name, typ string, status metav1.ConditionStatus, reason string) *finchv1.FinchConnection {
+	var c *finchv1.FinchConnection
+	EventuallyWithOffset(1, func(g Gomega) {
+		c = &finchv1.FinchConnection{}
+		g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, c)).To(Succeed())
+		cond := meta.FindStatusCondition(c.Status.Conditions, typ)
+		g.Expect(cond).NotTo(BeNil(), "conditions: %v", c.Status.Conditions)
+		g.Expect(cond.Status).To(Equal(status), "condition %s: %s", typ, cond.Message)
+		g.Expect(cond.Reason).To(Equal(reason), "condition %s: %s", typ, cond.Message)
+	}).Should(Succeed())
+	return c
+}
+
+// handOverCode completes the session as the employer and hands the code to
+// the operator the embedded-flow way (a labelled code Secret).
+func (s *scenario) handOverCode(name, sessionID string) string {
+	code, err := s.sim.CompleteSession(sessionID, finchsim.Completion{})
+	Expect(err).NotTo(HaveOccurred())
+	s.createCodeSecret(name, code)
+	return code
+}
+
+func (s *scenario) createCodeSecret(name, code string) {
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-code-", Namespace: s.ns,
+			Labels: map[string]string{finchv1.ConnectionLabel: name}},
+		Type:       finchv1.CodeSecretType,
+		StringData: map[string]string{finchv1.CodeKey: code},
+	}
+	Expect(k8sClient.Create(ctx, sec)).To(Succeed())
+}
+
+// connect takes a new FinchConnection all the way to Connected.
+func (s *scenario) connect(name, customer string, mutate ...func(*finchv1.FinchConnection)) *finchv1.FinchConnection {
+	s.newConn(name, customer, mutate...)
+	c := s.waitPhase(name, finchv1.PhaseAwaitingConnect)
+	s.handOverCode(name, c.Status.Session.ID)
+	return s.waitPhase(name, finchv1.PhaseConnected)
+}
+
+func (s *scenario) tokenSecret(name string) *corev1.Secret {
+	sec := &corev1.Secret{}
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name + "-finch-token"}, sec)).To(Succeed())
+	return sec
+}
+
+func (s *scenario) annotate(name, key, value string) {
+	c := s.get(name)
+	patch := client.MergeFrom(c.DeepCopy())
+	if c.Annotations == nil {
+		c.Annotations = map[string]string{}
+	}
+	c.Annotations[key] = value
+	Expect(k8sClient.Patch(ctx, c, patch)).To(Succeed())
+}
+
+func (s *scenario) update(name string, mutate func(*finchv1.FinchConnection)) {
+	Eventually(func() error {
+		c := s.get(name)
+		mutate(c)
+		return k8sClient.Update(ctx, c)
+	}).Should(Succeed())
+}
+
+func (s *scenario) calls(endpoint string) int { return s.sim.Calls(endpoint) }
+
+// quiet asserts that no Finch call happens for a while.
+func (s *scenario) quiet() {
+	before := s.sim.CallCounts()
+	ConsistentlyWithOffset(1, s.sim.CallCounts).Should(Equal(before))
+}
+
+func (s *scenario) events(name string) []string {
+	list := &corev1.EventList{}
+	Expect(k8sClient.List(ctx, list, client.InNamespace(s.ns))).To(Succeed())
+	var out []string
+	for _, e := range list.Items {
+		if e.InvolvedObject.Name == name {
+			out = append(out, e.Reason)
+		}
+	}
+	return out
+}
+
+func (s *scenario) deleteAndWait(name string) {
+	Expect(k8sClient.Delete(ctx, s.get(name))).To(Succeed())
+	Eventually(func() bool {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, &finchv1.FinchConnection{})
+		return apierrors.IsNotFound(err)
+	}).Should(BeTrue())
+}
+
+const (
+	epSessions   = "POST /connect/sessions"
+	epReauth     = "POST /connect/sessions/reauthenticate"
+	epToken      = "POST /auth/token"
+	epIntrospect = "GET /introspect"
+	epDisconnect = "POST /disconnect"
+)
+
+// withWatch lets the interceptor wrap the manager's client, which has no Watch.
+type withWatch struct{ client.Client }
+
+func (withWatch) Watch(context.Context, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
+	return nil, errors.New("watch is not used")
+}

@@ -1,0 +1,63 @@
+package finch
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func BenchmarkCreateSession(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, sessionOK)
+	}))
+	defer srv.Close()
+	c, err := New(Config{
+		BaseURL: srv.URL, ClientID: "id", ClientSecret: "secret", MetricsApp: "bench/app",
+		Budget: NewBudget(BudgetConfig{Requests: 1 << 30, Window: time.Millisecond}),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := SessionRequest{
+		CustomerID: "cust-1", CustomerName: "Acme", Products: []string{"company", "directory", "individual"},
+		MinutesToExpire: ptr(20160), RedirectURI: ptr("https://op.example/callback/ns/app"),
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.CreateSession(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	ts := strconv.FormatInt(testEventTime.Unix(), 10)
+	sig := mustSign(b, testEventBody, testEventID, testEventTime, testWebhookSecret)
+	old := mustSign(b, testEventBody, testEventID, testEventTime, oldWebhookSecret)
+	h := webhookHeader(testEventID, ts, old+" "+sig)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Verify(testEventBody, h, testWebhookSecret, testEventTime); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkBudgetWait(b *testing.B) {
+	bud := NewBudget(BudgetConfig{Requests: 1 << 30, Window: time.Millisecond})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := bud.Wait(ctx, EndpointIntrospect); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,455 @@
+package finch
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults for Config.
+const (
+	DefaultBaseURL      = "https://api.tryfinch.com"
+	DefaultAPIVersion   = "2020-09-17"
+	DefaultMaxAttempts  = 3
+	DefaultMaxRetryWait = 10 * time.Second
+	DefaultTimeout      = 30 * time.Second
+
+	userAgent = "finch-connect-operator"
+	// maxResponseBody bounds what the client reads from a 2xx response, and
+	// maxErrorBody from an error response.
+	maxResponseBody = 1 << 20
+	maxErrorBody    = 64 << 10
+)
+
+// Config configures a Client. Zero values take the documented defaults.
+type Config struct {
+	BaseURL      string        // default "https://api.tryfinch.com"; may carry a path prefix
+	APIVersion   string        // Finch-API-Version header, default "2020-09-17"
+	ClientID     string        // application credentials, for the session and token calls
+	ClientSecret string        //
+	HTTPClient   *http.Client  // default: a dedicated client that does not follow redirects
+	Budget       *Budget       // shared per-app request budget; nil = NewBudget(DefaultBudget)
+	MaxAttempts  int           // total attempts for retryable calls, default 3
+	MaxRetryWait time.Duration // longest Retry-After/backoff slept in-process, default 10s; longer returns the *Error so the caller requeues
+	Timeout      time.Duration // per attempt, default 30s
+	MetricsApp   string        // value of the "app" metric label (namespace/name of the FinchApp)
+}
+
+// String keeps the client secret out of accidental logs.
+func (c Config) String() string {
+	return fmt.Sprintf("finch.Config{BaseURL:%q APIVersion:%q MetricsApp:%q ClientSecret:[redacted]}",
+		c.BaseURL, c.APIVersion, c.MetricsApp)
+}
+
+// GoString is String for %#v.
+func (c Config) GoString() string { return c.String() }
+
+// Client calls the Finch API. It is safe for concurrent use.
+type Client struct {
+	baseURL      string // without trailing slash
+	apiVersion   string
+	clientID     string
+	clientSecret string
+	basicAuth    string // precomputed Authorization value; "" without credentials
+	hc           *http.Client
+	budget       *Budget
+	maxAttempts  int
+	maxRetryWait time.Duration
+	timeout      time.Duration
+	app          string
+}
+
+// New validates cfg and returns a Client. BaseURL must be an absolute http(s)
+// URL without user info, query or fragment. Credentials are checked when a
+// call needs them, so a Client for bearer-token calls only may omit them.
+func New(cfg Config) (*Client, error) {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	u, err := url.Parse(cfg.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("finch: invalid base URL: %w", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("finch: base URL %q: scheme must be http or https", cfg.BaseURL)
+	case u.Host == "":
+		return nil, fmt.Errorf("finch: base URL %q has no host", cfg.BaseURL)
+	case u.User != nil:
+		// It would end up in error messages; credentials belong in ClientID/ClientSecret.
+		return nil, errors.New("finch: base URL must not contain user info")
+	case u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("finch: base URL %q must not have a query or fragment", u.Redacted())
+	}
+	if cfg.APIVersion == "" {
+		cfg.APIVersion = DefaultAPIVersion
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = defaultHTTPClient()
+	}
+	if cfg.Budget == nil {
+		cfg.Budget = NewBudget(DefaultBudget)
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.MaxRetryWait <= 0 {
+		cfg.MaxRetryWait = DefaultMaxRetryWait
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	c := &Client{
+		baseURL:      strings.TrimRight(u.String(), "/"),
+		apiVersion:   cfg.APIVersion,
+		clientID:     cfg.ClientID,
+		clientSecret: cfg.ClientSecret,
+		hc:           cfg.HTTPClient,
+		budget:       cfg.Budget,
+		maxAttempts:  cfg.MaxAttempts,
+		maxRetryWait: cfg.MaxRetryWait,
+		timeout:      cfg.Timeout,
+		app:          cfg.MetricsApp,
+	}
+	if cfg.ClientID != "" && cfg.ClientSecret != "" {
+		c.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(cfg.ClientID+":"+cfg.ClientSecret))
+	}
+	return c, nil
+}
+
+func defaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 16
+	return &http.Client{
+		Transport: t,
+		// The API never redirects; following one would re-send the body
+		// somewhere unexpected. A 3xx surfaces as a Terminal *Error.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// String keeps credentials out of accidental logs.
+func (c *Client) String() string { return "finch.Client{" + c.baseURL + "}" }
+
+// GoString is String for %#v.
+func (c *Client) GoString() string { return c.String() }
+
+// CreateSession creates (or, for a customer_id that has not connected yet,
+// refreshes) a Connect session. Finch makes it idempotent by customer_id, so
+// it is retried on 429, 5xx and network errors. A customer that already has a
+// connection yields an error for which ConnectionAlreadyExists is true.
+func (c *Client) CreateSession(ctx context.Context, req SessionRequest) (*SessionResponse, error) {
+	const ep = EndpointCreateSession
+	if req.CustomerID == "" || req.CustomerName == "" || len(req.Products) == 0 {
+		return nil, fmt.Errorf("finch %s: customer_id, customer_name and products are required: %w", ep, ErrInvalidArgument)
+	}
+	if err := c.needCredentials(ep); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("finch %s: encoding request: %w", ep, err)
+	}
+	var out SessionResponse
+	err = c.do(ctx, &call{
+		endpoint: ep, method: http.MethodPost, path: "/connect/sessions",
+		auth: c.basicAuth, body: body, policy: retryAll, out: &out,
+		redact: []string{req.CustomerID, req.CustomerName, deref(req.CustomerEmail)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out.SessionID == "" {
+		return nil, fmt.Errorf("finch %s: response has no session_id", ep)
+	}
+	return &out, nil
+}
+
+// Reauthenticate creates a reauthentication session for an existing
+// connection. Each call mints a new session, so it is retried only on 429
+// (rejected before processing), never after a 5xx or network error: persist
+// the returned session before calling again.
+func (c *Client) Reauthenticate(ctx context.Context, req ReauthRequest) (*SessionResponse, error) {
+	const ep = EndpointReauthSession
+	if req.ConnectionID == "" {
+		return nil, fmt.Errorf("finch %s: connection_id is required: %w", ep, ErrInvalidArgument)
+	}
+	if err := c.needCredentials(ep); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("finch %s: encoding request: %w", ep, err)
+	}
+	var out SessionResponse
+	err = c.do(ctx, &call{
+		endpoint: ep, method: http.MethodPost, path: "/connect/sessions/reauthenticate",
+		auth: c.basicAuth, body: body, policy: retryRateLimited, out: &out,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out.SessionID == "" {
+		return nil, fmt.Errorf("finch %s: response has no session_id", ep)
+	}
+	return &out, nil
+}
+
+// ExchangeCode exchanges an authorization code for an access token. The
+// credentials go in the JSON body and no Authorization header is sent. A code
+// is single-use, so only 429 is retried. IsInvalidGrant reports a bad, used or
+// expired code.
+func (c *Client) ExchangeCode(ctx context.Context, req TokenRequest) (*TokenResponse, error) {
+	const ep = EndpointToken
+	if req.Code == "" {
+		return nil, fmt.Errorf("finch %s: code is required: %w", ep, ErrInvalidArgument)
+	}
+	if err := c.needCredentials(ep); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(tokenWire{
+		ClientID:     c.clientID,
+		ClientSecret: c.clientSecret,
+		Code:         req.Code,
+		RedirectURI:  req.RedirectURI,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("finch %s: encoding request: %w", ep, err)
+	}
+	var out TokenResponse
+	err = c.do(ctx, &call{
+		endpoint: ep, method: http.MethodPost, path: "/auth/token",
+		body: body, policy: retryRateLimited, out: &out,
+		redact: []string{req.Code},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out.AccessToken == "" {
+		return nil, fmt.Errorf("finch %s: response has no access_token", ep)
+	}
+	return &out, nil
+}
+
+// Introspect reads the connection behind an access token. IsInvalidToken
+// reports a revoked or replaced token.
+func (c *Client) Introspect(ctx context.Context, accessToken string) (*Introspection, error) {
+	const ep = EndpointIntrospect
+	if accessToken == "" {
+		return nil, fmt.Errorf("finch %s: access token is required: %w", ep, ErrInvalidArgument)
+	}
+	var out Introspection
+	err := c.do(ctx, &call{
+		endpoint: ep, method: http.MethodGet, path: "/introspect",
+		auth: "Bearer " + accessToken, policy: retryAll, out: &out,
+		redact: []string{accessToken},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Disconnect revokes the connection behind an access token (and every token of
+// that connection). It is retried; a retry after a lost response sees the
+// token already revoked, so callers should treat IsInvalidToken as done.
+func (c *Client) Disconnect(ctx context.Context, accessToken string) error {
+	const ep = EndpointDisconnect
+	if accessToken == "" {
+		return fmt.Errorf("finch %s: access token is required: %w", ep, ErrInvalidArgument)
+	}
+	return c.do(ctx, &call{
+		endpoint: ep, method: http.MethodPost, path: "/disconnect",
+		auth: "Bearer " + accessToken, policy: retryAll,
+		redact: []string{accessToken},
+	})
+}
+
+// SandboxUpdateAccount forces a sandbox connection's status (e.g. "reauth") to
+// exercise the operator's reactions. It sets a value, so it is retried.
+func (c *Client) SandboxUpdateAccount(ctx context.Context, accessToken string, status string) error {
+	const ep = EndpointSandboxStatus
+	if accessToken == "" || status == "" {
+		return fmt.Errorf("finch %s: access token and status are required: %w", ep, ErrInvalidArgument)
+	}
+	body, err := json.Marshal(SandboxAccountUpdate{ConnectionStatus: status})
+	if err != nil {
+		return fmt.Errorf("finch %s: encoding request: %w", ep, err)
+	}
+	return c.do(ctx, &call{
+		endpoint: ep, method: http.MethodPut, path: "/sandbox/connections/accounts",
+		auth: "Bearer " + accessToken, body: body, policy: retryAll,
+		redact: []string{accessToken},
+	})
+}
+
+func (c *Client) needCredentials(ep string) error {
+	if c.clientID == "" || c.clientSecret == "" {
+		return fmt.Errorf("finch %s: client credentials not configured: %w", ep, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// call describes one API call.
+type call struct {
+	endpoint string // Endpoint* constant: metric label and budget key
+	method   string
+	path     string
+	auth     string // Authorization header value; "" sends none
+	body     []byte // nil sends no body
+	policy   retryPolicy
+	out      any      // decoded from a 2xx body; nil discards it
+	redact   []string // request values to keep out of error messages
+}
+
+// attemptResult is the outcome of one attempt. reason is set when the
+// failure may be retried under the call's policy.
+type attemptResult struct {
+	err        error
+	reason     string
+	retryAfter time.Duration
+}
+
+// do runs a call with bounded retries. Every attempt first takes a slot from
+// the budget (waiting for it is not bounded by MaxRetryWait, only by ctx). It
+// returns the last attempt's error: a *Error for HTTP failures, a wrapped
+// error otherwise.
+func (c *Client) do(ctx context.Context, cl *call) error {
+	cl.redact = append(cl.redact, c.clientSecret)
+	var lastErr error
+	for n := 0; ; n++ {
+		waitStart := time.Now()
+		if err := c.budget.Wait(ctx, cl.endpoint); err != nil {
+			if lastErr != nil {
+				return fmt.Errorf("%w; retry abandoned: %w", lastErr, err)
+			}
+			return fmt.Errorf("finch %s: waiting for request budget: %w", cl.endpoint, err)
+		}
+		budgetWait.WithLabelValues(c.app, cl.endpoint).Observe(time.Since(waitStart).Seconds())
+
+		res := c.attempt(ctx, cl)
+		if res.err == nil {
+			return nil
+		}
+		lastErr = res.err
+		if res.reason == "" || n+1 >= c.maxAttempts || ctx.Err() != nil {
+			return res.err
+		}
+		wait := res.retryAfter
+		if wait <= 0 {
+			wait = backoff(n)
+		}
+		if wait > c.maxRetryWait {
+			// Do not hold a reconcile worker that long: the caller requeues.
+			return res.err
+		}
+		retriesTotal.WithLabelValues(c.app, cl.endpoint, res.reason).Inc()
+		if err := sleepCtx(ctx, wait); err != nil {
+			return fmt.Errorf("%w; retry abandoned: %w", res.err, err)
+		}
+	}
+}
+
+// attempt sends one request, bounded by the per-attempt timeout.
+func (c *Client) attempt(ctx context.Context, cl *call) attemptResult {
+	actx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := c.newRequest(actx, cl)
+	if err != nil {
+		return attemptResult{err: fmt.Errorf("finch %s: building request: %w", cl.endpoint, err)}
+	}
+
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.observe(cl.endpoint, "network_error", start)
+		res := attemptResult{err: fmt.Errorf("finch %s: %w", cl.endpoint, err)}
+		if cl.policy == retryAll {
+			res.reason = reasonNetwork
+		}
+		return res
+	}
+	defer resp.Body.Close()
+
+	limit := int64(maxErrorBody)
+	if resp.StatusCode/100 == 2 {
+		limit = maxResponseBody
+	}
+	body, readErr := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	c.observe(cl.endpoint, strconv.Itoa(resp.StatusCode), start)
+
+	if resp.StatusCode/100 != 2 {
+		// A truncated or interrupted error body still tells the status.
+		fe := decodeError(cl.endpoint, resp.StatusCode, resp.Header, body[:min(len(body), maxErrorBody)], time.Now(), cl.redact)
+		res := attemptResult{err: fe, retryAfter: fe.RetryAfter}
+		switch {
+		case resp.StatusCode == http.StatusTooManyRequests:
+			res.reason = reasonRateLimited
+		case cl.policy == retryAll && (resp.StatusCode >= 500 || resp.StatusCode == http.StatusRequestTimeout):
+			res.reason = reasonServerError
+		}
+		if strings.EqualFold(resp.Header.Get("X-Should-Retry"), "false") {
+			res.reason = ""
+		}
+		return res
+	}
+
+	if readErr != nil {
+		res := attemptResult{err: fmt.Errorf("finch %s: reading response: %w", cl.endpoint, readErr)}
+		if cl.policy == retryAll {
+			res.reason = reasonNetwork
+		}
+		return res
+	}
+	if len(body) > maxResponseBody {
+		return attemptResult{err: fmt.Errorf("finch %s: response larger than %d bytes", cl.endpoint, maxResponseBody)}
+	}
+	if cl.out == nil {
+		return attemptResult{}
+	}
+	if err := json.Unmarshal(body, cl.out); err != nil {
+		// Lenient: a field of an unexpected type is left empty, the rest is
+		// decoded. Callers check the fields they require.
+		var typeErr *json.UnmarshalTypeError
+		if !errors.As(err, &typeErr) {
+			return attemptResult{err: fmt.Errorf("finch %s: decoding response: %w", cl.endpoint, err)}
+		}
+	}
+	return attemptResult{}
+}
+
+func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error) {
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, c.baseURL+cl.path, body)
+	if err != nil {
+		return nil, err
+	}
+	h := req.Header
+	h.Set("Finch-API-Version", c.apiVersion)
+	h.Set("Accept", "application/json")
+	h.Set("User-Agent", userAgent)
+	if cl.body != nil {
+		h.Set("Content-Type", "application/json")
+	}
+	if cl.auth != "" {
+		h.Set("Authorization", cl.auth)
+	}
+	return req, nil
+}
+
+func (c *Client) observe(endpoint, code string, start time.Time) {
+	requestsTotal.WithLabelValues(c.app, endpoint, code).Inc()
+	requestDuration.WithLabelValues(c.app, endpoint).Observe(time.Since(start).Seconds())
+}

@@ -1,0 +1,18 @@
+// Package finch is a small typed HTTP client for the part of the Finch API the
+// operator uses: Connect sessions, reauthentication sessions, the
+// authorization-code exchange, introspection, disconnect and the sandbox
+// connection-status override. It also verifies Finch webhook signatures.
+//
+// The client is hand-written on net/http rather than built on the Finch SDK so
+// that it can enforce the operator's rules in one place:
+//
+//   - a client-side sliding-window request budget per application and endpoint
+//     (Budget), so the operator never provokes a 429 by itself;
+//   - retries only where they are safe (see the method docs), bounded in
+//     attempts and in how long the client sleeps in-process;
+//   - typed errors (Error) with helpers for the cases the controllers act on,
+//     and Classify to decide between requeue-with-backoff and Stalled;
+//   - no token, secret or customer identifier in errors or metric labels.
+//
+// Wire facts come from /work/shared/finch/API-FACTS.md.
+package finch

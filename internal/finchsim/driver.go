@@ -1,0 +1,377 @@
+package finchsim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// CompleteSession completes a session as the employer would in Finch Connect and returns the
+// authorization code (single use, valid 10 minutes, bound to the app, session and redirect_uri).
+//
+// A connect session creates a connection for its customer (or reuses the customer's live one).
+// A reauthenticate session re-arms its connection (status back to c.Status, default
+// "connected"; the provider and auth method stay locked to the connection's, and account_id
+// changes as the guide says it may); exchanging its code revokes the connection's older tokens.
+func (s *Sim) CompleteSession(sessionID string, c Completion) (code string, err error) {
+	code, _, err = s.complete(sessionID, c)
+	return code, err
+}
+
+func (s *Sim) complete(sessionID string, c Completion) (code, redirectURI string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	se := s.sessions[sessionID]
+	if se == nil {
+		return "", "", ErrSessionNotFound
+	}
+	if se.completed {
+		return "", "", ErrSessionCompleted
+	}
+	now := s.now()
+	if !now.Before(se.expiresAt) {
+		return "", "", ErrSessionExpired
+	}
+	status := c.Status
+	if status == "" {
+		status = "connected"
+	}
+
+	var conn *connection
+	switch se.kind {
+	case kindReauth:
+		conn = s.connections[se.connectionID]
+		if conn == nil {
+			return "", "", ErrConnectionNotFound
+		}
+		if conn.disconnected {
+			return "", "", ErrConnectionDisconnected
+		}
+		conn.accountID = newUUID()
+		conn.products = cloneStrings(se.products)
+	default:
+		key := custKey{se.clientID, se.customerID}
+		if id, ok := s.liveConn[key]; ok {
+			conn = s.connections[id]
+		} else {
+			provider := firstNonEmpty(c.Provider, se.integrationProvider, "gusto")
+			method := firstNonEmpty(c.AuthMethod, se.integrationAuthMethod, "credential")
+			connType := "provider"
+			if se.sandbox == "finch" {
+				connType = "finch"
+			}
+			conn = &connection{
+				id: newUUID(), clientID: se.clientID, customerID: se.customerID,
+				providerID: provider, authMethod: method, connectionType: connType, manual: se.manual,
+				accountID: newUUID(), companyID: newUUID(), entityID: newUUID(), createdAt: now,
+			}
+			s.connections[conn.id] = conn
+			s.liveConn[key] = conn.id
+		}
+		conn.customerName, conn.customerEmail = se.customerName, se.customerEmail
+		conn.products = cloneStrings(se.products)
+		se.connectionID = conn.id
+	}
+	conn.status = status
+	if status == "connected" {
+		conn.lastSync = now
+	}
+	se.completed = true
+
+	code = newUUID()
+	s.codes[code] = &authCode{
+		clientID: se.clientID, sessionID: se.id, connectionID: conn.id, redirectURI: se.redirectURI,
+		reauth: se.kind == kindReauth, expiresAt: now.Add(codeTTL),
+	}
+	return code, se.redirectURI, nil
+}
+
+func firstNonEmpty(xs ...string) string {
+	for _, x := range xs {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
+
+// SetConnectionStatus flips a connection's status (as PUT /sandbox/connections/accounts does)
+// and delivers a signed account.updated webhook if the app has a WebhookURL.
+func (s *Sim) SetConnectionStatus(connectionID, status string) error {
+	if status == "" {
+		return ErrInvalidStatus
+	}
+	s.mu.Lock()
+	c := s.connections[connectionID]
+	if c == nil {
+		s.mu.Unlock()
+		return ErrConnectionNotFound
+	}
+	if c.disconnected {
+		s.mu.Unlock()
+		return ErrConnectionDisconnected
+	}
+	job := s.setStatusLocked(c, status)
+	s.mu.Unlock()
+	s.dispatch(job)
+	return nil
+}
+
+func driverErrorStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrConnectionNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrSessionExpired):
+		return http.StatusGone
+	case errors.Is(err, ErrSessionCompleted), errors.Is(err, ErrConnectionDisconnected):
+		return http.StatusConflict
+	}
+	return http.StatusBadRequest
+}
+
+func writeDriverError(w http.ResponseWriter, r *http.Request, err error) {
+	status := driverErrorStatus(err)
+	msg := strings.TrimPrefix(err.Error(), "finchsim: ")
+	if strings.Contains(r.Header.Get("Accept"), "text/html") {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "<!doctype html><title>Finch Connect (simulator)</title><h1>%d %s</h1><p>%s</p>\n",
+			status, http.StatusText(status), html.EscapeString(msg))
+		return
+	}
+	name, _ := errorNameForStatus(status)
+	if status == http.StatusGone {
+		name = "session_expired"
+	}
+	writeError(w, status, name, "", msg, nil)
+}
+
+// handleAuthorize is the Connect page: GET /authorize?session=<id>[&state=][&provider=][&auth_method=][&status=].
+// It acts as the employer's browser completing Connect. With a redirect_uri on the session it
+// answers 302 to redirect_uri?code=..[&state=..]; otherwise (or with app_type=spa, as the
+// embedded SDK's iframe sends) it answers 200 {"code": ..., "state": ...}, what onSuccess gets.
+func (s *Sim) handleAuthorize(w http.ResponseWriter, r *http.Request, _ []byte) {
+	q := r.URL.Query()
+	id := q.Get("session")
+	if id == "" {
+		badRequest(w, "missing session query parameter")
+		return
+	}
+	code, redirectURI, err := s.complete(id, Completion{Provider: q.Get("provider"), AuthMethod: q.Get("auth_method"), Status: q.Get("status")})
+	if err != nil {
+		writeDriverError(w, r, err)
+		return
+	}
+	state := q.Get("state")
+	if redirectURI != "" && q.Get("app_type") != "spa" {
+		params := url.Values{"code": {code}}
+		if state != "" {
+			params.Set("state", state)
+		}
+		w.Header().Set("Location", appendQuery(redirectURI, params.Encode()))
+		w.WriteHeader(http.StatusFound)
+		return
+	}
+	resp := map[string]string{"code": code}
+	if state != "" {
+		resp["state"] = state
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// appendQuery adds an encoded query to a URI, keeping its existing query and fragment verbatim.
+func appendQuery(uri, query string) string {
+	frag := ""
+	if i := strings.IndexByte(uri, '#'); i >= 0 {
+		uri, frag = uri[:i], uri[i:]
+	}
+	switch {
+	case !strings.Contains(uri, "?"):
+		uri += "?" + query
+	case strings.HasSuffix(uri, "?") || strings.HasSuffix(uri, "&"):
+		uri += query
+	default:
+		uri += "&" + query
+	}
+	return uri + frag
+}
+
+// --- /_sim/ driver and inspection endpoints ---
+
+func (s *Sim) newSimMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("POST /_sim/sessions/{id}/complete", s.simComplete)
+	m.HandleFunc("GET /_sim/sessions/{id}", s.simGetSession)
+	m.HandleFunc("GET /_sim/connections/{id}", s.simGetConnection)
+	m.HandleFunc("POST /_sim/connections/{id}/status", s.simSetStatus)
+	m.HandleFunc("GET /_sim/state", s.simState)
+	m.HandleFunc("GET /_sim/calls", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.CallCounts()) })
+	m.HandleFunc("GET /_sim/responses", s.simResponses)
+	m.HandleFunc("DELETE /_sim/calls", func(w http.ResponseWriter, r *http.Request) {
+		s.ResetCounters()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	m.HandleFunc("POST /_sim/faults", s.simAddFault)
+	m.HandleFunc("DELETE /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
+		s.ClearFaults()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	m.HandleFunc("POST /_sim/apps", s.simAddApp)
+	m.HandleFunc("/_sim/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found_error", "", "no simulator route for "+r.Method+" "+r.URL.Path, nil)
+	})
+	return m
+}
+
+func decodeOptional(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+func (s *Sim) simComplete(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Provider   string `json:"provider"`
+		AuthMethod string `json:"auth_method"`
+		Status     string `json:"status"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		badRequest(w, "invalid JSON body: "+err.Error())
+		return
+	}
+	code, err := s.CompleteSession(r.PathValue("id"), Completion{Provider: req.Provider, AuthMethod: req.AuthMethod, Status: req.Status})
+	if err != nil {
+		writeDriverError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"code": code})
+}
+
+func (s *Sim) simGetSession(w http.ResponseWriter, r *http.Request) {
+	if se, ok := s.Session(r.PathValue("id")); ok {
+		writeJSON(w, http.StatusOK, se)
+		return
+	}
+	writeDriverError(w, r, ErrSessionNotFound)
+}
+
+func (s *Sim) simGetConnection(w http.ResponseWriter, r *http.Request) {
+	if c, ok := s.Connection(r.PathValue("id")); ok {
+		writeJSON(w, http.StatusOK, c)
+		return
+	}
+	writeDriverError(w, r, ErrConnectionNotFound)
+}
+
+func (s *Sim) simSetStatus(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Status string `json:"status"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		badRequest(w, "invalid JSON body: "+err.Error())
+		return
+	}
+	id := r.PathValue("id")
+	if err := s.SetConnectionStatus(id, req.Status); err != nil {
+		writeDriverError(w, r, err)
+		return
+	}
+	c, _ := s.Connection(id)
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (s *Sim) simState(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": s.Sessions(), "connections": s.Connections()})
+}
+
+func (s *Sim) simResponses(w http.ResponseWriter, r *http.Request) {
+	out := map[string]map[string]int{}
+	for ep, m := range s.ResponseCounts() {
+		c := map[string]int{}
+		for st, n := range m {
+			c[fmt.Sprint(st)] = n
+		}
+		out[ep] = c
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// jsonDuration accepts a Go duration string ("250ms", "2s") or a number of seconds.
+type jsonDuration time.Duration
+
+func (d *jsonDuration) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err == nil {
+		v, err := time.ParseDuration(str)
+		if err != nil {
+			return err
+		}
+		*d = jsonDuration(v)
+		return nil
+	}
+	var secs float64
+	if err := json.Unmarshal(b, &secs); err != nil {
+		return fmt.Errorf("duration must be a string like \"1.5s\" or a number of seconds")
+	}
+	*d = jsonDuration(secs * float64(time.Second))
+	return nil
+}
+
+func (s *Sim) simAddFault(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Endpoint       string       `json:"endpoint"`
+		Count          *int         `json:"count"`
+		Status         int          `json:"status"`
+		RetryAfter     jsonDuration `json:"retry_after"`
+		Latency        jsonDuration `json:"latency"`
+		CommitThenDrop bool         `json:"commit_then_drop"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		badRequest(w, "invalid JSON body: "+err.Error())
+		return
+	}
+	if req.Endpoint == "" {
+		badRequest(w, `endpoint is required (e.g. "POST /connect/sessions" or "*")`)
+		return
+	}
+	f := Fault{Count: 1, Status: req.Status, RetryAfter: time.Duration(req.RetryAfter), Latency: time.Duration(req.Latency), CommitThenDrop: req.CommitThenDrop}
+	if req.Count != nil {
+		f.Count = *req.Count
+	}
+	s.InjectFault(req.Endpoint, f)
+	writeJSON(w, http.StatusCreated, map[string]any{"endpoint": req.Endpoint, "count": f.Count})
+}
+
+func (s *Sim) simAddApp(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ClientID      string `json:"client_id"`
+		ClientSecret  string `json:"client_secret"`
+		WebhookURL    string `json:"webhook_url"`
+		WebhookSecret string `json:"webhook_secret"`
+		RateLimit     struct {
+			Requests int          `json:"requests"`
+			Window   jsonDuration `json:"window"`
+		} `json:"rate_limit"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		badRequest(w, "invalid JSON body: "+err.Error())
+		return
+	}
+	if req.ClientID == "" || req.ClientSecret == "" {
+		badRequest(w, "client_id and client_secret are required")
+		return
+	}
+	s.AddApp(AppConfig{
+		ClientID: req.ClientID, ClientSecret: req.ClientSecret, WebhookURL: req.WebhookURL, WebhookSecret: req.WebhookSecret,
+		RateLimit: RateLimit{Requests: req.RateLimit.Requests, Window: time.Duration(req.RateLimit.Window)},
+	})
+	writeJSON(w, http.StatusCreated, map[string]string{"client_id": req.ClientID})
+}

@@ -1,0 +1,529 @@
+// Package finchsim is an in-memory Finch (Connect sessions, code exchange, introspection,
+// disconnect, sandbox connection status, account.updated webhooks) served over real HTTP in
+// Finch's wire format. Tests, the local demo and the benchmarks run the operator against it.
+//
+// It follows Finch's Connection & Session ID Migration Guide: the same customer_id refreshes and
+// returns the same session_id until the customer has a connection, after which
+// POST /connect/sessions answers 400 connection_already_exists; reauthentication sessions are new
+// on every call; completing reauth issues a new token for the same connection_id and revokes the
+// old ones; a disconnected connection never comes back.
+//
+// Besides the Finch endpoints it serves the Connect page (GET /authorize?session=<id>, acting as
+// the employer's browser) and driver/inspection endpoints under /_sim/.
+//
+// It deliberately does not import internal/finch: it is an independent implementation of the wire
+// format, so it cross-checks the client.
+package finchsim
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options configures a Sim.
+type Options struct {
+	// Clock is the simulator's notion of now (session/code expiry, rate-limit window, webhook
+	// timestamps). Default time.Now.
+	Clock func() time.Time
+	// ConnectBaseURL is the base of connect_url. Default: the server's own URL (after Start), or
+	// the request's Host when the Handler is mounted elsewhere.
+	ConnectBaseURL string
+	// Logf, if set, receives diagnostic messages.
+	Logf func(format string, args ...any)
+}
+
+// AppConfig registers one Finch application.
+type AppConfig struct {
+	ClientID      string    `json:"client_id"`
+	ClientSecret  string    `json:"client_secret"`
+	WebhookURL    string    `json:"webhook_url,omitempty"`
+	WebhookSecret string    `json:"webhook_secret,omitempty"` // standard base64; the decoded bytes are the HMAC key
+	RateLimit     RateLimit `json:"rate_limit"`
+}
+
+// RateLimit is a sliding-window limit: at most Requests admitted requests in any rolling Window,
+// per app and endpoint. Zero Requests or Window means unlimited.
+type RateLimit struct {
+	Requests int           `json:"requests"`
+	Window   time.Duration `json:"window"` // nanoseconds in JSON
+}
+
+// Completion describes how the employer completes a Connect session.
+type Completion struct {
+	Provider   string // default: the session's integration.provider, else "gusto"
+	AuthMethod string // default: the session's integration.auth_method, else "credential"
+	Status     string // initial connection status, default "connected"
+}
+
+// Fault is injected into the next matching requests of an endpoint.
+type Fault struct {
+	Count          int           // how many requests it affects; -1 = until cleared; 0 is treated as 1
+	Status         int           // respond with this HTTP status and a Finch error body; the operation does not happen
+	RetryAfter     time.Duration // Retry-After header (seconds, rounded up) on Status responses
+	Latency        time.Duration // sleep before handling
+	CommitThenDrop bool          // perform the operation, then close the connection without a response
+}
+
+// SessionInfo is a snapshot of a Connect session.
+type SessionInfo struct {
+	ID           string    `json:"id"`
+	ClientID     string    `json:"client_id"`
+	CustomerID   string    `json:"customer_id"`
+	CustomerName string    `json:"customer_name"`
+	Kind         string    `json:"kind"` // "connect" | "reauthenticate"
+	ConnectionID string    `json:"connection_id,omitempty"`
+	RedirectURI  string    `json:"redirect_uri,omitempty"`
+	Products     []string  `json:"products"`
+	CreatedAt    time.Time `json:"created_at"`
+	ExpiresAt    time.Time `json:"expires_at"`
+	Completed    bool      `json:"completed"`
+	// Extensions beyond the agreed API.
+	CustomerEmail string    `json:"customer_email,omitempty"`
+	Sandbox       string    `json:"sandbox,omitempty"`
+	Refreshes     int       `json:"refreshes"`             // how many times POST /connect/sessions re-armed it
+	RefreshedAt   time.Time `json:"refreshed_at,omitzero"` // last refresh
+}
+
+// ConnectionInfo is a snapshot of a connection.
+type ConnectionInfo struct {
+	ID           string    `json:"id"`
+	ClientID     string    `json:"client_id"`
+	CustomerID   string    `json:"customer_id"`
+	ProviderID   string    `json:"provider_id"`
+	AuthMethod   string    `json:"auth_method"`
+	Status       string    `json:"status"`
+	Products     []string  `json:"products"`
+	Tokens       int       `json:"tokens"` // live (not revoked) tokens
+	Disconnected bool      `json:"disconnected"`
+	CreatedAt    time.Time `json:"created_at"`
+	// Extensions beyond the agreed API.
+	CustomerName   string `json:"customer_name"`
+	AccountID      string `json:"account_id"`
+	CompanyID      string `json:"company_id"`
+	ConnectionType string `json:"connection_type"`
+}
+
+// Errors returned by the employer driver and SetConnectionStatus.
+var (
+	ErrSessionNotFound        = errors.New("finchsim: session not found")
+	ErrSessionExpired         = errors.New("finchsim: session expired")
+	ErrSessionCompleted       = errors.New("finchsim: session already completed")
+	ErrConnectionNotFound     = errors.New("finchsim: connection not found")
+	ErrConnectionDisconnected = errors.New("finchsim: connection is disconnected")
+	ErrInvalidStatus          = errors.New("finchsim: status must not be empty")
+)
+
+const (
+	kindConnect = "connect"
+	kindReauth  = "reauthenticate"
+
+	codeTTL = 10 * time.Minute
+)
+
+type app struct {
+	cfg        AppConfig
+	webhookKey []byte
+}
+
+type session struct {
+	id, clientID                               string
+	kind                                       string
+	customerID, customerName, customerEmail    string
+	connectionID                               string
+	products                                   []string
+	integrationProvider, integrationAuthMethod string
+	manual                                     bool
+	sandbox                                    string
+	redirectURI                                string
+	createdAt, expiresAt, refreshedAt          time.Time
+	refreshes                                  int
+	completed                                  bool
+}
+
+type connection struct {
+	id, clientID                            string
+	customerID, customerName, customerEmail string
+	providerID, authMethod, status          string
+	connectionType                          string
+	manual                                  bool
+	products                                []string
+	accountID, companyID, entityID          string
+	tokens                                  []*token
+	disconnected                            bool
+	createdAt, lastSync                     time.Time
+}
+
+type token struct {
+	value, id, connectionID, clientID string
+	revoked                           bool
+}
+
+type authCode struct {
+	clientID, sessionID, connectionID, redirectURI string
+	reauth                                         bool
+	expiresAt                                      time.Time
+	used                                           bool
+}
+
+type faultEntry struct {
+	endpoint string
+	f        Fault
+}
+
+type custKey struct{ clientID, customerID string }
+
+// Sim is an in-memory Finch. All methods are safe for concurrent use.
+type Sim struct {
+	opts Options
+
+	mu              sync.Mutex
+	apps            map[string]*app
+	rateLimits      map[string]RateLimit
+	arrivals        map[string][]time.Time // clientID + " " + endpoint -> admitted arrivals in window
+	sessions        map[string]*session
+	connectSessions map[custKey]string // the one connect session per app+customer
+	connections     map[string]*connection
+	liveConn        map[custKey]string // live (not disconnected) connection per app+customer
+	tokens          map[string]*token
+	codes           map[string]*authCode
+	faults          []*faultEntry
+	calls           map[string]int
+	responses       map[string]map[int]int
+
+	webhookDeliveries, webhookAttempts, webhookFailures int
+	webhooksInflight                                    int
+
+	srv       *http.Server
+	url       string
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	hc        *http.Client
+	simMux    *http.ServeMux
+}
+
+// New returns a Sim with no apps registered.
+func New(opts Options) *Sim {
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	opts.ConnectBaseURL = strings.TrimRight(opts.ConnectBaseURL, "/")
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Sim{
+		opts:            opts,
+		apps:            map[string]*app{},
+		rateLimits:      map[string]RateLimit{},
+		arrivals:        map[string][]time.Time{},
+		sessions:        map[string]*session{},
+		connectSessions: map[custKey]string{},
+		connections:     map[string]*connection{},
+		liveConn:        map[custKey]string{},
+		tokens:          map[string]*token{},
+		codes:           map[string]*authCode{},
+		calls:           map[string]int{},
+		responses:       map[string]map[int]int{},
+		ctx:             ctx,
+		cancel:          cancel,
+		hc:              &http.Client{Timeout: 5 * time.Second},
+	}
+	s.simMux = s.newSimMux()
+	return s
+}
+
+func (s *Sim) now() time.Time { return s.opts.Clock() }
+
+func (s *Sim) logf(format string, args ...any) {
+	if s.opts.Logf != nil {
+		s.opts.Logf(format, args...)
+	}
+}
+
+// Handler returns the simulator's HTTP handler (Finch API, /authorize and /_sim/).
+func (s *Sim) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Start serves the simulator on 127.0.0.1 with an ephemeral port and returns its base URL
+// (like httptest.NewServer). It panics if it cannot listen or was already started.
+func (s *Sim) Start() (baseURL string) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic("finchsim: listen: " + err.Error())
+	}
+	return s.serve(l)
+}
+
+func (s *Sim) serve(l net.Listener) string {
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.mu.Lock()
+	if s.srv != nil {
+		s.mu.Unlock()
+		_ = l.Close()
+		panic("finchsim: already started")
+	}
+	s.srv = srv
+	s.url = "http://" + l.Addr().String()
+	u := s.url
+	s.mu.Unlock()
+	go func() { _ = srv.Serve(l) }()
+	return u
+}
+
+// URL is the base URL recorded by Start ("" before Start).
+func (s *Sim) URL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.url
+}
+
+// Close stops the server started by Start (dropping open connections) and cancels pending
+// webhook deliveries. It is safe to call more than once, and without Start.
+func (s *Sim) Close() {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		srv := s.srv
+		s.mu.Unlock()
+		if srv != nil {
+			_ = srv.Close()
+		}
+		s.cancel()
+		s.WaitWebhooks(10 * time.Second)
+	})
+}
+
+// AddApp registers (or replaces the configuration of) an application.
+func (s *Sim) AddApp(cfg AppConfig) {
+	key, err := base64.StdEncoding.DecodeString(cfg.WebhookSecret)
+	if err != nil {
+		s.logf("finchsim: app %s: webhook secret is not standard base64 (%v); signing with its raw bytes", cfg.ClientID, err)
+		key = []byte(cfg.WebhookSecret)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.apps[cfg.ClientID] = &app{cfg: cfg, webhookKey: key}
+	s.rateLimits[cfg.ClientID] = cfg.RateLimit
+}
+
+// SetRateLimit changes an app's rate limit. Arrivals already admitted keep counting.
+func (s *Sim) SetRateLimit(clientID string, rl RateLimit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rateLimits[clientID] = rl
+	if a := s.apps[clientID]; a != nil {
+		a.cfg.RateLimit = rl
+	}
+}
+
+// SetWebhookURL changes where an app's webhooks go ("" disables them).
+func (s *Sim) SetWebhookURL(clientID, url string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.apps[clientID]; a != nil {
+		a.cfg.WebhookURL = url
+	}
+}
+
+// InjectFault queues a fault for an endpoint ("POST /connect/sessions", ... or "*" for every
+// Finch API endpoint). Faults are consumed in the order they were injected: a request takes the
+// first queued fault that matches it and has requests left.
+func (s *Sim) InjectFault(endpoint string, f Fault) {
+	if f.Count == 0 {
+		f.Count = 1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &faultEntry{endpoint: endpoint, f: f})
+}
+
+// ClearFaults removes all queued faults.
+func (s *Sim) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
+// Calls is the number of requests received for an endpoint, whatever their outcome.
+func (s *Sim) Calls(endpoint string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[endpoint]
+}
+
+// CallCounts returns requests received per endpoint.
+func (s *Sim) CallCounts() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.calls))
+	for k, v := range s.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// Responses is how many responses with that HTTP status an endpoint sent. Requests dropped by
+// CommitThenDrop are counted under status 0.
+func (s *Sim) Responses(endpoint string, status int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.responses[endpoint][status]
+}
+
+// ResponseCounts returns endpoint -> status -> count.
+func (s *Sim) ResponseCounts() map[string]map[int]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]map[int]int, len(s.responses))
+	for k, m := range s.responses {
+		c := make(map[int]int, len(m))
+		for st, n := range m {
+			c[st] = n
+		}
+		out[k] = c
+	}
+	return out
+}
+
+// ResetCounters zeroes call, response and webhook counters (not state).
+func (s *Sim) ResetCounters() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = map[string]int{}
+	s.responses = map[string]map[int]int{}
+	s.webhookDeliveries, s.webhookAttempts, s.webhookFailures = 0, 0, 0
+}
+
+// Sessions returns all sessions, oldest first.
+func (s *Sim) Sessions() []SessionInfo {
+	s.mu.Lock()
+	out := make([]SessionInfo, 0, len(s.sessions))
+	for _, se := range s.sessions {
+		out = append(out, se.info())
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Connections returns all connections (including disconnected ones), oldest first.
+func (s *Sim) Connections() []ConnectionInfo {
+	s.mu.Lock()
+	out := make([]ConnectionInfo, 0, len(s.connections))
+	for _, c := range s.connections {
+		out = append(out, c.info())
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Session returns one session.
+func (s *Sim) Session(id string) (SessionInfo, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	se := s.sessions[id]
+	if se == nil {
+		return SessionInfo{}, false
+	}
+	return se.info(), true
+}
+
+// Connection returns one connection.
+func (s *Sim) Connection(id string) (ConnectionInfo, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.connections[id]
+	if c == nil {
+		return ConnectionInfo{}, false
+	}
+	return c.info(), true
+}
+
+// WebhookDeliveries is the number of webhooks delivered successfully (2xx from the receiver).
+func (s *Sim) WebhookDeliveries() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.webhookDeliveries
+}
+
+// WebhookAttempts is the number of webhook POSTs made, including failed ones and retries.
+func (s *Sim) WebhookAttempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.webhookAttempts
+}
+
+// WebhookFailures is the number of webhooks given up on after all retries.
+func (s *Sim) WebhookFailures() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.webhookFailures
+}
+
+// WaitWebhooks waits until no webhook delivery is in flight (including retries), up to timeout.
+// It reports whether that happened.
+func (s *Sim) WaitWebhooks(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		s.mu.Lock()
+		n := s.webhooksInflight
+		s.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (se *session) info() SessionInfo {
+	return SessionInfo{
+		ID: se.id, ClientID: se.clientID, CustomerID: se.customerID, CustomerName: se.customerName,
+		Kind: se.kind, ConnectionID: se.connectionID, RedirectURI: se.redirectURI,
+		Products: cloneStrings(se.products), CreatedAt: se.createdAt, ExpiresAt: se.expiresAt,
+		Completed: se.completed, CustomerEmail: se.customerEmail, Sandbox: se.sandbox,
+		Refreshes: se.refreshes, RefreshedAt: se.refreshedAt,
+	}
+}
+
+func (c *connection) liveTokens() int {
+	n := 0
+	for _, t := range c.tokens {
+		if !t.revoked {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *connection) info() ConnectionInfo {
+	return ConnectionInfo{
+		ID: c.id, ClientID: c.clientID, CustomerID: c.customerID, ProviderID: c.providerID,
+		AuthMethod: c.authMethod, Status: c.status, Products: cloneStrings(c.products),
+		Tokens: c.liveTokens(), Disconnected: c.disconnected, CreatedAt: c.createdAt,
+		CustomerName: c.customerName, AccountID: c.accountID, CompanyID: c.companyID,
+		ConnectionType: c.connectionType,
+	}
+}
+
+func (c *connection) revokeTokens() {
+	for _, t := range c.tokens {
+		t.revoked = true
+	}
+}

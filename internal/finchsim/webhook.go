@@ -1,0 +1,134 @@
+package finchsim
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// webhookRetryDelays is the delay before each delivery attempt.
+var webhookRetryDelays = []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}
+
+type webhookJob struct {
+	url     string
+	key     []byte
+	eventID string
+	body    []byte
+}
+
+type accountUpdatedEvent struct {
+	AccountID    string             `json:"account_id"`
+	CompanyID    string             `json:"company_id"`
+	ConnectionID string             `json:"connection_id"`
+	EventType    string             `json:"event_type"`
+	Data         accountUpdatedData `json:"data"`
+}
+
+type accountUpdatedData struct {
+	Status               string `json:"status"`
+	AuthenticationMethod struct {
+		Type string `json:"type"`
+	} `json:"authentication_method"`
+}
+
+// accountUpdatedLocked builds the account.updated webhook for a connection, or nil when its app
+// has no webhook URL. It also marks the job in flight; dispatch must follow.
+func (s *Sim) accountUpdatedLocked(c *connection) *webhookJob {
+	a := s.apps[c.clientID]
+	if a == nil || a.cfg.WebhookURL == "" {
+		return nil
+	}
+	ev := accountUpdatedEvent{AccountID: c.accountID, CompanyID: c.companyID, ConnectionID: c.id, EventType: "account.updated"}
+	ev.Data.Status = c.status
+	ev.Data.AuthenticationMethod.Type = c.authMethod
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return nil
+	}
+	s.webhooksInflight++
+	return &webhookJob{url: a.cfg.WebhookURL, key: a.webhookKey, eventID: "msg_" + randBase62(27), body: body}
+}
+
+// SignWebhook computes Finch's Finch-Signature value ("v1,<base64 HMAC-SHA256>") for an event,
+// with key the base64-decoded webhook secret.
+func SignWebhook(key []byte, eventID, timestamp string, body []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(eventID))
+	m.Write([]byte{'.'})
+	m.Write([]byte(timestamp))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// dispatch delivers a webhook asynchronously, retrying on network errors and non-2xx answers.
+// Each attempt carries the same Finch-Event-Id and a fresh timestamp and signature.
+func (s *Sim) dispatch(job *webhookJob) {
+	if job == nil {
+		return
+	}
+	go func() {
+		defer func() {
+			s.mu.Lock()
+			s.webhooksInflight--
+			s.mu.Unlock()
+		}()
+		for i, d := range webhookRetryDelays {
+			if d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-s.ctx.Done():
+					t.Stop()
+					return
+				}
+			}
+			ts := strconv.FormatInt(s.now().Unix(), 10)
+			req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, job.url, bytes.NewReader(job.body))
+			if err != nil {
+				s.logf("finchsim: webhook %s: bad URL %q: %v", job.eventID, job.url, err)
+				s.countWebhook(false, true)
+				return
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("User-Agent", "finchsim-webhooks/1")
+			req.Header.Set("Finch-Event-Id", job.eventID)
+			req.Header.Set("Finch-Timestamp", ts)
+			req.Header.Set("Finch-Signature", SignWebhook(job.key, job.eventID, ts, job.body))
+			resp, err := s.hc.Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				_ = resp.Body.Close()
+				if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+					s.countWebhook(true, false)
+					return
+				}
+				s.logf("finchsim: webhook %s attempt %d: receiver answered %d", job.eventID, i+1, resp.StatusCode)
+			} else {
+				if s.ctx.Err() != nil {
+					return
+				}
+				s.logf("finchsim: webhook %s attempt %d: %v", job.eventID, i+1, err)
+			}
+			s.countWebhook(false, i == len(webhookRetryDelays)-1)
+		}
+	}()
+}
+
+func (s *Sim) countWebhook(ok, gaveUp bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.webhookAttempts++
+	if ok {
+		s.webhookDeliveries++
+	}
+	if gaveUp {
+		s.webhookFailures++
+	}
+}
