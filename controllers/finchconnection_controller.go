@@ -75,6 +75,7 @@ const (
 	ReasonReauthSession       = "ReauthSessionCreated"
 	ReasonReauthCompleted     = "ReauthCompleted"
 	ReasonUnknownStatus       = "UnknownConnectionStatus"
+	ReasonBudgetWait          = "WaitingForBudget"
 )
 
 // FinchConnectionReconciler drives a FinchConnection through the lifecycle in
@@ -121,6 +122,7 @@ type outcome struct {
 	retryErr   error         // transient failure: persisted backoff
 	retryAfter time.Duration // a 429's Retry-After
 	suspended  bool
+	deferred   bool // nothing done yet (backoff or budget): come back at requeue
 }
 
 type reason struct{ reason, message string }
@@ -172,7 +174,7 @@ func (r *FinchConnectionReconciler) sync(ctx context.Context, s *syncState) outc
 	}
 	r.consumeRequests(s)
 	if wait := r.backoffRemaining(s); wait > 0 {
-		return outcome{requeue: wait, retryErr: errBackoff}
+		return outcome{requeue: wait, deferred: true}
 	}
 
 	codes, err := r.secrets().codeSecrets(ctx, conn)
@@ -206,8 +208,22 @@ func olderVersion(a, b string) bool {
 	return err1 == nil && err2 == nil && x < y
 }
 
-// errBackoff marks a pass skipped because a persisted backoff is running.
-var errBackoff = errors.New("waiting for backoff")
+// maxBudgetBlock is the longest a reconcile blocks a worker waiting for the
+// app's Finch budget; beyond it the pass comes back when budget frees up, so
+// a backlog of one kind of call never starves the others.
+const maxBudgetBlock = 5 * time.Second
+
+// deferForBudget defers a pass whose Finch call would wait long for budget.
+func deferForBudget(s *syncState, endpoint string) (outcome, bool) {
+	d := s.app.Budget.Delay(endpoint)
+	if d <= maxBudgetBlock {
+		return outcome{}, false
+	}
+	o := outcome{requeue: d + time.Duration(rand.Int64N(int64(d/10)+1)), deferred: true}
+	o.wait = &reason{ReasonBudgetWait, fmt.Sprintf("waiting for FinchApp %q's request budget for %s (spec.rateLimit); next attempt in about %s",
+		s.conn.AppName(), endpoint, o.requeue.Round(time.Second))}
+	return o, true
+}
 
 func (r *FinchConnectionReconciler) secrets() SecretReader {
 	return SecretReader{Cached: r.Client, Metadata: r.SecretMetadata, API: r.APIReader}
@@ -339,6 +355,11 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 		if finch.Classify(err) == finch.ClassTerminal {
 			// A bad, used or expired code never becomes good: drop it and say so.
 			r.deleteCodeSecrets(ctx, codes)
+			if finch.IsInvalidGrant(err) && tok.token != "" {
+				// Most likely our own earlier exchange of this code, whose
+				// clean-up was interrupted: the token is already stored.
+				return outcome{}
+			}
 			if finch.IsInvalidClient(err) {
 				s.app.RejectCredentials()
 			}
@@ -392,7 +413,9 @@ func (r *FinchConnectionReconciler) syncWithToken(ctx context.Context, s *syncSt
 	conn, st := s.conn, &s.conn.Status
 	st.TokenSecretRef = &finchv1.LocalObjectReference{Name: conn.TokenSecretName()}
 	st.CodeExchangeError = ""
-	if s.token.owned || s.token.labelled {
+	// The finalizer lets deletion release an owned token Secret (Retain) or
+	// disconnect (Disconnect); a foreign, unlabelled Secret needs it only for the latter.
+	if s.token.owned || s.token.labelled || conn.Spec.DeletionPolicy == finchv1.DeletionPolicyDisconnect {
 		if err := r.ensureFinalizer(ctx, conn); err != nil {
 			return outcome{retryErr: err}
 		}
@@ -443,6 +466,9 @@ func (r *FinchConnectionReconciler) syncWithToken(ctx context.Context, s *syncSt
 // introspect calls GET /introspect and records what Finch says.
 func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState) (outcome, bool) {
 	conn, st := s.conn, &s.conn.Status
+	if o, wait := deferForBudget(s, finch.EndpointIntrospect); wait {
+		return o, true
+	}
 	info, err := s.app.Client.Introspect(ctx, s.token.token)
 	switch {
 	case err == nil:
@@ -556,6 +582,9 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 		sessionsExpired.Inc()
 		r.event(conn, corev1.EventTypeNormal, ReasonSessionExpired, "Reauthenticate", fmt.Sprintf("reauthentication session %s expired unused", sess.ID))
 	}
+	if o, wait := deferForBudget(s, finch.EndpointReauthSession); wait {
+		return o
+	}
 	if st.ConnectionID == "" {
 		return stalled(ReasonNotConnected, "a reauthentication session needs the connection ID, which is not known yet: provide the token so it can be introspected")
 	}
@@ -623,6 +652,9 @@ func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s 
 			st.Phase = finchv1.PhaseAwaitingConnect
 			return outcome{requeue: jitterDown(refresh.Sub(s.now))}
 		}
+	}
+	if o, wait := deferForBudget(s, finch.EndpointCreateSession); wait {
+		return o
 	}
 	if sess != nil && !s.now.Before(sess.ExpiresAt.Time) {
 		sessionsExpired.Inc()
@@ -813,13 +845,16 @@ func (r *FinchConnectionReconciler) finish(ctx context.Context, orig *finchv1.Fi
 			setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionUnknown, ReasonSuspended, "suspended before the first reconcile")
 		}
 		st.ObservedGeneration = gen
-	case errors.Is(out.retryErr, errBackoff):
-		// Nothing new: the persisted backoff is still running.
+	case out.deferred:
+		// Nothing done yet (backoff or budget): requests stay pending, and
+		// conditions stay as they were unless there are none yet.
+		restoreRequests(st, &orig.Status)
+		if out.wait != nil && meta.FindStatusCondition(*conds, finchv1.ConditionReady) == nil {
+			setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionUnknown, out.wait.reason, out.wait.message)
+			setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionTrue, out.wait.reason, out.wait.message)
+		}
 	case out.retryErr != nil:
-		// The requests were not carried out: leave them pending for the retry.
-		st.LastHandledReconcileAt = orig.Status.LastHandledReconcileAt
-		st.LastHandledReauthAt = orig.Status.LastHandledReauthAt
-		st.LastHandledWebhookEvent = orig.Status.LastHandledWebhookEvent
+		restoreRequests(st, &orig.Status)
 		rs := st.Retry
 		if rs == nil || rs.ObservedGeneration != gen {
 			rs = &finchv1.RetryStatus{}
@@ -864,7 +899,7 @@ func (r *FinchConnectionReconciler) finish(ctx context.Context, orig *finchv1.Fi
 		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, ReasonSucceeded, "the operator has done all it can for now")
 		st.ObservedGeneration = gen
 	}
-	if !out.suspended && !errors.Is(out.retryErr, errBackoff) {
+	if !out.suspended && !out.deferred {
 		setConnectionConditions(st, gen)
 	}
 
@@ -887,8 +922,19 @@ func (r *FinchConnectionReconciler) finish(ctx context.Context, orig *finchv1.Fi
 	return result, nil
 }
 
+// restoreRequests leaves request annotations unhandled when the pass did not
+// carry them out, so the retry still honours them.
+func restoreRequests(st, orig *finchv1.FinchConnectionStatus) {
+	st.LastHandledReconcileAt = orig.LastHandledReconcileAt
+	st.LastHandledReauthAt = orig.LastHandledReauthAt
+	st.LastHandledWebhookEvent = orig.LastHandledWebhookEvent
+}
+
 // readiness is the Ready condition for a pass that went well.
 func readiness(st *finchv1.FinchConnectionStatus) (metav1.ConditionStatus, string, string) {
+	if st.Session == nil && (st.Phase == finchv1.PhaseAwaitingConnect || st.Phase == finchv1.PhaseReauthRequired) {
+		return metav1.ConditionUnknown, ReasonProgressing, "working"
+	}
 	switch st.Phase {
 	case finchv1.PhaseAwaitingConnect:
 		if st.CodeExchangeError != "" {
@@ -944,14 +990,12 @@ func (r *FinchConnectionReconciler) emitTransition(orig, conn *finchv1.FinchConn
 	if newReady == nil || (oldReady != nil && oldReady.Reason == newReady.Reason && orig.Status.Phase == conn.Status.Phase) {
 		return
 	}
-	typ := corev1.EventTypeNormal
-	if newReady.Status == metav1.ConditionFalse {
-		typ = corev1.EventTypeWarning
+	if newReady.Status == metav1.ConditionTrue {
+		// Good news has its own Event from the step that made it
+		// (SessionCreated, Connected, ReauthSessionCreated): one write, not two.
+		return
 	}
-	if newReady.Reason == ReasonConnected {
-		return // the Connected event from introspection says it already
-	}
-	r.event(conn, typ, newReady.Reason, "Reconcile", fmt.Sprintf("phase %s: %s", conn.Status.Phase, newReady.Message))
+	r.event(conn, corev1.EventTypeWarning, newReady.Reason, "Reconcile", fmt.Sprintf("phase %s: %s", conn.Status.Phase, newReady.Message))
 }
 
 func (r *FinchConnectionReconciler) event(obj client.Object, typ, reason, action, msg string) {

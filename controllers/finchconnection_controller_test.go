@@ -490,6 +490,35 @@ var _ = Describe("Errors", func() {
 	})
 })
 
+var _ = Describe("Finch budget", func() {
+	It("spends at most the app's budget and defers the rest without blocking or 429s", func() {
+		s := newScenario()
+		Eventually(func() error {
+			app := &finchv1.FinchApp{}
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
+			app.Spec.RateLimit = &finchv1.RateLimit{Requests: 2, Window: &metav1.Duration{Duration: time.Hour}}
+			return k8sClient.Update(ctx, app)
+		}).Should(Succeed())
+		s.sim.SetRateLimit(clientID, finchsim.RateLimit{Requests: 2, Window: time.Hour})
+		for _, n := range []string{"a", "b", "c", "d"} {
+			s.newConn(n, n+"-1")
+		}
+		Eventually(func() int {
+			waiting := 0
+			for _, n := range []string{"a", "b", "c", "d"} {
+				c := s.get(n)
+				if r := meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady); r != nil && r.Reason == controllers.ReasonBudgetWait {
+					waiting++
+				}
+			}
+			return waiting
+		}).Should(Equal(2))
+		s.quiet()
+		Expect(s.calls(epSessions)).To(Equal(2))
+		Expect(s.sim.Responses(epSessions, 429)).To(BeZero())
+	})
+})
+
 var _ = Describe("Crash safety", func() {
 	It("converges with one session when the status write after the session call is lost", func() {
 		s := newScenario()

@@ -34,7 +34,8 @@ type ResolvedApp struct {
 	Key           types.NamespacedName
 	Generation    int64
 	Client        *finch.Client
-	WebhookSecret string // base64; empty when none is configured
+	Budget        *finch.Budget // shared by every client of the app
+	WebhookSecret string        // base64; empty when none is configured
 	Spec          finchv1.FinchAppSpec
 	secretVersion string
 	// rejected is set when Finch answered invalid_client: connections stop
@@ -189,7 +190,7 @@ func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*Resolve
 	if err != nil {
 		return nil, &AppConfigError{Reason: "InvalidAPIURL", Message: fmt.Sprintf("spec.apiURL: %v", err)}
 	}
-	res := &ResolvedApp{Key: key, Generation: app.Generation, Client: fc, WebhookSecret: webhookSecret,
+	res := &ResolvedApp{Key: key, Generation: app.Generation, Client: fc, Budget: budget, WebhookSecret: webhookSecret,
 		Spec: *app.Spec.DeepCopy(), secretVersion: version}
 	r.apps[key] = res
 	return res, nil

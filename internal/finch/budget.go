@@ -148,3 +148,29 @@ func (b *Budget) release(endpoint string, at time.Time) {
 		}
 	}
 }
+
+// Delay is how long a request to endpoint would wait for budget if it asked
+// now, without reserving anything. Callers with other work to do use it to
+// come back later instead of blocking a worker in Wait.
+func (b *Budget) Delay(endpoint string) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	cut := now.Add(-b.window)
+	var live []time.Time
+	for _, t := range b.starts[endpoint] {
+		if t.After(cut) {
+			live = append(live, t)
+		}
+	}
+	at := now
+	if n := len(live); n > 0 && live[n-1].After(at) {
+		at = live[n-1]
+	}
+	if n := len(live); n >= b.cfg.Requests {
+		if t := live[n-b.cfg.Requests].Add(b.window); t.After(at) {
+			at = t
+		}
+	}
+	return at.Sub(now)
+}

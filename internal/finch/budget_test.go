@@ -216,3 +216,27 @@ func TestBudgetNeverCauses429(t *testing.T) {
 		t.Fatalf("server rate-limited %d requests", limited)
 	}
 }
+
+func TestBudgetDelayPredictsWait(t *testing.T) {
+	b := NewBudget(BudgetConfig{Requests: 2, Window: time.Second})
+	ctx := context.Background()
+	if d := b.Delay("GET /introspect"); d > 0 {
+		t.Fatalf("empty budget: Delay = %s, want 0", d)
+	}
+	for i := 0; i < 2; i++ {
+		if err := b.Wait(ctx, "GET /introspect"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := b.Delay("GET /introspect")
+	if d < 900*time.Millisecond || d > 1100*time.Millisecond {
+		t.Fatalf("full budget: Delay = %s, want about one window", d)
+	}
+	if d := b.Delay("POST /connect/sessions"); d > 0 {
+		t.Fatalf("other endpoint: Delay = %s, want 0 (budgets are per endpoint)", d)
+	}
+	// Delay reserves nothing.
+	if d2 := b.Delay("GET /introspect"); d2 > d {
+		t.Fatalf("Delay must not reserve: %s then %s", d, d2)
+	}
+}

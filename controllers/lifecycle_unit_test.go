@@ -1,0 +1,104 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+)
+
+func TestPhaseForStatus(t *testing.T) {
+	cases := map[string]finchv1.Phase{
+		"connected":              finchv1.PhaseConnected,
+		"pending":                finchv1.PhaseConnecting,
+		"processing":             finchv1.PhaseConnecting,
+		"reauth":                 finchv1.PhaseReauthRequired,
+		"error_permissions":      finchv1.PhaseError,
+		"error_no_account_setup": finchv1.PhaseError,
+		"disconnected":           finchv1.PhaseDisconnected,
+		"brand_new_status":       finchv1.PhaseError, // kept verbatim, never a crash
+	}
+	for status, want := range cases {
+		if got := phaseForStatus(&finchv1.ConnectionStatus{Status: status}); got != want {
+			t.Errorf("phaseForStatus(%q) = %s, want %s", status, got, want)
+		}
+	}
+	if isKnownStatus("brand_new_status") {
+		t.Error("an unknown status must be reported as unknown")
+	}
+}
+
+func TestRefreshTimeAndJitter(t *testing.T) {
+	issued := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	sess := &finchv1.Session{IssuedAt: metav1.Time{Time: issued}, ExpiresAt: metav1.Time{Time: issued.Add(14 * 24 * time.Hour)}}
+	if got, want := refreshTime(sess), sess.ExpiresAt.Add(-time.Hour); !got.Equal(want) {
+		t.Errorf("14-day session refreshes at %s, want an hour before expiry %s", got, want)
+	}
+	short := &finchv1.Session{IssuedAt: metav1.Time{Time: issued}, ExpiresAt: metav1.Time{Time: issued.Add(10 * time.Minute)}}
+	if got, want := refreshTime(short), short.ExpiresAt.Add(-time.Minute); !got.Equal(want) {
+		t.Errorf("10-minute session refreshes at %s, want a tenth before expiry %s", got, want)
+	}
+	for _, d := range []time.Duration{-time.Hour, 0, time.Millisecond, time.Minute, 30 * 24 * time.Hour} {
+		for i := 0; i < 100; i++ {
+			j := jitterDown(d)
+			if j <= 0 || (d > time.Second && (j > d || j < d-d/20)) {
+				t.Fatalf("jitterDown(%s) = %s: must be positive, at most d and at least 95%% of it", d, j)
+			}
+		}
+	}
+}
+
+func TestBackoffGrowsAndIsCapped(t *testing.T) {
+	r := &FinchConnectionReconciler{RetryBase: time.Second}
+	prev := time.Duration(0)
+	for n := int32(1); n <= 20; n++ {
+		d := r.backoff(n)
+		if d < prev*9/10 && d < retryMax {
+			t.Fatalf("backoff(%d) = %s shrank from %s", n, d, prev)
+		}
+		if d > retryMax+retryMax/5 {
+			t.Fatalf("backoff(%d) = %s exceeds the cap %s (+20%% jitter)", n, d, retryMax)
+		}
+		prev = d
+	}
+}
+
+func TestOlderVersion(t *testing.T) {
+	if !olderVersion("99", "100") || olderVersion("100", "100") || olderVersion("101", "100") {
+		t.Error("numeric resourceVersions must compare numerically")
+	}
+	if olderVersion("abc", "100") {
+		t.Error("an opaque resourceVersion is never treated as older")
+	}
+}
+
+func TestRequestHashChangesWithSessionParameters(t *testing.T) {
+	conn := &finchv1.FinchConnection{Spec: finchv1.FinchConnectionSpec{CustomerID: "c", CustomerName: "C", Products: []finchv1.Product{"company"}}}
+	a := requestHash(sessionRequest(conn, "https://x/cb"))
+	conn.Spec.DeletionPolicy = finchv1.DeletionPolicyDisconnect // not sent to Finch
+	if b := requestHash(sessionRequest(conn, "https://x/cb")); a != b {
+		t.Error("a field Finch never sees must not refresh the session")
+	}
+	conn.Spec.CustomerName = "C2"
+	if b := requestHash(sessionRequest(conn, "https://x/cb")); a == b {
+		t.Error("a changed customer name must refresh the session")
+	}
+	if b := requestHash(sessionRequest(conn, "https://y/cb")); a == b {
+		t.Error("a changed redirect URI must refresh the session")
+	}
+}
+
+func TestURLs(t *testing.T) {
+	key := struct{ Namespace, Name string }{"payroll", "default"}
+	if got := CallbackURL("https://finch.example.com/", typesNN(key.Namespace, key.Name)); got != "https://finch.example.com/callback/payroll/default" {
+		t.Errorf("callback URL = %s", got)
+	}
+	if got := WebhookURL("", typesNN("a", "b")); got != "" {
+		t.Errorf("no publicURL must give no webhook URL, got %s", got)
+	}
+}
+
+func typesNN(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
