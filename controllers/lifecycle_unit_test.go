@@ -101,4 +101,6 @@ func TestURLs(t *testing.T) {
 	}
 }
 
-func typesNN(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+func typesNN(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
