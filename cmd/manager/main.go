@@ -23,6 +23,7 @@ import (
 func main() {
 	var (
 		metricsAddr, probeAddr, inboundAddr string
+		pprofAddr                           string
 		leaderElect                         bool
 		leaderElectionID, leaderElectionNS  string
 		workers                             int
@@ -32,6 +33,7 @@ func main() {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (plain HTTP); \"0\" disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.StringVar(&inboundAddr, "inbound-bind-address", ":8082", "Address of the inbound server: /callback/{namespace}/{app} (employer browsers) and /webhooks/{namespace}/{app} (Finch); expose it through an Ingress.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of the net/http/pprof endpoints for profiling (empty: off).")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election so only one replica reconciles (every replica serves the inbound endpoints).")
 	flag.StringVar(&leaderElectionID, "leader-election-id", "finch-operator.connectops.dev", "Name of the leader election Lease.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
@@ -51,6 +53,7 @@ func main() {
 		Cache:                         controllers.CacheOptions(),
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        probeAddr,
+		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       leaderElectionNS,
