@@ -64,6 +64,7 @@ const (
 	ReasonConnectionExists    = "ConnectionExists"
 	ReasonTokenRevoked        = "TokenRevoked"
 	ReasonTokenSecretNotOwned = "TokenSecretNotOwned"
+	ReasonTokenStoreFailed    = "TokenStoreFailed"
 	ReasonEmployerAction      = "EmployerActionRequired"
 	ReasonDisconnected        = "Disconnected"
 	ReasonDisconnectFailed    = "DisconnectFailed"
@@ -374,7 +375,7 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 	}
 	if err := StoreToken(ctx, r.Client, r.APIReader, conn, resp, "embedded"); err != nil {
 		log.Error(err, "token lost: the code was exchanged but the token could not be stored", "secret", conn.TokenSecretName())
-		r.event(conn, corev1.EventTypeWarning, ReasonTokenSecretNotOwned, "StoreToken",
+		r.event(conn, corev1.EventTypeWarning, ReasonTokenStoreFailed, "StoreToken",
 			fmt.Sprintf("the access token could not be stored in Secret %s: %v; the employer must re-authenticate", conn.TokenSecretName(), err))
 		r.deleteCodeSecrets(ctx, codes)
 		return outcome{retryErr: err}

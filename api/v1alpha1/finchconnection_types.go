@@ -76,8 +76,9 @@ type FinchConnectionSpec struct {
 	// +optional
 	MinutesToExpire int32 `json:"minutesToExpire,omitempty"`
 
-	// redirectURI overrides the FinchApp's redirect URI for this connection's sessions.
-	// It must be allow-listed in the Finch dashboard.
+	// redirectURI overrides the FinchApp's redirect URI for this connection's sessions; it must be
+	// allow-listed in the Finch dashboard. Use it only for your own receiver: the operator's callback
+	// exchanges codes with the app's redirect URI.
 	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
 	// +kubebuilder:validation:MaxLength=2048
 	// +optional

@@ -1,0 +1,67 @@
+package inbound
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Callback results (label "result" of finch_inbound_callbacks_total).
+const (
+	callbackConnected        = "connected"         // token stored for a FinchConnection
+	callbackUnmatched        = "unmatched"         // valid code, but no FinchConnection for its customer
+	callbackInvalid          = "invalid"           // bad parameters, unknown or unusable app
+	callbackCodeRejected     = "code_rejected"     // Finch rejected the code (used, expired) or the request
+	callbackFinchUnavailable = "finch_unavailable" // Finch 5xx, 429 beyond the retry budget, network
+	callbackStoreFailed      = "store_failed"      // the token could not be written to its Secret
+	callbackError            = "error"             // the Kubernetes API failed before the code was spent
+)
+
+// Webhook results (label "result" of finch_inbound_webhooks_total).
+const (
+	webhookAccepted          = "accepted"
+	webhookDuplicate         = "duplicate"
+	webhookUnauthorized      = "unauthorized"
+	webhookTooLarge          = "too_large"
+	webhookBadRequest        = "bad_request"
+	webhookUnknownConnection = "unknown_connection"
+	webhookIgnoredEventType  = "ignored_event_type"
+	webhookError             = "error"
+)
+
+// Route labels of finch_inbound_request_duration_seconds.
+const (
+	routeCallback = "callback"
+	routeWebhook  = "webhook"
+	routeHealthz  = "healthz"
+	routeOther    = "other"
+)
+
+// No namespace, app or customer labels: their cardinality is unbounded.
+var (
+	callbacksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "finch_inbound_callbacks_total",
+		Help: "Redirect-flow callbacks by result (connected, unmatched, invalid, code_rejected, finch_unavailable, store_failed, error).",
+	}, []string{"result"})
+	webhooksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "finch_inbound_webhooks_total",
+		Help: "Finch webhook deliveries by result (accepted, duplicate, unauthorized, too_large, bad_request, unknown_connection, ignored_event_type, error).",
+	}, []string{"result"})
+	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "finch_inbound_request_duration_seconds",
+		Help:    "Time to answer an inbound request, by route (callback, webhook, healthz, other).",
+		Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	}, []string{"route"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(callbacksTotal, webhooksTotal, requestDuration)
+	// Export every result from the start, so rate() and alerts work before the first event.
+	for _, r := range []string{callbackConnected, callbackUnmatched, callbackInvalid, callbackCodeRejected,
+		callbackFinchUnavailable, callbackStoreFailed, callbackError} {
+		callbacksTotal.WithLabelValues(r)
+	}
+	for _, r := range []string{webhookAccepted, webhookDuplicate, webhookUnauthorized, webhookTooLarge,
+		webhookBadRequest, webhookUnknownConnection, webhookIgnoredEventType, webhookError} {
+		webhooksTotal.WithLabelValues(r)
+	}
+}
