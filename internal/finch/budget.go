@@ -2,6 +2,7 @@ package finch
 
 import (
 	"context"
+	"sort"
 	"sync"
 	"time"
 )
@@ -76,26 +77,76 @@ func (b *Budget) setConfigLocked(cfg BudgetConfig) {
 // Wait blocks until the endpoint may start one request, and counts that
 // request. It returns ctx.Err() (and gives the slot back) if ctx ends first.
 func (b *Budget) Wait(ctx context.Context, endpoint string) error {
+	_, err := b.acquire(ctx, endpoint)
+	return err
+}
+
+// acquire is Wait that also returns the slot, so the caller can record when
+// the request finished (complete).
+func (b *Budget) acquire(ctx context.Context, endpoint string) (time.Time, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	for {
 		at, changed := b.reserve(endpoint)
-		d := time.Until(at)
-		if d <= 0 {
-			return nil
+		if d := time.Until(at); d > 0 {
+			timer := time.NewTimer(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				b.release(endpoint, at)
+				return time.Time{}, ctx.Err()
+			case <-changed:
+				timer.Stop()
+				b.release(endpoint, at)
+				continue
+			}
 		}
-		timer := time.NewTimer(d)
-		select {
-		case <-timer.C:
-			return nil
-		case <-ctx.Done():
-			timer.Stop()
-			b.release(endpoint, at)
-			return ctx.Err()
-		case <-changed:
-			timer.Stop()
-			b.release(endpoint, at)
+		// Earlier requests may have finished later than planned (complete
+		// moved their records): check the slot still keeps the guarantee.
+		if b.confirm(endpoint, at) {
+			return at, nil
+		}
+		b.release(endpoint, at)
+	}
+}
+
+// confirm reports whether a request may start now in slot at: fewer than
+// cfg.Requests other requests recorded in the window that ends now.
+func (b *Budget) confirm(endpoint string, at time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	cut := now.Add(-b.window)
+	n, self := 0, false
+	for _, t := range b.starts[endpoint] {
+		if !self && t.Equal(at) {
+			self = true
+			continue
+		}
+		if t.After(cut) && !t.After(now) {
+			n++
+		}
+	}
+	return n < b.cfg.Requests
+}
+
+// complete moves a request's record from its slot to when its response came
+// back. Finch counts a request when it arrives, which is between the two, so
+// counting from the later time keeps the guarantee however slow the network.
+func (b *Budget) complete(endpoint string, slot, done time.Time) {
+	if !done.After(slot) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ts := b.starts[endpoint]
+	for i := range ts {
+		if ts[i].Equal(slot) {
+			ts[i] = done
+			sort.Slice(ts, func(a, c int) bool { return ts[a].Before(ts[c]) })
+			return
 		}
 	}
 }

@@ -240,3 +240,24 @@ func TestBudgetDelayPredictsWait(t *testing.T) {
 		t.Fatalf("Delay must not reserve: %s then %s", d, d2)
 	}
 }
+
+func TestBudgetCountsSlowRequestsFromTheirResponse(t *testing.T) {
+	// A request that took long may have reached Finch late; the next request
+	// beyond the limit must wait a full window after its response, not its start.
+	b := NewBudget(BudgetConfig{Requests: 1, Window: 100 * time.Millisecond})
+	ctx := context.Background()
+	slot, err := b.acquire(ctx, "GET /introspect")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond) // the slow round trip
+	done := time.Now()
+	b.complete("GET /introspect", slot, done)
+	next, err := b.acquire(ctx, "GET /introspect")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gap := next.Sub(done); gap < 100*time.Millisecond {
+		t.Fatalf("next request %s after the slow one's response, want at least one window", gap)
+	}
+}

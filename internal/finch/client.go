@@ -328,7 +328,8 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 	var lastErr error
 	for n := 0; ; n++ {
 		waitStart := time.Now()
-		if err := c.budget.Wait(ctx, cl.endpoint); err != nil {
+		slot, err := c.budget.acquire(ctx, cl.endpoint)
+		if err != nil {
 			if lastErr != nil {
 				return fmt.Errorf("%w; retry abandoned: %w", lastErr, err)
 			}
@@ -337,6 +338,7 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 		budgetWait.WithLabelValues(c.app, cl.endpoint).Observe(time.Since(waitStart).Seconds())
 
 		res := c.attempt(ctx, cl)
+		c.budget.complete(cl.endpoint, slot, time.Now())
 		if res.err == nil {
 			return nil
 		}
