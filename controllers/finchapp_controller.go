@@ -92,7 +92,9 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		c := findCondition(app.Status.Conditions, finchv1.ConditionReady)
 		r.Recorder.Eventf(app, nil, typ, c.Reason, "Reconcile", "%s", c.Message)
 	}
-	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, app, client.MergeFrom(orig)))
+	// An update, not a merge patch: counts from a stale cache must conflict
+	// and be recomputed, not be merged into newer ones.
+	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Update(ctx, app))
 }
 
 func findCondition(conds []metav1.Condition, typ string) metav1.Condition {

@@ -335,6 +335,11 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 	if err != nil {
 		return outcome{retryErr: err}
 	}
+	if tok.token != "" && tok.codeUID == string(codeSecret.UID) {
+		// Already exchanged; only the clean-up was interrupted.
+		r.deleteCodeSecrets(ctx, codes)
+		return outcome{}
+	}
 	if !tok.writable() {
 		// Check before spending the single-use code: a token that cannot be
 		// stored would be lost.
@@ -373,7 +378,7 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 		}
 		return r.finchError(s, "exchange authorization code", err)
 	}
-	if err := StoreToken(ctx, r.Client, r.APIReader, conn, resp, "embedded"); err != nil {
+	if err := storeToken(ctx, r.Client, r.APIReader, conn, resp, "embedded", string(codeSecret.UID)); err != nil {
 		log.Error(err, "token lost: the code was exchanged but the token could not be stored", "secret", conn.TokenSecretName())
 		r.event(conn, corev1.EventTypeWarning, ReasonTokenStoreFailed, "StoreToken",
 			fmt.Sprintf("the access token could not be stored in Secret %s: %v; the employer must re-authenticate", conn.TokenSecretName(), err))

@@ -30,6 +30,7 @@ type tokenState struct {
 	version  string // the Secret's resourceVersion
 	owned    bool   // controlled by this FinchConnection
 	labelled bool   // labelled finch.connectops.dev/connection=<name>
+	codeUID  string // the code Secret the token came from, if any
 }
 
 func (t tokenState) writable() bool { return !t.exists || t.owned || t.labelled }
@@ -74,6 +75,7 @@ func (s SecretReader) readToken(ctx context.Context, conn *finchv1.FinchConnecti
 		version:  sec.ResourceVersion,
 		owned:    metav1.IsControlledBy(sec, conn),
 		labelled: sec.Labels[finchv1.ConnectionLabel] == conn.Name,
+		codeUID:  sec.Annotations[codeSourceAnnotation],
 	}, nil
 }
 
@@ -105,6 +107,14 @@ func (s SecretReader) codeSecrets(ctx context.Context, conn *finchv1.FinchConnec
 //
 // reader must be uncached: a migrated Secret is not in the label-filtered cache.
 func StoreToken(ctx context.Context, c client.Client, reader client.Reader, conn *finchv1.FinchConnection, tok *finch.TokenResponse, flow string) error {
+	return storeToken(ctx, c, reader, conn, tok, flow, "")
+}
+
+// codeSourceAnnotation records which code Secret a token came from, so an
+// interrupted clean-up never exchanges the same code twice.
+const codeSourceAnnotation = "finch.connectops.dev/code-secret-uid"
+
+func storeToken(ctx context.Context, c client.Client, reader client.Reader, conn *finchv1.FinchConnection, tok *finch.TokenResponse, flow, codeSecretUID string) error {
 	key := types.NamespacedName{Namespace: conn.Namespace, Name: conn.TokenSecretName()}
 	err := retry.OnError(retry.DefaultBackoff, func(err error) bool {
 		return !errors.Is(err, ErrTokenSecretNotOwned) && !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err)
@@ -113,7 +123,7 @@ func StoreToken(ctx context.Context, c client.Client, reader client.Reader, conn
 		err := reader.Get(ctx, key, sec)
 		if apierrors.IsNotFound(err) {
 			sec = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}}
-			fillTokenSecret(sec, conn, tok)
+			fillTokenSecret(sec, conn, tok, codeSecretUID)
 			if err := controllerutil.SetControllerReference(conn, sec, c.Scheme()); err != nil {
 				return err
 			}
@@ -125,7 +135,7 @@ func StoreToken(ctx context.Context, c client.Client, reader client.Reader, conn
 		if !metav1.IsControlledBy(sec, conn) && sec.Labels[finchv1.ConnectionLabel] != conn.Name {
 			return ErrTokenSecretNotOwned
 		}
-		fillTokenSecret(sec, conn, tok)
+		fillTokenSecret(sec, conn, tok, codeSecretUID)
 		return c.Update(ctx, sec)
 	})
 	if err != nil {
@@ -135,7 +145,7 @@ func StoreToken(ctx context.Context, c client.Client, reader client.Reader, conn
 	return nil
 }
 
-func fillTokenSecret(sec *corev1.Secret, conn *finchv1.FinchConnection, tok *finch.TokenResponse) {
+func fillTokenSecret(sec *corev1.Secret, conn *finchv1.FinchConnection, tok *finch.TokenResponse, codeSecretUID string) {
 	if sec.Labels == nil {
 		sec.Labels = map[string]string{}
 	}
@@ -146,6 +156,11 @@ func fillTokenSecret(sec *corev1.Secret, conn *finchv1.FinchConnection, tok *fin
 	// Non-secret facts beside the token, for consumers of the Secret.
 	sec.Annotations["finch.connectops.dev/connection-id"] = tok.ConnectionID
 	sec.Annotations["finch.connectops.dev/customer-id"] = conn.Spec.CustomerID
+	if codeSecretUID != "" {
+		sec.Annotations[codeSourceAnnotation] = codeSecretUID
+	} else {
+		delete(sec.Annotations, codeSourceAnnotation)
+	}
 	if sec.Type == "" {
 		sec.Type = finchv1.TokenSecretType
 	}

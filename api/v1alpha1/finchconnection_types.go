@@ -28,7 +28,7 @@ const (
 )
 
 // FinchConnectionSpec is the user's intent for one employer. The controller never writes it.
-// +kubebuilder:validation:XValidation:rule="(has(self.tokenSecretRef) ? self.tokenSecretRef.name : ”) == (has(oldSelf.tokenSecretRef) ? oldSelf.tokenSecretRef.name : ”)",message="tokenSecretRef is immutable: the token Secret of a connection cannot be moved"
+// +kubebuilder:validation:XValidation:rule="has(self.tokenSecretRef) == has(oldSelf.tokenSecretRef) && (!has(self.tokenSecretRef) || self.tokenSecretRef.name == oldSelf.tokenSecretRef.name)",message="tokenSecretRef is immutable: the token Secret of a connection cannot be moved"
 type FinchConnectionSpec struct {
 	// appRef names the FinchApp (same namespace) whose credentials this connection uses. Immutable.
 	// +kubebuilder:default={name: default}
