@@ -170,6 +170,14 @@ func (b *Budget) reserve(endpoint string) (time.Time, <-chan struct{}) {
 		ts = append(ts[:0], ts[i:]...)
 	}
 
+	at := b.nextSlot(ts, now)
+	b.starts[endpoint] = append(ts, at)
+	return at, b.changed
+}
+
+// nextSlot is the earliest start not before now or any entry of ts (sorted)
+// that keeps at most cfg.Requests starts in a window.
+func (b *Budget) nextSlot(ts []time.Time, now time.Time) time.Time {
 	at := now
 	if n := len(ts); n > 0 && ts[n-1].After(at) {
 		at = ts[n-1]
@@ -182,8 +190,7 @@ func (b *Budget) reserve(endpoint string) (time.Time, <-chan struct{}) {
 			at = t
 		}
 	}
-	b.starts[endpoint] = append(ts, at)
-	return at, b.changed
+	return at
 }
 
 // release removes a reservation that will not be used. Removing an entry never
@@ -214,14 +221,5 @@ func (b *Budget) Delay(endpoint string) time.Duration {
 			live = append(live, t)
 		}
 	}
-	at := now
-	if n := len(live); n > 0 && live[n-1].After(at) {
-		at = live[n-1]
-	}
-	if n := len(live); n >= b.cfg.Requests {
-		if t := live[n-b.cfg.Requests].Add(b.window); t.After(at) {
-			at = t
-		}
-	}
-	return at.Sub(now)
+	return b.nextSlot(live, now).Sub(now)
 }
