@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -23,6 +25,9 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 )
+
+// countsDelay coalesces recounts of an app's connections by phase.
+const countsDelay = 2 * time.Second
 
 // FinchAppReconciler checks a FinchApp's Secrets, (re)builds its Finch client
 // in the registry and counts its connections by phase.
@@ -148,17 +153,32 @@ func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache
 		return reqs
 	})
 	// Only a phase change (or a new or deleted connection) changes the counts.
-	phaseChanged := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		o, ok1 := e.ObjectOld.(*finchv1.FinchConnection)
-		n, ok2 := e.ObjectNew.(*finchv1.FinchConnection)
-		return ok1 && ok2 && o.Status.Phase != n.Status.Phase
-	}}
+	// Recounts are delayed and coalesced: a burst of a thousand connections
+	// changing phase costs one status write per countsDelay, not a thousand.
+	recount := func(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if conn, ok := o.(*finchv1.FinchConnection); ok {
+			q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: conn.Namespace, Name: conn.AppName()}}, countsDelay)
+		}
+	}
+	connections := handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			recount(e.Object, q)
+		},
+		UpdateFunc: func(_ context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			o, ok1 := e.ObjectOld.(*finchv1.FinchConnection)
+			n, ok2 := e.ObjectNew.(*finchv1.FinchConnection)
+			if ok1 && ok2 && o.Status.Phase != n.Status.Phase {
+				recount(n, q)
+			}
+		},
+		DeleteFunc: func(_ context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			recount(e.Object, q)
+		},
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("finchapp").
 		For(&finchv1.FinchApp{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&finchv1.FinchConnection{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.(*finchv1.FinchConnection).AppName()}}}
-		}), builder.WithPredicates(phaseChanged)).
+		Watches(&finchv1.FinchConnection{}, connections).
 		WatchesRawSource(source.Kind(secretMeta, secretMetadata(), appsForSecret)).
 		Complete(r)
 }

@@ -158,6 +158,26 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 		Expect(string(raw)).NotTo(ContainSubstring(string(tok.Data[finchv1.AccessTokenKey])))
 	})
 
+	It("costs few API writes on the happy path (measured)", func() {
+		s := newScenario()
+		s.newConn("acme", "acme-001")
+		c := s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
+		s.quiet()
+		toAwaiting := writesIn(s.ns)
+		s.handOverCode("acme", c.Status.Session.ID)
+		s.waitPhase("acme", finchv1.PhaseConnected)
+		s.quiet()
+		total := writesIn(s.ns)
+		GinkgoWriter.Printf("API writes to reach AwaitingConnect: %v\nAPI writes through Connected: %v\n", toAwaiting, total)
+		Expect(toAwaiting["status patch FinchConnection"]).To(Equal(1), "one status write per FinchConnection to reach AwaitingConnect")
+		Expect(toAwaiting).To(HaveLen(2), "nothing but the connection's status and the app's counts")
+		// finalizer + token Secret + code Secret deletion + one status patch per pass.
+		Expect(total["status patch FinchConnection"]).To(BeNumerically("<=", 3))
+		Expect(total["patch FinchConnection"]).To(Equal(1))
+		Expect(total["create Secret"]).To(Equal(1))
+		Expect(total["delete Secret"]).To(Equal(1))
+	})
+
 	It("reports a rejected code clearly and removes the code Secret", func() {
 		s := newScenario()
 		s.newConn("acme", "acme-001")

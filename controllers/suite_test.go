@@ -3,6 +3,9 @@ package controllers_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,7 +112,28 @@ func startManager() {
 						failStatusPatches.Add(-1)
 						return errors.New("injected: status write lost")
 					}
+					countWrite(obj, "status patch")
 					return c.SubResource(sub).Patch(ctx, obj, p, opts...)
+				},
+				SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+					countWrite(obj, "status update")
+					return c.SubResource(sub).Update(ctx, obj, opts...)
+				},
+				Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					countWrite(obj, "create")
+					return c.Create(ctx, obj, opts...)
+				},
+				Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+					countWrite(obj, "update")
+					return c.Update(ctx, obj, opts...)
+				},
+				Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+					countWrite(obj, "patch")
+					return c.Patch(ctx, obj, p, opts...)
+				},
+				Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+					countWrite(obj, "delete")
+					return c.Delete(ctx, obj, opts...)
 				},
 			}), nil
 		},
@@ -304,6 +328,33 @@ const (
 	epIntrospect = "GET /introspect"
 	epDisconnect = "POST /disconnect"
 )
+
+// writes counts the operator's API writes per namespace and kind of write
+// (Events go through their own client and are not counted here).
+var (
+	writesMu sync.Mutex
+	writes   = map[string]map[string]int{}
+)
+
+func countWrite(obj client.Object, what string) {
+	kind := fmt.Sprintf("%T", obj)
+	writesMu.Lock()
+	defer writesMu.Unlock()
+	if writes[obj.GetNamespace()] == nil {
+		writes[obj.GetNamespace()] = map[string]int{}
+	}
+	writes[obj.GetNamespace()][what+" "+kind[strings.LastIndex(kind, ".")+1:]]++
+}
+
+func writesIn(ns string) map[string]int {
+	writesMu.Lock()
+	defer writesMu.Unlock()
+	out := map[string]int{}
+	for k, v := range writes[ns] {
+		out[k] = v
+	}
+	return out
+}
 
 // withWatch lets the interceptor wrap the manager's client, which has no Watch.
 type withWatch struct{ client.Client }

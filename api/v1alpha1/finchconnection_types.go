@@ -322,7 +322,7 @@ type FinchConnectionStatus struct {
 // +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.status.providerID`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Connect URL",type=string,JSONPath=`.status.session.connectURL`,priority=1
-// +kubebuilder:printcolumn:name="Session Expires",type=date,JSONPath=`.status.session.expiresAt`,priority=1
+// +kubebuilder:printcolumn:name="Session Expires",type=string,JSONPath=`.status.session.expiresAt`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 
 // FinchConnection is one employer's connection to Finch: the operator issues its Connect session,
