@@ -1,0 +1,115 @@
+// Step 7: deletion.
+
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/finch"
+)
+
+// reconcileDelete runs the deletion policy, then releases the finalizer (step 7).
+func (r *FinchConnectionReconciler) reconcileDelete(ctx context.Context, conn *finchv1.FinchConnection) (ctrl.Result, error) {
+	key := client.ObjectKeyFromObject(conn)
+	if !controllerutil.ContainsFinalizer(conn, Finalizer) {
+		r.phases.forget(key)
+		return ctrl.Result{}, nil
+	}
+	orig := conn.DeepCopy()
+	now := r.Now()
+	tok, err := r.secrets().readToken(ctx, conn)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if conn.Spec.DeletionPolicy == finchv1.DeletionPolicyDisconnect && tok.token != "" {
+		if err := r.disconnect(ctx, conn, tok.token); err != nil {
+			return r.deleteFailed(ctx, orig, conn, now, err)
+		}
+		r.event(conn, corev1.EventTypeNormal, ReasonDisconnected, "Disconnect", fmt.Sprintf("disconnected connection %s at Finch", conn.Status.ConnectionID))
+	} else if tok.exists && tok.owned {
+		// Retain: the token outlives this object, so re-creating the
+		// FinchConnection adopts the same connection instead of a new one.
+		if err := r.releaseTokenSecret(ctx, conn); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	patch := client.MergeFrom(conn.DeepCopy())
+	controllerutil.RemoveFinalizer(conn, Finalizer)
+	if err := r.Patch(ctx, conn, patch); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
+	}
+	r.phases.forget(key)
+	return ctrl.Result{}, nil
+}
+
+func (r *FinchConnectionReconciler) disconnect(ctx context.Context, conn *finchv1.FinchConnection, token string) error {
+	app := &finchv1.FinchApp{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: conn.Namespace, Name: conn.AppName()}, app); err != nil {
+		return fmt.Errorf("get FinchApp %q: %w", conn.AppName(), err)
+	}
+	resolved, err := r.Apps.Get(ctx, app)
+	if err != nil {
+		return err
+	}
+	if err := resolved.Client.Disconnect(ctx, token); err != nil && !finch.IsInvalidToken(err) {
+		// An invalid token means it is already revoked: nothing left to disconnect.
+		return fmt.Errorf("disconnect: %w", err)
+	}
+	return nil
+}
+
+// deleteFailed records a failed disconnect and backs off; after
+// maxDeleteFailures it reports Stalled with how to let go by hand.
+func (r *FinchConnectionReconciler) deleteFailed(ctx context.Context, orig, conn *finchv1.FinchConnection, now time.Time, cause error) (ctrl.Result, error) {
+	st := &conn.Status
+	rs := st.Retry
+	if rs == nil {
+		rs = &finchv1.RetryStatus{}
+	}
+	rs.Failures++
+	rs.LastFailureTime = metav1.Time{Time: now}
+	rs.Reason = ReasonDisconnectFailed
+	wait := r.backoff(rs.Failures)
+	rs.NextAttemptTime = metav1.Time{Time: now.Add(wait)}
+	rs.ObservedGeneration = conn.Generation
+	st.Retry = rs
+	msg := fmt.Sprintf("could not disconnect at Finch (attempt %d): %v", rs.Failures, cause)
+	if rs.Failures >= maxDeleteFailures {
+		msg += fmt.Sprintf(". Still retrying every %s. To delete without disconnecting: kubectl patch finchconnection %s -n %s --type=merge -p '{\"metadata\":{\"finalizers\":null}}' (then disconnect in the Finch dashboard)",
+			wait.Round(time.Second), conn.Name, conn.Namespace)
+		setCondition(&st.Conditions, conn.Generation, finchv1.ConditionStalled, metav1.ConditionTrue, ReasonDisconnectFailed, msg)
+		setCondition(&st.Conditions, conn.Generation, finchv1.ConditionReady, metav1.ConditionFalse, ReasonDisconnectFailed, msg)
+	}
+	r.event(conn, corev1.EventTypeWarning, ReasonDisconnectFailed, "Disconnect", msg)
+	if err := r.Status().Patch(ctx, conn, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("patch status: %w", err)
+	}
+	return ctrl.Result{RequeueAfter: wait}, nil
+}
+
+// releaseTokenSecret removes this connection's owner reference from the token Secret.
+func (r *FinchConnectionReconciler) releaseTokenSecret(ctx context.Context, conn *finchv1.FinchConnection) error {
+	sec := &corev1.Secret{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: conn.Namespace, Name: conn.TokenSecretName()}, sec); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	patch := client.MergeFrom(sec.DeepCopy())
+	if err := controllerutil.RemoveOwnerReference(conn, sec, r.Scheme()); err != nil {
+		return nil // not an owner: nothing to release
+	}
+	if err := r.Patch(ctx, sec, patch); err != nil {
+		return fmt.Errorf("release token Secret: %w", err)
+	}
+	return nil
+}

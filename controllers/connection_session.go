@@ -1,0 +1,180 @@
+// Steps 1-3: issue or refresh the Connect session.
+
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/finch"
+)
+
+// syncWithoutToken: no token here, so issue or refresh the Connect session
+// (steps 1-3).
+func (r *FinchConnectionReconciler) syncWithoutToken(ctx context.Context, s *syncState) outcome {
+	conn, st := s.conn, &s.conn.Status
+	st.TokenSecretRef = nil
+	st.TokenVersion = ""
+	if st.ConnectionID != "" && s.forceReauth {
+		// The connection exists at Finch but its token is not here: a
+		// reauthentication session yields a new code, hence a new token.
+		return r.ensureReauthSession(ctx, s)
+	}
+	if c := meta.FindStatusCondition(st.Conditions, finchv1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue &&
+		c.ObservedGeneration == conn.Generation && !s.forceIntrospect &&
+		(c.Reason == ReasonConnectionExists || c.Reason == ReasonFinchRejected) {
+		// Finch already answered this spec; asking again would loop.
+		return outcome{stall: &reason{c.Reason, c.Message}}
+	}
+	return r.ensureConnectSession(ctx, s)
+}
+
+// ensureConnectSession creates or refreshes the Connect session. Finch returns
+// the same session_id for the same customer_id until the employer connects,
+// so a lost status write costs one extra call, never a duplicate connection.
+func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s *syncState) outcome {
+	conn, st := s.conn, &s.conn.Status
+	req := sessionRequest(conn, s.app.RedirectURIFor(conn))
+	hash := requestHash(req)
+	sess := st.Session
+	if sess != nil && sess.Kind == finchv1.SessionConnect && sess.RequestHash == hash && !s.forceIntrospect {
+		if refresh := refreshTime(sess); s.now.Before(refresh) {
+			st.Phase = finchv1.PhaseAwaitingConnect
+			return outcome{requeue: jitterDown(refresh.Sub(s.now))}
+		}
+	}
+	if o, wait := deferForBudget(s, finch.EndpointCreateSession); wait {
+		return o
+	}
+	if sess != nil && !s.now.Before(sess.ExpiresAt.Time) {
+		sessionsExpired.Inc()
+		r.event(conn, corev1.EventTypeNormal, ReasonSessionExpired, "CreateSession", fmt.Sprintf("session %s expired before the employer connected", sess.ID))
+	}
+	resp, err := s.app.Client.CreateSession(ctx, req.SessionRequest)
+	if err != nil {
+		if connID, ok := finch.ConnectionAlreadyExists(err); ok {
+			st.ConnectionID = connID
+			st.Session = nil
+			st.Phase = finchv1.PhaseError
+			return stalled(ReasonConnectionExists,
+				"Finch already has connection %s for customer %q, but Secret %s holds no access token for it. Put its token there (key %s) to adopt it, or set annotation %s to send the employer a reauthentication session",
+				connID, conn.Spec.CustomerID, conn.TokenSecretName(), finchv1.AccessTokenKey, finchv1.ReauthRequestedAtAnnotation)
+		}
+		return r.finchError(s, "create Connect session", err)
+	}
+	if st.ConnectionStatus != nil && st.ConnectionStatus.Status == "disconnected" {
+		// Starting over after a disconnect: the old connection is gone for good.
+		clearConnection(st)
+	}
+	refreshed := sess != nil && sess.ID == resp.SessionID
+	minutes := time.Duration(req.minutes()) * time.Minute
+	st.Session = &finchv1.Session{
+		ID: resp.SessionID, ConnectURL: resp.ConnectURL, Kind: finchv1.SessionConnect,
+		IssuedAt: metav1.Time{Time: s.now}, ExpiresAt: metav1.Time{Time: s.now.Add(minutes)}, RequestHash: hash,
+	}
+	if st.FirstSessionTime == nil {
+		st.FirstSessionTime = &metav1.Time{Time: s.now}
+	}
+	st.Phase = finchv1.PhaseAwaitingConnect
+	sessionsIssued.WithLabelValues(string(finchv1.SessionConnect)).Inc()
+	if refreshed {
+		r.event(conn, corev1.EventTypeNormal, ReasonSessionRefreshed, "CreateSession", fmt.Sprintf("refreshed Connect session %s until %s", resp.SessionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
+	} else {
+		r.event(conn, corev1.EventTypeNormal, ReasonSessionCreated, "CreateSession", fmt.Sprintf("created Connect session %s (expires %s): send the employer status.session.connectURL", resp.SessionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
+	}
+	return outcome{requeue: jitterDown(refreshTime(st.Session).Sub(s.now))}
+}
+
+func clearConnection(st *finchv1.FinchConnectionStatus) {
+	st.ConnectionID, st.ProviderID, st.ConnectionType, st.ClientType = "", "", "", ""
+	st.AccountID, st.CompanyID = "", ""
+	st.ConnectionStatus, st.AuthenticationMethods, st.GrantedProducts = nil, nil, nil
+	st.ConnectedAt, st.LastIntrospectionTime = nil, nil
+}
+
+// sessionReq is the session request plus the minutes it asked for.
+type sessionReq struct{ finch.SessionRequest }
+
+func (r sessionReq) minutes() int {
+	if r.MinutesToExpire == nil {
+		return 20160
+	}
+	return *r.MinutesToExpire
+}
+
+func sessionRequest(conn *finchv1.FinchConnection, redirect string) sessionReq {
+	spec := conn.Spec
+	minutes := int(spec.MinutesToExpire)
+	if minutes == 0 {
+		minutes = 20160
+	}
+	req := finch.SessionRequest{
+		CustomerID: spec.CustomerID, CustomerName: spec.CustomerName, Products: products(conn),
+		MinutesToExpire: &minutes,
+	}
+	if spec.CustomerEmail != "" {
+		req.CustomerEmail = &spec.CustomerEmail
+	}
+	if spec.Integration != nil {
+		req.Integration = &finch.Integration{Provider: spec.Integration.Provider}
+		if m := string(spec.Integration.AuthMethod); m != "" {
+			req.Integration.AuthMethod = &m
+		}
+	}
+	if spec.Manual {
+		manual := true
+		req.Manual = &manual
+	}
+	if redirect != "" {
+		req.RedirectURI = &redirect
+	}
+	if spec.Sandbox != "" {
+		sb := string(spec.Sandbox)
+		req.Sandbox = &sb
+	}
+	return sessionReq{req}
+}
+
+func products(conn *finchv1.FinchConnection) []string {
+	out := make([]string, len(conn.Spec.Products))
+	for i, p := range conn.Spec.Products {
+		out[i] = string(p)
+	}
+	return out
+}
+
+// requestHash fingerprints the session parameters; a change refreshes the session.
+func requestHash(req sessionReq) string {
+	b, _ := json.Marshal(req.SessionRequest)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// refreshTime is when an unused Connect session is refreshed: a tenth of its
+// lifetime (at most an hour) before it expires.
+func refreshTime(sess *finchv1.Session) time.Time {
+	margin := sess.ExpiresAt.Sub(sess.IssuedAt.Time) / 10
+	if margin > time.Hour {
+		margin = time.Hour
+	}
+	return sess.ExpiresAt.Add(-margin)
+}
+
+// jitterDown shortens d by up to 5% so requeues of many objects spread out,
+// never past the deadline and never to zero.
+func jitterDown(d time.Duration) time.Duration {
+	if d <= time.Second {
+		return time.Second
+	}
+	return d - time.Duration(rand.Int64N(int64(d/20)+1))
+}
