@@ -38,8 +38,8 @@ func main() {
 	flag.StringVar(&leaderElectionID, "leader-election-id", "finch-operator.connectops.dev", "Name of the leader election Lease.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 10, "FinchConnection reconciles run in parallel (Finch calls stay within each FinchApp's budget).")
-	flag.Float64Var(&qps, "kube-api-qps", 50, "Client-side QPS limit toward the Kubernetes API server.")
-	flag.IntVar(&burst, "kube-api-burst", 100, "Client-side burst toward the Kubernetes API server.")
+	flag.Float64Var(&qps, "kube-api-qps", 500, "Client-side QPS limit toward the Kubernetes API server (API Priority and Fairness protects the server; see docs/benchmarks.md).")
+	flag.IntVar(&burst, "kube-api-burst", 1000, "Client-side burst toward the Kubernetes API server.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -75,7 +75,10 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 		return http.StatusUnauthorized, webhookUnauthorized
 	}
 	key := types.NamespacedName{Namespace: ns, Name: name}
-	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
+	// Detached from the request: if Finch stops waiting (a storm of webhooks
+	// behind a busy API server), recording still completes, and Finch's retry
+	// is then a cheap duplicate instead of a lost event.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), apiTimeout)
 	defer cancel()
 	app := &finchv1.FinchApp{}
 	if err := s.cfg.Client.Get(ctx, key, app); err != nil {

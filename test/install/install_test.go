@@ -226,7 +226,7 @@ func testHelmChart(t *testing.T, c *cluster) {
 			"--leader-elect=true", "--leader-election-id=finch-operator.connectops.dev",
 			"--leader-election-namespace=" + helmNamespace,
 			"--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--inbound-bind-address=:8082",
-			"--max-concurrent-reconciles=10", "--kube-api-qps=50", "--kube-api-burst=100",
+			"--max-concurrent-reconciles=10", "--kube-api-qps=500", "--kube-api-burst=1000",
 			"--zap-log-level=info", "--zap-encoder=json",
 		})
 		for _, crd := range []string{"finchapps.finch.connectops.dev", "finchconnections.finch.connectops.dev"} {
