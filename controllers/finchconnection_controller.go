@@ -140,8 +140,12 @@ func (r *FinchConnectionReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		}
 		return ctrl.Result{}, err
 	}
-	if last, ok := r.written.Load(req.NamespacedName); ok && olderVersion(conn.ResourceVersion, last.(string)) {
-		return ctrl.Result{RequeueAfter: staleCacheDelay}, nil
+	if last, ok := r.written.Load(req.NamespacedName); ok {
+		if olderVersion(conn.ResourceVersion, last.(string)) {
+			return ctrl.Result{RequeueAfter: staleCacheDelay}, nil
+		}
+		// The cache has caught up: forget the entry (memory stays flat at scale).
+		r.written.CompareAndDelete(req.NamespacedName, last)
 	}
 	if !conn.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, conn)
