@@ -62,6 +62,9 @@ func runBench(ctx context.Context, cfg benchConfig) *report {
 	rep.Meta["machine"] = machine()
 	rep.Meta["load at start"] = loadAvg()
 	rep.Meta["manager"] = managerDesc(cfg.inProcess, cfg.managerBin, cfg.managerArgs)
+	if cfg.inProcess {
+		rep.Meta["note"] = "in-process mode: memory, CPU and the time ratio include the bench and simulator; use it for profiles only"
+	}
 	if len(managerEnv) > 0 {
 		rep.Meta["manager env"] = strings.Join(managerEnv, " ")
 	}

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -84,6 +85,7 @@ func main() {
 	if !strings.Contains(*managerArgs, "max-concurrent-reconciles") {
 		margs = append(margs, fmt.Sprintf("--max-concurrent-reconciles=%d", *workers))
 	}
+	commit := gitDescribe() // at the start: the tree may move during a long run
 	var rep *report
 	switch *mode {
 	case "bench":
@@ -127,12 +129,27 @@ func main() {
 		fmt.Fprintf(os.Stderr, "unknown -mode %q\n", *mode)
 		os.Exit(2)
 	}
+	rep.Meta["commit"] = commit
 	rep.save(*runDir)
 	rep.print(os.Stdout)
 	fmt.Printf("\nresults: %s/results.md (logs of each manager process beside it)\n", *runDir)
 	if len(rep.Errors) > 0 {
 		os.Exit(1)
 	}
+}
+
+// gitDescribe is the commit under test ("+dirty" with local changes).
+func gitDescribe() string {
+	root := testenv.RepoRoot()
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+		c += "+dirty"
+	}
+	return c
 }
 
 type discard struct{}
