@@ -53,11 +53,29 @@ type Operator struct {
 func CacheOptions() cache.Options {
 	hasConn, _ := labels.NewRequirement(finchv1.ConnectionLabel, selection.Exists, nil)
 	return cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: stripForCache,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.NewSelector().Add(*hasConn)},
 		},
 	}
+}
+
+// lastApplied is kubectl's client-side apply annotation: a full copy of the
+// object that the operator never reads.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// stripForCache drops what the operator never reads from cached objects:
+// managed fields and kubectl's last-applied copy (which would double the
+// memory of every FinchConnection applied with client-side kubectl apply).
+func stripForCache(in any) (any, error) {
+	out, err := cache.TransformStripManagedFields()(in)
+	if obj, ok := out.(client.Object); ok && err == nil {
+		if a := obj.GetAnnotations(); a[lastApplied] != "" {
+			delete(a, lastApplied)
+			obj.SetAnnotations(a)
+		}
+	}
+	return out, err
 }
 
 // Setup registers the indexes and both controllers with the manager.
@@ -76,7 +94,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	// at about 1 KiB per Secret instead of whole objects.
 	secretMeta, err := cache.New(mgr.GetConfig(), cache.Options{
 		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: stripForCache,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("secret metadata cache: %w", err)
