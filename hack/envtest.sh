@@ -35,11 +35,10 @@ if [ ! -x "$dest/etcd" ]; then
 fi
 
 if [ ! -x "$dest/kubectl" ]; then
-  if [ -x /usr/bin/kubectl ]; then
-    ln -sf /usr/bin/kubectl "$dest/kubectl"
-  else
-    echo "envtest: building kubectl v${K8S_VERSION}" >&2
-    (cd "$root/hack/envtest/kube-apiserver" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dest/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
-    mv "$dest/kubectl.tmp" "$dest/kubectl"
+  kubectl_bin=$(command -v kubectl || true)
+  if [ -z "$kubectl_bin" ]; then
+    echo "envtest: kubectl not found on PATH; install it (these machines ship /usr/bin/kubectl)" >&2
+    exit 1
   fi
+  ln -sf "$kubectl_bin" "$dest/kubectl"
 fi

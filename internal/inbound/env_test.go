@@ -184,7 +184,7 @@ func startEnv() (*sharedEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := env.Start()
+	cfg, err := testenv.Start(env)
 	if err != nil {
 		return nil, err
 	}

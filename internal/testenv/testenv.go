@@ -9,6 +9,7 @@ import (
 	goruntime "runtime"
 	"sort"
 
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/connectops/finch-operator/internal/scheme"
@@ -51,4 +52,16 @@ func New() (*envtest.Environment, error) {
 		BinaryAssetsDirectory: assets,
 		Scheme:                Scheme,
 	}, nil
+}
+
+// Start starts env and, if starting fails part-way (for example a CRD the
+// API server rejects), stops what did start so no etcd or kube-apiserver
+// outlives the test run.
+func Start(env *envtest.Environment) (*rest.Config, error) {
+	cfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	return cfg, nil
 }

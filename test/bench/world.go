@@ -43,7 +43,7 @@ func startWorld(runDir string) (*world, error) {
 	if crdDir != "" {
 		env.CRDDirectoryPaths = []string{crdDir}
 	}
-	cfg, err := env.Start()
+	cfg, err := testenv.Start(env)
 	if err != nil {
 		return nil, fmt.Errorf("start envtest: %w", err)
 	}

@@ -50,7 +50,7 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.Start(); err != nil {
+	if _, err := testenv.Start(env); err != nil {
 		t.Fatalf("starting envtest: %v", err)
 	}
 	t.Cleanup(func() {
