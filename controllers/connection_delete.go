@@ -62,8 +62,20 @@ func (r *FinchConnectionReconciler) disconnect(ctx context.Context, conn *finchv
 	if err != nil {
 		return err
 	}
-	if err := resolved.Client.Disconnect(ctx, token); err != nil && !finch.IsInvalidToken(err) {
-		// An invalid token means it is already revoked: nothing left to disconnect.
+	err = resolved.Client.Disconnect(ctx, token)
+	switch {
+	case err == nil:
+	case finch.IsInvalidToken(err):
+		// Already revoked (a retry after a lost response, or disconnected
+		// elsewhere): nothing left to disconnect.
+	case finch.IsUnauthorized(err):
+		// Finch's docs name no error for /disconnect; any 401 means the token
+		// is no longer accepted, and retrying cannot change that. Let the
+		// deletion finish rather than wedge it, and say so.
+		r.event(conn, corev1.EventTypeWarning, ReasonDisconnectFailed, "Disconnect", fmt.Sprintf(
+			"Finch no longer accepts the access token (%s), so connection %s could not be disconnected from here; the FinchConnection is deleted anyway: check the connection in the Finch dashboard",
+			finchMessage(err), conn.Status.ConnectionID))
+	default:
 		return fmt.Errorf("disconnect: %w", err)
 	}
 	return nil

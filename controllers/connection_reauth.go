@@ -49,7 +49,8 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 		reauthsRequired.Inc()
 	}
 	st.Session = &finchv1.Session{
-		ID: resp.SessionID, ConnectURL: resp.ConnectURL, Kind: finchv1.SessionReauthenticate,
+		ID: resp.SessionID, ConnectURL: s.app.PublishedConnectURL(resp.ConnectURL, resp.SessionID, redirect), Kind: finchv1.SessionReauthenticate,
+		RedirectURI: redirect, Products: req.Products,
 		IssuedAt:  metav1.Time{Time: s.now},
 		ExpiresAt: metav1.Time{Time: s.now.Add(time.Duration(minutes) * time.Minute)},
 		// The token the reauth replaces: a different token means it was completed.
@@ -57,8 +58,11 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 	}
 	st.Phase = finchv1.PhaseReauthRequired
 	sessionsIssued.WithLabelValues(string(finchv1.SessionReauthenticate)).Inc()
-	r.event(conn, corev1.EventTypeNormal, ReasonReauthSession, "Reauthenticate",
-		fmt.Sprintf("Finch needs the employer to re-authenticate connection %s: send them status.session.connectURL (expires %s)",
-			st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
+	msg := fmt.Sprintf("Finch needs the employer to re-authenticate connection %s: send them status.session.connectURL (expires %s)",
+		st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
+	if why, m := reauthReason(conn); why == ReasonProductsChanged {
+		msg = m + fmt.Sprintf(" (expires %s)", st.Session.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	r.event(conn, corev1.EventTypeNormal, ReasonReauthSession, "Reauthenticate", msg)
 	return outcome{requeue: st.Session.ExpiresAt.Sub(s.now) + time.Second}
 }

@@ -78,9 +78,11 @@ func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s 
 	}
 	refreshed := sess != nil && sess.ID == resp.SessionID
 	minutes := time.Duration(req.minutes()) * time.Minute
+	redirect := deref(req.RedirectURI)
 	st.Session = &finchv1.Session{
-		ID: resp.SessionID, ConnectURL: resp.ConnectURL, Kind: finchv1.SessionConnect,
+		ID: resp.SessionID, ConnectURL: s.app.PublishedConnectURL(resp.ConnectURL, resp.SessionID, redirect), Kind: finchv1.SessionConnect,
 		IssuedAt: metav1.Time{Time: s.now}, ExpiresAt: metav1.Time{Time: s.now.Add(minutes)}, RequestHash: hash,
+		RedirectURI: redirect, Products: req.Products,
 	}
 	if st.FirstSessionTime == nil {
 		st.FirstSessionTime = &metav1.Time{Time: s.now}
@@ -143,6 +145,13 @@ func sessionRequest(conn *finchv1.FinchConnection, redirect string) sessionReq {
 		req.Sandbox = &sb
 	}
 	return sessionReq{req}
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 func products(conn *finchv1.FinchConnection) []string {

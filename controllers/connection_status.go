@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -39,6 +41,9 @@ func (r *FinchConnectionReconciler) finchError(s *syncState, what string, err er
 		return stalled(ReasonFinchRejected, "Finch rejected the request to %s: %s. Fix the FinchConnection spec and apply it again", what, finchMessage(err))
 	case finch.ClassRateLimited:
 		after, _ := finch.RateLimited(err)
+		if finch.IsIPRateLimited(err) {
+			r.reportPenalty(s.conn)
+		}
 		return outcome{retryErr: fmt.Errorf("%s: %w", what, err), retryAfter: after}
 	default:
 		return outcome{retryErr: fmt.Errorf("%s: %w", what, err)}
@@ -137,14 +142,14 @@ func (r *FinchConnectionReconciler) finish(ctx context.Context, orig *finchv1.Fi
 		setCondition(conds, gen, finchv1.ConditionStalled, metav1.ConditionFalse, out.wait.reason, "waiting for a dependency, not stalled")
 	default:
 		st.Retry = nil
-		ready, why, msg := readiness(st)
+		ready, why, msg := readiness(conn)
 		setCondition(conds, gen, finchv1.ConditionReady, ready, why, msg)
 		setCondition(conds, gen, finchv1.ConditionStalled, metav1.ConditionFalse, why, "not stalled")
 		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, ReasonSucceeded, "the operator has done all it can for now")
 		st.ObservedGeneration = gen
 	}
 	if !out.suspended && !out.deferred {
-		setConnectionConditions(st, gen)
+		setConnectionConditions(conn, gen)
 	}
 
 	r.emitTransition(orig, conn)
@@ -175,7 +180,8 @@ func restoreRequests(st, orig *finchv1.FinchConnectionStatus) {
 }
 
 // readiness is the Ready condition for a pass that went well.
-func readiness(st *finchv1.FinchConnectionStatus) (metav1.ConditionStatus, string, string) {
+func readiness(conn *finchv1.FinchConnection) (metav1.ConditionStatus, string, string) {
+	st := &conn.Status
 	if st.Session == nil && (st.Phase == finchv1.PhaseAwaitingConnect || st.Phase == finchv1.PhaseReauthRequired) {
 		return metav1.ConditionUnknown, ReasonProgressing, "working"
 	}
@@ -187,10 +193,13 @@ func readiness(st *finchv1.FinchConnectionStatus) (metav1.ConditionStatus, strin
 		return metav1.ConditionTrue, ReasonAwaitingEmployer, fmt.Sprintf("Connect session %s is waiting for the employer until %s: send them status.session.connectURL",
 			st.Session.ID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 	case finchv1.PhaseReauthRequired:
+		if why, msg := reauthReason(conn); why == ReasonProductsChanged {
+			return metav1.ConditionTrue, ReasonAwaitingEmployer, msg + fmt.Sprintf(" (expires %s)", st.Session.ExpiresAt.UTC().Format(time.RFC3339))
+		}
 		return metav1.ConditionTrue, ReasonAwaitingEmployer, fmt.Sprintf("the employer must re-authenticate connection %s: send them status.session.connectURL (expires %s)",
 			st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 	case finchv1.PhaseConnected:
-		return metav1.ConditionTrue, ReasonConnected, fmt.Sprintf("connection %s is connected (provider %s)", st.ConnectionID, st.ProviderID)
+		return metav1.ConditionTrue, ReasonConnected, fmt.Sprintf("connection %s is connected (provider %s)", st.ConnectionID, st.ProviderID) + unapplied(conn)
 	case finchv1.PhaseConnecting:
 		msg := "the employer authenticated; Finch is setting up the connection"
 		if cs := st.ConnectionStatus; cs != nil {
@@ -205,9 +214,50 @@ func readiness(st *finchv1.FinchConnectionStatus) (metav1.ConditionStatus, strin
 	}
 }
 
+// unapplied notes spec changes Finch cannot apply to a connected connection:
+// products Finch did not grant after the products re-authentication, and
+// customer fields, which Finch keeps from the first session (the guide: after
+// connect, only POST /connect/sessions/reauthenticate changes parameters, and
+// it takes no customer fields).
+func unapplied(conn *finchv1.FinchConnection) string {
+	st, spec := &conn.Status, &conn.Spec
+	var notes []string
+	if missing := missingProducts(conn, st.GrantedProducts); len(missing) > 0 {
+		notes = append(notes, fmt.Sprintf("Finch did not grant %s after the employer re-authenticated (the provider may not offer it); change spec.products to ask again",
+			strings.Join(missing, ", ")))
+	}
+	if st.FinchCustomerName != "" && st.FinchCustomerName != spec.CustomerName {
+		notes = append(notes, fmt.Sprintf("spec.customerName %q differs from %q, which Finch keeps after the employer connected", spec.CustomerName, st.FinchCustomerName))
+	}
+	if st.FinchCustomerEmail != "" && st.FinchCustomerEmail != spec.CustomerEmail {
+		notes = append(notes, fmt.Sprintf("spec.customerEmail %q differs from %q, which Finch keeps after the employer connected", spec.CustomerEmail, st.FinchCustomerEmail))
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return "; not applied: " + strings.Join(notes, "; ")
+}
+
+// reauthReason says why a reauthentication session is published: Finch asked
+// for it (ReauthRequired), or spec.products asks for products the healthy
+// connection does not grant (ProductsChanged).
+func reauthReason(conn *finchv1.FinchConnection) (string, string) {
+	st := &conn.Status
+	if cs := st.ConnectionStatus; cs != nil && cs.Status == finch.StatusConnected && st.Session != nil && st.Session.Kind == finchv1.SessionReauthenticate {
+		if missing := missingProducts(conn, st.GrantedProducts); len(missing) > 0 {
+			return ReasonProductsChanged, fmt.Sprintf("spec.products asks for %s, which connection %s does not grant: the employer must re-authenticate to grant them; send them status.session.connectURL",
+				strings.Join(missing, ", "), st.ConnectionID)
+		}
+	}
+	return ReasonReauthRequired, "a reauthentication session is waiting for the employer: status.session.connectURL"
+}
+
 // setConnectionConditions derives Connected and ReauthRequired from status.
-func setConnectionConditions(st *finchv1.FinchConnectionStatus, gen int64) {
-	if cs := st.ConnectionStatus; cs != nil && cs.Status == "connected" && st.Phase == finchv1.PhaseConnected {
+func setConnectionConditions(conn *finchv1.FinchConnection, gen int64) {
+	st := &conn.Status
+	why, reauthMsg := reauthReason(conn)
+	healthy := st.Phase == finchv1.PhaseConnected || st.Phase == finchv1.PhaseReauthRequired && why == ReasonProductsChanged
+	if cs := st.ConnectionStatus; cs != nil && cs.Status == finch.StatusConnected && healthy {
 		setCondition(&st.Conditions, gen, finchv1.ConditionConnected, metav1.ConditionTrue, ReasonConnected, fmt.Sprintf("Finch reports connection %s connected", st.ConnectionID))
 	} else {
 		why := string(st.Phase)
@@ -221,7 +271,7 @@ func setConnectionConditions(st *finchv1.FinchConnectionStatus, gen int64) {
 		setCondition(&st.Conditions, gen, finchv1.ConditionConnected, metav1.ConditionFalse, why, msg)
 	}
 	if st.Phase == finchv1.PhaseReauthRequired {
-		setCondition(&st.Conditions, gen, finchv1.ConditionReauthRequired, metav1.ConditionTrue, ReasonReauthRequired, "a reauthentication session is waiting for the employer: status.session.connectURL")
+		setCondition(&st.Conditions, gen, finchv1.ConditionReauthRequired, metav1.ConditionTrue, why, reauthMsg)
 	} else {
 		setCondition(&st.Conditions, gen, finchv1.ConditionReauthRequired, metav1.ConditionFalse, "NotRequired", "no reauthentication needed")
 	}
@@ -261,4 +311,18 @@ func (r *FinchConnectionReconciler) backoff(n int32) time.Duration {
 		d = retryMax
 	}
 	return d + time.Duration(rand.Int64N(int64(d/5)+1))
+}
+
+// reportPenalty wakes the FinchApp controller so the app shows Finch's per-IP
+// penalty (condition RateLimited) while every call waits it out.
+func (r *FinchConnectionReconciler) reportPenalty(conn *finchv1.FinchConnection) {
+	if r.penalties == nil {
+		return
+	}
+	app := &finchv1.FinchApp{}
+	app.Namespace, app.Name = conn.Namespace, conn.AppName()
+	select {
+	case r.penalties <- event.GenericEvent{Object: app}:
+	default: // already pending: one wake-up is enough
+	}
 }

@@ -50,7 +50,14 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 	if err := r.ensureFinalizer(ctx, conn); err != nil {
 		return outcome{retryErr: err}
 	}
-	resp, err := s.app.Client.ExchangeCode(ctx, finch.TokenRequest{Code: code})
+	// Send exactly the redirect_uri of the session the code came from, none
+	// when it had none (RFC 6749 section 4.1.3; Finch sends redirect_uri only in
+	// the redirect flow). The code was produced by the session published now.
+	var redirect, sessionID string
+	if st.Session != nil {
+		redirect, sessionID = st.Session.RedirectURI, st.Session.ID
+	}
+	resp, err := s.app.Client.ExchangeCode(ctx, finch.TokenRequest{Code: code, RedirectURI: redirect})
 	if err != nil {
 		if finch.Classify(err) == finch.ClassTerminal {
 			// A bad, used or expired code never becomes good: drop it and say so.
@@ -72,7 +79,7 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 		}
 		return r.finchError(s, "exchange authorization code", err)
 	}
-	if err := storeToken(ctx, r.Client, r.APIReader, conn, resp, "embedded", string(codeSecret.UID)); err != nil {
+	if err := storeToken(ctx, r.Client, r.APIReader, conn, resp, "embedded", string(codeSecret.UID), sessionID); err != nil {
 		log.Error(err, "token lost: the code was exchanged but the token could not be stored", "secret", conn.TokenSecretName())
 		r.event(conn, corev1.EventTypeWarning, ReasonTokenStoreFailed, "StoreToken",
 			fmt.Sprintf("the access token could not be stored in Secret %s: %v; the employer must re-authenticate", conn.TokenSecretName(), err))
@@ -143,6 +150,14 @@ func (r *FinchConnectionReconciler) syncWithToken(ctx context.Context, s *syncSt
 			st.Session = nil // the employer finished Connect; the link is spent
 		}
 	}
+	if phase == finchv1.PhaseConnected && !s.forceReauth {
+		// The guide: parameters changed after the employer connected need
+		// POST /connect/sessions/reauthenticate. Ask once per products list.
+		if missing := missingProducts(conn, st.GrantedProducts); len(missing) > 0 && !sameProducts(st.ReauthProducts, products(conn)) {
+			st.ReauthProducts = products(conn)
+			return r.ensureReauthSession(ctx, s)
+		}
+	}
 	if phase == finchv1.PhaseReauthRequired || s.forceReauth {
 		return r.ensureReauthSession(ctx, s)
 	}
@@ -192,9 +207,24 @@ func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState
 	default:
 		return r.finchError(s, "introspect", err), true
 	}
-	wasConnected := st.ConnectionStatus != nil && st.ConnectionStatus.Status == "connected"
+	wasConnected := st.ConnectionStatus != nil && st.ConnectionStatus.Status == finch.StatusConnected
 	st.ConnectionID = info.ConnectionID
-	cs := &finchv1.ConnectionStatus{Status: info.ConnectionStatus.Status, Message: info.ConnectionStatus.Message}
+	cs := &finchv1.ConnectionStatus{Status: info.Status(), Message: info.ConnectionStatus.Message}
+	if info.StatusDerived() {
+		// The guide's sandbox example has only authentication_methods[].connection_status.
+		cs.Message = orDefault(cs.Message, "derived from authentication_methods (no top-level connection_status)")
+	}
+	st.Entities = nil
+	for _, e := range info.Entities {
+		st.Entities = append(st.Entities, finchv1.EntityStatus{ID: e.ID, Name: e.Name, SourceID: e.SourceID, Status: e.Status})
+		// An entity Finch wants re-authenticated is the connection's
+		// reauth (finch-api-go account.go: IntrospectionEntity.Status).
+		if e.Status == finch.StatusReauth && cs.Status != finch.StatusReauth && cs.Status != finch.StatusDisconnected {
+			cs.Status = finch.StatusReauth
+			cs.Message = fmt.Sprintf("entity %s (%s) needs re-authentication", e.ID, orDefault(e.Name, "unnamed"))
+		}
+	}
+	st.FinchCustomerName, st.FinchCustomerEmail = info.CustomerName, info.CustomerEmail
 	if t := info.ConnectionStatus.LastSuccessfulSync; t != nil {
 		cs.LastSuccessfulSync = &metav1.Time{Time: *t}
 	}
@@ -215,7 +245,7 @@ func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState
 	st.CompanyID = info.CompanyID
 	st.LastIntrospectionTime = &metav1.Time{Time: s.now}
 	st.TokenVersion = s.token.version
-	if cs.Status == "connected" {
+	if cs.Status == finch.StatusConnected {
 		if st.ConnectedAt == nil {
 			st.ConnectedAt = &metav1.Time{Time: s.now}
 			if st.FirstSessionTime != nil {
@@ -268,4 +298,39 @@ func isKnownStatus(s string) bool {
 		return true
 	}
 	return false
+}
+
+// missingProducts lists the spec's products the connection does not grant
+// (deduction and benefits are one product under two names).
+func missingProducts(conn *finchv1.FinchConnection, granted []string) []string {
+	have := map[string]bool{}
+	for _, p := range granted {
+		have[p] = true
+	}
+	if have["benefits"] || have["deduction"] {
+		have["benefits"], have["deduction"] = true, true
+	}
+	var out []string
+	for _, p := range products(conn) {
+		if !have[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func sameProducts(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := map[string]bool{}
+	for _, p := range a {
+		set[p] = true
+	}
+	for _, p := range b {
+		if !set[p] {
+			return false
+		}
+	}
+	return true
 }

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -35,6 +36,8 @@ type FinchAppReconciler struct {
 	client.Client
 	Apps     *AppRegistry
 	Recorder recorder.EventRecorder
+	// penalties names apps whose connections met Finch's per-IP penalty.
+	penalties <-chan event.GenericEvent
 }
 
 // +kubebuilder:rbac:groups=finch.connectops.dev,resources=finchapps,verbs=get;list;watch
@@ -53,7 +56,6 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	orig := app.DeepCopy()
 	st := &app.Status
 	gen := app.Generation
-	st.CallbackURL = CallbackURL(app.Spec.PublicURL, req.NamespacedName)
 	st.WebhookURL = WebhookURL(app.Spec.PublicURL, req.NamespacedName)
 
 	counts, err := r.countConnections(ctx, app)
@@ -71,6 +73,12 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, cfgErr.Reason, "waiting for the Secret to be fixed")
 	case err != nil:
 		return ctrl.Result{}, err
+	}
+	if resolved != nil {
+		st.CallbackURL, st.CallbackSecretName = resolved.CallbackURL(), resolved.CallbackSecret
+	}
+	switch {
+	case cfgErr != nil:
 	case resolved.CredentialsRejected():
 		msg := fmt.Sprintf("Finch rejected the client credentials in Secret %s (invalid_client): fix them; connections resume when the Secret changes", app.Spec.CredentialsSecretRef.Name)
 		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, ReasonInvalidCredentials, msg)
@@ -86,8 +94,9 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, ReasonSucceeded, "up to date")
 	}
 	st.ObservedGeneration = gen
+	result := r.penaltyCondition(app)
 	if equality.Semantic.DeepEqual(orig.Status, app.Status) {
-		return ctrl.Result{}, nil
+		return result, nil
 	}
 	if r.Recorder != nil && readyStatus(orig) != readyStatus(app) {
 		typ := corev1.EventTypeNormal
@@ -99,7 +108,40 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	// An update, not a merge patch: counts from a stale cache must conflict
 	// and be recomputed, not be merged into newer ones.
-	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Update(ctx, app))
+	if r.Recorder != nil && conditionStatus(orig, finchv1.ConditionRateLimited) != conditionStatus(app, finchv1.ConditionRateLimited) &&
+		conditionStatus(app, finchv1.ConditionRateLimited) == metav1.ConditionTrue {
+		c := findCondition(app.Status.Conditions, finchv1.ConditionRateLimited)
+		r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, c.Reason, "FinchCall", "%s", c.Message)
+	}
+	return result, client.IgnoreNotFound(r.Status().Update(ctx, app))
+}
+
+// penaltyCondition shows Finch's per-IP penalty (finch_api_ip_rl) on the app:
+// every Finch call of the operator waits until it ends, and the condition is
+// cleared then.
+func (r *FinchAppReconciler) penaltyCondition(app *finchv1.FinchApp) ctrl.Result {
+	conds := &app.Status.Conditions
+	var until time.Time
+	if r.Apps.IPGuard != nil {
+		until = r.Apps.IPGuard.PausedUntil()
+	}
+	if left := time.Until(until); left > 0 {
+		setCondition(conds, app.Generation, finchv1.ConditionRateLimited, metav1.ConditionTrue, ReasonIPRateLimited, fmt.Sprintf(
+			"Finch answered 429 finch_api_ip_rl: the operator's address exceeded Finch's per-IP limit (1,000 requests per 5 minutes), so every Finch call of every app waits until %s. Lower --finch-ip-budget or the apps' spec.rateLimit if this recurs",
+			until.UTC().Format(time.RFC3339)))
+		return ctrl.Result{RequeueAfter: left + time.Second}
+	}
+	if meta.FindStatusCondition(*conds, finchv1.ConditionRateLimited) != nil {
+		setCondition(conds, app.Generation, finchv1.ConditionRateLimited, metav1.ConditionFalse, ReasonSucceeded, "no Finch rate-limit penalty in force")
+	}
+	return ctrl.Result{}
+}
+
+func conditionStatus(app *finchv1.FinchApp, typ string) metav1.ConditionStatus {
+	if c := meta.FindStatusCondition(app.Status.Conditions, typ); c != nil {
+		return c.Status
+	}
+	return ""
 }
 
 func findCondition(conds []metav1.Condition, typ string) metav1.Condition {
@@ -180,5 +222,6 @@ func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache
 		For(&finchv1.FinchApp{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&finchv1.FinchConnection{}, connections).
 		WatchesRawSource(source.Kind(secretMeta, secretMetadata(), appsForSecret)).
+		WatchesRawSource(source.Channel(r.penalties, &handler.EnqueueRequestForObject{})).
 		Complete(r)
 }

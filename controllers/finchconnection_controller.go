@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -65,6 +66,8 @@ const (
 	ReasonSessionExpired      = "SessionExpired"
 	ReasonReauthSession       = "ReauthSessionCreated"
 	ReasonReauthCompleted     = "ReauthCompleted"
+	ReasonProductsChanged     = "ProductsChanged"
+	ReasonIPRateLimited       = "FinchIPRateLimited"
 	ReasonUnknownStatus       = "UnknownConnectionStatus"
 	ReasonBudgetWait          = "WaitingForBudget"
 )
@@ -85,6 +88,9 @@ type FinchConnectionReconciler struct {
 	Now func() time.Time
 	// RetryBase is the first delay of the persisted backoff (default 5s).
 	RetryBase time.Duration
+
+	// penalties wakes the FinchApp controller when Finch's per-IP penalty starts.
+	penalties chan<- event.GenericEvent
 
 	phases phaseTracker
 	// written remembers the resourceVersion of each connection's last write,
@@ -211,6 +217,9 @@ const maxBudgetBlock = 5 * time.Second
 // deferForBudget defers a pass whose Finch call would wait long for budget.
 func deferForBudget(s *syncState, endpoint string) (outcome, bool) {
 	d := s.app.Budget.Delay(endpoint)
+	if s.app.IPGuard != nil {
+		d = max(d, s.app.IPGuard.Delay())
+	}
 	if d <= maxBudgetBlock {
 		return outcome{}, false
 	}

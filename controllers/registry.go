@@ -2,18 +2,26 @@ package controllers
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
@@ -34,10 +42,15 @@ type ResolvedApp struct {
 	Key           types.NamespacedName
 	Generation    int64
 	Client        *finch.Client
-	Budget        *finch.Budget // shared by every client of the app
-	WebhookSecret string        // base64; empty when none is configured
+	Budget        *finch.Budget  // shared by every client of the app
+	IPGuard       *finch.IPGuard // shared by every app (nil: none)
+	WebhookSecret string         // base64; empty when none is configured
 	Spec          finchv1.FinchAppSpec
-	secretVersion string
+	// CallbackSecret names the Secret holding the callback path segment and state key.
+	CallbackSecret string
+	callbackPath   string // random path segment of the callback URL
+	stateKey       []byte // HMAC key of the state parameter
+	secretVersion  string
 	// rejected is set when Finch answered invalid_client: connections stop
 	// calling Finch with these credentials until the Secret changes.
 	rejected atomic.Bool
@@ -49,16 +62,96 @@ func (a *ResolvedApp) RejectCredentials() { a.rejected.Store(true) }
 // CredentialsRejected says whether Finch rejected the current credentials.
 func (a *ResolvedApp) CredentialsRejected() bool { return a.rejected.Load() }
 
-// RedirectURIFor is the redirect_uri sent in a connection's sessions: the
-// connection's own, else the app's, else the operator's callback under publicURL.
+// FlowFor is a connection's connect flow: its own, else the app's default,
+// else Redirect when there is somewhere to redirect to, else Embedded.
+func (a *ResolvedApp) FlowFor(conn *finchv1.FinchConnection) finchv1.ConnectFlow {
+	switch {
+	case conn.Spec.ConnectFlow != "":
+		return conn.Spec.ConnectFlow
+	case a.Spec.DefaultConnectFlow != "":
+		return a.Spec.DefaultConnectFlow
+	case conn.Spec.RedirectURI != "" || a.Spec.RedirectURI != "" || a.Spec.PublicURL != "":
+		return finchv1.ConnectFlowRedirect
+	}
+	return finchv1.ConnectFlowEmbedded
+}
+
+// RedirectURIFor is the redirect_uri sent in a connection's sessions: none for
+// the Embedded flow (Finch's docs: send redirect_uri only in the redirect flow;
+// an embedded exchange fails when one is sent, developer.tryfinch.com
+// /implementation-guide/Connect/Retrieve-Access-Token), else the connection's
+// own, else the app's, else the operator's callback under publicURL.
 func (a *ResolvedApp) RedirectURIFor(conn *finchv1.FinchConnection) string {
+	if a.FlowFor(conn) == finchv1.ConnectFlowEmbedded {
+		return ""
+	}
 	if conn.Spec.RedirectURI != "" {
 		return conn.Spec.RedirectURI
 	}
 	if a.Spec.RedirectURI != "" {
 		return a.Spec.RedirectURI
 	}
-	return CallbackURL(a.Spec.PublicURL, a.Key)
+	return a.CallbackURL()
+}
+
+// CallbackURL is this app's operator callback ("" without publicURL).
+func (a *ResolvedApp) CallbackURL() string {
+	return CallbackURL(a.Spec.PublicURL, a.Key, a.callbackPath)
+}
+
+// CallbackPathMatches reports, in constant time, whether seg is this app's
+// callback path segment.
+func (a *ResolvedApp) CallbackPathMatches(seg string) bool {
+	return a.callbackPath != "" && subtle.ConstantTimeCompare([]byte(seg), []byte(a.callbackPath)) == 1
+}
+
+// stateSep separates the session ID from its MAC in a state value.
+const stateSep = "."
+
+// SignState is the state parameter published with a session whose
+// redirect_uri is the operator's callback: the session ID and an HMAC of it
+// under a key only the operator holds. Finch Connect returns state unchanged
+// on the redirect (API-FACTS §9; developer.tryfinch.com
+// /implementation-guide/Connect/Set-Up-Finch-Connect), so the callback can
+// reject, before any Finch call, a code that no session of ours produced.
+func (a *ResolvedApp) SignState(sessionID string) string {
+	return sessionID + stateSep + a.stateMAC(sessionID)
+}
+
+// VerifyState returns the session ID of a state SignState produced.
+func (a *ResolvedApp) VerifyState(state string) (sessionID string, ok bool) {
+	i := strings.LastIndex(state, stateSep)
+	if i <= 0 || len(a.stateKey) == 0 {
+		return "", false
+	}
+	id, mac := state[:i], state[i+len(stateSep):]
+	if subtle.ConstantTimeCompare([]byte(mac), []byte(a.stateMAC(id))) != 1 {
+		return "", false
+	}
+	return id, true
+}
+
+func (a *ResolvedApp) stateMAC(sessionID string) string {
+	m := hmac.New(sha256.New, a.stateKey)
+	m.Write([]byte("finch-operator/state/v1\x00" + a.Key.String() + "\x00" + sessionID))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// PublishedConnectURL is the Connect link published in status: Finch's
+// connect_url, plus the signed state when the session redirects to the
+// operator's callback.
+func (a *ResolvedApp) PublishedConnectURL(connectURL, sessionID, redirectURI string) string {
+	if redirectURI == "" || redirectURI != a.CallbackURL() || len(a.stateKey) == 0 {
+		return connectURL
+	}
+	u, err := url.Parse(connectURL)
+	if err != nil {
+		return connectURL
+	}
+	q := u.Query()
+	q.Set("state", a.SignState(sessionID))
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // IntrospectionInterval is how often connected connections are introspected.
@@ -69,9 +162,14 @@ func (a *ResolvedApp) IntrospectionInterval() time.Duration {
 	return 6 * time.Hour
 }
 
-// CallbackURL is the redirect-flow callback of an app under publicURL ("" without one).
-func CallbackURL(publicURL string, app types.NamespacedName) string {
-	return joinURL(publicURL, "callback", app)
+// CallbackURL is the redirect-flow callback of an app under publicURL ("" without
+// one): /callback/<namespace>/<name>/<random path segment>.
+func CallbackURL(publicURL string, app types.NamespacedName, pathSegment string) string {
+	u := joinURL(publicURL, "callback", app)
+	if u == "" || pathSegment == "" {
+		return ""
+	}
+	return u + "/" + url.PathEscape(pathSegment)
 }
 
 // WebhookURL is the webhook endpoint of an app under publicURL ("" without one).
@@ -99,8 +197,13 @@ type AppRegistry struct {
 	// reader: those Secrets belong to the user and are not in the operator's
 	// label-filtered Secret cache.
 	Reader client.Reader
+	// Writer creates each app's callback Secret (nil: the Secret must exist).
+	Writer client.Client
 	// HTTPClient is used by every Finch client (nil: the client's default).
 	HTTPClient *http.Client
+	// IPGuard is the operator-wide budget and per-IP penalty shared by every
+	// app's client (nil: none).
+	IPGuard *finch.IPGuard
 
 	mu      sync.Mutex
 	apps    map[types.NamespacedName]*ResolvedApp
@@ -144,6 +247,12 @@ func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*Resolve
 		}
 	}
 	version := creds.ResourceVersion
+	cb, err := r.callbackSecret(ctx, app)
+	if err != nil {
+		r.Forget(key)
+		return nil, err
+	}
+	version += "/" + cb.ResourceVersion
 	var webhookSecret string
 	if ref := app.Spec.WebhookSecretRef; ref != nil {
 		hook, err := r.readSecret(ctx, app.Namespace, ref.Name, "WebhookSecretNotFound", "webhook")
@@ -185,13 +294,15 @@ func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*Resolve
 		ClientSecret: string(creds.Data[secretKey]),
 		HTTPClient:   r.HTTPClient,
 		Budget:       budget,
+		IPGuard:      r.IPGuard,
 		MetricsApp:   key.String(),
 	})
 	if err != nil {
 		return nil, &AppConfigError{Reason: "InvalidAPIURL", Message: fmt.Sprintf("spec.apiURL: %v", err)}
 	}
-	res := &ResolvedApp{Key: key, Generation: app.Generation, Client: fc, Budget: budget, WebhookSecret: webhookSecret,
-		Spec: *app.Spec.DeepCopy(), secretVersion: version}
+	res := &ResolvedApp{Key: key, Generation: app.Generation, Client: fc, Budget: budget, IPGuard: r.IPGuard, WebhookSecret: webhookSecret,
+		Spec: *app.Spec.DeepCopy(), secretVersion: version,
+		CallbackSecret: cb.Name, callbackPath: string(cb.Data[finchv1.CallbackPathKey]), stateKey: cb.Data[finchv1.CallbackStateKey]}
 	r.apps[key] = res
 	return res, nil
 }
@@ -214,6 +325,67 @@ func (r *AppRegistry) readSecret(ctx context.Context, ns, name, notFoundReason, 
 		return nil, fmt.Errorf("read %s Secret %s/%s: %w", what, ns, name, err)
 	}
 	return s, nil
+}
+
+// CallbackSecretName is the name of an app's callback Secret.
+func CallbackSecretName(app string) string {
+	const suffix = "-finch-callback"
+	if len(app)+len(suffix) <= 253 {
+		return app + suffix
+	}
+	sum := sha256.Sum256([]byte(app))
+	return app[:253-len(suffix)-9] + "-" + hex.EncodeToString(sum[:4]) + suffix
+}
+
+// callbackSecret reads the app's callback Secret, creating it with fresh
+// random values when it does not exist. The values are random rather than
+// derived from the client secret so that rotating credentials does not change
+// the callback URL allow-listed in the Finch dashboard.
+func (r *AppRegistry) callbackSecret(ctx context.Context, app *finchv1.FinchApp) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: app.Namespace, Name: CallbackSecretName(app.Name)}
+	sec := &corev1.Secret{}
+	err := r.Reader.Get(ctx, key, sec)
+	if apierrors.IsNotFound(err) && r.Writer != nil {
+		sec = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{finchv1.AppLabel: app.Name}},
+			Type:       corev1.SecretTypeOpaque,
+			Data: map[string][]byte{
+				finchv1.CallbackPathKey:  []byte(randomToken(24)),
+				finchv1.CallbackStateKey: []byte(randomToken(48)),
+			},
+		}
+		if app.UID != "" {
+			if err := controllerutil.SetOwnerReference(app, sec, r.Writer.Scheme()); err != nil {
+				return nil, fmt.Errorf("callback Secret owner: %w", err)
+			}
+		}
+		err = r.Writer.Create(ctx, sec)
+		if apierrors.IsAlreadyExists(err) {
+			err = r.Reader.Get(ctx, key, sec)
+		}
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, &AppConfigError{Reason: "CallbackSecretNotFound", Message: fmt.Sprintf("callback Secret %s not found", key)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("callback Secret %s: %w", key, err)
+	}
+	if len(sec.Data[finchv1.CallbackPathKey]) < 16 || len(sec.Data[finchv1.CallbackStateKey]) < 32 ||
+		url.PathEscape(string(sec.Data[finchv1.CallbackPathKey])) != string(sec.Data[finchv1.CallbackPathKey]) {
+		return nil, &AppConfigError{Reason: "CallbackSecretInvalid", Message: fmt.Sprintf(
+			"Secret %s must hold %q (16+ URL-safe characters) and %q (32+ bytes); delete it and the operator creates a new one (then update the redirect URI in the Finch dashboard)",
+			key, finchv1.CallbackPathKey, finchv1.CallbackStateKey)}
+	}
+	return sec, nil
+}
+
+// randomToken is n random URL-safe characters (6 bits each).
+func randomToken(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return base64.RawURLEncoding.EncodeToString(b)[:n]
 }
 
 func budgetConfig(rl *finchv1.RateLimit) finch.BudgetConfig {

@@ -106,15 +106,17 @@ func (s SecretReader) codeSecrets(ctx context.Context, conn *finchv1.FinchConnec
 // single-use, so losing this write would lose the connection's token.
 //
 // reader must be uncached: a migrated Secret is not in the label-filtered cache.
-func StoreToken(ctx context.Context, c client.Client, reader client.Reader, conn *finchv1.FinchConnection, tok *finch.TokenResponse, flow string) error {
-	return storeToken(ctx, c, reader, conn, tok, flow, "")
+//
+// sessionID is the Connect session whose code produced the token ("" if unknown).
+func StoreToken(ctx context.Context, c client.Client, reader client.Reader, conn *finchv1.FinchConnection, tok *finch.TokenResponse, flow, sessionID string) error {
+	return storeToken(ctx, c, reader, conn, tok, flow, "", sessionID)
 }
 
 // codeSourceAnnotation records which code Secret a token came from, so an
 // interrupted clean-up never exchanges the same code twice.
 const codeSourceAnnotation = "finch.connectops.dev/code-secret-uid"
 
-func storeToken(ctx context.Context, c client.Client, reader client.Reader, conn *finchv1.FinchConnection, tok *finch.TokenResponse, flow, codeSecretUID string) error {
+func storeToken(ctx context.Context, c client.Client, reader client.Reader, conn *finchv1.FinchConnection, tok *finch.TokenResponse, flow, codeSecretUID, sessionID string) error {
 	key := types.NamespacedName{Namespace: conn.Namespace, Name: conn.TokenSecretName()}
 	err := retry.OnError(retry.DefaultBackoff, func(err error) bool {
 		return !errors.Is(err, ErrTokenSecretNotOwned) && !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err)
@@ -123,7 +125,7 @@ func storeToken(ctx context.Context, c client.Client, reader client.Reader, conn
 		err := reader.Get(ctx, key, sec)
 		if apierrors.IsNotFound(err) {
 			sec = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}}
-			fillTokenSecret(sec, conn, tok, codeSecretUID)
+			fillTokenSecret(sec, conn, tok, codeSecretUID, sessionID)
 			if err := controllerutil.SetControllerReference(conn, sec, c.Scheme()); err != nil {
 				return err
 			}
@@ -135,7 +137,7 @@ func storeToken(ctx context.Context, c client.Client, reader client.Reader, conn
 		if !metav1.IsControlledBy(sec, conn) && sec.Labels[finchv1.ConnectionLabel] != conn.Name {
 			return ErrTokenSecretNotOwned
 		}
-		fillTokenSecret(sec, conn, tok, codeSecretUID)
+		fillTokenSecret(sec, conn, tok, codeSecretUID, sessionID)
 		return c.Update(ctx, sec)
 	})
 	if err != nil {
@@ -145,7 +147,7 @@ func storeToken(ctx context.Context, c client.Client, reader client.Reader, conn
 	return nil
 }
 
-func fillTokenSecret(sec *corev1.Secret, conn *finchv1.FinchConnection, tok *finch.TokenResponse, codeSecretUID string) {
+func fillTokenSecret(sec *corev1.Secret, conn *finchv1.FinchConnection, tok *finch.TokenResponse, codeSecretUID, sessionID string) {
 	if sec.Labels == nil {
 		sec.Labels = map[string]string{}
 	}
@@ -154,8 +156,13 @@ func fillTokenSecret(sec *corev1.Secret, conn *finchv1.FinchConnection, tok *fin
 		sec.Annotations = map[string]string{}
 	}
 	// Non-secret facts beside the token, for consumers of the Secret.
-	sec.Annotations["finch.connectops.dev/connection-id"] = tok.ConnectionID
-	sec.Annotations["finch.connectops.dev/customer-id"] = conn.Spec.CustomerID
+	sec.Annotations[finchv1.TokenConnectionIDAnnotation] = tok.ConnectionID
+	sec.Annotations[finchv1.TokenCustomerIDAnnotation] = conn.Spec.CustomerID
+	if sessionID != "" {
+		sec.Annotations[finchv1.TokenSessionIDAnnotation] = sessionID
+	} else {
+		delete(sec.Annotations, finchv1.TokenSessionIDAnnotation)
+	}
 	if codeSecretUID != "" {
 		sec.Annotations[codeSourceAnnotation] = codeSecretUID
 	} else {

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/finch"
 )
 
 // Options configure the controllers.
@@ -37,7 +38,15 @@ type Options struct {
 	Now func() time.Time
 	// RetryBase is the first delay of the persisted backoff (default 5s).
 	RetryBase time.Duration
+	// IPBudget is the operator-wide Finch request budget shared by every app
+	// (one egress IP; default DefaultIPBudget).
+	IPBudget finch.BudgetConfig
 }
+
+// DefaultIPBudget stays under Finch's per-IP limit of 1,000 requests per 5
+// minutes (API-FACTS §8, finch-docs Rate-Limits.md), whose penalty is 60
+// minutes of 429 finch_api_ip_rl for every app behind the address.
+var DefaultIPBudget = finch.BudgetConfig{Requests: 900, Window: 5 * time.Minute}
 
 // Operator holds what the controllers share with the inbound server.
 type Operator struct {
@@ -102,18 +111,24 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	if err := mgr.Add(secretMeta); err != nil {
 		return nil, err
 	}
+	if opts.IPBudget.Requests <= 0 || opts.IPBudget.Window <= 0 {
+		opts.IPBudget = DefaultIPBudget
+	}
 	op := &Operator{
-		Apps:           &AppRegistry{Reader: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient},
+		Apps: &AppRegistry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
+			IPGuard: finch.NewIPGuard(opts.IPBudget)},
 		SecretMetadata: secretMeta,
 	}
+	penalties := make(chan event.GenericEvent, 64)
 	op.Connections = &FinchConnectionReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), SecretMetadata: secretMeta,
 		Apps: op.Apps, Recorder: mgr.GetEventRecorder("finch-operator"), Now: opts.Now, RetryBase: opts.RetryBase,
+		penalties: penalties,
 	}
 	if err := op.Connections.setupWithManager(mgr, secretMeta, opts.MaxConcurrentReconciles); err != nil {
 		return nil, fmt.Errorf("FinchConnection controller: %w", err)
 	}
-	apps := &FinchAppReconciler{Client: mgr.GetClient(), Apps: op.Apps, Recorder: mgr.GetEventRecorder("finch-operator")}
+	apps := &FinchAppReconciler{Client: mgr.GetClient(), Apps: op.Apps, Recorder: mgr.GetEventRecorder("finch-operator"), penalties: penalties}
 	if err := apps.setupWithManager(mgr, secretMeta); err != nil {
 		return nil, fmt.Errorf("FinchApp controller: %w", err)
 	}

@@ -13,6 +13,9 @@ const (
 	ConditionConnected = "Connected"
 	// ConditionReauthRequired is True while the employer must re-authenticate.
 	ConditionReauthRequired = "ReauthRequired"
+	// ConditionRateLimited is True on a FinchApp while Finch's per-IP penalty (finch_api_ip_rl) pauses
+	// every Finch call of the operator.
+	ConditionRateLimited = "RateLimited"
 )
 
 // Labels and annotations understood by the operator.
@@ -34,6 +37,17 @@ const (
 	WebhookEventAnnotation = "finch.connectops.dev/webhookEvent"
 	// WebhookStatusAnnotation carries the connection status that webhook reported, if any.
 	WebhookStatusAnnotation = "finch.connectops.dev/webhookStatus"
+	// TokenConnectionIDAnnotation on a token Secret is the Finch connection_id of its token.
+	TokenConnectionIDAnnotation = "finch.connectops.dev/connection-id"
+	// TokenCustomerIDAnnotation on a token Secret is the customerID of its FinchConnection.
+	TokenCustomerIDAnnotation = "finch.connectops.dev/customer-id"
+	// TokenSessionIDAnnotation on a token Secret is the Connect session whose code produced the token,
+	// so the callback refuses a second code for a session already completed.
+	TokenSessionIDAnnotation = "finch.connectops.dev/session-id"
+	// CallbackPathKey and CallbackStateKey are the keys of the FinchApp's callback Secret: the random
+	// callback path segment and the HMAC key of the state parameter.
+	CallbackPathKey  = "path"
+	CallbackStateKey = "state-key"
 	// CodeSecretType is the Secret type of an embedded-flow code handoff.
 	CodeSecretType = "finch.connectops.dev/authorization-code"
 	// TokenSecretType is the Secret type of token Secrets the operator writes.

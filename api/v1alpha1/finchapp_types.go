@@ -42,6 +42,11 @@ type FinchAppSpec struct {
 	// +optional
 	PublicURL string `json:"publicURL,omitempty"`
 
+	// defaultConnectFlow is the connectFlow of this app's FinchConnections that set none: Redirect or
+	// Embedded. Default: Redirect when redirectURI or publicURL is set, else Embedded.
+	// +optional
+	DefaultConnectFlow ConnectFlow `json:"defaultConnectFlow,omitempty"`
+
 	// successURL is where the callback redirects the employer's browser after a successful
 	// connection; when empty the callback shows a short "you can close this window" page.
 	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
@@ -130,8 +135,16 @@ type FinchAppStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// callbackURL is the redirect-flow callback URL to allow-list in the Finch dashboard (from publicURL).
+	// Its last path segment is a random value kept in Secret callbackSecretName, so only employers
+	// Finch redirected there learn it.
 	// +optional
 	CallbackURL string `json:"callbackURL,omitempty"`
+
+	// callbackSecretName is the Secret (created by the operator, owned by this FinchApp) holding the
+	// callback path segment and the key that signs each session's state parameter. Deleting it rotates
+	// both: update the Finch dashboard's redirect URI afterwards.
+	// +optional
+	CallbackSecretName string `json:"callbackSecretName,omitempty"`
 
 	// webhookURL is the URL to register as a webhook endpoint in the Finch dashboard (from publicURL).
 	// +optional

@@ -16,6 +16,19 @@ type AuthMethod string
 // +kubebuilder:validation:Enum=finch;provider
 type SandboxMode string
 
+// ConnectFlow says how the employer's authorization code reaches the operator.
+// +kubebuilder:validation:Enum=Redirect;Embedded
+type ConnectFlow string
+
+const (
+	// ConnectFlowRedirect: the employer opens status.session.connectURL and Finch Connect redirects the
+	// browser to the session's redirect_uri (the operator's callback) with the code.
+	ConnectFlowRedirect ConnectFlow = "Redirect"
+	// ConnectFlowEmbedded: your frontend opens Finch Connect with status.session.id (the embedded SDK)
+	// and your backend hands the code over in a Secret; sessions carry no redirect_uri.
+	ConnectFlowEmbedded ConnectFlow = "Embedded"
+)
+
 // DeletionPolicy says what happens at Finch when a FinchConnection is deleted.
 // +kubebuilder:validation:Enum=Retain;Disconnect
 type DeletionPolicy string
@@ -28,6 +41,7 @@ const (
 )
 
 // FinchConnectionSpec is the user's intent for one employer. The controller never writes it.
+// +kubebuilder:validation:XValidation:rule="!has(self.connectFlow) || self.connectFlow != 'Embedded' || !has(self.redirectURI)",message="redirectURI is for the Redirect flow: an Embedded connection's sessions carry no redirect_uri (Finch rejects the code exchange otherwise)"
 // +kubebuilder:validation:XValidation:rule="has(self.tokenSecretRef) == has(oldSelf.tokenSecretRef) && (!has(self.tokenSecretRef) || self.tokenSecretRef.name == oldSelf.tokenSecretRef.name)",message="tokenSecretRef is immutable: the token Secret of a connection cannot be moved"
 type FinchConnectionSpec struct {
 	// appRef names the FinchApp (same namespace) whose credentials this connection uses. Immutable.
@@ -75,6 +89,13 @@ type FinchConnectionSpec struct {
 	// +kubebuilder:validation:Maximum=129600
 	// +optional
 	MinutesToExpire int32 `json:"minutesToExpire,omitempty"`
+
+	// connectFlow is how the employer's code comes back: Redirect (Finch Connect redirects the browser to
+	// the operator's callback) or Embedded (your frontend uses the Finch Connect SDK with status.session.id
+	// and hands the code over in a Secret; no redirect_uri is sent). Default: the FinchApp's
+	// defaultConnectFlow, else Redirect when the app has a redirect URI or publicURL, else Embedded.
+	// +optional
+	ConnectFlow ConnectFlow `json:"connectFlow,omitempty"`
 
 	// redirectURI overrides the FinchApp's redirect URI for this connection's sessions; it must be
 	// allow-listed in the Finch dashboard. Use it only for your own receiver: the operator's callback
@@ -166,10 +187,33 @@ type Session struct {
 	IssuedAt metav1.Time `json:"issuedAt"`
 	// expiresAt is issuedAt plus minutesToExpire (Finch does not return an expiry).
 	ExpiresAt metav1.Time `json:"expiresAt"`
+	// redirectURI is the redirect_uri the session was created with ("" for the Embedded flow); the code
+	// exchange sends exactly this value, as OAuth 2.0 (RFC 6749 section 4.1.3) requires.
+	// +optional
+	RedirectURI string `json:"redirectURI,omitempty"`
+	// products are the products the session asks the employer to grant.
+	// +listType=atomic
+	// +optional
+	Products []string `json:"products,omitempty"`
 	// requestHash identifies the session parameters it was issued with; a spec change that alters
 	// them refreshes the session.
 	// +optional
 	RequestHash string `json:"requestHash,omitempty"`
+}
+
+// EntityStatus is one entity (legal employer) of a multi-entity connection.
+type EntityStatus struct {
+	// id is Finch's entity ID.
+	ID string `json:"id"`
+	// name of the entity, when Finch reports one.
+	// +optional
+	Name string `json:"name,omitempty"`
+	// sourceID is the entity's identifier at the provider, when Finch reports one.
+	// +optional
+	SourceID string `json:"sourceID,omitempty"`
+	// status of the entity as Finch reports it (connected, reauth, disconnected, ...).
+	// +optional
+	Status string `json:"status,omitempty"`
 }
 
 // ConnectionStatus is Finch's view of a connection's health.
@@ -246,6 +290,11 @@ type FinchConnectionStatus struct {
 	// +optional
 	AuthenticationMethods []AuthenticationMethodStatus `json:"authenticationMethods,omitempty"`
 
+	// entities are the entities (legal employers) of a multi-entity connection and their statuses.
+	// +listType=atomic
+	// +optional
+	Entities []EntityStatus `json:"entities,omitempty"`
+
 	// providerID is the payroll or HRIS provider the employer connected.
 	// +optional
 	ProviderID string `json:"providerID,omitempty"`
@@ -262,6 +311,21 @@ type FinchConnectionStatus struct {
 	// +listType=atomic
 	// +optional
 	GrantedProducts []string `json:"grantedProducts,omitempty"`
+
+	// reauthProducts is the spec.products list a products-change re-authentication was issued for; it is
+	// not issued again for the same list, even if Finch grants fewer products.
+	// +listType=atomic
+	// +optional
+	ReauthProducts []string `json:"reauthProducts,omitempty"`
+
+	// finchCustomerName is the customer name Finch holds for the connection (from introspection); Finch
+	// cannot change it after the employer connected.
+	// +optional
+	FinchCustomerName string `json:"finchCustomerName,omitempty"`
+
+	// finchCustomerEmail is the customer email Finch holds for the connection (from introspection).
+	// +optional
+	FinchCustomerEmail string `json:"finchCustomerEmail,omitempty"`
 
 	// accountID is Finch's deprecated account identifier, kept for reference; use connectionID.
 	// +optional

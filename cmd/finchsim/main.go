@@ -28,12 +28,19 @@ redirect_uri with ?code=..&state=.. (or answers {"code": ".."} when the session 
 Driver and inspection endpoints (not part of Finch):
   POST   /_sim/sessions/{id}/complete     {"provider","auth_method","status"} -> {"code"}
   POST   /_sim/connections/{id}/status    {"status":"reauth"}  (flips status, sends webhook)
+  POST   /_sim/connections/{id}/entities  {"entities":[{"id","name","source_id","status"}]}  (multi-entity)
+  POST   /_sim/connections/{id}/entities/{entity_id}/status  {"status":"reauth"}  (webhook with entity_id)
   GET    /_sim/sessions/{id}, /_sim/connections/{id}, /_sim/state
   GET    /_sim/calls, /_sim/responses;  DELETE /_sim/calls (reset counters)
   POST   /_sim/faults {"endpoint":"POST /auth/token","count":2,"status":503,"retry_after":"2s",
-                       "latency":"500ms","commit_then_drop":false};  DELETE /_sim/faults
+                       "latency":"500ms","commit_then_drop":false,"name","finch_code",
+                       "body":"<verbatim body>","x_should_retry":"true"};  DELETE /_sim/faults
   POST   /_sim/apps   {"client_id","client_secret","webhook_url","webhook_secret",
-                       "rate_limit":{"requests":20,"window":"1m"}}
+                       "rate_limit":{"requests":20,"window":"1m"},"omit_top_level_status":false,
+                       "reauth_url_field":"connect_url|url|none","session_url_field":"..."}
+  POST   /_sim/ip-limit {"requests":1000,"window":"5m","penalty":"60m","no_retry_after":false}
+                       (per-source-IP limit, 429 finch_api_ip_rl; zero fields = Finch's figures);
+         DELETE /_sim/ip-limit (off, penalties lifted)
 
 Usage: finchsim [flags]
 
@@ -51,6 +58,11 @@ func main() {
 	rateWindow := fs.Duration("rate-window", time.Minute, "rate-limit sliding window")
 	connectBase := fs.String("connect-base-url", "", "base URL of connect_url (default: the URL the API client used to reach the simulator)")
 	logRequests := fs.Bool("log-requests", false, "log every request (method, path, status, duration)")
+	ipLimit := fs.Bool("ip-limit", false, "enforce Finch's per-IP limit (429 finch_api_ip_rl), by default with Finch's figures")
+	ipRequests := fs.Int("ip-limit-requests", finchsim.DefaultIPRequests, "requests allowed per source IP in any rolling --ip-limit-window")
+	ipWindow := fs.Duration("ip-limit-window", finchsim.DefaultIPWindow, "per-IP sliding window")
+	ipPenalty := fs.Duration("ip-limit-penalty", finchsim.DefaultIPPenalty, "how long an IP that exceeded the limit is refused")
+	omitStatus := fs.Bool("omit-top-level-status", false, "answer /introspect without a top-level connection_status (the Migration Guide's example shape) for the app given by --client-id")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHeader)
 		fs.PrintDefaults()
@@ -64,14 +76,17 @@ func main() {
 		log.Fatal("finchsim: --client-id and --client-secret go together")
 	}
 
-	sim := finchsim.New(finchsim.Options{ConnectBaseURL: *connectBase, Logf: log.Printf})
+	sim := finchsim.New(finchsim.Options{ConnectBaseURL: *connectBase, Logf: log.Printf, IPRateLimit: finchsim.IPRateLimit{
+		Enabled: *ipLimit, Requests: *ipRequests, Window: *ipWindow, Penalty: *ipPenalty,
+	}})
 	if *clientID != "" {
 		sim.AddApp(finchsim.AppConfig{
 			ClientID: *clientID, ClientSecret: *clientSecret, WebhookURL: *webhookURL, WebhookSecret: *webhookSecret,
-			RateLimit: finchsim.RateLimit{Requests: *rateLimit, Window: *rateWindow},
+			RateLimit:          finchsim.RateLimit{Requests: *rateLimit, Window: *rateWindow},
+			OmitTopLevelStatus: *omitStatus,
 		})
-	} else if *webhookURL != "" || *webhookSecret != "" || *rateLimit != 0 {
-		log.Print("finchsim: --webhook-url, --webhook-secret and --rate-limit apply to the app given by --client-id; ignored")
+	} else if *webhookURL != "" || *webhookSecret != "" || *rateLimit != 0 || *omitStatus {
+		log.Print("finchsim: --webhook-url, --webhook-secret, --rate-limit and --omit-top-level-status apply to the app given by --client-id; ignored")
 	}
 
 	var h http.Handler = sim.Handler()

@@ -6,7 +6,11 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"time"
 
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 	"k8s.io/client-go/rest"
@@ -16,6 +20,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/scheme"
 )
@@ -29,10 +34,13 @@ func main() {
 		workers                             int
 		qps                                 float64
 		burst                               int
+		trustedProxies                      string
+		ipBudget, callbackExchanges         string
+		callbackIP                          string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (plain HTTP); \"0\" disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
-	flag.StringVar(&inboundAddr, "inbound-bind-address", ":8082", "Address of the inbound server: /callback/{namespace}/{app} (employer browsers) and /webhooks/{namespace}/{app} (Finch); expose it through an Ingress.")
+	flag.StringVar(&inboundAddr, "inbound-bind-address", ":8082", "Address of the inbound server: /callback/{namespace}/{app}/{path} (employer browsers) and /webhooks/{namespace}/{app} (Finch); expose it through an Ingress. Use 127.0.0.1:8082 for a local run.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of the net/http/pprof endpoints for profiling (empty: off).")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election so only one replica reconciles (every replica serves the inbound endpoints).")
 	flag.StringVar(&leaderElectionID, "leader-election-id", "finch-operator.connectops.dev", "Name of the leader election Lease.")
@@ -40,11 +48,36 @@ func main() {
 	flag.IntVar(&workers, "max-concurrent-reconciles", 10, "FinchConnection reconciles run in parallel (Finch calls stay within each FinchApp's budget).")
 	flag.Float64Var(&qps, "kube-api-qps", 500, "Client-side QPS limit toward the Kubernetes API server (API Priority and Fairness protects the server; see docs/benchmarks.md).")
 	flag.IntVar(&burst, "kube-api-burst", 1000, "Client-side burst toward the Kubernetes API server.")
+	flag.StringVar(&trustedProxies, "trusted-proxies", "", "Comma-separated CIDRs of proxies (Ingress controller, load balancer) whose X-Forwarded-For the callback's per-address rate limit believes; empty: the peer address counts.")
+	flag.StringVar(&ipBudget, "finch-ip-budget", "900/5m", "Operator-wide budget of Finch requests, REQUESTS/WINDOW, shared by every FinchApp (one egress IP): Finch allows 1000 per 5 minutes per IP and answers finch_api_ip_rl with a 60-minute penalty beyond.")
+	flag.StringVar(&callbackExchanges, "callback-exchanges", "10/1m", "Ceiling on code exchanges the redirect callback makes per FinchApp, REQUESTS/WINDOW; the rest of the app's token budget stays with reconciles (embedded hand-offs).")
+	flag.StringVar(&callbackIP, "callback-rate-per-ip", "10/1m", "Callbacks allowed per client address, BURST/REFILL-INTERVAL-FOR-THE-BURST (default: a burst of 10, refilled over a minute); beyond it the callback answers 429 with Retry-After.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+
+	proxies, err := inbound.ParseTrustedProxies(trustedProxies)
+	if err != nil {
+		log.Error(err, "invalid --trusted-proxies")
+		os.Exit(2)
+	}
+	ipCfg, err := parseBudget(ipBudget)
+	if err != nil {
+		log.Error(err, "invalid --finch-ip-budget")
+		os.Exit(2)
+	}
+	cbCfg, err := parseBudget(callbackExchanges)
+	if err != nil {
+		log.Error(err, "invalid --callback-exchanges")
+		os.Exit(2)
+	}
+	ipRate, err := parseBudget(callbackIP)
+	if err != nil {
+		log.Error(err, "invalid --callback-rate-per-ip")
+		os.Exit(2)
+	}
 
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(qps), burst
@@ -58,25 +91,44 @@ func main() {
 		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       leaderElectionNS,
 		LeaderElectionReleaseOnCancel: true,
-	}, workers, inboundAddr); err != nil {
+	}, controllers.Options{MaxConcurrentReconciles: workers, IPBudget: ipCfg}, inbound.Config{
+		TrustedProxies: proxies, CallbackExchanges: cbCfg,
+		CallbackIPBurst: ipRate.Requests, CallbackIPInterval: ipRate.Window / time.Duration(ipRate.Requests),
+	}, inboundAddr); err != nil {
 		log.Error(err, "manager exited")
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg *rest.Config, mgrOpts ctrl.Options, workers int, inboundAddr string) error {
+// parseBudget reads REQUESTS/WINDOW, e.g. 900/5m.
+func parseBudget(s string) (finch.BudgetConfig, error) {
+	n, w, ok := strings.Cut(s, "/")
+	if !ok {
+		return finch.BudgetConfig{}, fmt.Errorf("%q: want REQUESTS/WINDOW, e.g. 10/1m", s)
+	}
+	req, err := strconv.Atoi(n)
+	if err != nil || req <= 0 {
+		return finch.BudgetConfig{}, fmt.Errorf("%q: requests must be a positive integer", s)
+	}
+	win, err := time.ParseDuration(w)
+	if err != nil || win <= 0 {
+		return finch.BudgetConfig{}, fmt.Errorf("%q: window must be a positive duration", s)
+	}
+	return finch.BudgetConfig{Requests: req, Window: win}, nil
+}
+
+func run(ctx context.Context, cfg *rest.Config, mgrOpts ctrl.Options, ctrlOpts controllers.Options, inCfg inbound.Config, inboundAddr string) error {
 	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
 		return err
 	}
-	op, err := controllers.Setup(ctx, mgr, controllers.Options{MaxConcurrentReconciles: workers})
+	op, err := controllers.Setup(ctx, mgr, ctrlOpts)
 	if err != nil {
 		return err
 	}
-	srv := inbound.New(inbound.Config{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Apps: op.Apps,
-		Recorder: mgr.GetEventRecorder("finch-operator"),
-	})
+	inCfg.Client, inCfg.APIReader, inCfg.Apps = mgr.GetClient(), mgr.GetAPIReader(), op.Apps
+	inCfg.Recorder = mgr.GetEventRecorder("finch-operator")
+	srv := inbound.New(inCfg)
 	if err := mgr.Add(srv.Runnable(inboundAddr)); err != nil {
 		return err
 	}
@@ -86,6 +138,6 @@ func run(ctx context.Context, cfg *rest.Config, mgrOpts ctrl.Options, workers in
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("setup").Info("starting manager", "inbound", inboundAddr, "workers", workers)
+	ctrl.Log.WithName("setup").Info("starting manager", "inbound", inboundAddr, "workers", ctrlOpts.MaxConcurrentReconciles)
 	return mgr.Start(ctx)
 }

@@ -2,7 +2,12 @@ package finch
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -30,12 +35,29 @@ var DefaultBudget = BudgetConfig{Requests: 20, Window: time.Minute}
 //
 // Waiters are served in FIFO order: Wait reserves the earliest slot that keeps
 // the guarantee and sleeps until then.
+//
+// In memory alone the guarantee covers one process lifetime. With a journal
+// (AttachJournal) it covers every Budget sharing that journal, across
+// restarts and during a leader change: see Claim.
 type Budget struct {
 	mu      sync.Mutex
 	cfg     BudgetConfig
 	window  time.Duration          // cfg.Window plus margin
 	starts  map[string][]time.Time // per endpoint, ascending; past starts and future reservations
 	changed chan struct{}          // closed by SetConfig to make waiters re-reserve
+
+	// Journal state, unused without a journal.
+	journal  BudgetJournal
+	owner    string                   // ID prefix of this Budget's claims
+	seq      uint64                   // last claim ID suffix
+	own      map[string][]*ownClaim   // per endpoint: claims this Budget wrote
+	foreign  map[string][]Claim       // per endpoint: everyone else's, as last read
+	seen     uint64                   // bumped when foreign is replaced
+	writing  map[string]chan struct{} // per endpoint: closed when the claim write in flight ends
+	news     chan struct{}            // closed after each claim write, to wake waiters for claims
+	failures int                      // consecutive failed journal writes
+	retryAt  time.Time                // no journal write before this (backoff)
+	lastErr  error                    // last failed journal write, for ctx errors
 }
 
 // NewBudget returns a Budget with cfg. Non-positive fields take their value
@@ -52,8 +74,7 @@ func (b *Budget) SetConfig(cfg BudgetConfig) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.setConfigLocked(cfg)
-	close(b.changed)
-	b.changed = make(chan struct{})
+	b.broadcastLocked()
 }
 
 // Config returns the limits in effect (after defaulting).
@@ -74,6 +95,22 @@ func (b *Budget) setConfigLocked(cfg BudgetConfig) {
 	b.window = cfg.Window + max(cfg.Window/50, 20*time.Millisecond)
 }
 
+// broadcastLocked wakes every sleeping waiter so it reserves again.
+func (b *Budget) broadcastLocked() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+	if b.news != nil {
+		b.newsLocked()
+	}
+}
+
+// newsLocked wakes the waiters waiting for a claim, after the known claims
+// changed.
+func (b *Budget) newsLocked() {
+	close(b.news)
+	b.news = make(chan struct{})
+}
+
 // Wait blocks until the endpoint may start one request, and counts that
 // request. It returns ctx.Err() (and gives the slot back) if ctx ends first.
 func (b *Budget) Wait(ctx context.Context, endpoint string) error {
@@ -88,6 +125,21 @@ func (b *Budget) acquire(ctx context.Context, endpoint string) (time.Time, error
 		return time.Time{}, err
 	}
 	for {
+		// With a journal, first wait until a claim can be had, holding no
+		// reservation: a reservation far in the future would push every
+		// later waiter behind it (FIFO) even once claims free up.
+		if d, news := b.claimWait(endpoint); d > 0 {
+			timer := time.NewTimer(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return time.Time{}, b.ctxErr(ctx)
+			case <-news:
+				timer.Stop()
+			}
+			continue
+		}
 		at, changed := b.reserve(endpoint)
 		if d := time.Until(at); d > 0 {
 			timer := time.NewTimer(d)
@@ -96,25 +148,96 @@ func (b *Budget) acquire(ctx context.Context, endpoint string) (time.Time, error
 			case <-ctx.Done():
 				timer.Stop()
 				b.release(endpoint, at)
-				return time.Time{}, ctx.Err()
+				return time.Time{}, b.ctxErr(ctx)
 			case <-changed:
 				timer.Stop()
 				b.release(endpoint, at)
 				continue
 			}
 		}
-		// Earlier requests may have finished later than planned (complete
-		// moved their records): check the slot still keeps the guarantee.
-		if b.confirm(endpoint, at) {
-			return at, nil
+	take:
+		for {
+			// Earlier requests may have finished later than planned
+			// (complete moved their records): check the slot still keeps
+			// the guarantee.
+			switch b.confirm(endpoint, at) {
+			case slotGranted:
+				return at, nil
+			case slotNeedsClaim:
+				// Keep the reservation while the claim is written, so
+				// waiters behind it keep their place.
+				if err := b.claim(ctx, endpoint); err != nil {
+					b.release(endpoint, at)
+					return time.Time{}, err
+				}
+				at = b.restamp(endpoint, at)
+			case slotRestamp:
+				at = b.restamp(endpoint, at)
+			default:
+				b.release(endpoint, at)
+				break take
+			}
 		}
-		b.release(endpoint, at)
 	}
 }
 
+// restamp moves the reservation at to now, for a slot that must start after
+// a claim written since it was reserved. Like complete it only moves a record
+// later; confirm checks the move kept the guarantee.
+func (b *Budget) restamp(endpoint string, at time.Time) time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	ts := b.starts[endpoint]
+	for i := len(ts) - 1; i >= 0; i-- {
+		if ts[i].Equal(at) {
+			ts = append(ts[:i], ts[i+1:]...)
+			break
+		}
+	}
+	i := sort.Search(len(ts), func(i int) bool { return ts[i].After(now) })
+	b.starts[endpoint] = append(ts[:i], append([]time.Time{now}, ts[i:]...)...)
+	return now
+}
+
+// claimWait is how long a waiter must wait before a claim for endpoint can
+// be had (0 without a journal), and a channel closed when that may change.
+func (b *Budget) claimWait(endpoint string) (time.Duration, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.journal == nil {
+		return 0, nil
+	}
+	now := time.Now()
+	return b.claimableLocked(endpoint, now).Sub(now), b.news
+}
+
+// ctxErr is ctx's error, with the last journal failure when there is one:
+// a caller that gave up waiting should learn why no slot came.
+func (b *Budget) ctxErr(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lastErr != nil {
+		return fmt.Errorf("%w; recording a budget claim failed: %w", ctx.Err(), b.lastErr)
+	}
+	return ctx.Err()
+}
+
+type verdict int
+
+const (
+	slotGranted    verdict = iota
+	slotRetry              // release the reservation and start over
+	slotRestamp            // move the reservation to now and confirm again
+	slotNeedsClaim         // write a claim, then restamp
+)
+
 // confirm reports whether a request may start now in slot at: fewer than
-// cfg.Requests other requests recorded in the window that ends now.
-func (b *Budget) confirm(endpoint string, at time.Time) bool {
+// cfg.Requests other requests recorded in the window that ends now and, with
+// a journal, an open claim of this Budget's to take the slot from (taken if
+// so). Without an open claim it asks for one only if the claims known leave a
+// slot free: otherwise the waiter starts over and waits in claimWait.
+func (b *Budget) confirm(endpoint string, at time.Time) verdict {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := time.Now()
@@ -129,7 +252,35 @@ func (b *Budget) confirm(endpoint string, at time.Time) bool {
 			n++
 		}
 	}
-	return n < b.cfg.Requests
+	if n >= b.cfg.Requests {
+		return slotRetry
+	}
+	if b.journal == nil {
+		return slotGranted
+	}
+	b.pruneOwnLocked(endpoint, now)
+	later := false
+	for _, c := range b.own[endpoint] {
+		if !c.open(now) {
+			continue
+		}
+		if at.Before(c.At) {
+			// Reserved before the claim was written: a slot restamped to
+			// now is inside it (Claim's accounting needs At <= slot).
+			later = true
+			continue
+		}
+		c.used++
+		c.last = now
+		return slotGranted
+	}
+	if later {
+		return slotRestamp
+	}
+	if b.claimableLocked(endpoint, now).After(now) {
+		return slotRetry
+	}
+	return slotNeedsClaim
 }
 
 // complete moves a request's record from its slot to when its response came
@@ -209,7 +360,9 @@ func (b *Budget) release(endpoint string, at time.Time) {
 
 // Delay is how long a request to endpoint would wait for budget if it asked
 // now, without reserving anything. Callers with other work to do use it to
-// come back later instead of blocking a worker in Wait.
+// come back later instead of blocking a worker in Wait. With a journal it
+// includes what other processes claimed, as last read, and the backoff after
+// a failed journal write.
 func (b *Budget) Delay(endpoint string) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -221,5 +374,411 @@ func (b *Budget) Delay(endpoint string) time.Duration {
 			live = append(live, t)
 		}
 	}
-	return b.nextSlot(live, now).Sub(now)
+	at := b.nextSlot(live, now)
+	if r := b.claimableLocked(endpoint, now); r.After(at) {
+		at = r
+	}
+	return at.Sub(now)
+}
+
+// Claim is a persisted reservation of request slots for one endpoint, shared
+// through a BudgetJournal by every process spending one Finch application's
+// budget.
+//
+// Its owner may start up to Slots requests between At and Until, and every
+// Budget counts it as Slots requests in each window that overlaps
+// [At, Until]: a claim occupies Slots of the window from At until one window
+// after Until. (Counting it only at At would not be safe: a slot used just
+// before Until would still be in Finch's window after At's had left it.)
+// Claimed-but-unused slots count as used, so a process that dies loses at
+// most its one open claim per endpoint. Once a claim can hand out no more
+// slots, its owner shrinks it to what it used (Slots) and when (Until = last
+// start) in its next write, so finished claims stop holding the window.
+//
+// Claims count requests from their start: the margin in Budget's window
+// covers Finch seeing them slightly later. (Within a process, complete also
+// counts slow requests from their response.)
+type Claim struct {
+	ID    string    // unique among live claims: its writer recognises its own
+	At    time.Time // earliest start it covers
+	Until time.Time // latest start it covers
+	Slots int
+}
+
+// BudgetJournal persists the claims of one Finch application's Budgets, by
+// endpoint, so that a restarted process, or two during a leader change, know
+// what was spent.
+type BudgetJournal interface {
+	// Load returns the recorded claims by endpoint (none if nothing is
+	// recorded).
+	Load(ctx context.Context) (map[string][]Claim, error)
+
+	// Update reads the recorded claims, passes them to fn and stores what fn
+	// returns, atomically: if another writer stored claims after they were
+	// read, it reads them again and calls fn again, so what it stores was
+	// computed from every earlier claim (optimistic concurrency). fn returning
+	// a nil map stores nothing; an error from fn ends Update with that error,
+	// which errors.As must still find. fn does not modify its argument.
+	Update(ctx context.Context, fn func(map[string][]Claim) (map[string][]Claim, error)) error
+}
+
+// ownClaim is a claim this Budget wrote, with what it handed out of it.
+type ownClaim struct {
+	Claim
+	used int       // slots handed out
+	last time.Time // latest slot handed out
+}
+
+// open reports whether c can still hand out a slot at now.
+func (c *ownClaim) open(now time.Time) bool {
+	return c.used < c.Slots && !now.After(c.Until)
+}
+
+// view is what c counts for at now: as written while open, then shrunk to
+// the slots it handed out (none: nothing to count).
+func (c *ownClaim) view(now time.Time) (Claim, bool) {
+	if c.open(now) {
+		return c.Claim, true
+	}
+	if c.used == 0 {
+		return Claim{}, false
+	}
+	v := c.Claim
+	v.Slots, v.Until = c.used, c.last
+	return v, true
+}
+
+// AttachJournal makes b spend only from claims recorded in j, so that every
+// Budget sharing j (this process after a restart, another during a leader
+// change) together keeps the limit. Call it once, right after NewBudget,
+// before the Budget is shared; requests b already let through are recorded
+// with its first claim.
+//
+// It reads the claims already recorded so that Delay and the first waiters
+// account for what an earlier process spent. If that read fails the journal
+// is attached anyway and the error returned: safety does not depend on it,
+// because every claim is checked against the journal when it is written.
+//
+// With a journal, each slot comes from a claim of max(1, ceil(Requests/4))
+// slots, open for half a window, so a busy endpoint costs about 4-5 journal
+// writes per window and an idle one none. A slot is handed out only after
+// its claim was written; while writes fail, waiters wait (bounded by their
+// context) and retry with backoff.
+func (b *Budget) AttachJournal(ctx context.Context, j BudgetJournal) error {
+	if j == nil {
+		return errors.New("attach budget journal: nil journal")
+	}
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return fmt.Errorf("attach budget journal: claim ID: %w", err)
+	}
+	b.mu.Lock()
+	if b.journal != nil {
+		b.mu.Unlock()
+		return errors.New("attach budget journal: budget already has a journal")
+	}
+	b.journal = j
+	b.owner = hex.EncodeToString(rnd[:])
+	b.own = make(map[string][]*ownClaim)
+	b.foreign = make(map[string][]Claim)
+	b.writing = make(map[string]chan struct{})
+	b.news = make(chan struct{})
+	now := time.Now()
+	cut := now.Add(-b.window)
+	// Requests let through before the journal existed become one spent claim
+	// per endpoint, written with the next claim.
+	for ep, ts := range b.starts {
+		c := &ownClaim{}
+		for _, t := range ts {
+			if !t.After(cut) || t.After(now) {
+				continue
+			}
+			if c.used == 0 {
+				c.At = t
+			}
+			c.used++
+			c.last = t
+		}
+		if c.used > 0 {
+			c.ID, c.Slots, c.Until = b.nextIDLocked(), c.used, c.last
+			b.own[ep] = []*ownClaim{c}
+		}
+	}
+	seen := b.seen
+	b.mu.Unlock()
+
+	claims, err := j.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("load budget claims: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.seen == seen { // no fresher read from a write in the meantime
+		b.setForeignLocked(claims, time.Now())
+		b.newsLocked()
+	}
+	return nil
+}
+
+func (b *Budget) nextIDLocked() string {
+	b.seq++
+	return b.owner + "." + strconv.FormatUint(b.seq, 36)
+}
+
+// chunkLocked is how many slots one claim asks for: a quarter of the limit,
+// so a busy endpoint writes about 4-5 claims per window and a restart loses
+// at most a quarter of one.
+func (b *Budget) chunkLocked() int {
+	return max(1, (b.cfg.Requests+3)/4)
+}
+
+// lifetimeLocked is how long a claim may hand out slots. Longer saves writes
+// for a trickle of requests; shorter lets a dead process's last claim go
+// sooner (it occupies its slots for lifetime plus a window).
+func (b *Budget) lifetimeLocked() time.Duration {
+	return b.cfg.Window / 2
+}
+
+// pruneOwnLocked forgets own claims whose recorded form no longer occupies
+// the window. (Until then they are kept even when spent, so the next write
+// can shrink or drop the recorded form instead of leaving it to others as a
+// foreign claim.)
+func (b *Budget) pruneOwnLocked(endpoint string, now time.Time) {
+	cs := b.own[endpoint]
+	keep := cs[:0]
+	for _, c := range cs {
+		if c.Until.Add(b.window).After(now) {
+			keep = append(keep, c)
+		}
+	}
+	clear(cs[len(keep):])
+	if len(keep) == 0 {
+		delete(b.own, endpoint)
+		return
+	}
+	b.own[endpoint] = keep
+}
+
+// setForeignLocked replaces the view of other writers' claims with those in
+// all that are not b's own and still occupy the window.
+func (b *Budget) setForeignLocked(all map[string][]Claim, now time.Time) {
+	mine := make(map[string]bool)
+	for _, cs := range b.own {
+		for _, c := range cs {
+			mine[c.ID] = true
+		}
+	}
+	foreign := make(map[string][]Claim, len(all))
+	for ep, cs := range all {
+		for _, c := range cs {
+			if !mine[c.ID] && c.Until.Add(b.window).After(now) {
+				foreign[ep] = append(foreign[ep], c)
+			}
+		}
+	}
+	b.foreign = foreign
+	b.seen++
+}
+
+// knownLocked is every claim on endpoint b knows of: others' as last read
+// and its own as they count now.
+func (b *Budget) knownLocked(endpoint string, now time.Time) []Claim {
+	known := append([]Claim(nil), b.foreign[endpoint]...)
+	for _, c := range b.own[endpoint] {
+		if v, ok := c.view(now); ok {
+			known = append(known, v)
+		}
+	}
+	return known
+}
+
+// claimableLocked is the earliest time from now at which endpoint can have a
+// slot as far as claims go: now with an open claim or no journal, else when
+// the known claims leave a slot free and the journal backoff has passed.
+func (b *Budget) claimableLocked(endpoint string, now time.Time) time.Time {
+	if b.journal == nil {
+		return now
+	}
+	b.pruneOwnLocked(endpoint, now)
+	for _, c := range b.own[endpoint] {
+		if c.open(now) {
+			return now
+		}
+	}
+	t := now
+	if b.retryAt.After(t) {
+		t = b.retryAt
+	}
+	return freeFrom(b.knownLocked(endpoint, now), t, b.cfg.Requests, b.window)
+}
+
+// occupied is how many slots claims hold at t. Counting each claim until a
+// window after its Until, whatever its At, is conservative (a claim never
+// occupies less) and makes occupancy non-increasing in t, so a claim that
+// fits at its At fits for its whole life.
+func occupied(claims []Claim, t time.Time, window time.Duration) int {
+	n := 0
+	for _, c := range claims {
+		if c.Until.Add(window).After(t) {
+			n += c.Slots
+		}
+	}
+	return n
+}
+
+// freeFrom is the earliest time from t at which claims leave at least one of
+// limit slots free.
+func freeFrom(claims []Claim, t time.Time, limit int, window time.Duration) time.Time {
+	n := occupied(claims, t, window)
+	if n < limit {
+		return t
+	}
+	ends := make([]Claim, 0, len(claims))
+	for _, c := range claims {
+		if c.Until.Add(window).After(t) {
+			ends = append(ends, c)
+		}
+	}
+	sort.Slice(ends, func(i, j int) bool { return ends[i].Until.Before(ends[j].Until) })
+	for _, c := range ends {
+		if n -= c.Slots; n < limit {
+			return c.Until.Add(window)
+		}
+	}
+	return t // not reached: occupancy ends with the last claim
+}
+
+// errNoCapacity is the answer of a claim write that found the window fully
+// claimed: nothing is written and the waiters sleep until it frees.
+type errNoCapacity struct{ until time.Time }
+
+func (e *errNoCapacity) Error() string {
+	return "request budget fully claimed until " + e.until.Format(time.RFC3339Nano)
+}
+
+// claim writes a new claim for endpoint, or waits for the write another
+// waiter has in flight; the caller then confirms its slot again. It returns
+// an error only when ctx ends: a failed write sets a backoff that claimWait
+// waits out, so no slot is handed out without a recorded claim.
+func (b *Budget) claim(ctx context.Context, endpoint string) error {
+	b.mu.Lock()
+	if ch := b.writing[endpoint]; ch != nil {
+		b.mu.Unlock()
+		select {
+		case <-ch:
+			return nil
+		case <-ctx.Done():
+			return b.ctxErr(ctx)
+		}
+	}
+	if b.retryAt.After(time.Now()) {
+		b.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	b.writing[endpoint] = ch
+	j, id := b.journal, b.nextIDLocked()
+	b.mu.Unlock()
+
+	var grant *Claim
+	var seen map[string][]Claim
+	err := j.Update(ctx, func(cur map[string][]Claim) (map[string][]Claim, error) {
+		var err error
+		seen, grant, err = b.plan(cur, endpoint, id)
+		if err != nil {
+			return nil, err
+		}
+		return seen, nil
+	})
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.writing, endpoint)
+	close(ch)
+	defer b.newsLocked()
+	now := time.Now()
+	var full *errNoCapacity
+	switch {
+	case err == nil && grant != nil:
+		b.own[endpoint] = append(b.own[endpoint], &ownClaim{Claim: *grant})
+		b.failures, b.retryAt, b.lastErr = 0, time.Time{}, nil
+		b.setForeignLocked(seen, now)
+	case errors.As(err, &full):
+		b.failures, b.retryAt, b.lastErr = 0, time.Time{}, nil
+		b.setForeignLocked(seen, now)
+	case ctx.Err() != nil:
+		// Our caller gave up; another waiter writes. A write that landed
+		// anyway is a claim b does not know as its own: it counts as
+		// foreign, which only wastes it.
+		if b.lastErr != nil {
+			return fmt.Errorf("%w; recording a budget claim failed: %w", ctx.Err(), b.lastErr)
+		}
+		return ctx.Err()
+	default:
+		if err == nil {
+			err = errors.New("journal stored nothing")
+		}
+		b.failures++
+		b.retryAt = now.Add(journalBackoff(b.failures))
+		b.lastErr = fmt.Errorf("record budget claim for %s: %w", endpoint, err)
+	}
+	return nil
+}
+
+// journalBackoff is the pause after n consecutive failed journal writes.
+func journalBackoff(n int) time.Duration {
+	d := 50 * time.Millisecond
+	for i := 1; i < n && d < 5*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Second)
+}
+
+// plan computes, from the recorded claims cur, what a claim write for
+// endpoint stores: cur without the claims that no longer occupy any window,
+// b's own claims as they count now (spent ones shrunk or dropped), and a new
+// claim of up to a chunk of slots if the window has any free. It returns
+// errNoCapacity (and the claims it saw) if it has none.
+func (b *Budget) plan(cur map[string][]Claim, endpoint, id string) (map[string][]Claim, *Claim, error) {
+	b.mu.Lock()
+	now := time.Now()
+	limit, window, chunk, life := b.cfg.Requests, b.window, b.chunkLocked(), b.lifetimeLocked()
+	mine := make(map[string]bool)
+	views := make(map[string][]Claim)
+	for ep := range b.own {
+		b.pruneOwnLocked(ep, now)
+	}
+	for ep, cs := range b.own {
+		for _, c := range cs {
+			mine[c.ID] = true
+			if v, ok := c.view(now); ok {
+				views[ep] = append(views[ep], v)
+			}
+		}
+	}
+	b.mu.Unlock()
+
+	next := make(map[string][]Claim, len(cur)+1)
+	for ep, cs := range cur {
+		for _, c := range cs {
+			if !mine[c.ID] && c.Until.Add(window).After(now) {
+				next[ep] = append(next[ep], c)
+			}
+		}
+	}
+	// Own claims come from memory, which is never less accurate than the
+	// record, and are re-added if the record lost them.
+	for ep, vs := range views {
+		next[ep] = append(next[ep], vs...)
+	}
+	free := limit - occupied(next[endpoint], now, window)
+	if free <= 0 {
+		return next, nil, &errNoCapacity{until: freeFrom(next[endpoint], now, limit, window)}
+	}
+	g := Claim{ID: id, At: now, Until: now.Add(life), Slots: min(chunk, free)}
+	next[endpoint] = append(next[endpoint], g)
+	for _, cs := range next {
+		sort.Slice(cs, func(i, j int) bool { return cs[i].At.Before(cs[j].At) })
+	}
+	return next, &g, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -260,4 +261,359 @@ func TestBudgetCountsSlowRequestsFromTheirResponse(t *testing.T) {
 	if gap := next.Sub(done); gap < 100*time.Millisecond {
 		t.Fatalf("next request %s after the slow one's response, want at least one window", gap)
 	}
+}
+
+// memJournal is an in-memory BudgetJournal with the same optimistic
+// concurrency as the ConfigMap store: fn runs on a copy read without the
+// lock, and the result is stored only if nobody stored in between.
+type memJournal struct {
+	mu        sync.Mutex
+	version   int
+	claims    map[string][]Claim
+	writes    int // successful stores
+	conflicts int // fn results thrown away because of a concurrent store
+	updates   int // Update calls
+	loadErr   error
+	failErr   error // Update fails with it, storing nothing
+	lostAck   int   // the next lostAck stores land but Update reports failErrLostAck
+}
+
+var errJournalDown = errors.New("journal down")
+
+func copyClaims(in map[string][]Claim) map[string][]Claim {
+	out := make(map[string][]Claim, len(in))
+	for ep, cs := range in {
+		out[ep] = append([]Claim(nil), cs...)
+	}
+	return out
+}
+
+func (m *memJournal) Load(context.Context) (map[string][]Claim, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.loadErr != nil {
+		return nil, m.loadErr
+	}
+	return copyClaims(m.claims), nil
+}
+
+func (m *memJournal) Update(_ context.Context, fn func(map[string][]Claim) (map[string][]Claim, error)) error {
+	for {
+		m.mu.Lock()
+		m.updates++
+		if m.failErr != nil {
+			m.mu.Unlock()
+			return m.failErr
+		}
+		v, cur := m.version, copyClaims(m.claims)
+		m.mu.Unlock()
+		next, err := fn(cur)
+		if err != nil || next == nil {
+			return err
+		}
+		runtime.Gosched() // let a concurrent writer in between
+		m.mu.Lock()
+		if m.version != v {
+			m.conflicts++
+			m.mu.Unlock()
+			continue
+		}
+		m.claims, m.version = copyClaims(next), v+1
+		m.writes++
+		lost := m.lostAck > 0
+		if lost {
+			m.lostAck--
+		}
+		m.mu.Unlock()
+		if lost {
+			return errJournalDown
+		}
+		return nil
+	}
+}
+
+func (m *memJournal) set(f func(m *memJournal)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(m)
+}
+
+func (m *memJournal) stats() (writes, conflicts, updates int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.writes, m.conflicts, m.updates
+}
+
+func journaled(t *testing.T, cfg BudgetConfig, j BudgetJournal) *Budget {
+	t.Helper()
+	b := NewBudget(cfg)
+	if err := b.AttachJournal(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// slots collects the slots acquire handed out, across Budgets.
+type slots struct {
+	mu sync.Mutex
+	ts []time.Time
+}
+
+func (s *slots) add(t time.Time) {
+	s.mu.Lock()
+	s.ts = append(s.ts, t)
+	s.mu.Unlock()
+}
+
+func (s *slots) snapshot() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.ts...)
+}
+
+// spend runs g goroutines taking slots from b as fast as it gives them until
+// ctx ends, and returns when they have stopped.
+func spend(ctx context.Context, b *Budget, g int, endpoint string, rec *slots) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range g {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				at, err := b.acquire(ctx, endpoint)
+				if err != nil {
+					return
+				}
+				rec.add(at)
+				b.complete(endpoint, at, time.Now())
+			}
+		})
+	}
+	return &wg
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestBudgetJournalRestartKeepsWindow kills a Budget spending at full rate
+// part-way into its second window and starts a new one on the same journal
+// at once: together they never exceed the limit in any rolling window.
+func TestBudgetJournalRestartKeepsWindow(t *testing.T) {
+	const n, w = 6, 300 * time.Millisecond
+	cfg := BudgetConfig{Requests: n, Window: w}
+	j := &memJournal{}
+	var rec slots
+
+	ctx1, kill := context.WithCancel(context.Background())
+	wg := spend(ctx1, journaled(t, cfg, j), 3, EndpointIntrospect, &rec)
+	eventually(t, 10*time.Second, "the first life to reach its second window", func() bool { return len(rec.snapshot()) > n })
+	kill() // SIGKILL: waiters and claim writes are abandoned where they are
+	wg.Wait()
+	first := len(rec.snapshot())
+
+	ctx2, stop := context.WithTimeout(context.Background(), 3*w)
+	defer stop()
+	spend(ctx2, journaled(t, cfg, j), 3, EndpointIntrospect, &rec).Wait()
+
+	all := rec.snapshot()
+	if got := maxInWindow(all, w); got > n {
+		t.Errorf("%d starts in one %v window across the restart, want <= %d", got, w, n)
+	}
+	if len(all) == first {
+		t.Error("the second life got no slot at all")
+	}
+	writes, conflicts, _ := j.stats()
+	t.Logf("%d slots before the restart, %d after; %d journal writes, %d conflicts", first, len(all)-first, writes, conflicts)
+}
+
+// TestBudgetJournalRestartLosesAtMostOneChunk: what a restarted Budget can
+// still spend in the window is the limit minus what the first one used,
+// minus at most the unused part of its open claim.
+func TestBudgetJournalRestartLosesAtMostOneChunk(t *testing.T) {
+	const n, used, chunk = 8, 3, 2 // chunk = ceil(8/4)
+	// A long window: nothing expires during the test.
+	cfg := BudgetConfig{Requests: n, Window: 10 * time.Second}
+	j := &memJournal{}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	b1 := journaled(t, cfg, j)
+	for range used {
+		if err := b1.Wait(ctx, EndpointToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b2 := journaled(t, cfg, j)
+	got := 0
+	for b2.Delay(EndpointToken) <= 0 && got < n {
+		if err := b2.Wait(ctx, EndpointToken); err != nil {
+			t.Fatal(err)
+		}
+		got++
+	}
+	if got < n-used-chunk || got > n-used {
+		t.Errorf("restarted budget spent %d slots in the window, want %d..%d", got, n-used-chunk, n-used)
+	}
+	if d := b2.Delay(EndpointToken); d < 5*time.Second {
+		t.Errorf("after spending what is left, Delay = %s, want about a window", d)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelShort()
+	if err := b2.Wait(short, EndpointToken); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Wait beyond the window's budget = %v, want DeadlineExceeded", err)
+	}
+	t.Logf("first life used %d, restarted budget got %d of %d (lost %d)", used, got, n, n-used-got)
+}
+
+// TestBudgetJournalSharedNeverOverspends runs two Budgets on one journal at
+// full rate at the same time (split brain during a leader change).
+func TestBudgetJournalSharedNeverOverspends(t *testing.T) {
+	const n, w = 5, 250 * time.Millisecond
+	cfg := BudgetConfig{Requests: n, Window: w}
+	j := &memJournal{}
+	var rec slots
+	ctx, cancel := context.WithTimeout(context.Background(), 4*w)
+	defer cancel()
+	a := spend(ctx, journaled(t, cfg, j), 3, EndpointCreateSession, &rec)
+	b := spend(ctx, journaled(t, cfg, j), 3, EndpointCreateSession, &rec)
+	a.Wait()
+	b.Wait()
+
+	all := rec.snapshot()
+	if got := maxInWindow(all, w); got > n {
+		t.Errorf("%d starts in one %v window from two budgets, want <= %d", got, w, n)
+	}
+	if len(all) <= n {
+		t.Errorf("%d slots in 4 windows: the budgets stalled", len(all))
+	}
+	writes, conflicts, _ := j.stats()
+	t.Logf("%d slots, %d journal writes, %d conflicts", len(all), writes, conflicts)
+}
+
+// TestBudgetJournalWriteFailureHandsOutNoSlot: while the journal fails no
+// slot is handed out, the write is retried with backoff, and the error says
+// why the wait ended.
+func TestBudgetJournalWriteFailureHandsOutNoSlot(t *testing.T) {
+	j := &memJournal{failErr: errJournalDown}
+	b := journaled(t, BudgetConfig{Requests: 4, Window: time.Second}, j)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := b.acquire(ctx, EndpointDisconnect)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errJournalDown) {
+		t.Fatalf("acquire = %v, want DeadlineExceeded and the journal error", err)
+	}
+	b.mu.Lock()
+	left := len(b.starts[EndpointDisconnect])
+	b.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d slots recorded after a failed journal, want 0", left)
+	}
+	if _, _, updates := j.stats(); updates < 2 || updates > 20 {
+		t.Errorf("%d journal writes in 300ms, want a few (retried with backoff)", updates)
+	}
+
+	j.set(func(m *memJournal) { m.failErr = nil })
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Wait(ctx, EndpointDisconnect); err != nil {
+		t.Fatalf("Wait after the journal recovered: %v", err)
+	}
+	if cs, _ := j.Load(ctx); len(cs[EndpointDisconnect]) != 1 {
+		t.Errorf("journal holds %v, want one claim", cs)
+	}
+}
+
+// TestBudgetJournalLostAckCountsAsSpent: a write that landed although
+// Update reported failure (a timeout after the API server committed) is a
+// claim the Budget does not know as its own; it must count as spent.
+func TestBudgetJournalLostAckCountsAsSpent(t *testing.T) {
+	j := &memJournal{lostAck: 1}
+	b := journaled(t, BudgetConfig{Requests: 2, Window: 10 * time.Second}, j) // chunk 1
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Wait(ctx, EndpointIntrospect); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if err := b.Wait(short, EndpointIntrospect); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second Wait = %v: the lost claim was not counted", err)
+	}
+}
+
+// TestBudgetJournalAttachAfterUse: requests let through before the journal
+// was attached are recorded with the first claim.
+func TestBudgetJournalAttachAfterUse(t *testing.T) {
+	cfg := BudgetConfig{Requests: 4, Window: 10 * time.Second}
+	j := &memJournal{}
+	b := NewBudget(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 2 {
+		if err := b.Wait(ctx, EndpointIntrospect); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.AttachJournal(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Wait(ctx, EndpointIntrospect); err != nil {
+		t.Fatal(err)
+	}
+	other := journaled(t, cfg, j)
+	// 2 before the journal + a claim of 1 (chunk 1 of 4 is free... chunk is 1)
+	// occupy 3: the other budget gets exactly one more.
+	if err := other.Wait(ctx, EndpointIntrospect); err != nil {
+		t.Fatal(err)
+	}
+	if d := other.Delay(EndpointIntrospect); d < 5*time.Second {
+		t.Errorf("other budget Delay = %s after the window was spent, want about a window", d)
+	}
+}
+
+// TestBudgetJournalLoadFailureStillSafe: a failed read at attach is
+// reported, but the budget still checks every claim against the journal.
+func TestBudgetJournalLoadFailureStillSafe(t *testing.T) {
+	j := &memJournal{claims: map[string][]Claim{EndpointToken: {{ID: "x.1", At: time.Now(), Until: time.Now(), Slots: 1}}}}
+	j.loadErr = errJournalDown
+	b := NewBudget(BudgetConfig{Requests: 1, Window: 10 * time.Second})
+	if err := b.AttachJournal(context.Background(), j); !errors.Is(err, errJournalDown) {
+		t.Fatalf("AttachJournal = %v, want the load error", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := b.Wait(ctx, EndpointToken); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait = %v: the recorded claim was not counted", err)
+	}
+}
+
+// TestBudgetJournalWritesPerWindow measures journal writes for one endpoint
+// spending at full rate.
+func TestBudgetJournalWritesPerWindow(t *testing.T) {
+	const n, w, windows = 20, 300 * time.Millisecond, 3
+	j := &memJournal{}
+	b := journaled(t, BudgetConfig{Requests: n, Window: w}, j)
+	var rec slots
+	ctx, cancel := context.WithTimeout(context.Background(), windows*w)
+	defer cancel()
+	spend(ctx, b, 4, EndpointIntrospect, &rec).Wait()
+	all := rec.snapshot()
+	writes, _, _ := j.stats()
+	if got := maxInWindow(all, w); got > n {
+		t.Errorf("%d starts in one window, want <= %d", got, n)
+	}
+	if writes > len(all) {
+		t.Errorf("%d writes for %d slots: a write must grant at least one", writes, len(all))
+	}
+	t.Logf("%d slots, %d journal writes in %d windows: %.1f writes per window (chunk %d of %d)",
+		len(all), writes, windows, float64(writes)/windows, (n+3)/4, n)
 }

@@ -22,6 +22,9 @@ const (
 	DefaultMaxAttempts  = 3
 	DefaultMaxRetryWait = 10 * time.Second
 	DefaultTimeout      = 30 * time.Second
+	// DefaultConnectBaseURL is the Finch Connect host (finch-api-go GetAuthURL,
+	// finch-connect-sdk src/utils.ts BASE_FINCH_CONNECT_URI).
+	DefaultConnectBaseURL = "https://connect.tryfinch.com"
 
 	userAgent = "finch-connect-operator"
 	// maxResponseBody bounds what the client reads from a 2xx response, and
@@ -42,6 +45,13 @@ type Config struct {
 	MaxRetryWait time.Duration // longest Retry-After/backoff slept in-process, default 10s; longer returns the *Error so the caller requeues
 	Timeout      time.Duration // per attempt, default 30s
 	MetricsApp   string        // value of the "app" metric label (namespace/name of the FinchApp)
+	// IPGuard, shared by the Clients of every app, keeps the operator inside
+	// Finch's per-IP limit (see IPGuard). nil = no operator-wide guard.
+	IPGuard *IPGuard
+	// ConnectBaseURL is the Connect host of the link the Client builds when a
+	// session response carries neither connect_url nor url; default
+	// DefaultConnectBaseURL.
+	ConnectBaseURL string
 }
 
 // String keeps the client secret out of accidental logs.
@@ -66,6 +76,8 @@ type Client struct {
 	maxRetryWait time.Duration
 	timeout      time.Duration
 	app          string
+	guard        *IPGuard
+	connectBase  string // without trailing slash
 }
 
 // New validates cfg and returns a Client. BaseURL must be an absolute http(s)
@@ -108,6 +120,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.ConnectBaseURL == "" {
+		cfg.ConnectBaseURL = DefaultConnectBaseURL
+	}
+	if cu, err := url.Parse(cfg.ConnectBaseURL); err != nil || (cu.Scheme != "http" && cu.Scheme != "https") || cu.Host == "" {
+		return nil, fmt.Errorf("finch: connect base URL %q must be an absolute http(s) URL", cfg.ConnectBaseURL)
+	}
 	c := &Client{
 		baseURL:      strings.TrimRight(u.String(), "/"),
 		apiVersion:   cfg.APIVersion,
@@ -119,6 +137,8 @@ func New(cfg Config) (*Client, error) {
 		maxRetryWait: cfg.MaxRetryWait,
 		timeout:      cfg.Timeout,
 		app:          cfg.MetricsApp,
+		guard:        cfg.IPGuard,
+		connectBase:  strings.TrimRight(cfg.ConnectBaseURL, "/"),
 	}
 	if cfg.ClientID != "" && cfg.ClientSecret != "" {
 		c.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(cfg.ClientID+":"+cfg.ClientSecret))
@@ -145,7 +165,7 @@ func (c *Client) GoString() string { return c.String() }
 
 // CreateSession creates (or, for a customer_id that has not connected yet,
 // refreshes) a Connect session. Finch makes it idempotent by customer_id, so
-// it is retried on 429, 5xx and network errors. A customer that already has a
+// it is retried on 429, 408, 409, 5xx and network errors. A customer that already has a
 // connection yields an error for which ConnectionAlreadyExists is true.
 func (c *Client) CreateSession(ctx context.Context, req SessionRequest) (*SessionResponse, error) {
 	const ep = EndpointCreateSession
@@ -171,6 +191,7 @@ func (c *Client) CreateSession(ctx context.Context, req SessionRequest) (*Sessio
 	if out.SessionID == "" {
 		return nil, fmt.Errorf("finch %s: response has no session_id", ep)
 	}
+	c.ensureConnectURL(&out)
 	return &out, nil
 }
 
@@ -201,7 +222,27 @@ func (c *Client) Reauthenticate(ctx context.Context, req ReauthRequest) (*Sessio
 	if out.SessionID == "" {
 		return nil, fmt.Errorf("finch %s: response has no session_id", ep)
 	}
+	c.ensureConnectURL(&out)
 	return &out, nil
+}
+
+// ensureConnectURL makes sure a session is never returned without a link.
+// Both SDKs type connect_url as required (finch-api-node
+// src/resources/connect/sessions.ts SessionNewResponse and
+// SessionReauthenticateResponse), but a reauthenticate response without it
+// would otherwise leave the employer with nothing to open. Fall back to "url",
+// then to the documented form <Connect host>/authorize?session=<session_id>
+// (API-FACTS §9: the parameter is "session"; Migration Guide "Redirect Flow").
+func (c *Client) ensureConnectURL(s *SessionResponse) {
+	switch {
+	case s.ConnectURL != "":
+		s.ConnectURLSource = ConnectURLFromBody
+	case s.altURL != "":
+		s.ConnectURL, s.ConnectURLSource = s.altURL, ConnectURLFromURLField
+	default:
+		s.ConnectURL = c.connectBase + "/authorize?session=" + url.QueryEscape(s.SessionID)
+		s.ConnectURLSource = ConnectURLBuilt
+	}
 }
 
 // ExchangeCode exchanges an authorization code for an access token. The
@@ -261,7 +302,9 @@ func (c *Client) Introspect(ctx context.Context, accessToken string) (*Introspec
 
 // Disconnect revokes the connection behind an access token (and every token of
 // that connection). It is retried; a retry after a lost response sees the
-// token already revoked, so callers should treat IsInvalidToken as done.
+// token already revoked, so callers should treat a 401 as done: IsUnauthorized
+// (any 401, whatever its body) rather than IsInvalidToken, because Finch does
+// not document the body /disconnect answers for a revoked token.
 func (c *Client) Disconnect(ctx context.Context, accessToken string) error {
 	const ep = EndpointDisconnect
 	if accessToken == "" {
@@ -320,25 +363,47 @@ type attemptResult struct {
 }
 
 // do runs a call with bounded retries. Every attempt first takes a slot from
-// the budget (waiting for it is not bounded by MaxRetryWait, only by ctx). It
-// returns the last attempt's error: a *Error for HTTP failures, a wrapped
-// error otherwise.
+// the app's budget and, with an IPGuard, from the guard's operator-wide one
+// (waiting for them is not bounded by MaxRetryWait, only by ctx). During the
+// guard's per-IP penalty it sends nothing and returns the guard's local
+// *Error. It returns the last attempt's error: a *Error for HTTP failures, a
+// wrapped error otherwise.
 func (c *Client) do(ctx context.Context, cl *call) error {
 	cl.redact = append(cl.redact, c.clientSecret)
 	var lastErr error
 	for n := 0; ; n++ {
+		// During Finch's per-IP penalty nothing is sent, not even a retry.
+		if c.guard != nil {
+			if fe := c.guard.refuse(c.app, cl.endpoint); fe != nil {
+				return fe
+			}
+		}
 		waitStart := time.Now()
 		slot, err := c.budget.acquire(ctx, cl.endpoint)
 		if err != nil {
-			if lastErr != nil {
-				return fmt.Errorf("%w; retry abandoned: %w", lastErr, err)
+			return c.budgetErr(cl, lastErr, err)
+		}
+		var ipSlot time.Time
+		if c.guard != nil {
+			if ipSlot, err = c.guard.budget.acquire(ctx, ipBudgetKey); err != nil {
+				c.budget.release(cl.endpoint, slot)
+				return c.budgetErr(cl, lastErr, err)
 			}
-			return fmt.Errorf("finch %s: waiting for request budget: %w", cl.endpoint, err)
+			// A penalty may have begun while this call waited for budget.
+			if fe := c.guard.refuse(c.app, cl.endpoint); fe != nil {
+				c.budget.release(cl.endpoint, slot)
+				c.guard.budget.release(ipBudgetKey, ipSlot)
+				return fe
+			}
 		}
 		budgetWait.WithLabelValues(c.app, cl.endpoint).Observe(time.Since(waitStart).Seconds())
 
 		res := c.attempt(ctx, cl)
-		c.budget.complete(cl.endpoint, slot, time.Now())
+		done := time.Now()
+		c.budget.complete(cl.endpoint, slot, done)
+		if c.guard != nil {
+			c.guard.budget.complete(ipBudgetKey, ipSlot, done)
+		}
 		if res.err == nil {
 			return nil
 		}
@@ -359,6 +424,13 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 			return fmt.Errorf("%w; retry abandoned: %w", res.err, err)
 		}
 	}
+}
+
+func (c *Client) budgetErr(cl *call, lastErr, err error) error {
+	if lastErr != nil {
+		return fmt.Errorf("%w; retry abandoned: %w", lastErr, err)
+	}
+	return fmt.Errorf("finch %s: waiting for request budget: %w", cl.endpoint, err)
 }
 
 // attempt sends one request, bounded by the per-attempt timeout.
@@ -393,14 +465,36 @@ func (c *Client) attempt(ctx context.Context, cl *call) attemptResult {
 		// A truncated or interrupted error body still tells the status.
 		fe := decodeError(cl.endpoint, resp.StatusCode, resp.Header, body[:min(len(body), maxErrorBody)], time.Now(), cl.redact)
 		res := attemptResult{err: fe, retryAfter: fe.RetryAfter}
+		// Retryable statuses as in the SDKs (finch-api-go
+		// internal/requestconfig/requestconfig.go shouldRetry; finch-api-node
+		// src/client.ts shouldRetry), narrowed by the call's policy.
+		ipLimited := resp.StatusCode == http.StatusTooManyRequests && fe.FinchCode == finchCodeIPRateLimit
 		switch {
+		case ipLimited:
+			// Error-Types: 429 finch_api_ip_rl is the per-IP penalty (60 min
+			// per the rate-limit docs). Never retried in-process: pause every
+			// Client sharing the guard instead.
+			if c.guard != nil {
+				c.guard.penalize(fe.RetryAfter)
+			}
 		case resp.StatusCode == http.StatusTooManyRequests:
 			res.reason = reasonRateLimited
+		case cl.policy == retryAll && resp.StatusCode == http.StatusConflict:
+			res.reason = reasonConflict
 		case cl.policy == retryAll && (resp.StatusCode >= 500 || resp.StatusCode == http.StatusRequestTimeout):
 			res.reason = reasonServerError
 		}
-		if strings.EqualFold(resp.Header.Get("X-Should-Retry"), "false") {
+		// x-should-retry overrides the status both ways in the SDKs (same
+		// functions); "true" is honoured only where the policy allows a retry
+		// after which the request may have been processed, and never against
+		// the per-IP penalty.
+		switch strings.ToLower(strings.TrimSpace(resp.Header.Get("X-Should-Retry"))) {
+		case "false":
 			res.reason = ""
+		case "true":
+			if res.reason == "" && cl.policy == retryAll && !ipLimited {
+				res.reason = reasonShouldRetry
+			}
 		}
 		return res
 	}

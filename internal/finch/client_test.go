@@ -312,6 +312,12 @@ func TestIntrospectWire(t *testing.T) {
 		in.AuthenticationMethods[1].ConnectionStatus.LastSuccessfulSync != nil || in.AuthenticationMethods[2].ConnectionStatus != nil {
 		t.Errorf("authentication_methods = %+v", in.AuthenticationMethods)
 	}
+	if len(in.Entities) != 1 || in.Entities[0] != (Entity{ID: "e", Status: StatusDisconnected}) {
+		t.Errorf("entities = %+v, want one with null name/source_id decoded as empty", in.Entities)
+	}
+	if in.Status() != "brand_new_status" || in.StatusDerived() {
+		t.Errorf("Status() = %q (derived %v), want the top-level status kept verbatim", in.Status(), in.StatusDerived())
+	}
 	r := rc.requests()[0]
 	if r.Method != "GET" || r.Path != "/introspect" {
 		t.Fatalf("%s %s", r.Method, r.Path)

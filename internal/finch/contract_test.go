@@ -26,6 +26,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"slices"
@@ -300,6 +301,17 @@ func contractCases() []contractCase {
 		{"Fault/Reauthenticate_commit_then_drop", caseFaultReauthCommitThenDrop},
 		{"Rate/burst_at_budget_no_429", caseRateBurstAtBudget},
 		{"Rate/burst_above_limit_recovers", caseRateBurstAboveLimit},
+		{"Introspect/no_top_level_status_guide_shape", caseIntrospectNoTopLevelStatus},
+		{"Introspect/multi_entity", caseMultiEntity},
+		{"ExchangeCode/redirect_uri_strict", caseRedirectURIStrict},
+		{"Sessions/connect_url_fallback", caseConnectURLFallback},
+		{"Errors/documented_names", caseDocumentedErrorNames},
+		{"Disconnect/undocumented_401", caseDisconnectUndocumented401},
+		{"Fault/409_lock_timeout", caseFault409},
+		{"Fault/x_should_retry_true", caseFaultXShouldRetryTrue},
+		{"IPGuard/ip_limit_stops_all_clients", caseIPLimitStopsAllClients},
+		{"IPGuard/no_retry_after_pauses_60m", caseIPLimitNoRetryAfter},
+		{"IPGuard/budget_caps_total_across_apps", caseIPGuardCapsAcrossApps},
 	}
 }
 
@@ -1182,9 +1194,10 @@ func burst(t *testing.T, c *finch.Client, tag string) (time.Duration, []error) {
 // latencyRecorder wraps the client's default transport and records the round
 // trip (request start to response headers) of every attempt.
 type latencyRecorder struct {
-	rt http.RoundTripper
-	mu sync.Mutex
-	d  []time.Duration
+	rt     http.RoundTripper
+	mu     sync.Mutex
+	d      []time.Duration
+	starts []time.Time
 }
 
 func newLatencyRecorder() *latencyRecorder { return &latencyRecorder{} }
@@ -1203,8 +1216,25 @@ func (l *latencyRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
 	d := time.Since(start)
 	l.mu.Lock()
 	l.d = append(l.d, d)
+	l.starts = append(l.starts, start)
 	l.mu.Unlock()
 	return resp, err
+}
+
+// maxStartsIn is the most attempts that started within any span of w.
+func (l *latencyRecorder) maxStartsIn(w time.Duration) int {
+	l.mu.Lock()
+	ts := slices.Clone(l.starts)
+	l.mu.Unlock()
+	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+	most, j := 0, 0
+	for i := range ts {
+		for ts[i].Sub(ts[j]) >= w {
+			j++
+		}
+		most = max(most, i-j+1)
+	}
+	return most
 }
 
 func (l *latencyRecorder) summary() string {
@@ -1316,4 +1346,453 @@ func checkToken(t *testing.T, tok *finch.TokenResponse, customerID string) {
 	if s := tok.String(); strings.Contains(s, tok.AccessToken) {
 		t.Error("TokenResponse.String shows the access token")
 	}
+}
+
+// ---------------------------------------------------------------------------
+// Cases: introspection shapes, redirect_uri, links, error names
+// ---------------------------------------------------------------------------
+
+const (
+	simClientID2     = "contract-app-2"
+	simClientSecret2 = "contract-app-2-s3cret-value"
+)
+
+// secondApp registers another application on the simulator and returns a
+// client for it.
+func secondApp(t *testing.T, b backend, sim *finchsim.Sim, mods ...func(*finch.Config)) *finch.Client {
+	t.Helper()
+	sim.AddApp(finchsim.AppConfig{ClientID: simClientID2, ClientSecret: simClientSecret2})
+	return b.client(t, append([]func(*finch.Config){func(cfg *finch.Config) {
+		cfg.ClientID, cfg.ClientSecret, cfg.MetricsApp = simClientID2, simClientSecret2, "contract/sim-2"
+	}}, mods...)...)
+}
+
+// caseIntrospectNoTopLevelStatus: /introspect in the Migration Guide's
+// example shape, with connection_status only per authentication method.
+func caseIntrospectNoTopLevelStatus(t *testing.T, b backend) {
+	sim := b.sim(t, "the simulator's guide-shaped introspection")
+	sim.AddApp(finchsim.AppConfig{ClientID: simClientID, ClientSecret: simClientSecret, OmitTopLevelStatus: true})
+	c := b.client(t)
+	conn := b.connect(t, c)
+	if err := sim.SetConnectionStatus(conn.connectionID, finch.StatusReauth); err != nil {
+		t.Fatal(err)
+	}
+	in, err := c.Introspect(t.Context(), conn.accessToken)
+	if err != nil {
+		t.Fatalf("Introspect: %v", err)
+	}
+	if in.ConnectionStatus.Status != "" || !in.StatusDerived() {
+		t.Errorf("connection_status = %+v, derived %v; want none sent", in.ConnectionStatus, in.StatusDerived())
+	}
+	if in.Status() != finch.StatusReauth {
+		t.Errorf("Status() = %q, want reauth from authentication_methods", in.Status())
+	}
+	if eff := in.EffectiveConnectionStatus(); eff.Status != finch.StatusReauth || eff.Message == "" {
+		t.Errorf("EffectiveConnectionStatus() = %+v, want the method's status and message", eff)
+	}
+	if in.ConnectionID != conn.connectionID || in.PayrollProviderID != "gusto" || in.ProviderID != "" || in.ID != "" {
+		t.Errorf("introspection %+v: want the guide's fields only (payroll_provider_id, no provider_id or id)", in)
+	}
+}
+
+// caseMultiEntity: a connection with several entities; one entity's status
+// changes, with an account.updated webhook carrying entity_id.
+func caseMultiEntity(t *testing.T, b backend) {
+	sim := b.sim(t, "the employer connects several entities")
+	const secret = "Y29udHJhY3Qtd2ViaG9vay1zZWNyZXQ="
+	events := make(chan *finch.WebhookEvent, 4)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := finch.Verify(body, r.Header, secret, time.Now()); err != nil {
+			t.Errorf("webhook signature: %v", err)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		ev, err := finch.ParseEvent(body)
+		if err != nil {
+			t.Errorf("webhook body: %v", err)
+			return
+		}
+		events <- ev
+	}))
+	defer recv.Close()
+	app := finchsim.AppConfig{ClientID: simClientID, ClientSecret: simClientSecret, WebhookURL: recv.URL, WebhookSecret: secret}
+	sim.AddApp(app)
+	c := b.client(t)
+	s, err := c.CreateSession(t.Context(), finch.SessionRequest{
+		CustomerID: b.customerID(t, "multi"), CustomerName: "Multi Co", Products: contractProducts, Sandbox: ref("finch"),
+	})
+	if err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	code, err := sim.CompleteSession(s.SessionID, finchsim.Completion{Entities: []finchsim.EntityInfo{
+		{Name: "Multi East", SourceID: "east-1"}, {Name: "Multi West"},
+	}})
+	if err != nil {
+		t.Fatalf("CompleteSession: %v", err)
+	}
+	tok, err := c.ExchangeCode(t.Context(), finch.TokenRequest{Code: code})
+	if err != nil {
+		t.Fatalf("ExchangeCode: %v", err)
+	}
+	if len(tok.EntityIDs) != 2 {
+		t.Fatalf("entity_ids = %v, want both entities", tok.EntityIDs)
+	}
+	in, err := c.Introspect(t.Context(), tok.AccessToken)
+	if err != nil {
+		t.Fatalf("Introspect: %v", err)
+	}
+	want := []finch.Entity{
+		{ID: tok.EntityIDs[0], Name: "Multi East", SourceID: "east-1", Status: finch.StatusConnected},
+		{ID: tok.EntityIDs[1], Name: "Multi West", Status: finch.StatusConnected}, // source_id null
+	}
+	if !slices.Equal(in.Entities, want) {
+		t.Fatalf("entities = %+v, want %+v", in.Entities, want)
+	}
+
+	if err := sim.SetEntityStatus(tok.ConnectionID, tok.EntityIDs[1], finch.StatusDisconnected); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-events:
+		if ev.EventType != finch.EventAccountUpdated || ev.ConnectionID != tok.ConnectionID ||
+			ev.EntityID != tok.EntityIDs[1] || ev.Data.Status != finch.StatusDisconnected {
+			t.Errorf("webhook = %+v, want account.updated for entity %s, disconnected", ev, tok.EntityIDs[1])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no account.updated webhook for the entity")
+	}
+	in, err = c.Introspect(t.Context(), tok.AccessToken)
+	if err != nil {
+		t.Fatalf("Introspect: %v", err)
+	}
+	if len(in.Entities) != 2 || in.Entities[1].Status != finch.StatusDisconnected {
+		t.Errorf("entities after the change = %+v", in.Entities)
+	}
+	// The top-level status, when sent, is the connection's own.
+	if in.Status() != finch.StatusConnected || in.StatusDerived() {
+		t.Errorf("Status() = %q (derived %v), want the top-level connected", in.Status(), in.StatusDerived())
+	}
+	// Without it, the worst entity decides.
+	app.OmitTopLevelStatus = true
+	sim.AddApp(app)
+	in, err = c.Introspect(t.Context(), tok.AccessToken)
+	if err != nil {
+		t.Fatalf("Introspect: %v", err)
+	}
+	if in.Status() != finch.StatusDisconnected || !in.StatusDerived() || len(in.Entities) != 2 {
+		t.Errorf("guide-shaped: Status() = %q (derived %v), entities %+v; want disconnected from entities", in.Status(), in.StatusDerived(), in.Entities)
+	}
+}
+
+// caseRedirectURIStrict: a code is bound to its session's redirect_uri
+// (RFC 6749 §4.1.3; Retrieve-Access-Token), for connect and reauthenticate
+// sessions; a missing one is refused without burning the code.
+func caseRedirectURIStrict(t *testing.T, b backend) {
+	sim := b.sim(t, "the employer completes Connect")
+	c := b.client(t)
+	s, err := c.CreateSession(t.Context(), finch.SessionRequest{
+		CustomerID: b.customerID(t, "strict"), CustomerName: "Strict Co", Products: contractProducts,
+		RedirectURI: ref(redirectURI), Sandbox: ref("finch"),
+	})
+	if err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	code, err := sim.CompleteSession(s.SessionID, finchsim.Completion{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExchangeCode(t.Context(), finch.TokenRequest{Code: code}); !finch.IsInvalidGrant(err) {
+		t.Errorf("exchange without the session's redirect_uri: err = %v, want IsInvalidGrant", err)
+	}
+	tok, err := c.ExchangeCode(t.Context(), finch.TokenRequest{Code: code, RedirectURI: redirectURI})
+	if err != nil {
+		t.Fatalf("exchange with it (the refused attempt must not burn the code): %v", err)
+	}
+	rs, err := c.Reauthenticate(t.Context(), finch.ReauthRequest{ConnectionID: tok.ConnectionID, RedirectURI: ref(redirectURI)})
+	if err != nil {
+		t.Fatalf("Reauthenticate: %v", err)
+	}
+	code, err = sim.CompleteSession(rs.SessionID, finchsim.Completion{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExchangeCode(t.Context(), finch.TokenRequest{Code: code}); !finch.IsInvalidGrant(err) {
+		t.Errorf("reauth exchange without redirect_uri: err = %v, want IsInvalidGrant", err)
+	}
+	if _, err := c.ExchangeCode(t.Context(), finch.TokenRequest{Code: code, RedirectURI: redirectURI}); err != nil {
+		t.Errorf("reauth exchange with redirect_uri: %v", err)
+	}
+}
+
+// caseConnectURLFallback: session responses without connect_url still give
+// a link: the body's "url", else <Connect host>/authorize?session=<id>.
+func caseConnectURLFallback(t *testing.T, b backend) {
+	sim := b.sim(t, "session responses without connect_url")
+	c := b.client(t)
+	conn := b.connect(t, c)
+
+	sim.AddApp(finchsim.AppConfig{ClientID: simClientID, ClientSecret: simClientSecret, ReauthURLField: finchsim.URLFieldURL})
+	s, err := c.Reauthenticate(t.Context(), finch.ReauthRequest{ConnectionID: conn.connectionID})
+	if err != nil {
+		t.Fatalf("Reauthenticate: %v", err)
+	}
+	if s.ConnectURLSource != finch.ConnectURLFromURLField {
+		t.Errorf("source = %q, want url", s.ConnectURLSource)
+	}
+	checkConnectURL(t, s)
+
+	sim.AddApp(finchsim.AppConfig{ClientID: simClientID, ClientSecret: simClientSecret,
+		ReauthURLField: finchsim.URLFieldNone, SessionURLField: finchsim.URLFieldNone})
+	s, err = c.Reauthenticate(t.Context(), finch.ReauthRequest{ConnectionID: conn.connectionID})
+	if err != nil {
+		t.Fatalf("Reauthenticate: %v", err)
+	}
+	if want := "https://connect.tryfinch.com/authorize?session=" + url.QueryEscape(s.SessionID); s.ConnectURL != want || s.ConnectURLSource != finch.ConnectURLBuilt {
+		t.Errorf("connect URL %q (from %s), want %q (built)", s.ConnectURL, s.ConnectURLSource, want)
+	}
+	// With the simulator as the Connect host, the built link works.
+	own := b.client(t, func(cfg *finch.Config) { cfg.ConnectBaseURL = sim.URL() })
+	cs, err := own.CreateSession(t.Context(), finch.SessionRequest{
+		CustomerID: b.customerID(t, "nolink"), CustomerName: "No Link Co", Products: contractProducts, Sandbox: ref("finch"),
+	})
+	if err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	checkConnectURL(t, cs)
+	resp, err := http.Get(cs.ConnectURL)
+	if err != nil {
+		t.Fatalf("GET built link: %v", err)
+	}
+	var page struct {
+		Code string `json:"code"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&page)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || page.Code == "" {
+		t.Fatalf("built link: %d, code %q, %v", resp.StatusCode, page.Code, err)
+	}
+	if _, err := own.ExchangeCode(t.Context(), finch.TokenRequest{Code: page.Code}); err != nil {
+		t.Errorf("exchange of the code from the built link: %v", err)
+	}
+}
+
+// caseDocumentedErrorNames: the bodies carry the names of Finch's error
+// table (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types).
+func caseDocumentedErrorNames(t *testing.T, b backend) {
+	c := b.client(t)
+	want := func(what string, err error, status int, name, code string) {
+		t.Helper()
+		fe := wantFinchError(t, err, status)
+		if fe.Name != name || fe.FinchCode != code {
+			t.Errorf("%s: %d %s/%s, want %d %s/%s", what, fe.StatusCode, fe.Name, fe.FinchCode, status, name, code)
+		}
+	}
+	bad := b.client(t, func(cfg *finch.Config) { cfg.ClientSecret = "definitely-not-the-secret" })
+	_, err := bad.CreateSession(t.Context(), finch.SessionRequest{
+		CustomerID: b.customerID(t, "names"), CustomerName: "Names Co", Products: contractProducts, Sandbox: ref("finch"),
+	})
+	want("bad credentials", err, http.StatusUnauthorized, "invalid_client_error", "")
+	_, err = c.ExchangeCode(t.Context(), finch.TokenRequest{Code: "00000000-0000-4000-8000-000000000000"})
+	want("unknown code", err, http.StatusBadRequest, "invalid_grant_error", "")
+	_, err = c.Introspect(t.Context(), "not-a-token-"+randHex(t, 8))
+	want("invalid token", err, http.StatusUnauthorized, "invalid_token_error", "")
+
+	sim, ok := simOf(b)
+	if !ok {
+		return
+	}
+	conn := b.connect(t, c)
+	sim.InjectFault(finchsim.EndpointIntrospect, finchsim.Fault{Status: http.StatusUnauthorized})
+	_, err = c.Introspect(t.Context(), conn.accessToken)
+	want("reauth", err, http.StatusUnauthorized, "authentication_error", "reauthenticate_user")
+	if !finch.IsReauthRequired(err) {
+		t.Errorf("IsReauthRequired = false for %v", err)
+	}
+	sim.SetRateLimit(simClientID, finchsim.RateLimit{Requests: 1, Window: time.Minute})
+	limited := b.client(t, func(cfg *finch.Config) { cfg.MaxRetryWait = time.Millisecond })
+	_, _ = limited.Introspect(t.Context(), conn.accessToken)
+	_, err = limited.Introspect(t.Context(), conn.accessToken)
+	want("app rate limit", err, http.StatusTooManyRequests, "rate_limit_exceeded_error", "finch_application_rl")
+	if finch.IsIPRateLimited(err) {
+		t.Error("IsIPRateLimited is true for the per-app limit")
+	}
+}
+
+// caseDisconnectUndocumented401: a 401 whose body Finch does not document
+// is still recognisable as a 401, so the deletion path can treat the token
+// as already revoked.
+func caseDisconnectUndocumented401(t *testing.T, b backend) {
+	sim := b.sim(t, "an injected undocumented 401")
+	c := b.client(t)
+	conn := b.connect(t, c)
+	for _, body := range []string{
+		`{"statusCode":401,"error":"Unauthorized","message":"jwt expired"}`,
+		"<html><body>401 Authorization Required</body></html>",
+	} {
+		sim.ResetCounters()
+		sim.InjectFault(finchsim.EndpointDisconnect, finchsim.Fault{Status: http.StatusUnauthorized, Body: body})
+		err := c.Disconnect(t.Context(), conn.accessToken)
+		wantFinchError(t, err, http.StatusUnauthorized)
+		if !finch.IsUnauthorized(err) {
+			t.Errorf("%s: IsUnauthorized = false for %v", body, err)
+		}
+		if finch.IsInvalidToken(err) || finch.IsReauthRequired(err) || finch.IsInvalidClient(err) {
+			t.Errorf("%s: a documented-name helper matched an undocumented body: %v", body, err)
+		}
+		if finch.Classify(err) != finch.ClassTerminal {
+			t.Errorf("%s: Classify = %v, want terminal", body, finch.Classify(err))
+		}
+		wantInt(t, "disconnect calls (a 401 is not retried)", sim.Calls(finchsim.EndpointDisconnect), 1)
+	}
+}
+
+// caseFault409: 409 (a lock timeout, as both SDKs call it) is retried for an
+// idempotent call and transient for one that is not retried.
+func caseFault409(t *testing.T, b backend) {
+	sim := b.sim(t, "injected 409")
+	c := b.client(t)
+	conn := b.connect(t, c)
+	sim.ResetCounters()
+	sim.InjectFault(finchsim.EndpointIntrospect, finchsim.Fault{Status: http.StatusConflict})
+	if _, err := c.Introspect(t.Context(), conn.accessToken); err != nil {
+		t.Fatalf("Introspect after a 409: %v", err)
+	}
+	wantInt(t, "introspect calls", sim.Calls(finchsim.EndpointIntrospect), 2)
+	wantInt(t, "409 responses", sim.Responses(finchsim.EndpointIntrospect, http.StatusConflict), 1)
+
+	sim.InjectFault(finchsim.EndpointReauthSession, finchsim.Fault{Status: http.StatusConflict})
+	_, err := c.Reauthenticate(t.Context(), finch.ReauthRequest{ConnectionID: conn.connectionID})
+	fe := wantFinchError(t, err, http.StatusConflict)
+	if finch.Classify(err) != finch.ClassTransient || fe.Name != "conflict_error" {
+		t.Errorf("Reauthenticate 409: %v, class %v; want transient", err, finch.Classify(err))
+	}
+	wantInt(t, "reauthenticate calls (not retried)", sim.Calls(finchsim.EndpointReauthSession), 1)
+}
+
+// caseFaultXShouldRetryTrue: x-should-retry: true makes an idempotent call
+// retry a status it would not retry otherwise.
+func caseFaultXShouldRetryTrue(t *testing.T, b backend) {
+	sim := b.sim(t, "injected x-should-retry")
+	c := b.client(t)
+	sim.InjectFault(finchsim.EndpointCreateSession, finchsim.Fault{Status: http.StatusBadRequest, XShouldRetry: "true"})
+	if _, err := c.CreateSession(t.Context(), finch.SessionRequest{
+		CustomerID: b.customerID(t, "shouldretry"), CustomerName: "Retry Co", Products: contractProducts, Sandbox: ref("finch"),
+	}); err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	wantInt(t, "calls", sim.Calls(finchsim.EndpointCreateSession), 2)
+	wantInt(t, "sessions", len(sim.Sessions()), 1)
+}
+
+// ---------------------------------------------------------------------------
+// Cases: the operator-wide per-IP guard (simulator only)
+// ---------------------------------------------------------------------------
+
+// caseIPLimitStopsAllClients: one finch_api_ip_rl answer pauses every
+// client sharing the guard, across apps, without sending anything more.
+func caseIPLimitStopsAllClients(t *testing.T, b backend) {
+	sim := b.sim(t, "per-IP limit setting")
+	guard := finch.NewIPGuard(finch.BudgetConfig{Requests: 1000, Window: time.Minute})
+	withGuard := func(cfg *finch.Config) { cfg.IPGuard = guard }
+	a := b.client(t, withGuard)
+	other := secondApp(t, b, sim, withGuard)
+	conn := b.connect(t, a)
+	sim.SetIPRateLimit(finchsim.IPRateLimit{Enabled: true, Requests: 3, Window: time.Minute, Penalty: 10 * time.Minute})
+	for i := range 3 {
+		if _, err := a.Introspect(t.Context(), conn.accessToken); err != nil {
+			t.Fatalf("introspect %d within the IP limit: %v", i, err)
+		}
+	}
+	sim.ResetCounters()
+	start := time.Now()
+	_, err := a.Introspect(t.Context(), conn.accessToken)
+	fe := wantFinchError(t, err, http.StatusTooManyRequests)
+	if fe.Local || !finch.IsIPRateLimited(err) || fe.Name != "rate_limit_exceeded_error" || fe.RetryAfter != 10*time.Minute {
+		t.Fatalf("fourth introspect: %#v, want Finch's 429 finch_api_ip_rl with Retry-After 10m", fe)
+	}
+	if pu := guard.PausedUntil(); pu.Before(start.Add(10*time.Minute-time.Second)) || pu.After(time.Now().Add(10*time.Minute)) {
+		t.Errorf("PausedUntil = %v, want about now+10m", pu)
+	}
+
+	_, err = other.CreateSession(t.Context(), finch.SessionRequest{
+		CustomerID: b.customerID(t, "paused"), CustomerName: "Paused Co", Products: contractProducts, Sandbox: ref("finch"),
+	})
+	fe = wantFinchError(t, err, http.StatusTooManyRequests)
+	if !fe.Local || !finch.IsIPRateLimited(err) || fe.RetryAfter <= 0 || fe.RetryAfter > 10*time.Minute {
+		t.Errorf("other app during the penalty: %#v, want a local refusal", fe)
+	}
+	if _, err := a.Introspect(t.Context(), conn.accessToken); !finch.IsIPRateLimited(err) {
+		t.Errorf("first app during the penalty: %v", err)
+	}
+	wantInt(t, "requests that reached the simulator since the 429", sum(sim.CallCounts()), 1)
+	if sim.IPPenaltyUntil("127.0.0.1").IsZero() {
+		t.Error("the simulator has no penalty running")
+	}
+}
+
+// caseIPLimitNoRetryAfter: Finch documents no Retry-After on the per-IP
+// 429, so the guard pauses for the documented 60 minutes.
+func caseIPLimitNoRetryAfter(t *testing.T, b backend) {
+	sim := b.sim(t, "per-IP limit setting")
+	guard := finch.NewIPGuard(finch.BudgetConfig{})
+	c := b.client(t, func(cfg *finch.Config) { cfg.IPGuard = guard })
+	conn := b.connect(t, c)
+	sim.SetIPRateLimit(finchsim.IPRateLimit{Enabled: true, Requests: 1, Window: time.Minute, NoRetryAfter: true})
+	if _, err := c.Introspect(t.Context(), conn.accessToken); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := c.Introspect(t.Context(), conn.accessToken)
+	if fe := wantFinchError(t, err, http.StatusTooManyRequests); fe.Local || fe.RetryAfter != 0 || !finch.IsIPRateLimited(err) {
+		t.Fatalf("%#v, want Finch's 429 finch_api_ip_rl without Retry-After", fe)
+	}
+	if pu := guard.PausedUntil(); pu.Before(start.Add(time.Hour-time.Second)) || pu.After(time.Now().Add(time.Hour)) {
+		t.Errorf("PausedUntil = %v, want about now+60m", pu)
+	}
+	if d := guard.Delay(); d < time.Hour-time.Minute {
+		t.Errorf("Delay = %v, want about an hour", d)
+	}
+}
+
+// caseIPGuardCapsAcrossApps: the guard's budget caps the requests of all
+// apps together, though each app's own budget would allow them all at once.
+func caseIPGuardCapsAcrossApps(t *testing.T, b backend) {
+	sim := b.sim(t, "two applications")
+	const perApp = 15
+	limit := finch.BudgetConfig{Requests: 10, Window: time.Second}
+	guard := finch.NewIPGuard(limit)
+	lat := newLatencyRecorder()
+	hc := lat.client()
+	mods := func(cfg *finch.Config) { cfg.IPGuard, cfg.HTTPClient = guard, hc }
+	clients := []*finch.Client{b.client(t, mods), secondApp(t, b, sim, mods)}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for ai, c := range clients {
+		for i := range perApp {
+			wg.Go(func() {
+				if _, err := c.CreateSession(ctx, finch.SessionRequest{
+					CustomerID: fmt.Sprintf("guard-%d-%02d", ai, i), CustomerName: "Guarded Co", Products: contractProducts, Sandbox: ref("finch"),
+				}); err != nil {
+					t.Errorf("app %d call %d: %v", ai, i, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	total := len(clients) * perApp
+	wantInt(t, "sessions", len(sim.Sessions()), total)
+	lower := time.Duration(math.Ceil(float64(total)/float64(limit.Requests))-1) * limit.Window
+	if elapsed < lower {
+		t.Errorf("%d calls took %v, less than the guard allows (%v at %d/%v)", total, elapsed, lower, limit.Requests, limit.Window)
+	}
+	// Starts are spaced by the budget's window plus its margin; 10% of slack
+	// absorbs scheduling between the budget's decision and the transport.
+	if most := lat.maxStartsIn(limit.Window * 9 / 10); most > limit.Requests {
+		t.Errorf("%d requests started within %v, want at most %d across both apps", most, limit.Window*9/10, limit.Requests)
+	}
+	t.Logf("%d calls of 2 apps through a %d/%v guard: %v; round trips %s", total, limit.Requests, limit.Window, elapsed.Round(time.Millisecond), lat.summary())
 }

@@ -7,7 +7,9 @@
 // that it can enforce the operator's rules in one place:
 //
 //   - a client-side sliding-window request budget per application and endpoint
-//     (Budget), so the operator never provokes a 429 by itself;
+//     (Budget), so the operator never provokes a 429 by itself, and an
+//     operator-wide IPGuard for Finch's per-IP limit, which also stops every
+//     app's calls together during a finch_api_ip_rl penalty;
 //   - retries only where they are safe (see the method docs), bounded in
 //     attempts and in how long the client sleeps in-process;
 //   - typed errors (Error) with helpers for the cases the controllers act on,

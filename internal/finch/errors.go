@@ -23,6 +23,10 @@ type Error struct {
 	RetryAfter time.Duration  // from retry-after-ms / retry-after; 0 if absent
 	RequestID  string         // Finch-Request-Id response header
 	Endpoint   string         // e.g. "POST /connect/sessions"
+	// Local marks an error the client made up without sending the request
+	// (an IPGuard refusing calls during Finch's per-IP penalty): it is not a
+	// Finch response and is not counted as one in metrics.
+	Local bool
 }
 
 // Error renders "finch POST /connect/sessions: 400 bad_request/connection_already_exists: <message> (request id <id>)".
@@ -74,10 +78,19 @@ func asError(err error) (*Error, bool) {
 	return fe, true
 }
 
+// The error names and finch_codes below come from Finch's error table
+// (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types,
+// API-FACTS §8) unless a comment says otherwise. The SDKs treat error bodies
+// as opaque JSON (finch-api-go apierror.Error, finch-api-node APIError), so
+// they cannot confirm names; the helpers therefore branch on the status first
+// and keep the unknown safe (IsUnauthorized, Classify).
+
 // ConnectionAlreadyExists reports a 400 connection_already_exists from
 // POST /connect/sessions: the customer_id already has an authenticated
 // connection, whose id Finch returns in context.connection_id (ok is true even
-// if that id is missing).
+// if that id is missing). Body per the Connection & Session ID Migration
+// Guide: {"code": 400, "finch_code": "connection_already_exists",
+// "name": "bad_request", "context": {customer_id, connection_id}}.
 func ConnectionAlreadyExists(err error) (connectionID string, ok bool) {
 	fe, ok := asError(err)
 	if !ok || fe.StatusCode != http.StatusBadRequest || fe.FinchCode != "connection_already_exists" {
@@ -88,7 +101,9 @@ func ConnectionAlreadyExists(err error) (connectionID string, ok bool) {
 }
 
 // IsReauthRequired reports a 401 reauthenticate_user: the employer must go
-// through a reauthentication session.
+// through a reauthentication session (Error-Types: 401 authentication_error
+// with finch_code reauthenticate_user; the name is not checked, the
+// finch_code is the specific signal).
 func IsReauthRequired(err error) bool {
 	fe, ok := asError(err)
 	return ok && fe.StatusCode == http.StatusUnauthorized && fe.FinchCode == "reauthenticate_user"
@@ -104,7 +119,7 @@ func RateLimited(err error) (retryAfter time.Duration, ok bool) {
 }
 
 // IsInvalidClient reports a 401 invalid_client_error: the application's
-// client_id/client_secret are wrong.
+// client_id/client_secret are wrong (Error-Types: 401 invalid_client_error).
 func IsInvalidClient(err error) bool {
 	fe, ok := asError(err)
 	return ok && fe.StatusCode == http.StatusUnauthorized && fe.Name == "invalid_client_error"
@@ -112,6 +127,10 @@ func IsInvalidClient(err error) bool {
 
 // IsInvalidToken reports a 401 meaning the access token is not (or no longer)
 // valid, e.g. revoked by a disconnect or replaced by reauthentication.
+// Error-Types documents invalid_token_error (bad access_token) and
+// unauthorized_request_error (missing token); "unauthorized" and
+// "unauthorized_error" are undocumented spellings accepted defensively. A 401
+// with another name is not reported here: see IsUnauthorized.
 func IsInvalidToken(err error) bool {
 	fe, ok := asError(err)
 	if !ok || fe.StatusCode != http.StatusUnauthorized {
@@ -124,8 +143,24 @@ func IsInvalidToken(err error) bool {
 	return false
 }
 
+// IsUnauthorized reports any 401 from Finch, whatever its body. Finch's docs
+// do not say what every endpoint answers for a token that is already gone
+// (API-FACTS §8 lists the names seen, not a contract), so callers for which
+// any 401 means "nothing left to do" use this instead of IsInvalidToken: e.g.
+// the deletion path treats any 401 on POST /disconnect as "token already
+// revoked" rather than retrying forever. It is true for IsInvalidToken,
+// IsInvalidClient and IsReauthRequired errors too; test those first where the
+// difference matters.
+func IsUnauthorized(err error) bool {
+	fe, ok := asError(err)
+	return ok && !fe.Local && fe.StatusCode == http.StatusUnauthorized
+}
+
 // IsInvalidGrant reports a 400 invalid_grant_error: the authorization code is
-// unknown, already used or expired (codes live 10 minutes).
+// unknown, already used or expired (codes live 10 minutes), or the
+// redirect_uri does not match the session's (Error-Types: 400
+// invalid_grant_error; "invalid_grant" is the RFC 6749 §5.2 spelling, accepted
+// defensively).
 func IsInvalidGrant(err error) bool {
 	fe, ok := asError(err)
 	return ok && fe.StatusCode == http.StatusBadRequest &&
@@ -136,7 +171,8 @@ func IsInvalidGrant(err error) bool {
 type Class int
 
 const (
-	// ClassTransient: retry later with backoff (5xx, 408, network, timeouts).
+	// ClassTransient: retry later with backoff (5xx, 408, 409, network,
+	// timeouts).
 	ClassTransient Class = iota
 	// ClassRateLimited: retry after RateLimited's duration (or backoff).
 	ClassRateLimited
@@ -158,8 +194,11 @@ func (c Class) String() string {
 }
 
 // Classify maps an error from this package to a Class. Finch responses are
-// classified by status: 429 RateLimited; 5xx and 408 Transient; any other
-// status Terminal (4xx, and 1xx/3xx which mean a misconfigured API URL).
+// classified by status: 429 RateLimited; 5xx, 408 and 409 Transient (the
+// statuses both SDKs retry: finch-api-go internal/requestconfig/requestconfig.go
+// shouldRetry, finch-api-node src/client.ts shouldRetry, which calls 409 a
+// lock timeout); any other status Terminal (4xx, and 1xx/3xx which mean a
+// misconfigured API URL). A local IPGuard refusal is a 429, so RateLimited.
 // ErrInvalidArgument is Terminal. Everything else (network errors, timeouts,
 // context cancellation, undecodable 2xx bodies) is Transient. Classify(nil) is
 // ClassTerminal; do not call it with nil.
@@ -171,7 +210,7 @@ func Classify(err error) Class {
 		switch {
 		case fe.StatusCode == http.StatusTooManyRequests:
 			return ClassRateLimited
-		case fe.StatusCode >= 500, fe.StatusCode == http.StatusRequestTimeout:
+		case fe.StatusCode >= 500, fe.StatusCode == http.StatusRequestTimeout, fe.StatusCode == http.StatusConflict:
 			return ClassTransient
 		default:
 			return ClassTerminal

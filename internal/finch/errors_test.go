@@ -111,7 +111,7 @@ func TestDecodeErrorHelpers(t *testing.T) {
 		{"503 retry-after", 503, http.Header{"Retry-After": {"3"}}, `{"name":"server_error"}`,
 			check{retryAfter: 3 * time.Second, class: ClassTransient}, "server_error", ""},
 		{"408", 408, nil, `{"name":"client_connection_closed"}`, check{class: ClassTransient}, "client_connection_closed", ""},
-		{"409", 409, nil, `{}`, check{class: ClassTerminal}, "", ""},
+		{"409 lock timeout", 409, nil, `{}`, check{class: ClassTransient}, "", ""},
 		{"301", 301, nil, ``, check{class: ClassTerminal}, "", ""},
 		{"odd types", 400, nil, `{"code":{"x":1},"name":123,"finch_code":true,"message":["a"],"context":"nope"}`,
 			check{class: ClassTerminal}, "123", "true"},

@@ -28,12 +28,24 @@ var (
 
 	retriesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_api_retries_total",
-		Help: "Finch API request retries, by reason (rate_limited, server_error, network).",
+		Help: "Finch API request retries, by reason (rate_limited, server_error, conflict, should_retry, network).",
 	}, []string{"app", "endpoint", "reason"})
+
+	// The IPGuard's pause. Its refusals are not Finch responses, so they are
+	// counted here and never in finch_api_requests_total.
+	ipPenaltyUntil = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "finch_api_ip_penalty_until_seconds",
+		Help: "Unix time at which the operator's pause for Finch's per-IP rate-limit penalty (429 finch_api_ip_rl) ends; 0 when there is none.",
+	})
+
+	ipPenaltyRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "finch_api_ip_penalty_refused_total",
+		Help: "Finch API calls refused locally, without sending, while the operator serves Finch's per-IP rate-limit penalty.",
+	}, []string{"app", "endpoint"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(requestsTotal, requestDuration, budgetWait, retriesTotal)
+	metrics.Registry.MustRegister(requestsTotal, requestDuration, budgetWait, retriesTotal, ipPenaltyUntil, ipPenaltyRefused)
 }
 
 // DeleteAppMetrics drops every series of app, for when its FinchApp is
@@ -44,4 +56,5 @@ func DeleteAppMetrics(app string) {
 	requestDuration.DeletePartialMatch(l)
 	budgetWait.DeletePartialMatch(l)
 	retriesTotal.DeletePartialMatch(l)
+	ipPenaltyRefused.DeletePartialMatch(l)
 }

@@ -14,7 +14,11 @@ import (
 type retryPolicy int
 
 const (
-	// retryAll: 429, 5xx, 408 and network errors. For idempotent calls.
+	// retryAll: 429, 5xx, 408, 409, network errors, and any status Finch
+	// marks x-should-retry: true. For idempotent calls. The statuses are the
+	// SDKs' (finch-api-go internal/requestconfig/requestconfig.go shouldRetry;
+	// finch-api-node src/client.ts, formerly src/core.ts, shouldRetry: 408,
+	// 409 "lock timeouts", 429, >=500).
 	retryAll retryPolicy = iota
 	// retryRateLimited: 429 only, which Finch answers before processing the
 	// request. For calls that must not run twice (reauthenticate, code
@@ -27,6 +31,8 @@ const (
 const (
 	reasonRateLimited = "rate_limited"
 	reasonServerError = "server_error"
+	reasonConflict    = "conflict"     // 409, a lock timeout in the SDKs' words
+	reasonShouldRetry = "should_retry" // x-should-retry: true on a status not retried otherwise
 	reasonNetwork     = "network"
 )
 

@@ -127,9 +127,42 @@ func (r ReauthRequest) MarshalJSON() ([]byte, error) {
 
 // SessionResponse is returned by both session endpoints. Finch returns no
 // expiry: compute it from the minutes_to_expire you sent.
+//
+// ConnectURL is never empty in a SessionResponse the Client returns: when the
+// body has no connect_url the Client takes "url", else builds the documented
+// link (see ConnectURLSource).
 type SessionResponse struct {
 	SessionID  string `json:"session_id"`
 	ConnectURL string `json:"connect_url"`
+	// ConnectURLSource says where ConnectURL came from: ConnectURLFromBody,
+	// ConnectURLFromURLField or ConnectURLBuilt. It is not on the wire.
+	ConnectURLSource string `json:"-"`
+
+	altURL string // the body's "url", a fallback for a missing connect_url
+}
+
+// Values of SessionResponse.ConnectURLSource.
+const (
+	ConnectURLFromBody     = "connect_url" // the documented field
+	ConnectURLFromURLField = "url"         // fallback: the body's "url"
+	ConnectURLBuilt        = "built"       // fallback: <ConnectBaseURL>/authorize?session=<session_id>
+)
+
+// UnmarshalJSON decodes leniently (a field of an unexpected type is left
+// empty) and keeps "url" as a fallback for a missing connect_url.
+func (s *SessionResponse) UnmarshalJSON(b []byte) error {
+	var w struct {
+		SessionID  json.RawMessage `json:"session_id"`
+		ConnectURL json.RawMessage `json:"connect_url"`
+		URL        json.RawMessage `json:"url"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	s.SessionID = lenientString(w.SessionID)
+	s.ConnectURL = lenientString(w.ConnectURL)
+	s.altURL = lenientString(w.URL)
+	return nil
 }
 
 // TokenRequest is the caller's part of POST /auth/token; the client adds its
@@ -212,7 +245,40 @@ type AuthenticationMethod struct {
 	Products         []string          `json:"products,omitempty"`
 }
 
-// Introspection is the response of GET /introspect.
+// Entity is one entry of Introspection.Entities, for multi-entity
+// connections (finch-api-go account.go IntrospectionEntity; finch-api-node
+// src/resources/account.ts Introspection.Entity): {id, name|null,
+// source_id|null, status}. Status adds "disconnected" to the connection
+// status values and is kept verbatim.
+type Entity struct {
+	ID       string `json:"id"`
+	Name     string `json:"name,omitempty"`
+	SourceID string `json:"source_id,omitempty"`
+	Status   string `json:"status"`
+}
+
+// UnmarshalJSON decodes leniently: null, or a value of an unexpected type,
+// leaves that field "" instead of failing the whole introspection.
+func (e *Entity) UnmarshalJSON(b []byte) error {
+	var w struct {
+		ID       json.RawMessage `json:"id"`
+		Name     json.RawMessage `json:"name"`
+		SourceID json.RawMessage `json:"source_id"`
+		Status   json.RawMessage `json:"status"`
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(b), &w); err != nil {
+		return nil // lenient by design, like ConnectionStatus
+	}
+	e.ID = lenientString(w.ID)
+	e.Name = lenientString(w.Name)
+	e.SourceID = lenientString(w.SourceID)
+	e.Status = lenientString(w.Status)
+	return nil
+}
+
+// Introspection is the response of GET /introspect. Read the connection's
+// status with Status, not ConnectionStatus.Status: Finch may send the status
+// only per authentication method (see Status).
 type Introspection struct {
 	ID                    string                 `json:"id"`
 	ClientID              string                 `json:"client_id"`
@@ -229,6 +295,7 @@ type Introspection struct {
 	PayrollProviderID     string                 `json:"payroll_provider_id,omitempty"`
 	ConnectionStatus      ConnectionStatus       `json:"connection_status"`
 	AuthenticationMethods []AuthenticationMethod `json:"authentication_methods,omitempty"`
+	Entities              []Entity               `json:"entities,omitempty"` // multi-entity connections only
 	Products              []string               `json:"products"`
 	Manual                bool                   `json:"manual"`
 }

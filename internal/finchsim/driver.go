@@ -71,6 +71,12 @@ func (s *Sim) complete(sessionID string, c Completion) (code, redirectURI string
 				providerID: provider, authMethod: method, connectionType: connType, manual: se.manual,
 				accountID: newUUID(), companyID: newUUID(), entityID: newUUID(), createdAt: now,
 			}
+			for _, e := range c.Entities {
+				conn.entities = append(conn.entities, newEntity(e, status))
+			}
+			if len(conn.entities) > 0 {
+				conn.entityID = conn.entities[0].id
+			}
 			s.connections[conn.id] = conn
 			s.liveConn[key] = conn.id
 		}
@@ -84,6 +90,9 @@ func (s *Sim) complete(sessionID string, c Completion) (code, redirectURI string
 	}
 	se.completed = true
 
+	// Codes are UUIDs, like the docs' examples (finch-docs Redirect-to-Connect.md:
+	// "code=90abecb6-e7ab-4b85-864a-e1c8bf67f2ad"); clients must treat them as opaque strings
+	// (finch-connect-sdk src/types.ts SuccessEvent.code: string).
 	code = newUUID()
 	s.codes[code] = &authCode{
 		clientID: se.clientID, sessionID: se.id, connectionID: conn.id, redirectURI: se.redirectURI,
@@ -123,9 +132,80 @@ func (s *Sim) SetConnectionStatus(connectionID, status string) error {
 	return nil
 }
 
+func newEntity(e EntityInfo, defaultStatus string) *entity {
+	id := e.ID
+	if id == "" {
+		id = newUUID()
+	}
+	st := e.Status
+	if st == "" {
+		st = defaultStatus
+	}
+	return &entity{id: id, name: e.Name, sourceID: e.SourceID, status: st}
+}
+
+// AddEntities adds entities to a connection, as an employer connecting more accounts of a
+// multi-entity provider would (empty IDs are generated; an empty Status takes the connection's).
+// A single-entity connection becomes multi-entity, its original entity first. It returns all the
+// connection's entities. Tokens exchanged afterwards list them in entity_ids.
+func (s *Sim) AddEntities(connectionID string, entities ...EntityInfo) ([]EntityInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.connections[connectionID]
+	if c == nil {
+		return nil, ErrConnectionNotFound
+	}
+	if c.disconnected {
+		return nil, ErrConnectionDisconnected
+	}
+	if len(c.entities) == 0 {
+		c.entities = []*entity{{id: c.entityID, status: c.status}}
+	}
+	for _, e := range entities {
+		c.entities = append(c.entities, newEntity(e, c.status))
+	}
+	return c.entityInfos(), nil
+}
+
+// SetEntityStatus sets one entity's status (entities[].status adds "disconnected" to the
+// connection statuses, finch-api-go account.go IntrospectionEntitiesStatus) and delivers a signed
+// account.updated webhook carrying entity_id (finch-api-go webhook.go BaseWebhookEvent.EntityID:
+// "Unique Finch id of the entity for which data has been updated"). The connection's own status
+// is not changed.
+func (s *Sim) SetEntityStatus(connectionID, entityID, status string) error {
+	if status == "" {
+		return ErrInvalidStatus
+	}
+	s.mu.Lock()
+	c := s.connections[connectionID]
+	if c == nil {
+		s.mu.Unlock()
+		return ErrConnectionNotFound
+	}
+	if c.disconnected {
+		s.mu.Unlock()
+		return ErrConnectionDisconnected
+	}
+	var e *entity
+	for _, x := range c.entities {
+		if x.id == entityID {
+			e = x
+		}
+	}
+	if e == nil {
+		s.mu.Unlock()
+		return ErrEntityNotFound
+	}
+	e.status = status
+	job := s.entityUpdatedLocked(c, e)
+	s.mu.Unlock()
+	s.dispatch(job)
+	return nil
+}
+
 func driverErrorStatus(err error) int {
 	switch {
-	case errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrConnectionNotFound):
+	case errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrConnectionNotFound), errors.Is(err, ErrEntityNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, ErrSessionExpired):
 		return http.StatusGone
@@ -156,6 +236,15 @@ func writeDriverError(w http.ResponseWriter, r *http.Request, err error) {
 // It acts as the employer's browser completing Connect. With a redirect_uri on the session it
 // answers 302 to redirect_uri?code=..[&state=..]; otherwise (or with app_type=spa, as the
 // embedded SDK's iframe sends) it answers 200 {"code": ..., "state": ...}, what onSuccess gets.
+//
+// state is passed through as given on the Connect URL: the embedded SDK appends it to the
+// session URL (finch-connect-sdk src/utils.ts constructAuthUrl: searchParams.append('state')) and
+// hands it back in onSuccess (src/types.ts SuccessEvent.state); the docs list it as "included as
+// a query parameter in the response back to your application" (developer.tryfinch.com
+// /implementation-guide/Connect/Set-Up-Finch-Connect) and, for the redirect, "If the redirect to
+// Finch Connect contains a state parameter, the same parameter will be returned here"
+// (finch-docs Redirect-to-Connect.md, static-URL era). No source shows a session-based redirect
+// carrying it, so a callback should use it as a hint, not require it.
 func (s *Sim) handleAuthorize(w http.ResponseWriter, r *http.Request, _ []byte) {
 	q := r.URL.Query()
 	id := q.Get("session")
@@ -210,6 +299,13 @@ func (s *Sim) newSimMux() *http.ServeMux {
 	m.HandleFunc("GET /_sim/sessions/{id}", s.simGetSession)
 	m.HandleFunc("GET /_sim/connections/{id}", s.simGetConnection)
 	m.HandleFunc("POST /_sim/connections/{id}/status", s.simSetStatus)
+	m.HandleFunc("POST /_sim/connections/{id}/entities", s.simAddEntities)
+	m.HandleFunc("POST /_sim/connections/{id}/entities/{entity}/status", s.simSetEntityStatus)
+	m.HandleFunc("POST /_sim/ip-limit", s.simSetIPLimit)
+	m.HandleFunc("DELETE /_sim/ip-limit", func(w http.ResponseWriter, r *http.Request) {
+		s.SetIPRateLimit(IPRateLimit{})
+		w.WriteHeader(http.StatusNoContent)
+	})
 	m.HandleFunc("GET /_sim/state", s.simState)
 	m.HandleFunc("GET /_sim/calls", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.CallCounts()) })
 	m.HandleFunc("GET /_sim/responses", s.simResponses)
@@ -288,6 +384,66 @@ func (s *Sim) simSetStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, c)
 }
 
+func (s *Sim) simAddEntities(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Entities []EntityInfo `json:"entities"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		badRequest(w, "invalid JSON body: "+err.Error())
+		return
+	}
+	if len(req.Entities) == 0 {
+		badRequest(w, `entities is required (e.g. {"entities":[{"name":"Acme East","status":"connected"}]})`)
+		return
+	}
+	all, err := s.AddEntities(r.PathValue("id"), req.Entities...)
+	if err != nil {
+		writeDriverError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entities": all})
+}
+
+func (s *Sim) simSetEntityStatus(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Status string `json:"status"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		badRequest(w, "invalid JSON body: "+err.Error())
+		return
+	}
+	id, eid := r.PathValue("id"), r.PathValue("entity")
+	if err := s.SetEntityStatus(id, eid, req.Status); err != nil {
+		writeDriverError(w, r, err)
+		return
+	}
+	c, _ := s.Connection(id)
+	for _, e := range c.Entities {
+		if e.ID == eid {
+			writeJSON(w, http.StatusOK, e)
+			return
+		}
+	}
+	writeDriverError(w, r, ErrEntityNotFound)
+}
+
+func (s *Sim) simSetIPLimit(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Requests     int          `json:"requests"`
+		Window       jsonDuration `json:"window"`
+		Penalty      jsonDuration `json:"penalty"`
+		NoRetryAfter bool         `json:"no_retry_after"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		badRequest(w, "invalid JSON body: "+err.Error())
+		return
+	}
+	l := IPRateLimit{Enabled: true, Requests: req.Requests, Window: time.Duration(req.Window),
+		Penalty: time.Duration(req.Penalty), NoRetryAfter: req.NoRetryAfter}
+	s.SetIPRateLimit(l)
+	writeJSON(w, http.StatusOK, l.withDefaults())
+}
+
 func (s *Sim) simState(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"sessions": s.Sessions(), "connections": s.Connections()})
 }
@@ -333,6 +489,10 @@ func (s *Sim) simAddFault(w http.ResponseWriter, r *http.Request) {
 		RetryAfter     jsonDuration `json:"retry_after"`
 		Latency        jsonDuration `json:"latency"`
 		CommitThenDrop bool         `json:"commit_then_drop"`
+		Name           string       `json:"name"`
+		FinchCode      string       `json:"finch_code"`
+		Body           string       `json:"body"`
+		XShouldRetry   string       `json:"x_should_retry"`
 	}
 	if err := decodeOptional(r, &req); err != nil {
 		badRequest(w, "invalid JSON body: "+err.Error())
@@ -342,7 +502,8 @@ func (s *Sim) simAddFault(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, `endpoint is required (e.g. "POST /connect/sessions" or "*")`)
 		return
 	}
-	f := Fault{Count: 1, Status: req.Status, RetryAfter: time.Duration(req.RetryAfter), Latency: time.Duration(req.Latency), CommitThenDrop: req.CommitThenDrop}
+	f := Fault{Count: 1, Status: req.Status, RetryAfter: time.Duration(req.RetryAfter), Latency: time.Duration(req.Latency), CommitThenDrop: req.CommitThenDrop,
+		Name: req.Name, FinchCode: req.FinchCode, Body: req.Body, XShouldRetry: req.XShouldRetry}
 	if req.Count != nil {
 		f.Count = *req.Count
 	}
@@ -360,6 +521,9 @@ func (s *Sim) simAddApp(w http.ResponseWriter, r *http.Request) {
 			Requests int          `json:"requests"`
 			Window   jsonDuration `json:"window"`
 		} `json:"rate_limit"`
+		OmitTopLevelStatus bool   `json:"omit_top_level_status"`
+		ReauthURLField     string `json:"reauth_url_field"`
+		SessionURLField    string `json:"session_url_field"`
 	}
 	if err := decodeOptional(r, &req); err != nil {
 		badRequest(w, "invalid JSON body: "+err.Error())
@@ -369,9 +533,16 @@ func (s *Sim) simAddApp(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "client_id and client_secret are required")
 		return
 	}
+	for _, f := range []string{req.ReauthURLField, req.SessionURLField} {
+		if f != "" && f != URLFieldConnectURL && f != URLFieldURL && f != URLFieldNone {
+			badRequest(w, "reauth_url_field and session_url_field must be one of connect_url, url, none")
+			return
+		}
+	}
 	s.AddApp(AppConfig{
 		ClientID: req.ClientID, ClientSecret: req.ClientSecret, WebhookURL: req.WebhookURL, WebhookSecret: req.WebhookSecret,
-		RateLimit: RateLimit{Requests: req.RateLimit.Requests, Window: time.Duration(req.RateLimit.Window)},
+		RateLimit:          RateLimit{Requests: req.RateLimit.Requests, Window: time.Duration(req.RateLimit.Window)},
+		OmitTopLevelStatus: req.OmitTopLevelStatus, ReauthURLField: req.ReauthURLField, SessionURLField: req.SessionURLField,
 	})
 	writeJSON(w, http.StatusCreated, map[string]string{"client_id": req.ClientID})
 }

@@ -79,6 +79,30 @@ type sessionResponse struct {
 	ConnectURL string `json:"connect_url"`
 }
 
+// writeSession answers a session endpoint with 201 {session_id, connect_url} (finch-api-node
+// src/resources/connect/sessions.ts; API reference new-session / reauthenticate-session: 201),
+// or with the link under the field the app's configuration picks (URLField*).
+func (s *Sim) writeSession(w http.ResponseWriter, r *http.Request, field, id string) {
+	link := s.connectURL(r, id)
+	switch field {
+	case URLFieldURL:
+		writeJSON(w, http.StatusCreated, map[string]string{"session_id": id, "url": link})
+	case URLFieldNone:
+		writeJSON(w, http.StatusCreated, map[string]string{"session_id": id})
+	default:
+		writeJSON(w, http.StatusCreated, sessionResponse{SessionID: id, ConnectURL: link})
+	}
+}
+
+func (s *Sim) appConfig(clientID string) AppConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.apps[clientID]; a != nil {
+		return a.cfg
+	}
+	return AppConfig{}
+}
+
 type createSessionReq struct {
 	CustomerID    *string  `json:"customer_id"`
 	CustomerName  *string  `json:"customer_name"`
@@ -218,6 +242,9 @@ func (s *Sim) handleCreateSession(w http.ResponseWriter, r *http.Request, body [
 	key := custKey{clientID, *req.CustomerID}
 	if connID, exists := s.liveConn[key]; exists {
 		s.mu.Unlock()
+		// Body exactly as the Connection & Session ID Migration Guide shows it (code 400,
+		// finch_code connection_already_exists, name bad_request, context {customer_id,
+		// connection_id}), minus its trailing comma.
 		writeError(w, http.StatusBadRequest, "bad_request", "connection_already_exists",
 			"There's an existing connection for the customer_id: "+*req.CustomerID+". Please use the /connect/sessions/reauthenticate endpoint instead.",
 			struct {
@@ -250,7 +277,7 @@ func (s *Sim) handleCreateSession(w http.ResponseWriter, r *http.Request, body [
 	id := se.id
 	s.mu.Unlock()
 
-	writeJSON(w, http.StatusCreated, sessionResponse{SessionID: id, ConnectURL: s.connectURL(r, id)})
+	s.writeSession(w, r, s.appConfig(clientID).SessionURLField, id)
 }
 
 type reauthReq struct {
@@ -296,12 +323,16 @@ func (s *Sim) handleReauthSession(w http.ResponseWriter, r *http.Request, body [
 	c := s.connections[*req.ConnectionID]
 	if c == nil || c.clientID != clientID {
 		s.mu.Unlock()
+		// Finch documents no error for an unknown connection_id: simulator choice, in the
+		// documented body shape (Error-Types), as a terminal 4xx.
 		writeError(w, http.StatusNotFound, "bad_request", "connection_not_found",
 			"No connection found for connection_id: "+*req.ConnectionID, map[string]string{"connection_id": *req.ConnectionID})
 		return
 	}
 	if c.disconnected {
 		s.mu.Unlock()
+		// Disconnect-Tokens: a disconnected connection cannot be reactivated. The error is not
+		// documented: simulator choice, as a terminal 4xx.
 		writeError(w, http.StatusBadRequest, "bad_request", "connection_disconnected",
 			"The connection "+c.id+" has been disconnected and cannot be reauthenticated. Create a new connect session instead.",
 			map[string]string{"connection_id": c.id})
@@ -324,7 +355,7 @@ func (s *Sim) handleReauthSession(w http.ResponseWriter, r *http.Request, body [
 	s.sessions[se.id] = se
 	s.mu.Unlock()
 
-	writeJSON(w, http.StatusCreated, sessionResponse{SessionID: se.id, ConnectURL: s.connectURL(r, se.id)})
+	s.writeSession(w, r, s.appConfig(clientID).ReauthURLField, se.id)
 }
 
 type tokenReq struct {
@@ -349,6 +380,9 @@ type tokenResponse struct {
 	CustomerName   any      `json:"customer_name"`
 }
 
+// invalidGrant: developer.tryfinch.com /api-reference/development-guides/errors/Error-Types,
+// 400 invalid_grant_error ("bad authorization code"); RFC 6749 §5.2 also gives invalid_grant for
+// a redirect_uri that does not match the authorization request's.
 func invalidGrant(w http.ResponseWriter, msg string) {
 	writeError(w, http.StatusBadRequest, "invalid_grant_error", "", msg, nil)
 }
@@ -390,12 +424,25 @@ func (s *Sim) handleToken(w http.ResponseWriter, r *http.Request, body []byte) {
 		invalidGrant(w, "The authorization code has expired")
 		return
 	}
-	if req.RedirectURI != nil && *req.RedirectURI != "" && *req.RedirectURI != ac.redirectURI {
-		if ac.redirectURI == "" {
-			invalidGrant(w, "redirect_uri must not be sent: the session was created without one (embedded flow)")
-		} else {
-			invalidGrant(w, "redirect_uri does not match the one the session was created with")
-		}
+	// redirect_uri binds the code to its session, strictly: RFC 6749 §4.1.3 (required, and
+	// identical, when the authorization request had one); Retrieve-Access-Token (include it only
+	// for the redirect flow, "the same redirect URI you used"; never for the embedded flow);
+	// finch-demo-nextjs pages/api/finch/callback.tsx ("embedded Finch Connect flow will fail if
+	// redirect_uri is included"). An empty value counts as absent (RFC 6749 §3.1). A mismatch
+	// does not burn the code.
+	sent := ""
+	if req.RedirectURI != nil {
+		sent = *req.RedirectURI
+	}
+	switch {
+	case ac.redirectURI == "" && sent != "":
+		invalidGrant(w, "redirect_uri must not be sent: the session was created without one (embedded flow)")
+		return
+	case ac.redirectURI != "" && sent == "":
+		invalidGrant(w, "redirect_uri is required: the session was created with one (redirect flow); send the same value")
+		return
+	case sent != ac.redirectURI:
+		invalidGrant(w, "redirect_uri does not match the one the session was created with")
 		return
 	}
 	c := s.connections[ac.connectionID]
@@ -412,7 +459,7 @@ func (s *Sim) handleToken(w http.ResponseWriter, r *http.Request, body []byte) {
 	c.tokens = append(c.tokens, t)
 	writeJSON(w, http.StatusOK, tokenResponse{
 		AccessToken: t.value, TokenType: "bearer", ConnectionID: c.id, ClientType: "sandbox",
-		ConnectionType: c.connectionType, EntityIDs: []string{c.entityID}, Products: cloneStrings(c.products),
+		ConnectionType: c.connectionType, EntityIDs: c.entityIDs(), Products: cloneStrings(c.products),
 		ProviderID: c.providerID, AccountID: c.accountID, CompanyID: c.companyID,
 		CustomerID: nullable(c.customerID), CustomerName: nullable(c.customerName),
 	})
@@ -448,6 +495,52 @@ type introspectResponse struct {
 	Manual                bool             `json:"manual"`
 	Username              string           `json:"username"`
 	AuthenticationMethods []authMethodInfo `json:"authentication_methods"`
+	Entities              []entityWire     `json:"entities,omitempty"`
+}
+
+// entityWire is one of /introspect's entities[] (finch-api-go account.go IntrospectionEntity:
+// id, name nullable, source_id nullable, status).
+type entityWire struct {
+	ID       string `json:"id"`
+	Name     any    `json:"name"`
+	SourceID any    `json:"source_id"`
+	Status   string `json:"status"`
+}
+
+// guideIntrospection is /introspect in the Migration Guide's example shape, field for field and
+// in its order: no id, provider_id, customer_* and, above all, no top-level connection_status.
+type guideIntrospection struct {
+	ClientID              string            `json:"client_id"`
+	ClientType            string            `json:"client_type"`
+	ConnectionType        string            `json:"connection_type"`
+	CompanyID             string            `json:"company_id"`
+	AccountID             string            `json:"account_id"`
+	ConnectionID          string            `json:"connection_id"`
+	Products              []string          `json:"products"`
+	Username              string            `json:"username"`
+	PayrollProviderID     string            `json:"payroll_provider_id"`
+	Manual                bool              `json:"manual"`
+	AuthenticationMethods []guideAuthMethod `json:"authentication_methods"`
+	Entities              []entityWire      `json:"entities,omitempty"`
+}
+
+type guideAuthMethod struct {
+	Type             string `json:"type"`
+	ConnectionStatus struct {
+		Status  string `json:"status"`
+		Message string `json:"message"`
+	} `json:"connection_status"`
+}
+
+func (c *connection) entitiesWire() []entityWire {
+	if len(c.entities) == 0 {
+		return nil
+	}
+	out := make([]entityWire, len(c.entities))
+	for i, e := range c.entities {
+		out[i] = entityWire{ID: e.id, Name: nullable(e.name), SourceID: nullable(e.sourceID), Status: e.status}
+	}
+	return out
 }
 
 func (s *Sim) handleIntrospect(w http.ResponseWriter, r *http.Request, _ []byte) {
@@ -460,6 +553,18 @@ func (s *Sim) handleIntrospect(w http.ResponseWriter, r *http.Request, _ []byte)
 	if !ok {
 		return
 	}
+	username := "admin@" + strings.ReplaceAll(c.providerID, "_", "-") + ".sim.example"
+	if a := s.apps[c.clientID]; a != nil && a.cfg.OmitTopLevelStatus {
+		m := guideAuthMethod{Type: c.authMethod}
+		m.ConnectionStatus.Status, m.ConnectionStatus.Message = c.status, statusMessages[c.status]
+		writeJSON(w, http.StatusOK, guideIntrospection{
+			ClientID: c.clientID, ClientType: "sandbox", ConnectionType: c.connectionType, CompanyID: c.companyID,
+			AccountID: c.accountID, ConnectionID: c.id, Products: cloneStrings(c.products), Username: username,
+			PayrollProviderID: c.providerID, Manual: c.manual, AuthenticationMethods: []guideAuthMethod{m},
+			Entities: c.entitiesWire(),
+		})
+		return
+	}
 	var lastSync any
 	if !c.lastSync.IsZero() {
 		lastSync = c.lastSync.UTC().Format(time.RFC3339)
@@ -470,12 +575,13 @@ func (s *Sim) handleIntrospect(w http.ResponseWriter, r *http.Request, _ []byte)
 		ConnectionType: c.connectionType, Products: cloneStrings(c.products), ProviderID: c.providerID,
 		PayrollProviderID: c.providerID, AccountID: c.accountID, CompanyID: c.companyID,
 		CustomerID: nullable(c.customerID), CustomerName: nullable(c.customerName), CustomerEmail: nullable(c.customerEmail),
-		Manual: c.manual, Username: "admin@" + strings.ReplaceAll(c.providerID, "_", "-") + ".sim.example",
+		Manual: c.manual, Username: username,
 		AuthenticationMethods: []authMethodInfo{{
 			Type:             c.authMethod,
 			ConnectionStatus: connStatus{Status: c.status, Message: statusMessages[c.status]},
 			Products:         cloneStrings(c.products),
 		}},
+		Entities: c.entitiesWire(),
 	})
 }
 
@@ -497,6 +603,10 @@ func (s *Sim) disconnectLocked(c *connection) {
 	c.revokeTokens()
 	c.disconnected = true
 	c.status = "disconnected"
+	// Disconnect-Tokens: /disconnect disconnects every token and entity of the connection.
+	for _, e := range c.entities {
+		e.status = "disconnected"
+	}
 	key := custKey{c.clientID, c.customerID}
 	if s.liveConn[key] == c.id {
 		delete(s.liveConn, key)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -66,6 +67,7 @@ func (s *Sim) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h, api := apiRoutes[key]
 	if !api {
 		if key != EndpointAuthorize {
+			// developer.tryfinch.com /api-reference/development-guides/errors/Error-Types: 404 not_found_error.
 			writeError(w, http.StatusNotFound, "not_found_error", "", "no route for "+key, nil)
 			return
 		}
@@ -78,6 +80,8 @@ func (s *Sim) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(body) > maxBody {
+		// Finch documents no 413; the simulator answers with the documented validation pair
+		// (Error-Types: bad_request / invalid_request).
 		writeError(w, http.StatusRequestEntityTooLarge, "bad_request", "invalid_request", "request body too large", nil)
 		return
 	}
@@ -98,17 +102,26 @@ func (s *Sim) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if faulted && f.Status != 0 {
-		name, code := errorNameForStatus(f.Status)
-		if f.RetryAfter > 0 {
-			w.Header().Set("Retry-After", retryAfterSeconds(f.RetryAfter))
-		}
-		writeError(w, f.Status, name, code, "injected fault", nil)
+		writeFault(w, f)
 		s.record(key, f.Status)
 		return
 	}
 	if api {
+		if wait, retryAfter, limited := s.admitIP(r); limited {
+			if retryAfter {
+				w.Header().Set("Retry-After", retryAfterSeconds(wait))
+			}
+			// Error-Types: 429 rate_limit_exceeded_error, finch_code finch_api_ip_rl (per-IP
+			// limit: 1,000 requests / 5 min, 60-minute penalty, finch-docs Rate-Limits.md).
+			writeError(w, http.StatusTooManyRequests, "rate_limit_exceeded_error", "finch_api_ip_rl",
+				"Rate limit exceeded for this IP address. Requests from it are refused until the penalty ends.", nil)
+			s.record(key, http.StatusTooManyRequests)
+			return
+		}
 		if wait, limited := s.admit(key, r, body); limited {
 			w.Header().Set("Retry-After", retryAfterSeconds(wait))
+			// Error-Types: 429 rate_limit_exceeded_error, finch_code finch_application_rl (the
+			// per-application, per-endpoint limit).
 			writeError(w, http.StatusTooManyRequests, "rate_limit_exceeded_error", "finch_application_rl",
 				"Rate limit exceeded for this application and endpoint. Retry after the time in Retry-After.", nil)
 			s.record(key, http.StatusTooManyRequests)
@@ -126,6 +139,7 @@ func (s *Sim) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			s.logf("finchsim: CommitThenDrop on %s: hijack failed: %v; answering 502 instead", key, err)
+			// Error-Types: 502 bad_gateway_error.
 			writeError(w, http.StatusBadGateway, "bad_gateway_error", "", "connection dropped", nil)
 			return
 		}
@@ -164,6 +178,77 @@ func (s *Sim) takeFaultLocked(key string, api bool) (Fault, bool) {
 		return f, true
 	}
 	return Fault{}, false
+}
+
+// writeFault answers an injected status fault: the Finch error body for the status (or the
+// fault's verbatim Body), Retry-After and x-should-retry as configured.
+func writeFault(w http.ResponseWriter, f Fault) {
+	if f.RetryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfterSeconds(f.RetryAfter))
+	}
+	if f.XShouldRetry != "" {
+		w.Header().Set("X-Should-Retry", f.XShouldRetry)
+	}
+	if f.Body != "" {
+		// An answer Finch does not document (e.g. a gateway's): sent as is, so that the client's
+		// handling of the unknown is exercised.
+		ct := "text/plain; charset=utf-8"
+		if json.Valid([]byte(f.Body)) {
+			ct = "application/json"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(f.Status)
+		_, _ = io.WriteString(w, f.Body)
+		return
+	}
+	name, code := errorNameForStatus(f.Status)
+	if f.Name != "" {
+		name = f.Name
+	}
+	if f.FinchCode != "" {
+		code = f.FinchCode
+	}
+	writeError(w, f.Status, name, code, faultMessage(f.Status), nil)
+}
+
+// admitIP applies the per-source-IP limit (see IPRateLimit). During a penalty every request is
+// refused and the penalty is not extended (Finch documents nothing either way). Arrivals are
+// counted whether or not the app limit then admits them: Finch's IP limit sees every request.
+func (s *Sim) admitIP(r *http.Request) (wait time.Duration, retryAfter, limited bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ipLimit.Enabled {
+		return 0, false, false
+	}
+	l := s.ipLimit.withDefaults()
+	ip := sourceIP(r)
+	now := s.now()
+	if until := s.ipPenalty[ip]; now.Before(until) {
+		return until.Sub(now), !l.NoRetryAfter, true
+	}
+	arr := s.ipArrivals[ip]
+	cutoff := now.Add(-l.Window)
+	i := 0
+	for i < len(arr) && !arr[i].After(cutoff) {
+		i++
+	}
+	arr = arr[i:]
+	if len(arr) >= l.Requests {
+		// This request exceeds the limit: the penalty starts now and the window starts over.
+		s.ipPenalty[ip] = now.Add(l.Penalty)
+		delete(s.ipArrivals, ip)
+		return l.Penalty, !l.NoRetryAfter, true
+	}
+	s.ipArrivals[ip] = append(arr, now)
+	return 0, false, false
+}
+
+// sourceIP is the request's peer address without the port (what Finch's per-IP limit keys on).
+func sourceIP(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 // admit applies the app's sliding-window rate limit for this endpoint. The app is identified
@@ -211,7 +296,9 @@ func (s *Sim) admit(key string, r *http.Request, body []byte) (wait time.Duratio
 	return 0, false
 }
 
-// checkVersion enforces the Finch-API-Version header.
+// checkVersion enforces the Finch-API-Version header, which the API reference marks required
+// (API-FACTS §0); the answer is the documented validation pair (Error-Types: 400 bad_request /
+// invalid_request).
 func checkVersion(w http.ResponseWriter, r *http.Request) bool {
 	if r.Header.Get("Finch-API-Version") == "" {
 		badRequest(w, "Missing required header: Finch-API-Version")
@@ -231,6 +318,8 @@ func (s *Sim) appByCredentialsLocked(clientID, secret string) (*app, error) {
 	return a, nil
 }
 
+// invalidClient: developer.tryfinch.com /api-reference/development-guides/errors/Error-Types,
+// 401 invalid_client_error ("bad client credentials").
 func invalidClient(w http.ResponseWriter) {
 	writeError(w, http.StatusUnauthorized, "invalid_client_error", "", "Invalid client_id or client_secret", nil)
 }
@@ -256,16 +345,20 @@ func (s *Sim) basicApp(w http.ResponseWriter, r *http.Request) (clientID string,
 func (s *Sim) tokenLocked(w http.ResponseWriter, r *http.Request) (*token, *connection, bool) {
 	v := bearerToken(r)
 	if v == "" {
+		// Error-Types: 401 unauthorized_request_error ("missing token").
 		writeError(w, http.StatusUnauthorized, "unauthorized_request_error", "", "Missing access token: send Authorization: Bearer <access_token>", nil)
 		return nil, nil, false
 	}
 	t := s.tokens[v]
 	if t == nil || t.revoked {
+		// Error-Types: 401 invalid_token_error ("bad access_token"); revoked tokens (disconnect,
+		// replaced by reauthentication) get the same answer, which the docs do not distinguish.
 		writeError(w, http.StatusUnauthorized, "invalid_token_error", "", "The access token is invalid or has been revoked", nil)
 		return nil, nil, false
 	}
 	c := s.connections[t.connectionID]
 	if c == nil || c.disconnected {
+		// Error-Types: 401 invalid_token_error, as above.
 		writeError(w, http.StatusUnauthorized, "invalid_token_error", "", "The access token is invalid or has been revoked", nil)
 		return nil, nil, false
 	}

@@ -11,6 +11,13 @@
 // Besides the Finch endpoints it serves the Connect page (GET /authorize?session=<id>, acting as
 // the employer's browser) and driver/inspection endpoints under /_sim/.
 //
+// It is as strict as Finch's docs and SDKs justify: a code must be exchanged with exactly its
+// session's redirect_uri, or none (RFC 6749 §4.1.3); error bodies use the names of Finch's error
+// table; the per-app and (opt-in) per-IP rate limits answer finch_application_rl and
+// finch_api_ip_rl. Options reproduce documented oddities a client must survive: /introspect
+// without a top-level connection_status (the Migration Guide's example), multi-entity
+// connections, session responses without connect_url, 409s and undocumented bodies.
+//
 // It deliberately does not import internal/finch: it is an independent implementation of the wire
 // format, so it cross-checks the client.
 package finchsim
@@ -37,7 +44,53 @@ type Options struct {
 	ConnectBaseURL string
 	// Logf, if set, receives diagnostic messages.
 	Logf func(format string, args ...any)
+	// IPRateLimit is the per-source-IP limit (off unless Enabled; SetIPRateLimit changes it).
+	IPRateLimit IPRateLimit
 }
+
+// IPRateLimit is Finch's per-IP limit: at most Requests Finch API requests from one source IP in
+// any rolling Window; the request that exceeds it starts a Penalty during which every request
+// from that IP is answered 429 rate_limit_exceeded_error / finch_api_ip_rl. Finch documents
+// 1,000 requests per 5 minutes and a 60-minute penalty (finch-docs Rate-Limits.md, API-FACTS §8);
+// zero fields take those figures. The Connect page and /_sim/ are not counted.
+type IPRateLimit struct {
+	Enabled  bool          `json:"enabled"`
+	Requests int           `json:"requests,omitempty"`
+	Window   time.Duration `json:"window,omitempty"`  // nanoseconds in JSON
+	Penalty  time.Duration `json:"penalty,omitempty"` // nanoseconds in JSON
+	// NoRetryAfter leaves Retry-After off the penalty's 429s. Finch documents no Retry-After
+	// (API-FACTS §8, UNVERIFIED either way), so a client must cope without one.
+	NoRetryAfter bool `json:"no_retry_after,omitempty"`
+}
+
+// Finch's documented per-IP figures (API-FACTS §8).
+const (
+	DefaultIPRequests = 1000
+	DefaultIPWindow   = 5 * time.Minute
+	DefaultIPPenalty  = 60 * time.Minute
+)
+
+func (l IPRateLimit) withDefaults() IPRateLimit {
+	if l.Requests <= 0 {
+		l.Requests = DefaultIPRequests
+	}
+	if l.Window <= 0 {
+		l.Window = DefaultIPWindow
+	}
+	if l.Penalty <= 0 {
+		l.Penalty = DefaultIPPenalty
+	}
+	return l
+}
+
+// Values of AppConfig.ReauthURLField and SessionURLField: which field of a session response
+// carries the Connect link. Finch's SDKs and API reference have connect_url (required); the
+// others exist to exercise a client's fallback.
+const (
+	URLFieldConnectURL = "connect_url" // default: {"session_id", "connect_url"}
+	URLFieldURL        = "url"         // {"session_id", "url"}
+	URLFieldNone       = "none"        // {"session_id"} only
+)
 
 // AppConfig registers one Finch application.
 type AppConfig struct {
@@ -46,6 +99,17 @@ type AppConfig struct {
 	WebhookURL    string    `json:"webhook_url,omitempty"`
 	WebhookSecret string    `json:"webhook_secret,omitempty"` // standard base64; the decoded bytes are the HMAC key
 	RateLimit     RateLimit `json:"rate_limit"`
+	// OmitTopLevelStatus answers GET /introspect without a top-level connection_status, in the
+	// shape of the Connection & Session ID Migration Guide's example (client_id, client_type,
+	// connection_type, company_id, account_id, connection_id, products, username,
+	// payroll_provider_id, manual, authentication_methods[{type, connection_status{status,
+	// message}}]), plus entities for a multi-entity connection.
+	OmitTopLevelStatus bool `json:"omit_top_level_status,omitempty"`
+	// ReauthURLField and SessionURLField pick the link field of POST
+	// /connect/sessions/reauthenticate and POST /connect/sessions responses (URLField*; "" is
+	// connect_url).
+	ReauthURLField  string `json:"reauth_url_field,omitempty"`
+	SessionURLField string `json:"session_url_field,omitempty"`
 }
 
 // RateLimit is a sliding-window limit: at most Requests admitted requests in any rolling Window,
@@ -60,6 +124,19 @@ type Completion struct {
 	Provider   string // default: the session's integration.provider, else "gusto"
 	AuthMethod string // default: the session's integration.auth_method, else "credential"
 	Status     string // initial connection status, default "connected"
+	// Entities, if set, makes a connect session's connection multi-entity: the employer connected
+	// these entities (empty IDs are generated; an empty Status takes the connection's). The token
+	// response's entity_ids and /introspect's entities list them.
+	Entities []EntityInfo
+}
+
+// EntityInfo is one entity of a multi-entity connection, as /introspect's entities[] shows it
+// (finch-api-go account.go IntrospectionEntity: id, name|null, source_id|null, status).
+type EntityInfo struct {
+	ID       string `json:"id"`
+	Name     string `json:"name,omitempty"`
+	SourceID string `json:"source_id,omitempty"`
+	Status   string `json:"status"`
 }
 
 // Fault is injected into the next matching requests of an endpoint.
@@ -69,6 +146,13 @@ type Fault struct {
 	RetryAfter     time.Duration // Retry-After header (seconds, rounded up) on Status responses
 	Latency        time.Duration // sleep before handling
 	CommitThenDrop bool          // perform the operation, then close the connection without a response
+	// With Status: Name and FinchCode override the error body's name and finch_code (defaults by
+	// status, see errorNameForStatus); Body, if set, is sent verbatim instead of a Finch error
+	// body (an undocumented or non-JSON answer); XShouldRetry sets the x-should-retry header
+	// ("true"/"false") that the SDKs obey.
+	Name, FinchCode string
+	Body            string
+	XShouldRetry    string
 }
 
 // SessionInfo is a snapshot of a Connect session.
@@ -103,6 +187,8 @@ type ConnectionInfo struct {
 	Tokens       int       `json:"tokens"` // live (not revoked) tokens
 	Disconnected bool      `json:"disconnected"`
 	CreatedAt    time.Time `json:"created_at"`
+	// Entities of a multi-entity connection (none for a single-entity one).
+	Entities []EntityInfo `json:"entities,omitempty"`
 	// Extensions beyond the agreed API.
 	CustomerName   string `json:"customer_name"`
 	AccountID      string `json:"account_id"`
@@ -118,6 +204,7 @@ var (
 	ErrConnectionNotFound     = errors.New("finchsim: connection not found")
 	ErrConnectionDisconnected = errors.New("finchsim: connection is disconnected")
 	ErrInvalidStatus          = errors.New("finchsim: status must not be empty")
+	ErrEntityNotFound         = errors.New("finchsim: entity not found")
 )
 
 const (
@@ -155,9 +242,18 @@ type connection struct {
 	manual                                  bool
 	products                                []string
 	accountID, companyID, entityID          string
+	entities                                []*entity // multi-entity connections only; entityID is entities[0].id
 	tokens                                  []*token
 	disconnected                            bool
 	createdAt, lastSync                     time.Time
+}
+
+type entity struct {
+	id, name, sourceID, status string
+}
+
+func (e *entity) info() EntityInfo {
+	return EntityInfo{ID: e.id, Name: e.name, SourceID: e.sourceID, Status: e.status}
 }
 
 type token struct {
@@ -194,6 +290,9 @@ type Sim struct {
 	tokens          map[string]*token
 	codes           map[string]*authCode
 	faults          []*faultEntry
+	ipLimit         IPRateLimit
+	ipArrivals      map[string][]time.Time // source IP -> arrivals in window
+	ipPenalty       map[string]time.Time   // source IP -> end of its penalty
 	calls           map[string]int
 	responses       map[string]map[int]int
 
@@ -227,6 +326,9 @@ func New(opts Options) *Sim {
 		liveConn:        map[custKey]string{},
 		tokens:          map[string]*token{},
 		codes:           map[string]*authCode{},
+		ipLimit:         opts.IPRateLimit,
+		ipArrivals:      map[string][]time.Time{},
+		ipPenalty:       map[string]time.Time{},
 		calls:           map[string]int{},
 		responses:       map[string]map[int]int{},
 		ctx:             ctx,
@@ -317,6 +419,29 @@ func (s *Sim) SetRateLimit(clientID string, rl RateLimit) {
 	if a := s.apps[clientID]; a != nil {
 		a.cfg.RateLimit = rl
 	}
+}
+
+// SetIPRateLimit changes the per-source-IP limit. Disabling it also lifts running penalties and
+// forgets counted arrivals; changing an enabled limit keeps them.
+func (s *Sim) SetIPRateLimit(l IPRateLimit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ipLimit = l
+	if !l.Enabled {
+		s.ipArrivals = map[string][]time.Time{}
+		s.ipPenalty = map[string]time.Time{}
+	}
+}
+
+// IPPenaltyUntil is when the per-IP penalty of a source IP (e.g. "127.0.0.1") ends; the zero time
+// when it has none.
+func (s *Sim) IPPenaltyUntil(ip string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.ipPenalty[ip]; s.now().Before(u) {
+		return u
+	}
+	return time.Time{}
 }
 
 // SetWebhookURL changes where an app's webhooks go ("" disables them).
@@ -518,8 +643,31 @@ func (c *connection) info() ConnectionInfo {
 		AuthMethod: c.authMethod, Status: c.status, Products: cloneStrings(c.products),
 		Tokens: c.liveTokens(), Disconnected: c.disconnected, CreatedAt: c.createdAt,
 		CustomerName: c.customerName, AccountID: c.accountID, CompanyID: c.companyID,
-		ConnectionType: c.connectionType,
+		ConnectionType: c.connectionType, Entities: c.entityInfos(),
 	}
+}
+
+func (c *connection) entityInfos() []EntityInfo {
+	if len(c.entities) == 0 {
+		return nil
+	}
+	out := make([]EntityInfo, len(c.entities))
+	for i, e := range c.entities {
+		out[i] = e.info()
+	}
+	return out
+}
+
+// entityIDs is the token response's entity_ids.
+func (c *connection) entityIDs() []string {
+	if len(c.entities) == 0 {
+		return []string{c.entityID}
+	}
+	out := make([]string, len(c.entities))
+	for i, e := range c.entities {
+		out[i] = e.id
+	}
+	return out
 }
 
 func (c *connection) revokeTokens() {

@@ -39,21 +39,29 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(buf.Bytes())
 }
 
+// writeError writes Finch's error body, {code, name, finch_code?, message, context?}
+// (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types; context as in the
+// Migration Guide's connection_already_exists example). Callers cite the name they use.
 func writeError(w http.ResponseWriter, status int, name, finchCode, message string, ctx any) {
 	writeJSON(w, status, apiError{Code: status, FinchCode: finchCode, Message: message, Name: name, Context: ctx})
 }
 
+// badRequest: developer.tryfinch.com /api-reference/development-guides/errors/Error-Types,
+// 400 bad_request / invalid_request ("validation failed").
 func badRequest(w http.ResponseWriter, message string) {
 	writeError(w, http.StatusBadRequest, "bad_request", "invalid_request", message, nil)
 }
 
-// errorNameForStatus picks a Finch error name for an injected fault status.
+// errorNameForStatus picks the Finch error name and finch_code for an injected fault status, from
+// Finch's error table (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types,
+// API-FACTS §8) where it lists the status; the other choices are marked.
 func errorNameForStatus(status int) (name, finchCode string) {
 	switch status {
 	case 400:
 		return "bad_request", "invalid_request"
 	case 401:
-		return "authentication_error", ""
+		// The documented 401 a healthy token gets when the employer must reconnect.
+		return "authentication_error", "reauthenticate_user"
 	case 402:
 		return "payment_required", "payment_required"
 	case 403:
@@ -62,8 +70,13 @@ func errorNameForStatus(status int) (name, finchCode string) {
 		return "not_found_error", "item_not_found"
 	case 408:
 		return "client_connection_closed", ""
+	case 409:
+		// Not in Finch's table. Both SDKs retry 409 as a lock timeout (finch-api-node
+		// src/client.ts shouldRetry: "Retry on lock timeouts"; finch-api-go
+		// internal/requestconfig/requestconfig.go shouldRetry), so the fault models one.
+		return "conflict_error", "" // name: simulator choice
 	case 422:
-		return "unprocessable_request_error", ""
+		return "unprocessable_request_error", "unsupported_parameters"
 	case 429:
 		return "rate_limit_exceeded_error", "finch_application_rl"
 	case 500:
@@ -73,14 +86,25 @@ func errorNameForStatus(status int) (name, finchCode string) {
 	case 502:
 		return "bad_gateway_error", "upstream_provider_error"
 	case 503:
-		return "service_unavailable_error", ""
+		return "service_unavailable_error", "" // not in the table: simulator choice
 	case 504:
-		return "gateway_timeout_error", ""
+		return "gateway_timeout_error", "" // not in the table: simulator choice
 	}
 	if status >= 500 {
 		return "server_error", ""
 	}
-	return "bad_request", ""
+	return "bad_request", "" // not in the table: simulator choice
+}
+
+// faultMessage is the message of an injected fault's error body.
+func faultMessage(status int) string {
+	switch status {
+	case 401:
+		return "injected fault: the employer must reauthenticate this connection"
+	case 409:
+		return "injected fault: lock timeout; another request for this resource was in progress"
+	}
+	return "injected fault"
 }
 
 // retryAfterSeconds renders a duration as a Retry-After value: whole seconds, rounded up, at least 1.

@@ -22,10 +22,13 @@ type webhookJob struct {
 	body    []byte
 }
 
+// accountUpdatedEvent is finch-api-go webhook.go BaseWebhookEvent (account_id, company_id,
+// connection_id, entity_id) plus event_type and data.
 type accountUpdatedEvent struct {
 	AccountID    string             `json:"account_id"`
 	CompanyID    string             `json:"company_id"`
 	ConnectionID string             `json:"connection_id"`
+	EntityID     string             `json:"entity_id,omitempty"` // only for an entity's own update
 	EventType    string             `json:"event_type"`
 	Data         accountUpdatedData `json:"data"`
 }
@@ -40,12 +43,22 @@ type accountUpdatedData struct {
 // accountUpdatedLocked builds the account.updated webhook for a connection, or nil when its app
 // has no webhook URL. It also marks the job in flight; dispatch must follow.
 func (s *Sim) accountUpdatedLocked(c *connection) *webhookJob {
+	return s.webhookLocked(c, "", c.status)
+}
+
+// entityUpdatedLocked is accountUpdatedLocked for one entity of a multi-entity connection: the
+// event carries entity_id and the entity's status.
+func (s *Sim) entityUpdatedLocked(c *connection, e *entity) *webhookJob {
+	return s.webhookLocked(c, e.id, e.status)
+}
+
+func (s *Sim) webhookLocked(c *connection, entityID, status string) *webhookJob {
 	a := s.apps[c.clientID]
 	if a == nil || a.cfg.WebhookURL == "" {
 		return nil
 	}
-	ev := accountUpdatedEvent{AccountID: c.accountID, CompanyID: c.companyID, ConnectionID: c.id, EventType: "account.updated"}
-	ev.Data.Status = c.status
+	ev := accountUpdatedEvent{AccountID: c.accountID, CompanyID: c.companyID, ConnectionID: c.id, EntityID: entityID, EventType: "account.updated"}
+	ev.Data.Status = status
 	ev.Data.AuthenticationMethod.Type = c.authMethod
 	body, err := json.Marshal(ev)
 	if err != nil {

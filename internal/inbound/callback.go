@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,46 +28,85 @@ import (
 const (
 	ReasonTokenStored         = "TokenStored"
 	ReasonCallbackFailed      = "CallbackFailed"
+	ReasonCallbackFlood       = "CallbackFlood"
 	ReasonUnmatchedCode       = "UnmatchedCode"
 	ReasonTokenSecretNotOwned = "TokenSecretNotOwned"
 	ReasonTokenStoreFailed    = "TokenStoreFailed"
 )
 
-// tokenConnectionIDAnnotation is the annotation StoreToken writes on token
-// Secrets (controllers/secrets.go fillTokenSecret).
-const tokenConnectionIDAnnotation = "finch.connectops.dev/connection-id"
-
 // outcome is what the browser gets for a callback, and the metric result.
 type outcome struct {
-	result   string
-	page     page
-	redirect string // 303 to this URL instead of the page
+	result     string
+	page       page
+	redirect   string        // 303 to this URL instead of the page
+	retryAfter time.Duration // Retry-After of a 429 page
+	reject     string        // rejected before any Finch call: the reason label
 }
 
 // handleBadCallback answers callback URLs of the wrong shape or method like a
 // bad parameter.
 func (s *Server) handleBadCallback(w http.ResponseWriter, r *http.Request) {
+	s.rejectCallback(w, r, nil, rejectMalformed)
+}
+
+// rejectCallback answers a callback refused before any Finch call. Every
+// refusal shows the same page, so a caller learns nothing about which apps,
+// sessions or connections exist. Refusals for a known app also draw from the
+// app's bucket for unverified traffic; once it is empty the answer is 429 and
+// the flood is reported on the FinchApp.
+func (s *Server) rejectCallback(w http.ResponseWriter, r *http.Request, app *finchv1.FinchApp, reason string) {
 	callbacksTotal.WithLabelValues(callbackInvalid).Inc()
+	callbackRejected.WithLabelValues(reason).Inc()
+	if app != nil {
+		key := client.ObjectKeyFromObject(app).String()
+		if ok, wait := s.appLimiter.Take(key); !ok {
+			callbackRejected.WithLabelValues(rejectAppRate).Inc()
+			s.limitedWarning(app, ReasonCallbackFlood, "Callback", fmt.Sprintf(
+				"more than %d unverifiable callback requests in a burst for FinchApp %q (latest refused as %s): answering 429 to them; real employers' callbacks, which carry a state signed by the operator, are still served. Rate-limit the inbound Ingress (see the README, \"Exposing the inbound server\")",
+				s.cfg.CallbackAppBurst, app.Name, reason))
+			writeTooMany(w, wait)
+			return
+		}
+	}
 	writePage(w, pageInvalid)
 }
 
+func writeTooMany(w http.ResponseWriter, wait time.Duration) {
+	secs := int(math.Ceil(wait.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writePage(w, pageTooMany)
+}
+
 // handleCallback is the redirect flow: Finch Connect sent the employer's
-// browser here with ?code=...(&state=...). Exchange the code with the app's
-// credentials, find the FinchConnection from the customer_id (or
-// connection_id) the token response echoes, store the token.
+// browser to /callback/{namespace}/{app}/{path}?code=...&state=.... Before any
+// Finch call it checks, cheapest first: the caller's rate, the parameters, the
+// app's secret path segment, the state the operator signed for one of its
+// sessions, and that this session is live and not completed. Only then is the
+// code exchanged, with exactly the session's redirect_uri, within the app's
+// ceiling for callback exchanges, and the token stored for that connection.
 func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet { // the GET pattern also matches HEAD: never spend a code on it
 		s.handleBadCallback(w, r)
 		return
 	}
-	ns, name := r.PathValue("namespace"), r.PathValue("app")
-	codes := r.URL.Query()["code"]
+	if ok, wait := s.ipLimiter.Take(ipKey(clientIP(r, s.cfg.TrustedProxies))); !ok {
+		callbacksTotal.WithLabelValues(callbackInvalid).Inc()
+		callbackRejected.WithLabelValues(rejectIPRate).Inc()
+		writeTooMany(w, wait)
+		return
+	}
+	ns, name, seg := r.PathValue("namespace"), r.PathValue("app"), r.PathValue("path")
+	q := r.URL.Query()
+	codes, states := q["code"], q["state"]
 	if len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 ||
-		len(codes) != 1 || !validCode(codes[0]) {
+		len(codes) != 1 || !validCode(codes[0]) || len(states) != 1 || len(states[0]) > maxStateLen {
 		s.handleBadCallback(w, r)
 		return
 	}
-	code := codes[0]
+	code, state := codes[0], states[0]
 	key := types.NamespacedName{Namespace: ns, Name: name}
 	log := s.log.WithValues("callback", key.String())
 
@@ -81,8 +122,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		var cfgErr *controllers.AppConfigError
 		switch {
 		case apierrors.IsNotFound(err):
-			// Same page as a bad parameter: reveal nothing about which apps exist.
-			s.handleBadCallback(w, r)
+			s.rejectCallback(w, r, nil, rejectUnknownApp)
 		case errors.As(err, &cfgErr):
 			// The app exists but is unusable; the employer sees the same page
 			// as for a bad link (nothing revealed), the administrator the reason.
@@ -90,7 +130,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			s.limitedWarning(app, ReasonCallbackFailed, "Callback", fmt.Sprintf(
 				"an employer reached the callback but FinchApp %q is not usable (%s): %s; the authorization code was not exchanged, the employer must start again once it is fixed",
 				app.Name, cfgErr.Reason, cfgErr.Message))
-			s.handleBadCallback(w, r)
+			s.rejectCallback(w, r, app, rejectUnknownApp)
 		default:
 			// The code was not spent: a reload later can still succeed.
 			log.Error(err, "callback: cannot read the FinchApp")
@@ -99,62 +139,147 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-
-	// The redirect_uri must be exactly the one the session was created with.
-	// Sessions use the connection's redirectURI, else the app's, else the
-	// operator's callback; the connection is unknown until the exchange, and
-	// a connection-level redirectURI points elsewhere, so this callback
-	// serves the app-level one.
-	redirectURI := app.Spec.RedirectURI
-	if redirectURI == "" {
-		redirectURI = controllers.CallbackURL(app.Spec.PublicURL, key)
+	if !resolved.CallbackPathMatches(seg) {
+		s.rejectCallback(w, r, app, rejectBadPath)
+		return
+	}
+	sessionID, ok := resolved.VerifyState(state)
+	if !ok {
+		s.rejectCallback(w, r, app, rejectBadState)
+		return
 	}
 
 	// The exchange runs detached from the browser's request: once the code
 	// is sent to Finch, the token must be stored even if the tab is closed.
 	base := context.WithoutCancel(r.Context())
 	out, ok := s.codes.do(r.Context(), codeKey(key, code), func() (outcome, bool) {
-		return s.exchange(base, app, resolved, code, redirectURI)
+		return s.redeem(base, app, resolved, sessionID, code)
 	})
 	if !ok {
 		// The browser left while another request for the same code was in flight.
 		return
 	}
-	callbacksTotal.WithLabelValues(out.result).Inc()
-	if out.redirect != "" {
-		http.Redirect(w, r, out.redirect, http.StatusSeeOther)
+	if out.reject != "" {
+		s.rejectCallback(w, r, app, out.reject)
 		return
 	}
-	writePage(w, out.page)
+	callbacksTotal.WithLabelValues(out.result).Inc()
+	switch {
+	case out.redirect != "":
+		http.Redirect(w, r, out.redirect, http.StatusSeeOther)
+	case out.page.status == http.StatusTooManyRequests:
+		writeTooMany(w, out.retryAfter)
+	default:
+		writePage(w, out.page)
+	}
 }
 
-// exchange spends the code and stores the token. The bool says whether the
-// outcome should be remembered for the code (true once the code is spent).
-func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, code, redirectURI string) (outcome, bool) {
-	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String())
-	xctx, cancel := context.WithTimeout(base, exchangeTimeout)
-	resp, err := resolved.Client.ExchangeCode(xctx, finch.TokenRequest{Code: code, RedirectURI: redirectURI})
+// redeem checks the session a verified state names and spends the code. The
+// bool says whether the outcome is remembered for the code: every outcome is,
+// except a transient failure that a reload may still turn into a success.
+func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, sessionID, code string) (outcome, bool) {
+	ctx, cancel := context.WithTimeout(base, apiTimeout)
+	conn, reason, err := s.sessionConnection(ctx, app, sessionID)
 	cancel()
 	if err != nil {
-		return s.exchangeFailed(app, resolved, err), false
+		s.log.Error(err, "callback: cannot look up the session's FinchConnection")
+		return outcome{result: callbackError, page: pageUnavailable}, false
 	}
+	if reason != "" {
+		return outcome{reject: reason}, true
+	}
+	// A few exchanges per session, then one a minute: a leaked Connect link
+	// cannot drain the budget, and its employer can still finish after a wait.
+	if ok, wait := s.sessionLimiter.Take(client.ObjectKeyFromObject(app).String() + "\x00" + sessionID); !ok {
+		callbackRejected.WithLabelValues(rejectSessionLocked).Inc()
+		return outcome{result: callbackInvalid, page: pageTooMany, retryAfter: wait}, false
+	}
+	// The ceiling keeps callbacks from spending the app's whole token budget:
+	// reconciles (embedded hand-offs) always keep the rest of it.
+	appKey := client.ObjectKeyFromObject(app).String()
+	if wait := s.exchangeBudget(appKey).Delay(callbackBudgetKey); wait > 0 {
+		callbackExchanges.WithLabelValues(appKey, exchangeCeiling).Inc()
+		s.limitedWarning(app, ReasonCallbackFlood, "ExchangeCode", fmt.Sprintf(
+			"the callback reached its ceiling of %d code exchanges per %s for FinchApp %q (--callback-exchanges); an employer was asked to retry in %s",
+			s.cfg.CallbackExchanges.Requests, s.cfg.CallbackExchanges.Window, app.Name, wait.Round(time.Second)))
+		return outcome{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
+	}
+	if err := s.exchangeBudget(appKey).Wait(base, callbackBudgetKey); err != nil {
+		return outcome{result: callbackError, page: pageUnavailable}, false
+	}
+	return s.exchange(base, app, resolved, conn, code)
+}
+
+// sessionConnection finds the FinchConnection that publishes sessionID and
+// checks the session can still produce a code: not expired, and not completed
+// (its token Secret was not already written from it). reason is set when the
+// callback must be refused.
+func (s *Server) sessionConnection(ctx context.Context, app *finchv1.FinchApp, sessionID string) (*finchv1.FinchConnection, string, error) {
+	list := &finchv1.FinchConnectionList{}
+	if err := s.cfg.Client.List(ctx, list, client.InNamespace(app.Namespace),
+		client.MatchingFields{controllers.IndexConnectionSession: controllers.AppScoped(app.Name, sessionID)}); err != nil {
+		return nil, "", fmt.Errorf("list FinchConnections by session: %w", err)
+	}
+	conn := oldest(list.Items, func(c *finchv1.FinchConnection) bool {
+		return c.Status.Session != nil && c.Status.Session.ID == sessionID
+	})
+	if conn == nil {
+		return nil, rejectNoSession, nil
+	}
+	if !s.cfg.Now().Before(conn.Status.Session.ExpiresAt.Time) {
+		return nil, rejectNoSession, nil
+	}
+	sec := &corev1.Secret{}
+	err := s.cfg.Client.Get(ctx, types.NamespacedName{Namespace: conn.Namespace, Name: conn.TokenSecretName()}, sec)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, "", fmt.Errorf("read token Secret: %w", err)
+	case sec.Annotations[finchv1.TokenSessionIDAnnotation] == sessionID:
+		return nil, rejectSessionCompleted, nil
+	}
+	return conn, "", nil
+}
+
+// exchange spends the code with the session's redirect_uri and stores the
+// token. The bool says whether the outcome should be remembered for the code.
+func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, conn *finchv1.FinchConnection, code string) (outcome, bool) {
+	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String(), "finchConnection", conn.Name)
+	appKey := client.ObjectKeyFromObject(app).String()
+	sess := conn.Status.Session
+	xctx, cancel := context.WithTimeout(base, exchangeTimeout)
+	// Exactly the redirect_uri the session was created with (RFC 6749 4.1.3).
+	resp, err := resolved.Client.ExchangeCode(xctx, finch.TokenRequest{Code: code, RedirectURI: sess.RedirectURI})
+	cancel()
+	if err != nil {
+		out := s.exchangeFailed(app, resolved, err)
+		callbackExchanges.WithLabelValues(appKey, out.result).Inc()
+		// A transient failure is not remembered: a reload can still succeed.
+		return out, out.result != callbackFinchUnavailable
+	}
+	callbackExchanges.WithLabelValues(appKey, exchangeSpent).Inc()
 	log = log.WithValues("customerID", resp.CustomerID, "connectionID", resp.ConnectionID)
 
 	ctx, cancel := context.WithTimeout(base, storeTimeout)
 	defer cancel()
-	conn, err := s.findConnection(ctx, app, resp)
-	if err != nil {
-		log.Error(err, "token lost: the code was exchanged but the FinchConnection could not be looked up")
-		s.warning(app, ReasonCallbackFailed, "Callback", fmt.Sprintf(
-			"exchanged an authorization code for customer_id %q (connection %s) but could not look up its FinchConnection: %v; the token was not stored: send the employer a reauthentication session",
-			resp.CustomerID, resp.ConnectionID, err))
-		return outcome{result: callbackStoreFailed, page: pageContactAdmin}, true
+	if resp.CustomerID != "" && resp.CustomerID != conn.Spec.CustomerID {
+		// The code belongs to another customer than the session it came
+		// back with: store it where the customer says, or nowhere.
+		other, err := s.findConnection(ctx, app, resp)
+		if err != nil {
+			log.Error(err, "token lost: the code was exchanged but the FinchConnection could not be looked up")
+			return outcome{result: callbackStoreFailed, page: pageContactAdmin}, true
+		}
+		if other == nil {
+			return s.unmatched(ctx, app, resolved, resp), true
+		}
+		conn, sess = other, nil
 	}
-	if conn == nil {
-		return s.unmatched(ctx, app, resolved, resp), true
+	sessionID := ""
+	if sess != nil {
+		sessionID = sess.ID
 	}
-	log = log.WithValues("finchConnection", conn.Name)
-	if err := controllers.StoreToken(ctx, s.cfg.Client, s.cfg.APIReader, conn, resp, "redirect"); err != nil {
+	if err := controllers.StoreToken(ctx, s.cfg.Client, s.cfg.APIReader, conn, resp, "redirect", sessionID); err != nil {
 		log.Error(err, "token lost: the code was exchanged but the token could not be stored", "secret", conn.TokenSecretName())
 		if errors.Is(err, controllers.ErrTokenSecretNotOwned) {
 			s.warning(conn, ReasonTokenSecretNotOwned, "StoreToken", fmt.Sprintf(
@@ -175,6 +300,18 @@ func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved 
 		return outcome{result: callbackConnected, redirect: app.Spec.SuccessURL}, true
 	}
 	return outcome{result: callbackConnected, page: pageConnected}, true
+}
+
+// exchangeBudget is the app's ceiling on callback exchanges.
+func (s *Server) exchangeBudget(app string) *finch.Budget {
+	s.budgetMu.Lock()
+	defer s.budgetMu.Unlock()
+	b := s.budgets[app]
+	if b == nil {
+		b = finch.NewBudget(s.cfg.CallbackExchanges)
+		s.budgets[app] = b
+	}
+	return b
 }
 
 // exchangeFailed maps a failed exchange to the employer's page; the detail
@@ -327,14 +464,18 @@ func (s *Server) connectionClaim(ctx context.Context, connectionID string) (stri
 		return "", fmt.Errorf("list token Secrets: %w", err)
 	}
 	for _, sec := range secrets.Items {
-		if sec.Annotations[tokenConnectionIDAnnotation] == connectionID || string(sec.Data["connection_id"]) == connectionID {
+		if sec.Annotations[finchv1.TokenConnectionIDAnnotation] == connectionID || string(sec.Data["connection_id"]) == connectionID {
 			return fmt.Sprintf("token Secret %s/%s", sec.Namespace, sec.Name), nil
 		}
 	}
 	return "", nil
 }
 
-// validCode bounds the code parameter: 1..512 printable ASCII characters.
+// validCode accepts what RFC 6749 allows an authorization code to be
+// (Appendix A.11: one or more VSCHAR, %x20-7E) minus the space, bounded to
+// 512 bytes. Finch's docs show codes as UUIDs ("code=90abecb6-…",
+// finch-docs Redirect flow example), which pass; nothing in Finch's SDKs pins
+// a stricter format, so none is assumed: the signed state is the real check.
 func validCode(code string) bool {
 	if code == "" || len(code) > maxCodeLen {
 		return false

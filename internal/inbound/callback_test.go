@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -29,23 +30,36 @@ func (f *fixture) finchClient() *finch.Client {
 // noRedirects stops at the first redirect.
 var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
-// Unknown apps and bad parameters get the very same answer, and cost no Finch call.
+// Unknown apps, bad parameters, a wrong path segment and a state the operator
+// did not sign all get the very same answer, and cost no Finch call.
 func TestCallbackInvalidLinksLookAlike(t *testing.T) {
 	f := newFixture(t)
 	g := f.g
 	base := f.e.ts.URL
 	cb := f.callbackURL(f.app)
+	f.newConnection("real", "real", nil)
+	conn := f.waitSession("real", finchv1.SessionConnect)
+	state := stateOf(conn.Status.Session.ConnectURL)
+	g.Expect(state).To(HavePrefix(conn.Status.Session.ID+"."), "the published Connect URL carries a signed state")
+	code := "90abecb6-2b8e-4e45-a4c1-6b4f8e0d1a2c"
+	forged := conn.Status.Session.ID + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	wrongPath := cb[:strings.LastIndex(cb, "/")] + "/guessed-path-segment"
 	urls := []string{
 		cb,                    // no code
 		cb + "?code=",         // empty code
-		cb + "?state=xyz",     // state only
-		cb + "?code=a&code=b", // two codes
-		cb + "?code=" + url.QueryEscape("a b<script>"), // not a code
-		f.callbackURL("no-such-app") + "?code=abc",
-		base + "/callback/no-such-namespace/default?code=abc",
-		base + "/callback/Not_A_Namespace/default?code=abc",
+		cb + "?state=" + url.QueryEscape(state),                   // state only
+		cb + "?code=a&code=b&state=" + url.QueryEscape(state),     // two codes
+		cb + "?code=" + url.QueryEscape("a b<script>"),            // not a code
+		cb + "?code=" + code,                                      // no state
+		cb + "?code=" + code + "&state=" + url.QueryEscape(forged), // a state the operator did not sign
+		cb + "?code=" + code + "&state=garbage",
+		wrongPath + "?code=" + code + "&state=" + url.QueryEscape(state), // guessed path segment
+		base + "/callback/" + f.ns + "/default?code=" + code + "&state=" + url.QueryEscape(state), // no path segment
+		base + "/callback/" + f.ns + "/no-such-app/x?code=abc&state=s",
+		base + "/callback/no-such-namespace/default/x?code=abc&state=s",
+		base + "/callback/Not_A_Namespace/default/x?code=abc&state=s",
 		base + "/callback/" + f.ns + "?code=abc",
-		base + "/callback/" + f.ns + "/default/extra?code=abc",
+		cb + "/extra?code=abc&state=s",
 	}
 	invalid := counter(callbacksTotal, callbackInvalid)
 	for _, u := range urls {
@@ -54,41 +68,54 @@ func TestCallbackInvalidLinksLookAlike(t *testing.T) {
 		g.Expect(p.body).To(Equal(string(pageInvalid.body)), u)
 		g.Expect(p.body).NotTo(ContainSubstring("<script>"))
 	}
-	resp, err := http.Post(cb+"?code=abc", "text/plain", nil)
+	resp, err := http.Post(cb+"?code=abc&state="+url.QueryEscape(state), "text/plain", nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	resp.Body.Close()
 	g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
 	g.Expect(counter(callbacksTotal, callbackInvalid)).To(Equal(invalid + float64(len(urls)) + 1))
-	g.Expect(f.sim.CallCounts()).To(BeEmpty())
+	g.Expect(f.sim.Calls("POST /auth/token")).To(BeZero())
 
 	p := get(t, noRedirects, base+"/healthz")
 	g.Expect(p.status).To(Equal(200))
 	g.Expect(p.body).To(Equal("ok"))
 }
 
-// A used code gets the "expired or already used" page and stores nothing;
-// a made-up one too.
+// A used code gets the "expired or already used" page and stores nothing; a
+// made-up one too. Each costs one exchange, and a session whose codes Finch
+// keeps rejecting is then refused without asking Finch again.
 func TestCallbackUsedCode(t *testing.T) {
 	f := newFixture(t)
 	g := f.g
 	f.newConnection("used", "used", nil)
 	conn := f.waitSession("used", finchv1.SessionConnect)
+	state := url.QueryEscape(stateOf(conn.Status.Session.ConnectURL))
 	code, err := f.sim.CompleteSession(conn.Status.Session.ID, finchsim.Completion{})
 	g.Expect(err).NotTo(HaveOccurred())
 	// Someone else exchanges the code first.
-	tok, err := f.finchClient().ExchangeCode(context.Background(), finch.TokenRequest{Code: code, RedirectURI: f.callbackURL(f.app)})
+	tok, err := f.finchClient().ExchangeCode(context.Background(), finch.TokenRequest{Code: code, RedirectURI: conn.Status.Session.RedirectURI})
 	g.Expect(err).NotTo(HaveOccurred())
 
 	rejected := counter(callbacksTotal, callbackCodeRejected)
-	for _, c := range []string{code, "00000000-0000-4000-8000-000000000000"} {
-		p := get(t, browser, f.callbackURL(f.app)+"?code="+c+"&state=s1")
+	for _, c := range []string{code, "00000000-0000-4000-8000-000000000000", "00000000-0000-4000-8000-000000000001"} {
+		p := get(t, browser, f.callbackURL(f.app)+"?code="+c+"&state="+state)
 		g.Expect(p.status).To(Equal(http.StatusBadRequest))
 		g.Expect(p.body).To(Equal(string(pageExpired.body)))
 		g.Expect(p.body).To(ContainSubstring("expired or was already used"))
 		g.Expect(p.body).NotTo(ContainSubstring(tok.AccessToken))
 		g.Expect(p.body).NotTo(ContainSubstring(c))
 	}
-	g.Expect(counter(callbacksTotal, callbackCodeRejected)).To(Equal(rejected + 2))
+	g.Expect(counter(callbacksTotal, callbackCodeRejected)).To(Equal(rejected + 3))
+	exchanges := f.sim.Calls("POST /auth/token")
+	g.Expect(exchanges).To(Equal(4)) // ours 3 + the other party's 1
+	// The session is now slowed down: a fourth code waits (429, Retry-After)
+	// without a Finch call; a replayed code gets its remembered answer.
+	p := get(t, browser, f.callbackURL(f.app)+"?code=00000000-0000-4000-8000-000000000002&state="+state)
+	g.Expect(p.status).To(Equal(http.StatusTooManyRequests))
+	g.Expect(p.header.Get("Retry-After")).NotTo(BeEmpty())
+	p = get(t, browser, f.callbackURL(f.app)+"?code="+code+"&state="+state)
+	g.Expect(p.status).To(Equal(http.StatusBadRequest))
+	g.Expect(p.body).To(Equal(string(pageExpired.body)))
+	g.Expect(f.sim.Calls("POST /auth/token")).To(Equal(exchanges))
 	err = f.e.k8s.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: "used-finch-token"}, &corev1.Secret{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no token Secret")
 	g.Eventually(func(g Gomega) {
@@ -98,6 +125,24 @@ func TestCallbackUsedCode(t *testing.T) {
 		g.Expect(evs[0].Note).To(ContainSubstring("invalid_grant"))
 		g.Expect(evs[0].Note).NotTo(ContainSubstring(code))
 	}).Should(Succeed())
+}
+
+// A session created outside the operator (no state it signed) cannot spend
+// anything through the callback: refused before any Finch call.
+func TestCallbackForeignSessionRefused(t *testing.T) {
+	f := newFixture(t)
+	g := f.g
+	redirect := f.callbackURL(f.app)
+	sess, err := f.finchClient().CreateSession(context.Background(), finch.SessionRequest{
+		CustomerID: "stranger", CustomerName: "Stranger Inc", Products: []string{"company"}, RedirectURI: &redirect,
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	before := f.sim.Calls("POST /auth/token")
+	p := get(t, browser, sess.ConnectURL)
+	g.Expect(p.status).To(Equal(http.StatusBadRequest))
+	g.Expect(p.body).To(Equal(string(pageInvalid.body)))
+	g.Expect(f.sim.Calls("POST /auth/token")).To(Equal(before))
+	g.Expect(f.sim.Calls("POST /disconnect")).To(BeZero())
 }
 
 // Finch down: the employer is told to retry, and a reload with the same
@@ -149,71 +194,6 @@ func TestCallbackSuccessURL(t *testing.T) {
 	f.waitConnected("branded")
 }
 
-// A valid code for a customer without a FinchConnection: the token is not
-// stored; it is revoked because nothing claims its connection.
-func TestCallbackUnmatchedCustomerRevokedWhenUnclaimed(t *testing.T) {
-	f := newFixture(t)
-	g := f.g
-	redirect := f.callbackURL(f.app)
-	sess, err := f.finchClient().CreateSession(context.Background(), finch.SessionRequest{
-		CustomerID: "stranger", CustomerName: "Stranger Inc", Products: []string{"company"}, RedirectURI: &redirect,
-	})
-	g.Expect(err).NotTo(HaveOccurred())
-	unmatched := counter(callbacksTotal, callbackUnmatched)
-	p := get(t, browser, sess.ConnectURL)
-	g.Expect(p.status).To(Equal(http.StatusOK))
-	g.Expect(p.body).To(Equal(string(pageReceived.body)))
-	g.Expect(counter(callbacksTotal, callbackUnmatched)).To(Equal(unmatched + 1))
-
-	conns := f.sim.Connections()
-	g.Expect(conns).To(HaveLen(1))
-	g.Expect(conns[0].Disconnected).To(BeTrue(), "revoked")
-	g.Expect(f.sim.Calls("POST /disconnect")).To(Equal(1))
-	secrets := &corev1.SecretList{}
-	g.Expect(f.e.k8s.List(f.ctx, secrets, client.InNamespace(f.ns), client.HasLabels{finchv1.ConnectionLabel})).To(Succeed())
-	g.Expect(secrets.Items).To(BeEmpty())
-	g.Eventually(func(g Gomega) {
-		evs := f.events(g, "FinchApp", f.app, ReasonUnmatchedCode)
-		g.Expect(evs).To(HaveLen(1))
-		g.Expect(evs[0].Note).To(ContainSubstring(`customer_id "stranger"`))
-		g.Expect(evs[0].Note).To(ContainSubstring(conns[0].ID))
-		g.Expect(evs[0].Note).To(ContainSubstring("disconnected at Finch"))
-	}).Should(Succeed())
-}
-
-// An unmatched code whose connection is still claimed (here by the token
-// Secret a deleted FinchConnection retained) is never revoked.
-func TestCallbackUnmatchedCustomerKeptWhenClaimed(t *testing.T) {
-	f := newFixture(t)
-	g := f.g
-	conn, _ := f.connectViaRedirect("retained", "retained")
-	connID := conn.Status.ConnectionID
-	g.Expect(f.e.k8s.Delete(f.ctx, conn)).To(Succeed()) // deletionPolicy Retain
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(f.e.k8s.Get(f.ctx, client.ObjectKeyFromObject(conn), &finchv1.FinchConnection{}))
-	}).Should(BeTrue())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(f.e.cached.Get(f.ctx, client.ObjectKeyFromObject(conn), &finchv1.FinchConnection{}))
-	}).Should(BeTrue())
-
-	// Someone sends the employer a reauthentication session outside the operator.
-	redirect := f.callbackURL(f.app)
-	sess, err := f.finchClient().Reauthenticate(context.Background(), finch.ReauthRequest{ConnectionID: connID, RedirectURI: &redirect})
-	g.Expect(err).NotTo(HaveOccurred())
-	p := get(t, browser, sess.ConnectURL)
-	g.Expect(p.status).To(Equal(http.StatusOK))
-	g.Expect(p.body).To(Equal(string(pageReceived.body)))
-
-	info, _ := f.sim.Connection(connID)
-	g.Expect(info.Disconnected).To(BeFalse(), "a claimed connection is never disconnected")
-	g.Expect(f.sim.Calls("POST /disconnect")).To(Equal(0))
-	g.Eventually(func(g Gomega) {
-		evs := f.events(g, "FinchApp", f.app, ReasonUnmatchedCode)
-		g.Expect(evs).To(HaveLen(1))
-		g.Expect(evs[0].Note).To(ContainSubstring("not revoked because token Secret " + f.ns + "/retained-finch-token claims"))
-	}).Should(Succeed())
-}
-
 // A migrated connection whose customerID differs from Finch's customer_id is
 // found by its connection_id (the IndexConnectionID fallback).
 func TestCallbackMatchesByConnectionID(t *testing.T) {
@@ -234,14 +214,19 @@ func TestCallbackMatchesByConnectionID(t *testing.T) {
 			Labels: map[string]string{finchv1.ConnectionLabel: "migrated"}},
 		Data: map[string][]byte{finchv1.AccessTokenKey: []byte(tok.AccessToken)},
 	})
-	f.newConnection("migrated", "acme-migrated", nil)
+	f.newConnection("migrated", "acme-migrated", func(c *finchv1.FinchConnection) {
+		c.Spec.Products = []finchv1.Product{"company"} // what the connection grants: no products reauth
+	})
 	conn, _ := f.waitConnected("migrated")
 	g.Expect(conn.Status.ConnectionID).To(Equal(tok.ConnectionID))
 
-	redirect := f.callbackURL(f.app)
-	reauth, err := fc.Reauthenticate(ctx, finch.ReauthRequest{ConnectionID: tok.ConnectionID, RedirectURI: &redirect})
-	g.Expect(err).NotTo(HaveOccurred())
-	p := get(t, browser, reauth.ConnectURL)
+	// The operator's reauthentication session: Finch echoes customer_id
+	// legacy-42, which no FinchConnection has, so the connection_id decides.
+	patch := client.MergeFrom(conn.DeepCopy())
+	conn.Annotations = map[string]string{finchv1.ReauthRequestedAtAnnotation: "now"}
+	g.Expect(f.e.k8s.Patch(ctx, conn, patch)).To(Succeed())
+	conn = f.waitSession("migrated", finchv1.SessionReauthenticate)
+	p := get(t, browser, conn.Status.Session.ConnectURL)
 	g.Expect(p.status).To(Equal(http.StatusOK))
 	g.Expect(p.body).To(Equal(string(pageConnected.body)))
 	_, newToken := f.waitConnected("migrated")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -169,7 +170,7 @@ func startWorkerEnv(kubeconfig string) (*sharedEnv, error) {
 		cancel()
 		return nil, err
 	}
-	e.op = &controllers.Operator{Apps: &controllers.AppRegistry{Reader: e.mgr.GetAPIReader()}}
+	e.op = &controllers.Operator{Apps: &controllers.AppRegistry{Reader: e.mgr.GetAPIReader(), Writer: e.k8s}}
 	return e.serve(ctx)
 }
 
@@ -224,6 +225,10 @@ func (e *sharedEnv) serve(ctx context.Context) (*sharedEnv, error) {
 	e.server = New(Config{
 		Client: e.mgr.GetClient(), APIReader: e.mgr.GetAPIReader(), Apps: e.op.Apps,
 		Recorder: e.mgr.GetEventRecorder("finch-operator"),
+		// Every test's browser is 127.0.0.1: the per-address and per-app
+		// limits are tested on a server of their own (ratelimit_test.go).
+		CallbackIPBurst: 1 << 20, CallbackAppBurst: 1 << 20,
+		CallbackExchanges: finch.BudgetConfig{Requests: 1 << 20, Window: time.Minute},
 	})
 	e.ts = httptest.NewServer(e.server.Handler())
 	go func() {
@@ -345,8 +350,26 @@ func (f *fixture) create(obj client.Object) {
 	f.g.Expect(f.e.k8s.Create(f.ctx, obj)).To(Succeed())
 }
 
+// callbackURL is the app's published callback URL (with its secret path segment).
 func (f *fixture) callbackURL(app string) string {
-	return controllers.CallbackURL(f.e.ts.URL, types.NamespacedName{Namespace: f.ns, Name: app})
+	f.t.Helper()
+	var u string
+	f.g.Eventually(func(g Gomega) {
+		got := &finchv1.FinchApp{}
+		g.Expect(f.e.k8s.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: app}, got)).To(Succeed())
+		u = got.Status.CallbackURL
+		g.Expect(u).NotTo(BeEmpty(), "status.callbackURL")
+	}).Should(Succeed())
+	return u
+}
+
+// stateOf is the signed state a published Connect URL carries.
+func stateOf(connectURL string) string {
+	u, err := url.Parse(connectURL)
+	if err != nil {
+		return ""
+	}
+	return u.Query().Get("state")
 }
 
 func (f *fixture) webhookURL(app string) string {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ type fuzzEnv struct {
 	e      *sharedEnv
 	ns     string
 	secret string
+	paths  map[string]string // app -> its callback's secret path segment
 }
 
 var (
@@ -91,6 +93,21 @@ func setupFuzzEnv(e *sharedEnv) (*fuzzEnv, error) {
 			}
 			if time.Now().After(deadline) {
 				return nil, fmt.Errorf("FinchApp %s not in the cache", name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The callback Secret's path segment, so fuzzing reaches the state check.
+	fz.paths = map[string]string{}
+	for _, name := range []string{"fuzz", "nohook"} {
+		for {
+			app := &finchv1.FinchApp{}
+			if err := e.k8s.Get(ctx, types.NamespacedName{Namespace: fz.ns, Name: name}, app); err == nil && app.Status.CallbackURL != "" {
+				fz.paths[name] = app.Status.CallbackURL[strings.LastIndex(app.Status.CallbackURL, "/")+1:]
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("FinchApp %s has no status.callbackURL", name)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -205,7 +222,10 @@ func FuzzCallbackHandler(f *testing.F) {
 			ns, app = nsSeg, appSeg
 		}
 		req := httptest.NewRequest(http.MethodGet, "/", nil)
-		req.URL.Path = "/callback/" + ns + "/" + app
+		req.URL.Path = "/callback/" + ns + "/" + app + "/" + fz.paths[app]
+		if target%4 == 3 {
+			req.URL.Path = "/callback/" + ns + "/" + app
+		}
 		req.URL.RawQuery = rawQuery
 		req.RequestURI = req.URL.RequestURI()
 		rec := httptest.NewRecorder()

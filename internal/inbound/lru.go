@@ -121,3 +121,18 @@ func (l *eventLimiter) Allow(key string) bool {
 	b.tokens--
 	return true
 }
+
+// Take is Allow that also says, when it refuses, how long until a token is
+// back (for a Retry-After header).
+func (l *eventLimiter) Take(key string) (bool, time.Duration) {
+	if l.Allow(key) {
+		return true, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets.Get(key)
+	if !ok {
+		return false, l.interval
+	}
+	return false, time.Duration((1 - b.tokens) * float64(l.interval))
+}

@@ -16,6 +16,26 @@ const (
 	callbackError            = "error"             // the Kubernetes API failed before the code was spent
 )
 
+// Reasons a callback is refused before any Finch call (label "reason" of
+// finch_inbound_callback_rejected_total).
+const (
+	rejectIPRate           = "ip_rate_limited"   // the client address sent too many callbacks
+	rejectAppRate          = "app_rate_limited"  // too many unverifiable callbacks for the app
+	rejectMalformed        = "malformed"         // wrong method, path or parameters
+	rejectUnknownApp       = "unknown_app"       // no such FinchApp, or it is not usable
+	rejectBadPath          = "bad_path"          // the app's secret path segment is wrong
+	rejectBadState         = "bad_state"         // state missing or not signed by the operator
+	rejectNoSession        = "no_session"        // no FinchConnection publishes that session, or it expired
+	rejectSessionCompleted = "session_completed" // the session's code was already exchanged
+	rejectSessionLocked    = "session_locked"    // too many rejected codes for the session
+)
+
+// Callback exchange results (label "result" of finch_inbound_callback_exchanges_total).
+const (
+	exchangeSpent   = "exchanged" // Finch returned a token
+	exchangeCeiling = "ceiling"   // refused: the app's callback exchange ceiling is reached
+)
+
 // Webhook results (label "result" of finch_inbound_webhooks_total).
 const (
 	webhookAccepted          = "accepted"
@@ -46,6 +66,14 @@ var (
 		Name: "finch_inbound_webhooks_total",
 		Help: "Finch webhook deliveries by result (accepted, duplicate, unauthorized, too_large, bad_request, unknown_connection, ignored_event_type, error).",
 	}, []string{"result"})
+	callbackRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "finch_inbound_callback_rejected_total",
+		Help: "Callbacks refused before any Finch call, by reason (ip_rate_limited, app_rate_limited, malformed, unknown_app, bad_path, bad_state, no_session, session_completed, session_locked).",
+	}, []string{"reason"})
+	callbackExchanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "finch_inbound_callback_exchanges_total",
+		Help: "Authorization code exchanges the callback attempted at Finch (POST /auth/token), by app (namespace/name) and result (exchanged, code_rejected, finch_unavailable, ceiling).",
+	}, []string{"app", "result"})
 	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "finch_inbound_request_duration_seconds",
 		Help:    "Time to answer an inbound request, by route (callback, webhook, healthz, other).",
@@ -54,7 +82,11 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(callbacksTotal, webhooksTotal, requestDuration)
+	metrics.Registry.MustRegister(callbacksTotal, webhooksTotal, requestDuration, callbackRejected, callbackExchanges)
+	for _, r := range []string{rejectIPRate, rejectAppRate, rejectMalformed, rejectUnknownApp, rejectBadPath,
+		rejectBadState, rejectNoSession, rejectSessionCompleted, rejectSessionLocked} {
+		callbackRejected.WithLabelValues(r)
+	}
 	// Export every result from the start, so rate() and alerts work before the first event.
 	for _, r := range []string{callbackConnected, callbackUnmatched, callbackInvalid, callbackCodeRejected,
 		callbackFinchUnavailable, callbackStoreFailed, callbackError} {

@@ -66,12 +66,14 @@ var (
 		"Please retry in a few minutes (reload this page). Your connection has not been lost.")
 	pageUnavailable = renderPage(http.StatusServiceUnavailable, "…", "Temporarily unavailable",
 		"We could not finish connecting right now. Please retry in a few minutes (reload this page).")
+	pageTooMany = renderPage(http.StatusTooManyRequests, "…", "Too many attempts",
+		"Please wait a minute, then reload this page.")
 	pageContactAdmin = renderPage(http.StatusInternalServerError, "!", "We could not complete the connection",
 		"Please contact your administrator (the company that sent you the link); they can see what went wrong.")
 )
 
 // allPages lists every page (tests and fuzzing check that a response is one of them).
-var allPages = []page{pageConnected, pageReceived, pageInvalid, pageExpired, pageFinchUnavailable, pageUnavailable, pageContactAdmin}
+var allPages = []page{pageConnected, pageReceived, pageInvalid, pageExpired, pageFinchUnavailable, pageUnavailable, pageTooMany, pageContactAdmin}
 
 // setSecurityHeaders applies to every response: nothing is cached (a callback
 // URL carries a code), nothing is framed, no script runs, and the code never

@@ -1,6 +1,6 @@
 // Package inbound is the operator's public HTTP server: the redirect-flow
 // callback that employers' browsers reach after Finch Connect
-// (GET /callback/{namespace}/{app}), the Finch webhook receiver
+// (GET /callback/{namespace}/{app}/{path}), the Finch webhook receiver
 // (POST /webhooks/{namespace}/{app}) and a health check for the Ingress
 // (GET /healthz).
 //
@@ -20,6 +20,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -29,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/finch"
 )
 
 // Defaults of Config.
@@ -60,7 +63,27 @@ const (
 	usedCodeSize = 4096
 	// maxCodeLen bounds the code parameter; Finch codes are UUIDs.
 	maxCodeLen = 512
+	// maxStateLen bounds the state parameter (a session ID and a MAC).
+	maxStateLen = 512
+	// maxSessionExchanges is how many codes one session may have exchanged
+	// at once (per replica); then one a minute. A session yields one real
+	// code: a leaked Connect link cannot drain the budget.
+	maxSessionExchanges = 3
+	// callbackBudgetKey is the one key of the callback exchange ceiling.
+	callbackBudgetKey = "callback"
+
+	// Defaults of the callback limits.
+	DefaultCallbackIPBurst     = 10
+	DefaultCallbackIPInterval  = 6 * time.Second
+	DefaultCallbackAppBurst    = 50
+	DefaultCallbackAppInterval = time.Second
 )
+
+// DefaultCallbackExchanges is the default ceiling on callback code exchanges
+// per app: half of Finch's documented per-endpoint limit (about 20 per minute,
+// API-FACTS §8), so a flood of callbacks can never take the token endpoint
+// from reconciles, whose embedded hand-offs keep the other half.
+var DefaultCallbackExchanges = finch.BudgetConfig{Requests: 10, Window: time.Minute}
 
 // Config configures the inbound server.
 type Config struct {
@@ -76,6 +99,21 @@ type Config struct {
 	MaxBodyBytes int64
 	// DedupSize is how many Finch-Event-Ids are remembered (default 10000).
 	DedupSize int
+	// TrustedProxies are the proxies (Ingress controllers, load balancers)
+	// whose X-Forwarded-For is believed; others are the client themselves.
+	TrustedProxies []netip.Prefix
+	// CallbackIPBurst callbacks per client address, then one per
+	// CallbackIPInterval (defaults 10 and 6s), answered 429 beyond.
+	CallbackIPBurst    int
+	CallbackIPInterval time.Duration
+	// CallbackAppBurst refused (unverifiable) callbacks per app, then one per
+	// CallbackAppInterval (defaults 50 and 1s), answered 429 beyond. Callbacks
+	// with a valid signed state never draw from it.
+	CallbackAppBurst    int
+	CallbackAppInterval time.Duration
+	// CallbackExchanges is the ceiling on code exchanges the callback makes
+	// per app (default DefaultCallbackExchanges).
+	CallbackExchanges finch.BudgetConfig
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Log is the logger (default ctrl.Log.WithName("inbound")).
@@ -97,6 +135,12 @@ type Server struct {
 	codes   *codeTracker   // exchanged codes (hashed) and exchanges in flight
 	limiter *eventLimiter  // Warning events caused by unauthenticated requests
 	mux     *http.ServeMux
+
+	ipLimiter  *eventLimiter // callbacks per client address
+	appLimiter *eventLimiter // refused callbacks per app
+	sessionLimiter *eventLimiter // code exchanges per session
+	budgetMu   sync.Mutex
+	budgets    map[string]*finch.Budget // callback exchange ceiling per app
 }
 
 // New returns a Server. Client, APIReader and Apps are required.
@@ -110,6 +154,21 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.CallbackIPBurst <= 0 {
+		cfg.CallbackIPBurst = DefaultCallbackIPBurst
+	}
+	if cfg.CallbackIPInterval <= 0 {
+		cfg.CallbackIPInterval = DefaultCallbackIPInterval
+	}
+	if cfg.CallbackAppBurst <= 0 {
+		cfg.CallbackAppBurst = DefaultCallbackAppBurst
+	}
+	if cfg.CallbackAppInterval <= 0 {
+		cfg.CallbackAppInterval = DefaultCallbackAppInterval
+	}
+	if cfg.CallbackExchanges.Requests <= 0 || cfg.CallbackExchanges.Window <= 0 {
+		cfg.CallbackExchanges = DefaultCallbackExchanges
+	}
 	log := cfg.Log
 	if log.GetSink() == nil {
 		log = ctrl.Log.WithName("inbound")
@@ -120,9 +179,14 @@ func New(cfg Config) *Server {
 		seen:    newLRU[struct{}](cfg.DedupSize, 0, cfg.Now),
 		codes:   newCodeTracker(usedCodeSize, usedCodeTTL, cfg.Now),
 		limiter: newEventLimiter(5, 30*time.Second, cfg.Now),
+
+		ipLimiter:  newEventLimiter(cfg.CallbackIPBurst, cfg.CallbackIPInterval, cfg.Now),
+		appLimiter: newEventLimiter(cfg.CallbackAppBurst, cfg.CallbackAppInterval, cfg.Now),
+		sessionLimiter: newEventLimiter(maxSessionExchanges, time.Minute, cfg.Now),
+		budgets:    map[string]*finch.Budget{},
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /callback/{namespace}/{app}", s.instrument(routeCallback, http.HandlerFunc(s.handleCallback)))
+	mux.Handle("GET /callback/{namespace}/{app}/{path}", s.instrument(routeCallback, http.HandlerFunc(s.handleCallback)))
 	// Any other shape of callback URL gets the same page as a bad parameter.
 	mux.Handle("/callback/", s.instrument(routeCallback, http.HandlerFunc(s.handleBadCallback)))
 	mux.Handle("POST /webhooks/{namespace}/{app}", s.instrument(routeWebhook, http.HandlerFunc(s.handleWebhook)))

@@ -3,11 +3,15 @@ package inbound
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -56,25 +60,35 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	ns, name := r.PathValue("namespace"), r.PathValue("app")
-	log := s.log.WithValues("webhook", ns+"/"+name)
+	validPath := len(validation.IsDNS1123Label(ns)) == 0 && len(validation.IsDNS1123Subdomain(name)) == 0
+	log := s.log
+	if validPath { // anything else is arbitrary request text: keep it out of the log
+		log = log.WithValues("webhook", ns+"/"+name)
+	}
+	key := types.NamespacedName{Namespace: ns, Name: name}
 
+	// Until the FinchApp is known to exist, rejections share one log budget
+	// (scope ""): made-up app names must not each get their own.
 	if r.ContentLength > s.cfg.MaxBodyBytes {
+		s.logRejected(log, "", "body too large", "contentLength", r.ContentLength)
 		return http.StatusRequestEntityTooLarge, webhookTooLarge
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
+			s.logRejected(log, "", "body too large")
 			return http.StatusRequestEntityTooLarge, webhookTooLarge
 		}
+		s.logRejected(log, "", "body unreadable")
 		return http.StatusBadRequest, webhookBadRequest
 	}
 
 	// No app, no webhook secret, bad signature: all the same 401.
-	if len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+	if !validPath {
+		s.logRejected(log, "", "path is not a namespace and FinchApp name")
 		return http.StatusUnauthorized, webhookUnauthorized
 	}
-	key := types.NamespacedName{Namespace: ns, Name: name}
 	// Detached from the request: if Finch stops waiting (a storm of webhooks
 	// behind a busy API server), recording still completes, and Finch's retry
 	// is then a cheap duplicate instead of a lost event.
@@ -83,30 +97,35 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	app := &finchv1.FinchApp{}
 	if err := s.cfg.Client.Get(ctx, key, app); err != nil {
 		if apierrors.IsNotFound(err) {
+			s.logRejected(log, "", "no such FinchApp")
 			return http.StatusUnauthorized, webhookUnauthorized
 		}
 		log.Error(err, "webhook: cannot read the FinchApp")
 		return http.StatusInternalServerError, webhookError
 	}
+	scope := key.String() // the app exists: its rejections get their own budget
 	resolved, err := s.cfg.Apps.Get(ctx, app)
 	if err != nil {
 		var cfgErr *controllers.AppConfigError
 		if errors.As(err, &cfgErr) {
-			log.V(1).Info("webhook rejected: the FinchApp is not usable", "reason", cfgErr.Reason)
+			s.logRejected(log, scope, "FinchApp not usable", "appReason", cfgErr.Reason)
 			return http.StatusUnauthorized, webhookUnauthorized
 		}
 		log.Error(err, "webhook: cannot resolve the FinchApp")
 		return http.StatusInternalServerError, webhookError
 	}
 	if resolved.WebhookSecret == "" {
-		log.V(1).Info("webhook rejected: the FinchApp has no webhookSecretRef")
+		s.logRejected(log, scope, "FinchApp has no webhookSecretRef")
 		return http.StatusUnauthorized, webhookUnauthorized
 	}
 	if err := finch.Verify(body, r.Header, resolved.WebhookSecret, s.cfg.Now()); err != nil {
 		if errors.Is(err, finch.ErrInvalidSecret) {
-			log.Error(err, "webhook rejected: the FinchApp's webhook secret is not valid base64")
+			// An operator's mistake, not the sender's: error level, still limited.
+			if l, ok := s.rejectLog(log, scope, "webhook secret is not valid base64"); ok {
+				l.Error(err, "webhook rejected")
+			}
 		} else {
-			log.V(1).Info("webhook rejected", "reason", err.Error())
+			s.logRejected(log, scope, verifyReason(err))
 		}
 		return http.StatusUnauthorized, webhookUnauthorized
 	}
@@ -114,7 +133,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	// Verified: from here on the delivery comes from Finch.
 	eventID := firstHeader(r.Header, finch.HeaderEventID)
 	if len(eventID) > maxEventIDLen {
-		log.Info("webhook rejected: Finch-Event-Id too long", "length", len(eventID))
+		s.logRejected(log, scope, "Finch-Event-Id too long", "length", len(eventID))
 		return http.StatusBadRequest, webhookBadRequest
 	}
 	log = log.WithValues("eventID", eventID)
@@ -125,25 +144,22 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	}
 	ev, err := finch.ParseEvent(body)
 	if err != nil {
-		log.Info("webhook rejected: body is not a JSON object")
+		s.logRejected(log, scope, "body is not a JSON object")
 		return http.StatusBadRequest, webhookBadRequest
 	}
 	ev.EventID = eventID
 	log = log.WithValues("eventType", ev.EventType, "connectionID", ev.ConnectionID)
+	if ev.ConnectionID == "" {
+		log = log.WithValues("companyID", ev.CompanyID, "accountID", ev.AccountID)
+	}
 
 	if ev.EventType != finch.EventAccountUpdated {
 		s.seen.Add(dedupKey, struct{}{})
 		log.V(1).Info("webhook: event type not acted on")
 		return http.StatusOK, webhookIgnoredEventType
 	}
-	if ev.ConnectionID == "" {
-		s.seen.Add(dedupKey, struct{}{})
-		log.Info("webhook: account.updated without connection_id")
-		return http.StatusOK, webhookUnknownConnection
-	}
-	list := &finchv1.FinchConnectionList{}
-	if err := s.cfg.Client.List(ctx, list, client.InNamespace(ns),
-		client.MatchingFields{controllers.IndexConnectionID: controllers.AppScoped(name, ev.ConnectionID)}); err != nil {
+	list, err := s.webhookTargets(ctx, ns, name, ev)
+	if err != nil {
 		log.Error(err, "webhook: cannot list FinchConnections")
 		return http.StatusInternalServerError, webhookError
 	}
@@ -178,10 +194,123 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 		return http.StatusOK, webhookAccepted
 	case already > 0:
 		return http.StatusOK, webhookDuplicate
+	case ev.ConnectionID == "":
+		// Verified, so from Finch: worth seeing why it was not acted on.
+		log.Info("webhook: no FinchConnection has this company_id or account_id")
+		return http.StatusOK, webhookUnknownConnection
 	default:
 		log.V(1).Info("webhook: no FinchConnection has this connection")
 		return http.StatusOK, webhookUnknownConnection
 	}
+}
+
+// webhookTargets lists the app's FinchConnections an account.updated is about.
+//
+// finch-api-go webhook.go (BaseWebhookEvent, at e10c5c0) has connection_id
+// without api:"required", while account_id (deprecated) and company_id are
+// required: an event may identify its connection only by those. So use
+// connection_id when present and nothing else (it is stable and exact);
+// without it, company_id, then account_id. Finch's connection_id migration
+// guide says both may change when the employer re-authenticates, so status
+// (set at token exchange and introspection) may hold older ones: a miss is
+// possible, and is acknowledged like an unknown connection.
+func (s *Server) webhookTargets(ctx context.Context, ns, app string, ev *finch.WebhookEvent) (*finchv1.FinchConnectionList, error) {
+	type lookup struct{ index, value string }
+	lookups := []lookup{{controllers.IndexConnectionID, ev.ConnectionID}}
+	if ev.ConnectionID == "" {
+		lookups = []lookup{
+			{controllers.IndexConnectionCompanyID, ev.CompanyID},
+			{controllers.IndexConnectionAccountID, ev.AccountID},
+		}
+	}
+	list := &finchv1.FinchConnectionList{}
+	for _, l := range lookups {
+		if l.value == "" {
+			continue
+		}
+		if err := s.cfg.Client.List(ctx, list, client.InNamespace(ns),
+			client.MatchingFields{l.index: controllers.AppScoped(app, l.value)}); err != nil {
+			return nil, err
+		}
+		if len(list.Items) > 0 {
+			break
+		}
+	}
+	return list, nil
+}
+
+// rejectLog decides whether a rejected delivery is logged: the first few per
+// scope and reason, then one per 30 s (the Server's eventLimiter), because
+// anyone can post forged deliveries. The logger it returns carries the reason
+// and how many similar rejections were not logged since the last line.
+// Callers never add the secret, a signature or the body.
+func (s *Server) rejectLog(log logr.Logger, scope, reason string) (logr.Logger, bool) {
+	// The Server's address keeps counts of Servers sharing the process apart.
+	key := fmt.Sprintf("webhook-rejected\x00%p\x00%s\x00%s", s, scope, reason)
+	if !s.limiter.Allow(key) {
+		rejectSuppressed.add(key)
+		return log, false
+	}
+	log = log.WithValues("reason", reason)
+	if n := rejectSuppressed.take(key); n > 0 {
+		log = log.WithValues("suppressed", n)
+	}
+	return log, true
+}
+
+// logRejected logs a rejected delivery at info level (at V(1) a wrong secret
+// or webhook URL went unnoticed), rate-limited by rejectLog.
+func (s *Server) logRejected(log logr.Logger, scope, reason string, kv ...any) {
+	if l, ok := s.rejectLog(log, scope, reason); ok {
+		l.Info("webhook rejected", kv...)
+	}
+}
+
+// verifyReason names a verification failure with a fixed string: it is a
+// rate-limit key, so it must not carry request text.
+func verifyReason(err error) string {
+	switch {
+	case errors.Is(err, finch.ErrMissingHeaders):
+		return "missing Finch headers"
+	case errors.Is(err, finch.ErrInvalidTimestamp):
+		return "Finch-Timestamp not an integer"
+	case errors.Is(err, finch.ErrTimestampTooOld):
+		return "timestamp too old"
+	case errors.Is(err, finch.ErrTimestampTooNew):
+		return "timestamp too new"
+	case errors.Is(err, finch.ErrNoMatchingSignature):
+		return "no matching signature"
+	default:
+		return "verification failed"
+	}
+}
+
+// suppressedCounts counts, per rate-limit key, the rejections not logged
+// since the last line; bounded like the limiter's buckets. It is process-wide
+// only because Server has no field for it: the keys name the Server.
+type suppressedCounts struct {
+	mu     sync.Mutex
+	counts *lru[int]
+}
+
+var rejectSuppressed = &suppressedCounts{counts: newLRU[int](4096, 0, time.Now)}
+
+func (c *suppressedCounts) add(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, _ := c.counts.Get(key)
+	c.counts.Add(key, n+1)
+}
+
+// take returns the count and resets it.
+func (c *suppressedCounts) take(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.counts.Get(key)
+	if ok && n > 0 {
+		c.counts.Add(key, 0)
+	}
+	return n
 }
 
 // firstHeader is the first value of a header, matched case-insensitively

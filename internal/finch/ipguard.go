@@ -1,0 +1,172 @@
+package finch
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Finch's per-IP limit (finch-docs Rate-Limits.md, API-FACTS §8): 1,000
+// requests per 5 minutes from one IP address, then a 60-minute penalty
+// answered with 429 rate_limit_exceeded_error / finch_api_ip_rl. Every app the
+// operator serves leaves through the same egress IP, so this limit is
+// operator-wide, unlike the per-app Budget.
+var DefaultIPBudget = BudgetConfig{Requests: 1000, Window: 5 * time.Minute}
+
+// DefaultIPPenalty is how long the guard pauses after a finch_api_ip_rl answer
+// without Retry-After (Finch documents no Retry-After header).
+const DefaultIPPenalty = 60 * time.Minute
+
+// finchCodeIPRateLimit is the finch_code of the per-IP 429
+// (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types:
+// rate_limit_exceeded_error with finch_code finch_api_ip_rl).
+const finchCodeIPRateLimit = "finch_api_ip_rl"
+
+// ipBudgetKey is the guard budget's single key: the per-IP limit counts every
+// endpoint together.
+const ipBudgetKey = "*"
+
+// IPGuard keeps the operator inside Finch's per-IP limit. Share one IPGuard
+// between the Clients of every app (Config.IPGuard): each attempt of each of
+// them takes a slot from the guard's Budget as well as from its app's, and
+// once any of them is answered 429 finch_api_ip_rl, all of them stop sending
+// until the penalty is over (see PausedUntil). Calls made during the pause
+// fail at once with a local *Error (Local true, StatusCode 429, FinchCode
+// finch_api_ip_rl), because a request sent while penalized is wasted and may
+// prolong the penalty.
+//
+// One IPGuard per process: its metrics (finch_api_ip_penalty_until_seconds)
+// are not labelled.
+type IPGuard struct {
+	budget *Budget
+	now    func() time.Time // the penalty clock; tests replace it
+
+	mu    sync.Mutex
+	until time.Time   // end of the penalty; zero when none was seen
+	timer *time.Timer // resets the gauge when the penalty ends
+}
+
+// NewIPGuard returns a guard whose Budget allows cfg.Requests per cfg.Window
+// across all endpoints and apps. Non-positive fields take their value from
+// DefaultIPBudget (Finch's documented figures).
+func NewIPGuard(cfg BudgetConfig) *IPGuard {
+	if cfg.Requests <= 0 {
+		cfg.Requests = DefaultIPBudget.Requests
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultIPBudget.Window
+	}
+	return &IPGuard{budget: NewBudget(cfg), now: time.Now}
+}
+
+// Budget is the guard's operator-wide budget (one key for every endpoint), for
+// SetConfig and inspection.
+func (g *IPGuard) Budget() *Budget { return g.budget }
+
+// PausedUntil is when the current per-IP penalty ends, or the zero time when
+// the guard is not paused.
+func (g *IPGuard) PausedUntil() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.expireLocked() {
+		return time.Time{}
+	}
+	return g.until
+}
+
+// Delay is how long a call would wait before it could be sent if it were made
+// now: the rest of the penalty, or else the wait for the guard's budget (which
+// does not include the app's own Budget.Delay). Callers with other work to do
+// use it to come back later instead of blocking.
+func (g *IPGuard) Delay() time.Duration {
+	if d := g.remaining(); d > 0 {
+		return d
+	}
+	return g.budget.Delay(ipBudgetKey)
+}
+
+func (g *IPGuard) remaining() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.expireLocked() {
+		return 0
+	}
+	return g.until.Sub(g.now())
+}
+
+// expireLocked ends a penalty whose time is up (resetting the gauge) and
+// reports whether the guard is unpaused.
+func (g *IPGuard) expireLocked() bool {
+	if g.until.IsZero() {
+		return true
+	}
+	if g.now().Before(g.until) {
+		return false
+	}
+	g.until = time.Time{}
+	ipPenaltyUntil.Set(0)
+	return true
+}
+
+// penalize records a finch_api_ip_rl answer: pause until Retry-After if Finch
+// gave one, else for DefaultIPPenalty. A pause is only ever extended: a
+// shorter Retry-After seen later does not cut an earlier, longer one.
+func (g *IPGuard) penalize(retryAfter time.Duration) {
+	d := retryAfter
+	if d <= 0 {
+		d = DefaultIPPenalty
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	until := g.now().Add(d)
+	if !until.After(g.until) {
+		return
+	}
+	g.until = until
+	ipPenaltyUntil.Set(float64(until.UnixMilli()) / 1e3)
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	g.timer = time.AfterFunc(d, g.expire)
+}
+
+// expire resets the penalty gauge once the pause is over, even if no call
+// comes to notice.
+func (g *IPGuard) expire() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.expireLocked()
+}
+
+// refuse returns the local error for a call made during the pause, or nil.
+func (g *IPGuard) refuse(app, endpoint string) *Error {
+	g.mu.Lock()
+	if g.expireLocked() {
+		g.mu.Unlock()
+		return nil
+	}
+	until := g.until
+	left := until.Sub(g.now())
+	g.mu.Unlock()
+	ipPenaltyRefused.WithLabelValues(app, endpoint).Inc()
+	return &Error{
+		StatusCode: http.StatusTooManyRequests,
+		Name:       "rate_limit_exceeded_error",
+		FinchCode:  finchCodeIPRateLimit,
+		Message: fmt.Sprintf("not sent: the operator is serving Finch's per-IP rate-limit penalty (finch_api_ip_rl) until %s; retry after %s",
+			until.UTC().Format(time.RFC3339), left.Round(time.Second)),
+		RetryAfter: left,
+		Endpoint:   endpoint,
+		Local:      true,
+	}
+}
+
+// IsIPRateLimited reports a 429 finch_api_ip_rl: Finch's per-IP penalty,
+// either answered by Finch or refused locally by an IPGuard during the pause
+// (then the *Error has Local set). RateLimited gives the wait.
+func IsIPRateLimited(err error) bool {
+	var fe *Error
+	return errors.As(err, &fe) && fe.StatusCode == http.StatusTooManyRequests && fe.FinchCode == finchCodeIPRateLimit
+}
