@@ -1,6 +1,8 @@
 package controllers_test
 
 import (
+	"time"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -73,13 +75,14 @@ var _ = Describe("Finch contract", func() {
 	It("records a multi-entity connection's entities and re-authenticates when one entity needs it", func() {
 		s := newScenario()
 		c := s.connect("acme", "acme-001")
-		Expect(s.sim.SetEntities(c.Status.ConnectionID, []finchsim.EntityInfo{
-			{ID: "11111111-1111-4111-8111-111111111111", Name: "Acme East", SourceID: "east", Status: "connected"},
-			{ID: "22222222-2222-4222-8222-222222222222", Name: "Acme West", SourceID: "west", Status: "connected"},
-		})).To(Succeed())
+		_, err := s.sim.AddEntities(c.Status.ConnectionID,
+			finchsim.EntityInfo{ID: "11111111-1111-4111-8111-111111111111", Name: "Acme East", SourceID: "east", Status: "connected"},
+			finchsim.EntityInfo{ID: "22222222-2222-4222-8222-222222222222", Name: "Acme West", SourceID: "west", Status: "connected"})
+		Expect(err).NotTo(HaveOccurred())
 		s.annotate("acme", finchv1.RequestedAtAnnotation, "1")
 		Eventually(func(g Gomega) {
-			g.Expect(s.get("acme").Status.Entities).To(HaveLen(2))
+			// The connection's own entity plus the two added.
+			g.Expect(s.get("acme").Status.Entities).To(HaveLen(3))
 		}).Should(Succeed())
 		Expect(s.sim.SetEntityStatus(c.Status.ConnectionID, "22222222-2222-4222-8222-222222222222", "reauth")).To(Succeed())
 		s.annotate("acme", finchv1.RequestedAtAnnotation, "2")
@@ -90,22 +93,24 @@ var _ = Describe("Finch contract", func() {
 	})
 
 	DescribeTable("publishes a link for a reauth session whatever field Finch puts it in",
-		func(shape finchsim.ReauthURLShape) {
+		func(field string) {
 			s := newScenario()
-			s.sim.AddApp(finchsim.AppConfig{ClientID: clientID, ClientSecret: clientSecret, ReauthURLShape: shape})
+			s.sim.AddApp(finchsim.AppConfig{ClientID: clientID, ClientSecret: clientSecret, ReauthURLField: field})
 			s.connect("acme", "acme-001")
 			s.annotate("acme", finchv1.ReauthRequestedAtAnnotation, "now")
 			c := s.waitPhase("acme", finchv1.PhaseReauthRequired)
 			Expect(c.Status.Session.ConnectURL).To(ContainSubstring("session=" + c.Status.Session.ID))
 		},
-		Entry("url instead of connect_url", finchsim.ReauthURLAsURL),
-		Entry("no URL at all", finchsim.ReauthURLNone),
+		Entry("url instead of connect_url", finchsim.URLFieldURL),
+		Entry("no URL at all", finchsim.URLFieldNone),
 	)
 
 	It("lets a Disconnect deletion finish when /disconnect answers an undocumented 401", func() {
 		s := newScenario()
 		s.connect("acme", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.DeletionPolicy = finchv1.DeletionPolicyDisconnect })
-		s.sim.InjectFault(epDisconnect, finchsim.Fault{Status: 401, Count: -1})
+		// A 401 body no Finch doc describes for /disconnect.
+		s.sim.InjectFault(epDisconnect, finchsim.Fault{Status: 401, Count: -1,
+			Body: `{"code":401,"name":"token_revoked_somehow","message":"no longer valid"}`})
 		s.deleteAndWait("acme")
 		Expect(s.events("acme")).To(ContainElement(controllers.ReasonDisconnectFailed))
 	})
@@ -139,5 +144,33 @@ var _ = Describe("Finch contract", func() {
 			g.Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Message).To(ContainSubstring("Acme Renamed"))
 		}).Should(Succeed())
 		Expect(s.calls(epReauth)).To(Equal(1))
+	})
+
+	It("pauses every Finch call during Finch's per-IP penalty and shows it on the FinchApp", func() {
+		s := newScenario()
+		// Finch's per-IP limit, scaled down: 2 requests, then a 3 s penalty.
+		s.sim.SetIPRateLimit(finchsim.IPRateLimit{Enabled: true, Requests: 2, Window: time.Minute, Penalty: 3 * time.Second})
+		for _, n := range []string{"a", "b", "c", "d", "e"} {
+			s.newConn(n, n+"-1")
+		}
+		Eventually(func(g Gomega) {
+			app := &finchv1.FinchApp{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
+			cond := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionRateLimited)
+			g.Expect(cond).NotTo(BeNil())
+			g.Expect(cond.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(cond.Reason).To(Equal(controllers.ReasonIPRateLimited))
+		}).Should(Succeed())
+		s.sim.SetIPRateLimit(finchsim.IPRateLimit{}) // the penalty ends; Finch serves again
+		for _, n := range []string{"a", "b", "c", "d", "e"} {
+			s.waitPhase(n, finchv1.PhaseAwaitingConnect)
+		}
+		// One finch_api_ip_rl answer paused everyone: no connection kept knocking.
+		Expect(s.sim.Responses(epSessions, 429)).To(Equal(1))
+		Eventually(func(g Gomega) {
+			app := &finchv1.FinchApp{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
+			g.Expect(meta.IsStatusConditionFalse(app.Status.Conditions, finchv1.ConditionRateLimited)).To(BeTrue())
+		}).Should(Succeed())
 	})
 })

@@ -170,11 +170,12 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 		total := writesIn(s.ns)
 		GinkgoWriter.Printf("API writes to reach AwaitingConnect: %v\nAPI writes through Connected: %v\n", toAwaiting, total)
 		Expect(toAwaiting["status patch FinchConnection"]).To(Equal(1), "one status write per FinchConnection to reach AwaitingConnect")
-		Expect(toAwaiting).To(HaveLen(2), "nothing but the connection's status and the app's counts")
+		Expect(toAwaiting).To(HaveLen(3), "nothing but the connection's status, the app's counts and the app's callback Secret (once per app)")
+		Expect(toAwaiting["create Secret"]).To(Equal(1), "the app's callback Secret")
 		// finalizer + token Secret + code Secret deletion + one status patch per pass.
 		Expect(total["status patch FinchConnection"]).To(BeNumerically("<=", 3))
 		Expect(total["patch FinchConnection"]).To(Equal(1))
-		Expect(total["create Secret"]).To(Equal(1))
+		Expect(total["create Secret"]).To(Equal(2), "the callback Secret and the token Secret")
 		Expect(total["delete Secret"]).To(Equal(1))
 	})
 
@@ -605,7 +606,8 @@ var _ = Describe("FinchApp", func() {
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
 			g.Expect(meta.IsStatusConditionTrue(app.Status.Conditions, finchv1.ConditionReady)).To(BeTrue())
 			g.Expect(app.Status.ObservedGeneration).To(Equal(app.Generation))
-			g.Expect(app.Status.CallbackURL).To(Equal("https://finch.example.com/callback/" + s.ns + "/default"))
+			g.Expect(app.Status.CallbackURL).To(MatchRegexp(`^https://finch\.example\.com/callback/` + s.ns + `/default/[A-Za-z0-9_-]{24}$`))
+			g.Expect(app.Status.CallbackSecretName).To(Equal("default-finch-callback"))
 			g.Expect(app.Status.WebhookURL).To(Equal("https://finch.example.com/webhooks/" + s.ns + "/default"))
 			g.Expect(app.Status.Connections).To(Equal(finchv1.ConnectionCounts{Total: 2, Connected: 1, AwaitingConnect: 1}))
 		}).Should(Succeed())
@@ -638,7 +640,9 @@ func (s *scenario) getSecret(name string) *corev1.Secret {
 func (s *scenario) tokenFromElsewhere(customer string) (string, string) {
 	fc, err := finch.New(finch.Config{BaseURL: s.sim.URL(), ClientID: clientID, ClientSecret: clientSecret})
 	Expect(err).NotTo(HaveOccurred())
-	sess, err := fc.CreateSession(ctx, finch.SessionRequest{CustomerID: customer, CustomerName: customer, Products: []string{"company"}})
+	// The products newConn asks for: a token granting fewer would (rightly)
+	// make the operator ask the employer for the rest (ProductsChanged).
+	sess, err := fc.CreateSession(ctx, finch.SessionRequest{CustomerID: customer, CustomerName: customer, Products: []string{"company", "directory"}})
 	Expect(err).NotTo(HaveOccurred())
 	code, err := s.sim.CompleteSession(sess.SessionID, finchsim.Completion{})
 	Expect(err).NotTo(HaveOccurred())

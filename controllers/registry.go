@@ -22,8 +22,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/budgetstore"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
@@ -284,6 +286,17 @@ func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*Resolve
 	if budget == nil {
 		budget = finch.NewBudget(budgetCfg)
 		r.budgets[key] = budget
+		if r.Writer != nil {
+			// The spend lives in a ConfigMap, so a restarted or new leader
+			// counts what the previous process spent in the window and never
+			// exceeds Finch's limit (claims of a quarter window's allowance:
+			// about 4 writes per window at full rate).
+			ref := metav1.OwnerReference{APIVersion: finchv1.GroupVersion.String(), Kind: "FinchApp", Name: app.Name, UID: app.UID}
+			j := budgetstore.New(r.Writer, key, budgetstore.Options{Reader: r.Reader, Owner: &ref})
+			if err := budget.AttachJournal(ctx, j); err != nil {
+				logf.FromContext(ctx).Error(err, "load the app's Finch budget claims; calls wait for the first successful write", "finchApp", key.String())
+			}
+		}
 	} else {
 		budget.SetConfig(budgetCfg)
 	}

@@ -37,6 +37,7 @@ func main() {
 		trustedProxies                      string
 		ipBudget, callbackExchanges         string
 		callbackIP                          string
+		requireState                        bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (plain HTTP); \"0\" disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
@@ -52,6 +53,7 @@ func main() {
 	flag.StringVar(&ipBudget, "finch-ip-budget", "900/5m", "Operator-wide budget of Finch requests, REQUESTS/WINDOW, shared by every FinchApp (one egress IP): Finch allows 1000 per 5 minutes per IP and answers finch_api_ip_rl with a 60-minute penalty beyond.")
 	flag.StringVar(&callbackExchanges, "callback-exchanges", "10/1m", "Ceiling on code exchanges the redirect callback makes per FinchApp, REQUESTS/WINDOW; the rest of the app's token budget stays with reconciles (embedded hand-offs).")
 	flag.StringVar(&callbackIP, "callback-rate-per-ip", "10/1m", "Callbacks allowed per client address, BURST/REFILL-INTERVAL-FOR-THE-BURST (default: a burst of 10, refilled over a minute); beyond it the callback answers 429 with Retry-After.")
+	flag.BoolVar(&requireState, "callback-require-state", true, "Refuse redirect callbacks without the state the operator signed for the session. Set false only if Finch Connect does not return state for your app: such callbacks are then matched by the customer_id Finch echoes (within the same rate limits and exchange ceiling).")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -92,7 +94,7 @@ func main() {
 		LeaderElectionNamespace:       leaderElectionNS,
 		LeaderElectionReleaseOnCancel: true,
 	}, controllers.Options{MaxConcurrentReconciles: workers, IPBudget: ipCfg}, inbound.Config{
-		TrustedProxies: proxies, CallbackExchanges: cbCfg,
+		TrustedProxies: proxies, CallbackExchanges: cbCfg, AllowStatelessCallbacks: !requireState,
 		CallbackIPBurst: ipRate.Requests, CallbackIPInterval: ipRate.Window / time.Duration(ipRate.Requests),
 	}, inboundAddr); err != nil {
 		log.Error(err, "manager exited")

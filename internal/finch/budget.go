@@ -34,7 +34,9 @@ var DefaultBudget = BudgetConfig{Requests: 20, Window: time.Minute}
 // rolling window (N from the full bucket, then N refilled).
 //
 // Waiters are served in FIFO order: Wait reserves the earliest slot that keeps
-// the guarantee and sleeps until then.
+// the guarantee and sleeps until then. (With a journal, waiters that wait for
+// claims to free up, or for a failing journal, are not ordered among
+// themselves.)
 //
 // In memory alone the guarantee covers one process lifetime. With a journal
 // (AttachJournal) it covers every Budget sharing that journal, across
@@ -526,8 +528,8 @@ func (b *Budget) nextIDLocked() string {
 }
 
 // chunkLocked is how many slots one claim asks for: a quarter of the limit,
-// so a busy endpoint writes about 4-5 claims per window and a restart loses
-// at most a quarter of one.
+// so a busy endpoint writes about 4-5 claims per window and a process that
+// dies strands at most a quarter of a window's slots per endpoint.
 func (b *Budget) chunkLocked() int {
 	return max(1, (b.cfg.Requests+3)/4)
 }

@@ -102,11 +102,14 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	codes, states := q["code"], q["state"]
 	if len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 ||
-		len(codes) != 1 || !validCode(codes[0]) || len(states) != 1 || len(states[0]) > maxStateLen {
+		len(codes) != 1 || !validCode(codes[0]) || len(states) > 1 || len(states) == 1 && len(states[0]) > maxStateLen {
 		s.handleBadCallback(w, r)
 		return
 	}
-	code, state := codes[0], states[0]
+	code, state := codes[0], ""
+	if len(states) == 1 {
+		state = states[0]
+	}
 	key := types.NamespacedName{Namespace: ns, Name: name}
 	log := s.log.WithValues("callback", key.String())
 
@@ -143,18 +146,20 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.rejectCallback(w, r, app, rejectBadPath)
 		return
 	}
-	sessionID, ok := resolved.VerifyState(state)
-	if !ok {
-		s.rejectCallback(w, r, app, rejectBadState)
-		return
+	redeem := func(base context.Context) (outcome, bool) { return s.redeemUnbound(base, app, resolved, code) }
+	if state != "" || !s.cfg.AllowStatelessCallbacks {
+		sessionID, ok := resolved.VerifyState(state)
+		if !ok {
+			s.rejectCallback(w, r, app, rejectBadState)
+			return
+		}
+		redeem = func(base context.Context) (outcome, bool) { return s.redeem(base, app, resolved, sessionID, code) }
 	}
 
 	// The exchange runs detached from the browser's request: once the code
 	// is sent to Finch, the token must be stored even if the tab is closed.
 	base := context.WithoutCancel(r.Context())
-	out, ok := s.codes.do(r.Context(), codeKey(key, code), func() (outcome, bool) {
-		return s.redeem(base, app, resolved, sessionID, code)
-	})
+	out, ok := s.codes.do(r.Context(), codeKey(key, code), func() (outcome, bool) { return redeem(base) })
 	if !ok {
 		// The browser left while another request for the same code was in flight.
 		return
@@ -194,8 +199,31 @@ func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *c
 		callbackRejected.WithLabelValues(rejectSessionLocked).Inc()
 		return outcome{result: callbackInvalid, page: pageTooMany, retryAfter: wait}, false
 	}
-	// The ceiling keeps callbacks from spending the app's whole token budget:
-	// reconciles (embedded hand-offs) always keep the rest of it.
+	if out, ok := s.takeExchange(base, app); !ok {
+		return out, false
+	}
+	return s.exchange(base, app, resolved, code, conn.Status.Session.RedirectURI, conn)
+}
+
+// redeemUnbound spends a code that came back without a state, for
+// --callback-require-state=false (should Finch Connect not return state): the
+// app must have a session waiting for an employer, the exchange uses the
+// app's callback URL as redirect_uri, and the token response's customer_id
+// finds the connection.
+func (s *Server) redeemUnbound(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, code string) (outcome, bool) {
+	if n := app.Status.Connections; n.AwaitingConnect+n.ReauthRequired == 0 {
+		return outcome{reject: rejectNoSession}, true
+	}
+	if out, ok := s.takeExchange(base, app); !ok {
+		return out, false
+	}
+	return s.exchange(base, app, resolved, code, resolved.CallbackURL(), nil)
+}
+
+// takeExchange takes a slot of the app's ceiling for callback exchanges, which
+// keeps callbacks from spending the app's whole token budget: reconciles
+// (embedded hand-offs) always keep the rest of it.
+func (s *Server) takeExchange(base context.Context, app *finchv1.FinchApp) (outcome, bool) {
 	appKey := client.ObjectKeyFromObject(app).String()
 	if wait := s.exchangeBudget(appKey).Delay(callbackBudgetKey); wait > 0 {
 		callbackExchanges.WithLabelValues(appKey, exchangeCeiling).Inc()
@@ -207,7 +235,7 @@ func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *c
 	if err := s.exchangeBudget(appKey).Wait(base, callbackBudgetKey); err != nil {
 		return outcome{result: callbackError, page: pageUnavailable}, false
 	}
-	return s.exchange(base, app, resolved, conn, code)
+	return outcome{}, true
 }
 
 // sessionConnection finds the FinchConnection that publishes sessionID and
@@ -241,15 +269,19 @@ func (s *Server) sessionConnection(ctx context.Context, app *finchv1.FinchApp, s
 	return conn, "", nil
 }
 
-// exchange spends the code with the session's redirect_uri and stores the
-// token. The bool says whether the outcome should be remembered for the code.
-func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, conn *finchv1.FinchConnection, code string) (outcome, bool) {
-	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String(), "finchConnection", conn.Name)
+// exchange spends the code with redirectURI (exactly the session's, RFC 6749
+// section 4.1.3) and stores the token for conn, or, when conn is nil or the
+// token is another customer's, for the connection the response names. The
+// bool says whether the outcome should be remembered for the code.
+func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, code, redirectURI string, conn *finchv1.FinchConnection) (outcome, bool) {
+	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String())
 	appKey := client.ObjectKeyFromObject(app).String()
-	sess := conn.Status.Session
+	var sess *finchv1.Session
+	if conn != nil {
+		sess = conn.Status.Session
+	}
 	xctx, cancel := context.WithTimeout(base, exchangeTimeout)
-	// Exactly the redirect_uri the session was created with (RFC 6749 4.1.3).
-	resp, err := resolved.Client.ExchangeCode(xctx, finch.TokenRequest{Code: code, RedirectURI: sess.RedirectURI})
+	resp, err := resolved.Client.ExchangeCode(xctx, finch.TokenRequest{Code: code, RedirectURI: redirectURI})
 	cancel()
 	if err != nil {
 		out := s.exchangeFailed(app, resolved, err)
@@ -262,9 +294,10 @@ func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved 
 
 	ctx, cancel := context.WithTimeout(base, storeTimeout)
 	defer cancel()
-	if resp.CustomerID != "" && resp.CustomerID != conn.Spec.CustomerID {
-		// The code belongs to another customer than the session it came
-		// back with: store it where the customer says, or nowhere.
+	if conn == nil || resp.CustomerID != "" && resp.CustomerID != conn.Spec.CustomerID {
+		// No session named the connection, or the code belongs to another
+		// customer than the session it came back with: store it where the
+		// customer says, or nowhere.
 		other, err := s.findConnection(ctx, app, resp)
 		if err != nil {
 			log.Error(err, "token lost: the code was exchanged but the FinchConnection could not be looked up")
@@ -273,8 +306,9 @@ func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved 
 		if other == nil {
 			return s.unmatched(ctx, app, resolved, resp), true
 		}
-		conn, sess = other, nil
+		conn, sess = other, other.Status.Session
 	}
+	log = log.WithValues("finchConnection", conn.Name)
 	sessionID := ""
 	if sess != nil {
 		sessionID = sess.ID

@@ -45,15 +45,15 @@ func TestCallbackInvalidLinksLookAlike(t *testing.T) {
 	forged := conn.Status.Session.ID + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 	wrongPath := cb[:strings.LastIndex(cb, "/")] + "/guessed-path-segment"
 	urls := []string{
-		cb,                    // no code
-		cb + "?code=",         // empty code
-		cb + "?state=" + url.QueryEscape(state),                   // state only
-		cb + "?code=a&code=b&state=" + url.QueryEscape(state),     // two codes
-		cb + "?code=" + url.QueryEscape("a b<script>"),            // not a code
-		cb + "?code=" + code,                                      // no state
+		cb,                                      // no code
+		cb + "?code=",                           // empty code
+		cb + "?state=" + url.QueryEscape(state), // state only
+		cb + "?code=a&code=b&state=" + url.QueryEscape(state),      // two codes
+		cb + "?code=" + url.QueryEscape("a b<script>"),             // not a code
+		cb + "?code=" + code,                                       // no state
 		cb + "?code=" + code + "&state=" + url.QueryEscape(forged), // a state the operator did not sign
 		cb + "?code=" + code + "&state=garbage",
-		wrongPath + "?code=" + code + "&state=" + url.QueryEscape(state), // guessed path segment
+		wrongPath + "?code=" + code + "&state=" + url.QueryEscape(state),                          // guessed path segment
 		base + "/callback/" + f.ns + "/default?code=" + code + "&state=" + url.QueryEscape(state), // no path segment
 		base + "/callback/" + f.ns + "/no-such-app/x?code=abc&state=s",
 		base + "/callback/no-such-namespace/default/x?code=abc&state=s",

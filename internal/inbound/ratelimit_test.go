@@ -12,6 +12,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/types"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
@@ -21,14 +22,18 @@ import (
 // floodServer is an inbound server of its own with production-like limits
 // (the shared one is unlimited: every test's browser is 127.0.0.1), behind a
 // "proxy" at 127.0.0.1 whose X-Forwarded-For it trusts.
-func (f *fixture) floodServer(exchanges int) (*Server, string) {
+func (f *fixture) floodServer(exchanges int, mutate ...func(*Config)) (*Server, string) {
 	f.t.Helper()
-	srv := New(Config{
+	cfg := Config{
 		Client: f.e.mgr.GetClient(), APIReader: f.e.mgr.GetAPIReader(), Apps: f.e.op.Apps,
 		Recorder:          f.e.mgr.GetEventRecorder("finch-operator"),
 		TrustedProxies:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		CallbackExchanges: finch.BudgetConfig{Requests: exchanges, Window: time.Minute},
-	})
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	srv := New(cfg)
 	ts := httptest.NewServer(srv.Handler())
 	f.t.Cleanup(ts.Close)
 	return srv, ts.URL
@@ -111,8 +116,8 @@ func TestCallbackFloodCostsAtMostTheCeiling(t *testing.T) {
 	}
 	madeUp := func(i int) string { return fmt.Sprintf("sess-%d.%043d", i, i) }
 	wg.Add(3)
-	go flood(func(int) string { return "203.0.113.1" }, 500, madeUp)                                      // one address
-	go flood(func(i int) string { return fmt.Sprintf("198.51.100.%d", i%50+1) }, 400, madeUp)             // 50 addresses
+	go flood(func(int) string { return "203.0.113.1" }, 500, madeUp)                                                        // one address
+	go flood(func(i int) string { return fmt.Sprintf("198.51.100.%d", i%50+1) }, 400, madeUp)                               // 50 addresses
 	go flood(func(i int) string { return fmt.Sprintf("198.51.100.%d", i%50+101) }, 100, func(int) string { return leaked }) // a leaked real state
 
 	// The real employer finishes Connect in the middle of the flood.
@@ -147,4 +152,35 @@ func TestCallbackFloodCostsAtMostTheCeiling(t *testing.T) {
 	resp.Body.Close()
 	g.Expect(resp.StatusCode).To(Equal(http.StatusTooManyRequests))
 	g.Expect(resp.Header.Get("Retry-After")).NotTo(BeEmpty())
+}
+
+// --callback-require-state=false: a callback without state is exchanged with
+// the app's callback URL and matched by customer_id, but only while the app
+// has a session waiting; a state that is present must still be valid.
+func TestCallbackStatelessMode(t *testing.T) {
+	f := newFixture(t)
+	g := f.g
+	_, base := f.floodServer(DefaultCallbackExchanges.Requests, func(c *Config) { c.AllowStatelessCallbacks = true })
+	f.createApp("lenient", func(a *finchv1.FinchApp) { a.Spec.PublicURL = base })
+	cb := f.callbackURL("lenient")
+
+	status, _ := getFrom(t, "203.0.113.20", cb+"?code=90abecb6-2b8e-4e45-a4c1-6b4f8e0d1a2c")
+	g.Expect(status).To(Equal(http.StatusBadRequest), "no session is waiting: refused")
+	g.Expect(f.sim.Calls("POST /auth/token")).To(BeZero())
+
+	f.newConnection("plain", "plain", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "lenient"} })
+	conn := f.waitSession("plain", finchv1.SessionConnect)
+	g.Eventually(func(g Gomega) {
+		app := &finchv1.FinchApp{}
+		g.Expect(f.e.cached.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: "lenient"}, app)).To(Succeed())
+		g.Expect(app.Status.Connections.AwaitingConnect).To(BeEquivalentTo(1))
+	}).Should(Succeed())
+	status, _ = getFrom(t, "203.0.113.20", cb+"?code=x&state=forged.state")
+	g.Expect(status).To(Equal(http.StatusBadRequest), "a state that is present is checked")
+	code, err := f.sim.CompleteSession(conn.Status.Session.ID, finchsim.Completion{})
+	g.Expect(err).NotTo(HaveOccurred())
+	status, body := getFrom(t, "203.0.113.20", cb+"?code="+code) // Connect dropped the state
+	g.Expect(status).To(Equal(http.StatusOK), body)
+	f.waitConnected("plain")
+	g.Expect(f.sim.Calls("POST /auth/token")).To(Equal(1))
 }

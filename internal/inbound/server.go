@@ -114,6 +114,12 @@ type Config struct {
 	// CallbackExchanges is the ceiling on code exchanges the callback makes
 	// per app (default DefaultCallbackExchanges).
 	CallbackExchanges finch.BudgetConfig
+	// AllowStatelessCallbacks accepts callbacks without a state parameter
+	// (--callback-require-state=false), for the case Finch Connect does not
+	// return it: they are exchanged with the app's callback URL and matched by
+	// the customer_id Finch echoes, within the same limits and ceiling. A
+	// state that is present must still be valid.
+	AllowStatelessCallbacks bool
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Log is the logger (default ctrl.Log.WithName("inbound")).
@@ -136,11 +142,11 @@ type Server struct {
 	limiter *eventLimiter  // Warning events caused by unauthenticated requests
 	mux     *http.ServeMux
 
-	ipLimiter  *eventLimiter // callbacks per client address
-	appLimiter *eventLimiter // refused callbacks per app
+	ipLimiter      *eventLimiter // callbacks per client address
+	appLimiter     *eventLimiter // refused callbacks per app
 	sessionLimiter *eventLimiter // code exchanges per session
-	budgetMu   sync.Mutex
-	budgets    map[string]*finch.Budget // callback exchange ceiling per app
+	budgetMu       sync.Mutex
+	budgets        map[string]*finch.Budget // callback exchange ceiling per app
 }
 
 // New returns a Server. Client, APIReader and Apps are required.
@@ -180,10 +186,10 @@ func New(cfg Config) *Server {
 		codes:   newCodeTracker(usedCodeSize, usedCodeTTL, cfg.Now),
 		limiter: newEventLimiter(5, 30*time.Second, cfg.Now),
 
-		ipLimiter:  newEventLimiter(cfg.CallbackIPBurst, cfg.CallbackIPInterval, cfg.Now),
-		appLimiter: newEventLimiter(cfg.CallbackAppBurst, cfg.CallbackAppInterval, cfg.Now),
+		ipLimiter:      newEventLimiter(cfg.CallbackIPBurst, cfg.CallbackIPInterval, cfg.Now),
+		appLimiter:     newEventLimiter(cfg.CallbackAppBurst, cfg.CallbackAppInterval, cfg.Now),
 		sessionLimiter: newEventLimiter(maxSessionExchanges, time.Minute, cfg.Now),
-		budgets:    map[string]*finch.Budget{},
+		budgets:        map[string]*finch.Budget{},
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /callback/{namespace}/{app}/{path}", s.instrument(routeCallback, http.HandlerFunc(s.handleCallback)))

@@ -167,6 +167,12 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	if len(status) > maxStatusLen {
 		status = status[:maxStatusLen]
 	}
+	if ev.ConnectionID == "" && len(list.Items) > 1 {
+		// A company_id or account_id shared by several connections does not
+		// say which one Finch meant: record no status, so each controller
+		// introspects (one call) instead of minting a reauth session for all.
+		status = ""
+	}
 	recorded, already := 0, 0
 	for i := range list.Items {
 		conn := &list.Items[i]

@@ -1,0 +1,277 @@
+// Package budgetstore keeps the claims of a finch.Budget in a ConfigMap, one
+// per FinchApp, so that a restarted manager or a new leader knows what the
+// previous process spent in Finch's rolling window (see finch.Claim).
+//
+// The ConfigMap is <app>-finch-budget in the app's namespace, labelled
+// app.kubernetes.io/managed-by=finch-operator and, when the caller passes
+// one, owned by the FinchApp (so it is garbage-collected with it). Its key
+// claims.json holds the claims that still occupy a window, as compact JSON:
+//
+//	{"v":1,"c":{"GET /introspect":[{"i":"1f2e3d4c.7","a":1767225600000,"u":1767225630000,"n":5}]}}
+//
+// with times in Unix milliseconds (a rounded down, u rounded up, so rounding
+// never shrinks a claim). Every write prunes the claims that no longer occupy
+// any window, so it holds at most a few claims per endpoint (well under 1 KiB
+// per busy endpoint).
+//
+// Write cost: a Budget writes one claim per ceil(Requests/4) slots, so an
+// endpoint spending at Finch's full rate costs about 4-5 ConfigMap writes per
+// window (about 5 per minute at Finch's 20 per 60 s) and an idle one none;
+// reads happen only at start and after a resourceVersion conflict, because
+// the last written object is kept.
+package budgetstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/connectops/finch-operator/internal/finch"
+)
+
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;update
+
+const (
+	// DataKey is the ConfigMap key holding the claims.
+	DataKey = "claims.json"
+	// NameSuffix is appended to the FinchApp's name to name its ConfigMap.
+	NameSuffix = "-finch-budget"
+	// ManagedByLabel and ManagedBy mark the ConfigMap as the operator's.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedBy      = "finch-operator"
+
+	formatVersion = 1
+	// maxConflicts bounds the read-modify-write retries of one Update; the
+	// Budget retries a failed Update later.
+	maxConflicts = 10
+)
+
+// Options are the optional parts of a Journal.
+type Options struct {
+	// Reader reads the ConfigMap; nil reads with the Client. Pass the
+	// manager's APIReader: the operator's cache does not hold ConfigMaps, and
+	// a cached Get would start a cluster-wide ConfigMap informer for this.
+	Reader client.Reader
+	// Owner, if set, becomes the ConfigMap's owner reference (typically the
+	// FinchApp, so the claims go when the app goes).
+	Owner *metav1.OwnerReference
+}
+
+// Journal is a finch.BudgetJournal stored in one ConfigMap. It is safe for
+// concurrent use; give each Budget its own Journal (the same ConfigMap may be
+// shared by any number of Journals, in any number of processes).
+type Journal struct {
+	c      client.Client
+	r      client.Reader
+	key    types.NamespacedName
+	owner  *metav1.OwnerReference
+	mu     sync.Mutex        // serialises Load and Update: no self-inflicted conflicts
+	cached *corev1.ConfigMap // last object read or written; nil: read first
+}
+
+var _ finch.BudgetJournal = (*Journal)(nil)
+
+// New returns the Journal of FinchApp app, writing with c.
+func New(c client.Client, app types.NamespacedName, opts Options) *Journal {
+	r := opts.Reader
+	if r == nil {
+		r = c
+	}
+	return &Journal{c: c, r: r, key: types.NamespacedName{Namespace: app.Namespace, Name: ConfigMapName(app.Name)}, owner: opts.Owner}
+}
+
+// ConfigMapName is the name of FinchApp app's budget ConfigMap. Names too
+// long for the suffix are shortened with a hash, so every app has its own.
+func ConfigMapName(app string) string {
+	const maxName = 253 // DNS subdomain
+	if len(app)+len(NameSuffix) <= maxName {
+		return app + NameSuffix
+	}
+	sum := sha256.Sum256([]byte(app))
+	h := hex.EncodeToString(sum[:4])
+	return app[:maxName-len(NameSuffix)-len(h)-1] + "-" + h + NameSuffix
+}
+
+// Key is the ConfigMap the Journal uses.
+func (j *Journal) Key() types.NamespacedName { return j.key }
+
+// Load returns the recorded claims (none if the ConfigMap does not exist).
+func (j *Journal) Load(ctx context.Context) (map[string][]finch.Claim, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	cm, err := j.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return j.decode(cm)
+}
+
+// Update implements finch.BudgetJournal: fn sees the claims of the object it
+// writes, and a write that lost a resourceVersion race is computed again from
+// the newer object.
+func (j *Journal) Update(ctx context.Context, fn func(map[string][]finch.Claim) (map[string][]finch.Claim, error)) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for range maxConflicts {
+		cm := j.cached
+		if cm == nil {
+			var err error
+			if cm, err = j.read(ctx); err != nil {
+				return err
+			}
+		}
+		cur, err := j.decode(cm)
+		if err != nil {
+			return err
+		}
+		next, err := fn(cur)
+		if err != nil || next == nil {
+			return err
+		}
+		data, err := encode(next)
+		if err != nil {
+			return fmt.Errorf("encode budget claims: %w", err)
+		}
+		err = j.write(ctx, cm, data)
+		if err == nil {
+			return nil
+		}
+		j.cached = nil // read again: someone else wrote, or the write's outcome is unknown
+		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("write budget ConfigMap %s: %w", j.key, err)
+		}
+	}
+	return fmt.Errorf("write budget ConfigMap %s: still conflicting after %d attempts", j.key, maxConflicts)
+}
+
+// read gets the ConfigMap into the cache; nil if it does not exist.
+func (j *Journal) read(ctx context.Context) (*corev1.ConfigMap, error) {
+	cm := &corev1.ConfigMap{}
+	if err := j.r.Get(ctx, j.key, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			j.cached = nil
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read budget ConfigMap %s: %w", j.key, err)
+	}
+	j.cached = cm
+	return cm, nil
+}
+
+// write stores data as an update of cur (its resourceVersion makes the API
+// server refuse it if anyone wrote since), or creates the ConfigMap if cur is
+// nil (refused if anyone created it since).
+func (j *Journal) write(ctx context.Context, cur *corev1.ConfigMap, data string) error {
+	var cm *corev1.ConfigMap
+	if cur == nil {
+		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: j.key.Namespace, Name: j.key.Name}}
+	} else {
+		cm = cur.DeepCopy()
+	}
+	if cm.Labels == nil {
+		cm.Labels = map[string]string{}
+	}
+	cm.Labels[ManagedByLabel] = ManagedBy
+	if j.owner != nil && !hasOwner(cm.OwnerReferences, j.owner.UID) {
+		cm.OwnerReferences = append(cm.OwnerReferences, *j.owner)
+	}
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	cm.Data[DataKey] = data
+	var err error
+	if cur == nil {
+		err = j.c.Create(ctx, cm)
+	} else {
+		err = j.c.Update(ctx, cm)
+	}
+	if err != nil {
+		return err
+	}
+	j.cached = cm
+	return nil
+}
+
+func hasOwner(refs []metav1.OwnerReference, uid types.UID) bool {
+	for _, r := range refs {
+		if r.UID == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// document is the JSON in DataKey: short keys, because it is rewritten
+// several times a window.
+type document struct {
+	Version int                 `json:"v"`
+	Claims  map[string][]record `json:"c"`
+}
+
+type record struct {
+	ID    string `json:"i"`
+	At    int64  `json:"a"` // Unix ms, rounded down
+	Until int64  `json:"u"` // Unix ms, rounded up
+	Slots int    `json:"n"`
+}
+
+func encode(claims map[string][]finch.Claim) (string, error) {
+	doc := document{Version: formatVersion, Claims: make(map[string][]record, len(claims))}
+	for ep, cs := range claims {
+		if len(cs) == 0 {
+			continue
+		}
+		rs := make([]record, 0, len(cs))
+		for _, c := range cs {
+			rs = append(rs, record{ID: c.ID, At: c.At.UnixMilli(), Until: ceilMilli(c.Until), Slots: c.Slots})
+		}
+		doc.Claims[ep] = rs
+	}
+	b, err := json.Marshal(doc)
+	return string(b), err
+}
+
+func ceilMilli(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if time.UnixMilli(ms).Before(t) {
+		ms++
+	}
+	return ms
+}
+
+// decode reads the claims of cm (none if cm is nil or has none). A document
+// it cannot read is an error, not an empty budget: treating it as empty could
+// overspend.
+func (j *Journal) decode(cm *corev1.ConfigMap) (map[string][]finch.Claim, error) {
+	claims := map[string][]finch.Claim{}
+	if cm == nil || cm.Data[DataKey] == "" {
+		return claims, nil
+	}
+	var doc document
+	err := json.Unmarshal([]byte(cm.Data[DataKey]), &doc)
+	if err == nil && doc.Version != formatVersion {
+		err = fmt.Errorf("format version %d, want %d", doc.Version, formatVersion)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decode budget claims in ConfigMap %s (delete key %s to reset; Finch may then answer 429 for up to one window): %w", j.key, DataKey, err)
+	}
+	for ep, rs := range doc.Claims {
+		for _, r := range rs {
+			if r.Slots <= 0 {
+				continue // counts for nothing
+			}
+			claims[ep] = append(claims[ep], finch.Claim{ID: r.ID, At: time.UnixMilli(r.At), Until: time.UnixMilli(r.Until), Slots: r.Slots})
+		}
+	}
+	return claims, nil
+}
