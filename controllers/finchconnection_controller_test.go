@@ -170,12 +170,16 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 		total := writesIn(s.ns)
 		GinkgoWriter.Printf("API writes to reach AwaitingConnect: %v\nAPI writes through Connected: %v\n", toAwaiting, total)
 		Expect(toAwaiting["status patch FinchConnection"]).To(Equal(1), "one status write per FinchConnection to reach AwaitingConnect")
-		Expect(toAwaiting).To(HaveLen(3), "nothing but the connection's status, the app's counts and the app's callback Secret (once per app)")
+		Expect(toAwaiting).To(HaveLen(4), "nothing but the connection's status, the app's counts, and once per app its callback Secret and budget ConfigMap")
 		Expect(toAwaiting["create Secret"]).To(Equal(1), "the app's callback Secret")
+		Expect(toAwaiting["create ConfigMap"]).To(Equal(1), "the app's persisted budget claims")
 		// finalizer + token Secret + code Secret deletion + one status patch per pass.
 		Expect(total["status patch FinchConnection"]).To(BeNumerically("<=", 3))
 		Expect(total["patch FinchConnection"]).To(Equal(1))
 		Expect(total["create Secret"]).To(Equal(2), "the callback Secret and the token Secret")
+		// One budget claim per endpoint used (sessions, token, introspect);
+		// a claim covers a quarter of the window's allowance.
+		Expect(total["create ConfigMap"] + total["update ConfigMap"]).To(BeNumerically("<=", 3))
 		Expect(total["delete Secret"]).To(Equal(1))
 	})
 

@@ -207,6 +207,7 @@ type AppRegistry struct {
 	// app's client (nil: none).
 	IPGuard *finch.IPGuard
 
+	cbMu    sync.Mutex // serialises callback Secret creation
 	mu      sync.Mutex
 	apps    map[types.NamespacedName]*ResolvedApp
 	budgets map[types.NamespacedName]*finch.Budget
@@ -355,6 +356,10 @@ func CallbackSecretName(app string) string {
 // derived from the client secret so that rotating credentials does not change
 // the callback URL allow-listed in the Finch dashboard.
 func (r *AppRegistry) callbackSecret(ctx context.Context, app *finchv1.FinchApp) (*corev1.Secret, error) {
+	// One get-or-create at a time: the app controller and the first
+	// connections load an app together, and one create is enough.
+	r.cbMu.Lock()
+	defer r.cbMu.Unlock()
 	key := types.NamespacedName{Namespace: app.Namespace, Name: CallbackSecretName(app.Name)}
 	sec := &corev1.Secret{}
 	err := r.Reader.Get(ctx, key, sec)
