@@ -117,19 +117,27 @@ func (s *Sim) SetConnectionStatus(connectionID, status string) error {
 		return ErrInvalidStatus
 	}
 	s.mu.Lock()
-	c := s.connections[connectionID]
-	if c == nil {
+	c, err := s.liveConnectionLocked(connectionID)
+	if err != nil {
 		s.mu.Unlock()
-		return ErrConnectionNotFound
-	}
-	if c.disconnected {
-		s.mu.Unlock()
-		return ErrConnectionDisconnected
+		return err
 	}
 	job := s.setStatusLocked(c, status)
 	s.mu.Unlock()
 	s.dispatch(job)
 	return nil
+}
+
+// liveConnectionLocked is a connection that exists and is not disconnected.
+func (s *Sim) liveConnectionLocked(id string) (*connection, error) {
+	c := s.connections[id]
+	switch {
+	case c == nil:
+		return nil, ErrConnectionNotFound
+	case c.disconnected:
+		return nil, ErrConnectionDisconnected
+	}
+	return c, nil
 }
 
 func newEntity(e EntityInfo, defaultStatus string) *entity {
@@ -151,12 +159,9 @@ func newEntity(e EntityInfo, defaultStatus string) *entity {
 func (s *Sim) AddEntities(connectionID string, entities ...EntityInfo) ([]EntityInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.connections[connectionID]
-	if c == nil {
-		return nil, ErrConnectionNotFound
-	}
-	if c.disconnected {
-		return nil, ErrConnectionDisconnected
+	c, err := s.liveConnectionLocked(connectionID)
+	if err != nil {
+		return nil, err
 	}
 	if len(c.entities) == 0 {
 		c.entities = []*entity{{id: c.entityID, status: c.status}}
@@ -177,14 +182,10 @@ func (s *Sim) SetEntityStatus(connectionID, entityID, status string) error {
 		return ErrInvalidStatus
 	}
 	s.mu.Lock()
-	c := s.connections[connectionID]
-	if c == nil {
+	c, err := s.liveConnectionLocked(connectionID)
+	if err != nil {
 		s.mu.Unlock()
-		return ErrConnectionNotFound
-	}
-	if c.disconnected {
-		s.mu.Unlock()
-		return ErrConnectionDisconnected
+		return err
 	}
 	var e *entity
 	for _, x := range c.entities {
