@@ -57,6 +57,11 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 		RequestHash: s.token.version,
 	}
 	st.Phase = finchv1.PhaseReauthRequired
+	if s.productsReauth {
+		// Persisted with the session, never without it: a deferred or failed
+		// call must be retried, a minted one must not be repeated.
+		st.ReauthProducts = products(conn)
+	}
 	sessionsIssued.WithLabelValues(string(finchv1.SessionReauthenticate)).Inc()
 	msg := fmt.Sprintf("Finch needs the employer to re-authenticate connection %s: send them status.session.connectURL (expires %s)",
 		st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))

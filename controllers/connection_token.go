@@ -154,7 +154,7 @@ func (r *FinchConnectionReconciler) syncWithToken(ctx context.Context, s *syncSt
 		// The guide: parameters changed after the employer connected need
 		// POST /connect/sessions/reauthenticate. Ask once per products list.
 		if missing := missingProducts(conn, st.GrantedProducts); len(missing) > 0 && !sameProducts(st.ReauthProducts, products(conn)) {
-			st.ReauthProducts = products(conn)
+			s.productsReauth = true // recorded once the session is minted
 			return r.ensureReauthSession(ctx, s)
 		}
 	}

@@ -108,6 +108,7 @@ type syncState struct {
 	forceIntrospect bool   // requestedAt annotation or a webhook without status
 	forceReauth     bool   // reauthRequestedAt annotation
 	webhookStatus   string // connection status a verified webhook reported
+	productsReauth  bool   // the reauth asks for products added after connect
 	hadHint         bool
 }
 

@@ -191,7 +191,9 @@ func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *c
 		return outcome{result: callbackError, page: pageUnavailable}, false
 	}
 	if reason != "" {
-		return outcome{reject: reason}, true
+		// Not remembered: refusing costs no Finch call, and a session the
+		// cache has not seen yet may be there on a reload.
+		return outcome{reject: reason}, false
 	}
 	// A few exchanges per session, then one a minute: a leaked Connect link
 	// cannot drain the budget, and its employer can still finish after a wait.
@@ -212,7 +214,7 @@ func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *c
 // finds the connection.
 func (s *Server) redeemUnbound(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, code string) (outcome, bool) {
 	if n := app.Status.Connections; n.AwaitingConnect+n.ReauthRequired == 0 {
-		return outcome{reject: rejectNoSession}, true
+		return outcome{reject: rejectNoSession}, false
 	}
 	if out, ok := s.takeExchange(base, app); !ok {
 		return out, false
@@ -306,7 +308,13 @@ func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved 
 		if other == nil {
 			return s.unmatched(ctx, app, resolved, resp), true
 		}
-		conn, sess = other, other.Status.Session
+		if conn == nil {
+			// Stateless: the code most likely came from its published session.
+			sess = other.Status.Session
+		} else {
+			sess = nil // not the session the code came back with
+		}
+		conn = other
 	}
 	log = log.WithValues("finchConnection", conn.Name)
 	sessionID := ""
