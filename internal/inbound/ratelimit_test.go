@@ -2,6 +2,7 @@ package inbound
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -42,12 +43,25 @@ func (f *fixture) floodServer(exchanges int, mutate ...func(*Config)) (*Server, 
 // getFrom is a GET as if from client address ip (through the trusted proxy).
 func getFrom(t *testing.T, ip, u string) (int, string) {
 	t.Helper()
+	status, body, _ := getFromWithHeader(t, ip, u)
+	return status, body
+}
+
+// getFromWithHeader is getFrom that also returns the response headers.
+func getFromWithHeader(t *testing.T, ip, u string) (int, string, http.Header) {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("X-Forwarded-For", ip)
-	return do(t, req)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
 }
 
 // Garbage codes for an app with no pending session cost no Finch call, and a
@@ -71,13 +85,9 @@ func TestCallbackGarbageWithoutSessionsCostsNothing(t *testing.T) {
 	}
 	g.Expect(f.sim.Calls("POST /auth/token")).To(BeZero())
 	g.Expect(limited).To(Equal(30-DefaultCallbackIPBurst), "one address gets a burst, then 429")
-	req, _ := http.NewRequest(http.MethodGet, cb+"?code=x&state=y", nil)
-	req.Header.Set("X-Forwarded-For", "203.0.113.10")
-	resp, err := http.DefaultClient.Do(req)
-	g.Expect(err).NotTo(HaveOccurred())
-	resp.Body.Close()
-	g.Expect(resp.StatusCode).To(Equal(http.StatusTooManyRequests))
-	g.Expect(resp.Header.Get("Retry-After")).NotTo(BeEmpty())
+	status, _, h := getFromWithHeader(t, "203.0.113.10", cb+"?code=x&state=y")
+	g.Expect(status).To(Equal(http.StatusTooManyRequests))
+	g.Expect(h.Get("Retry-After")).NotTo(BeEmpty())
 }
 
 // A flood of bogus callbacks while employers have live sessions: from one
@@ -145,13 +155,9 @@ func TestCallbackFloodCostsAtMostTheCeiling(t *testing.T) {
 	// asked to retry in a minute (429 with Retry-After), never refused for good.
 	vcode, err := f.sim.CompleteSession(conns["victim"].Status.Session.ID, finchsim.Completion{})
 	g.Expect(err).NotTo(HaveOccurred())
-	req, _ := http.NewRequest(http.MethodGet, cb+"?code="+vcode+"&state="+url.QueryEscape(leaked), nil)
-	req.Header.Set("X-Forwarded-For", "192.0.2.45")
-	resp, err := http.DefaultClient.Do(req)
-	g.Expect(err).NotTo(HaveOccurred())
-	resp.Body.Close()
-	g.Expect(resp.StatusCode).To(Equal(http.StatusTooManyRequests))
-	g.Expect(resp.Header.Get("Retry-After")).NotTo(BeEmpty())
+	status, _, h := getFromWithHeader(t, "192.0.2.45", cb+"?code="+vcode+"&state="+url.QueryEscape(leaked))
+	g.Expect(status).To(Equal(http.StatusTooManyRequests))
+	g.Expect(h.Get("Retry-After")).NotTo(BeEmpty())
 }
 
 // --callback-require-state=false: a callback without state is exchanged with
