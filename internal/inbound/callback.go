@@ -245,14 +245,31 @@ func (s *Server) takeExchange(base context.Context, app *finchv1.FinchApp) (outc
 // (its token Secret was not already written from it). reason is set when the
 // callback must be refused.
 func (s *Server) sessionConnection(ctx context.Context, app *finchv1.FinchApp, sessionID string) (*finchv1.FinchConnection, string, error) {
+	publishes := func(c *finchv1.FinchConnection) bool {
+		return c.AppName() == app.Name && c.Status.Session != nil && c.Status.Session.ID == sessionID
+	}
 	list := &finchv1.FinchConnectionList{}
 	if err := s.cfg.Client.List(ctx, list, client.InNamespace(app.Namespace),
 		client.MatchingFields{controllers.IndexConnectionSession: controllers.AppScoped(app.Name, sessionID)}); err != nil {
 		return nil, "", fmt.Errorf("list FinchConnections by session: %w", err)
 	}
-	conn := oldest(list.Items, func(c *finchv1.FinchConnection) bool {
-		return c.Status.Session != nil && c.Status.Session.ID == sessionID
-	})
+	conn := oldest(list.Items, publishes)
+	missKey := client.ObjectKeyFromObject(app).String() + "\x00" + sessionID
+	if conn == nil && !s.sessionMisses.Contains(missKey) {
+		// The state is the operator's own, so the session existed: the cache
+		// may just lag the status write that published it (a busy API
+		// server). Ask the API server before refusing a real employer; only
+		// verified states get here, so this cannot be driven by a flood.
+		if err := s.cfg.APIReader.List(ctx, list, client.InNamespace(app.Namespace)); err != nil {
+			return nil, "", fmt.Errorf("list FinchConnections (uncached): %w", err)
+		}
+		conn = oldest(list.Items, publishes)
+		if conn == nil {
+			// A replaced or finished session's state: remember it for a
+			// while, so replaying it costs no further uncached list.
+			s.sessionMisses.Add(missKey, struct{}{})
+		}
+	}
 	if conn == nil {
 		return nil, rejectNoSession, nil
 	}

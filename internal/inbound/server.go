@@ -142,9 +142,10 @@ type Server struct {
 	limiter *eventLimiter  // Warning events caused by unauthenticated requests
 	mux     *http.ServeMux
 
-	ipLimiter      *eventLimiter // callbacks per client address
-	appLimiter     *eventLimiter // refused callbacks per app
-	sessionLimiter *eventLimiter // code exchanges per session
+	ipLimiter      *eventLimiter  // callbacks per client address
+	appLimiter     *eventLimiter  // refused callbacks per app
+	sessionLimiter *eventLimiter  // code exchanges per session
+	sessionMisses  *lru[struct{}] // verified states whose session the API server does not know
 	budgetMu       sync.Mutex
 	budgets        map[string]*finch.Budget // callback exchange ceiling per app
 }
@@ -189,6 +190,7 @@ func New(cfg Config) *Server {
 		ipLimiter:      newEventLimiter(cfg.CallbackIPBurst, cfg.CallbackIPInterval, cfg.Now),
 		appLimiter:     newEventLimiter(cfg.CallbackAppBurst, cfg.CallbackAppInterval, cfg.Now),
 		sessionLimiter: newEventLimiter(maxSessionExchanges, time.Minute, cfg.Now),
+		sessionMisses:  newLRU[struct{}](usedCodeSize, time.Minute, cfg.Now),
 		budgets:        map[string]*finch.Budget{},
 	}
 	mux := http.NewServeMux()
