@@ -198,14 +198,20 @@ var _ = Describe("invalid FinchApps are rejected at apply time", func() {
 var _ = Describe("kubectl explain", func() {
 	It("shows the documented spec fields", func() {
 		kubeconfig := writeKubeconfig(env)
-		out, err := exec.Command(filepath.Join(env.BinaryAssetsDirectory, "kubectl"), "--kubeconfig", kubeconfig,
-			"explain", "finchconnection.spec", "--recursive").CombinedOutput()
-		Expect(err).NotTo(HaveOccurred(), string(out))
+		// The API server publishes a new CRD's schema a moment after the CRD
+		// is established (later still on a busy machine): wait for it.
+		var out []byte
+		Eventually(func() error {
+			var err error
+			out, err = exec.Command(filepath.Join(env.BinaryAssetsDirectory, "kubectl"), "--kubeconfig", kubeconfig,
+				"explain", "finchconnection.spec", "--recursive").CombinedOutput()
+			return err
+		}, 30*time.Second, 250*time.Millisecond).Should(Succeed(), func() string { return string(out) })
 		for _, f := range []string{"appRef", "customerID", "customerName", "customerEmail", "products", "integration",
-			"authMethod", "minutesToExpire", "redirectURI", "sandbox", "manual", "tokenSecretRef", "deletionPolicy", "suspend"} {
+			"authMethod", "minutesToExpire", "connectFlow", "redirectURI", "sandbox", "manual", "tokenSecretRef", "deletionPolicy", "suspend"} {
 			Expect(string(out)).To(ContainSubstring(f))
 		}
-		out, err = exec.Command(filepath.Join(env.BinaryAssetsDirectory, "kubectl"), "--kubeconfig", kubeconfig,
+		out, err := exec.Command(filepath.Join(env.BinaryAssetsDirectory, "kubectl"), "--kubeconfig", kubeconfig,
 			"explain", "fconn.spec.customerID").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(out))
 		Expect(string(out)).To(ContainSubstring("stable, unique identifier for this employer"))
