@@ -1,6 +1,7 @@
 # finch-connect-operator
 #
 #   make test   - unit, envtest and end-to-end tests (builds the envtest control plane once)
+#   make verify - generated files, go.mod, gofmt, go vet and golangci-lint (what CI checks before tests)
 #   make demo   - one-command local demo on a real API server and the Finch simulator
 #   make help   - everything else
 
@@ -8,6 +9,7 @@ IMG ?= ghcr.io/connectops/finch-operator:latest
 K8S_VERSION ?= 1.37.2
 ENVTEST_DIR := $(CURDIR)/bin/k8s/$(K8S_VERSION)-$(shell go env GOOS)-$(shell go env GOARCH)
 CONTROLLER_GEN := go tool controller-gen
+GOLANGCI_LINT := $(CURDIR)/bin/golangci-lint
 GO_TEST_FLAGS ?= -count=1
 
 .DEFAULT_GOAL := help
@@ -36,6 +38,18 @@ fmt: ## gofmt the tree.
 .PHONY: vet
 vet: ## go vet.
 	go vet ./...
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint (config: .golangci.yml).
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: verify
+verify: golangci-lint ## Pre-merge checks: generated files committed, go.mod tidy, gofmt, go vet, lint.
+	./hack/verify.sh
+
+.PHONY: golangci-lint
+golangci-lint: ## Build golangci-lint from the Go module proxy into bin/golangci-lint (no-op when present).
+	./hack/golangci-lint.sh
 
 .PHONY: envtest
 envtest: ## Build kube-apiserver and etcd from the Go module proxy into bin/k8s (no-op when present).

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
@@ -28,16 +29,16 @@ func (r *FinchConnectionReconciler) reconcileDelete(ctx context.Context, conn *f
 	}
 	orig := conn.DeepCopy()
 	now := r.Now()
-	tok, err := r.secrets().readToken(ctx, conn)
+	tok, err := r.secrets().Token(ctx, conn)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if conn.Spec.DeletionPolicy == finchv1.DeletionPolicyDisconnect && tok.token != "" {
-		if err := r.disconnect(ctx, conn, tok.token); err != nil {
+	if conn.Spec.DeletionPolicy == finchv1.DeletionPolicyDisconnect && tok.Token != "" {
+		if err := r.disconnect(ctx, conn, tok.Token); err != nil {
 			return r.deleteFailed(ctx, orig, conn, now, err)
 		}
-		r.event(conn, corev1.EventTypeNormal, ReasonDisconnected, "Disconnect", fmt.Sprintf("disconnected connection %s at Finch", conn.Status.ConnectionID))
-	} else if tok.exists && tok.owned {
+		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonDisconnected, "Disconnect", fmt.Sprintf("disconnected connection %s at Finch", conn.Status.ConnectionID))
+	} else if tok.Exists && tok.Owned {
 		// Retain: the token outlives this object, so re-creating the
 		// FinchConnection adopts the same connection instead of a new one.
 		if err := r.releaseTokenSecret(ctx, conn); err != nil {
@@ -72,7 +73,7 @@ func (r *FinchConnectionReconciler) disconnect(ctx context.Context, conn *finchv
 		// Finch's docs name no error for /disconnect; any 401 means the token
 		// is no longer accepted, and retrying cannot change that. Let the
 		// deletion finish rather than wedge it, and say so.
-		r.event(conn, corev1.EventTypeWarning, ReasonDisconnectFailed, "Disconnect", fmt.Sprintf(
+		events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonDisconnectFailed, "Disconnect", fmt.Sprintf(
 			"Finch no longer accepts the access token (%s), so connection %s could not be disconnected from here; the FinchConnection is deleted anyway: check the connection in the Finch dashboard",
 			finchMessage(err), conn.Status.ConnectionID))
 	default:
@@ -85,29 +86,16 @@ func (r *FinchConnectionReconciler) disconnect(ctx context.Context, conn *finchv
 // maxDeleteFailures it reports Stalled with how to let go by hand.
 func (r *FinchConnectionReconciler) deleteFailed(ctx context.Context, orig, conn *finchv1.FinchConnection, now time.Time, cause error) (ctrl.Result, error) {
 	st := &conn.Status
-	rs := st.Retry
-	if rs == nil {
-		rs = &finchv1.RetryStatus{}
-	}
-	rs.Failures++
-	rs.LastFailureTime = metav1.Time{Time: now}
-	rs.Reason = ReasonDisconnectFailed
-	wait := r.backoff(rs.Failures)
-	rs.NextAttemptTime = metav1.Time{Time: now.Add(wait)}
-	rs.ObservedGeneration = conn.Generation
-	st.Retry = rs
+	rs, wait := r.recordFailure(conn, now, finchv1.ReasonDisconnectFailed, 0)
 	msg := fmt.Sprintf("could not disconnect at Finch (attempt %d): %v", rs.Failures, cause)
 	if rs.Failures >= maxDeleteFailures {
 		msg += fmt.Sprintf(". Still retrying every %s. To delete without disconnecting: kubectl patch finchconnection %s -n %s --type=merge -p '{\"metadata\":{\"finalizers\":null}}' (then disconnect in the Finch dashboard)",
 			wait.Round(time.Second), conn.Name, conn.Namespace)
-		setCondition(&st.Conditions, conn.Generation, finchv1.ConditionStalled, metav1.ConditionTrue, ReasonDisconnectFailed, msg)
-		setCondition(&st.Conditions, conn.Generation, finchv1.ConditionReady, metav1.ConditionFalse, ReasonDisconnectFailed, msg)
+		setCondition(&st.Conditions, conn.Generation, finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonDisconnectFailed, msg)
+		setCondition(&st.Conditions, conn.Generation, finchv1.ConditionReady, metav1.ConditionFalse, finchv1.ReasonDisconnectFailed, msg)
 	}
-	r.event(conn, corev1.EventTypeWarning, ReasonDisconnectFailed, "Disconnect", msg)
-	if err := r.Status().Patch(ctx, conn, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
-		return ctrl.Result{}, fmt.Errorf("patch status: %w", err)
-	}
-	return ctrl.Result{RequeueAfter: wait}, nil
+	events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonDisconnectFailed, "Disconnect", msg)
+	return r.patchStatus(ctx, orig, conn, ctrl.Result{RequeueAfter: wait})
 }
 
 // releaseTokenSecret removes this connection's owner reference from the token Secret.

@@ -11,33 +11,87 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
+// settleSession retires the published session once a token shows it was
+// used, and keeps a live reauthentication session published until it is.
+func (r *FinchConnectionReconciler) settleSession(_ context.Context, s *syncState) *outcome {
+	if s.token.Token == "" {
+		return nil
+	}
+	conn, st := s.conn, &s.conn.Status
+	s.phase = phaseForStatus(st.ConnectionStatus)
+	sess := st.Session
+	if sess == nil {
+		return nil
+	}
+	switch {
+	case sess.Kind == finchv1.SessionReauthenticate && replacedToken(sess) != s.token.Version:
+		// A new token arrived after the reauth session: the employer finished it.
+		st.Session = nil
+		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonReauthCompleted, "Reauthenticate", "the employer re-authenticated; the new access token replaced the old one")
+	case sess.Kind == finchv1.SessionReauthenticate && s.now.Before(sess.ExpiresAt.Time):
+		s.phase = finchv1.PhaseReauthRequired // a live reauth session stays published until used
+	case sess.Kind == finchv1.SessionConnect || s.phase != finchv1.PhaseReauthRequired:
+		st.Session = nil // the employer finished Connect; the link is spent
+	}
+	return nil
+}
+
+// replacedToken is the token version a reauthentication session replaces
+// (sessions recorded before replacesTokenVersion existed kept it in requestHash).
+func replacedToken(sess *finchv1.Session) string {
+	if sess.ReplacesTokenVersion != "" {
+		return sess.ReplacesTokenVersion
+	}
+	return sess.RequestHash
+}
+
+// reauthenticate asks for a reauthentication session when Finch says the
+// connection needs one, when annotated, or when spec.products asks for more
+// than the connection grants (the guide: parameters changed after connect
+// need POST /connect/sessions/reauthenticate; asked once per products list).
+func (r *FinchConnectionReconciler) reauthenticate(ctx context.Context, s *syncState) *outcome {
+	conn, st := s.conn, &s.conn.Status
+	if s.token.Token == "" {
+		// Asked for, and the connection exists at Finch but its token is not
+		// here: a reauthentication session yields a new code, hence a token.
+		return r.ensureReauthSession(ctx, s)
+	}
+	if s.phase == finchv1.PhaseConnected && !s.forceReauth {
+		if missing := finch.MissingProducts(conn.ProductNames(), st.GrantedProducts); len(missing) > 0 && !finch.SameProducts(st.ReauthProducts, conn.ProductNames()) {
+			s.productsReauth = true // recorded once the session is minted
+			return r.ensureReauthSession(ctx, s)
+		}
+	}
+	if s.phase == finchv1.PhaseReauthRequired || s.forceReauth {
+		return r.ensureReauthSession(ctx, s)
+	}
+	return nil
+}
+
 // ensureReauthSession mints a reauthentication session unless a live one is
 // recorded: the endpoint is not idempotent (step 6).
-func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *syncState) outcome {
+func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *syncState) *outcome {
 	conn, st := s.conn, &s.conn.Status
 	if sess := st.Session; sess != nil && sess.Kind == finchv1.SessionReauthenticate {
 		if s.now.Before(sess.ExpiresAt.Time) {
-			st.Phase = finchv1.PhaseReauthRequired
-			return outcome{requeue: sess.ExpiresAt.Sub(s.now) + time.Second}
+			return &outcome{phase: finchv1.PhaseReauthRequired, requeue: sess.ExpiresAt.Sub(s.now) + time.Second}
 		}
 		sessionsExpired.Inc()
-		r.event(conn, corev1.EventTypeNormal, ReasonSessionExpired, "Reauthenticate", fmt.Sprintf("reauthentication session %s expired unused", sess.ID))
+		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionExpired, "Reauthenticate", fmt.Sprintf("reauthentication session %s expired unused", sess.ID))
 	}
-	if o, wait := deferForBudget(s, finch.EndpointReauthSession); wait {
+	if o := deferForBudget(s, finch.EndpointReauthSession); o != nil {
 		return o
 	}
 	if st.ConnectionID == "" {
-		return stalled(ReasonNotConnected, "a reauthentication session needs the connection ID, which is not known yet: provide the token so it can be introspected")
+		return stalled(finchv1.ReasonNotConnected, "a reauthentication session needs the connection ID, which is not known yet: provide the token so it can be introspected")
 	}
 	redirect := s.app.RedirectURIFor(conn)
-	minutes := int(conn.Spec.MinutesToExpire)
-	if minutes == 0 {
-		minutes = 20160
-	}
-	req := finch.ReauthRequest{ConnectionID: st.ConnectionID, MinutesToExpire: &minutes, Products: products(conn)}
+	minutes := conn.SessionMinutes()
+	req := finch.ReauthRequest{ConnectionID: st.ConnectionID, MinutesToExpire: &minutes, Products: conn.ProductNames()}
 	if redirect != "" {
 		req.RedirectURI = &redirect
 	}
@@ -54,20 +108,19 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 		IssuedAt:  metav1.Time{Time: s.now},
 		ExpiresAt: metav1.Time{Time: s.now.Add(time.Duration(minutes) * time.Minute)},
 		// The token the reauth replaces: a different token means it was completed.
-		RequestHash: s.token.version,
+		ReplacesTokenVersion: s.token.Version,
 	}
-	st.Phase = finchv1.PhaseReauthRequired
 	if s.productsReauth {
 		// Persisted with the session, never without it: a deferred or failed
 		// call must be retried, a minted one must not be repeated.
-		st.ReauthProducts = products(conn)
+		st.ReauthProducts = conn.ProductNames()
 	}
 	sessionsIssued.WithLabelValues(string(finchv1.SessionReauthenticate)).Inc()
 	msg := fmt.Sprintf("Finch needs the employer to re-authenticate connection %s: send them status.session.connectURL (expires %s)",
 		st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
-	if why, m := reauthReason(conn); why == ReasonProductsChanged {
+	if why, m := reauthReason(conn); why == finchv1.ReasonProductsChanged {
 		msg = m + fmt.Sprintf(" (expires %s)", st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 	}
-	r.event(conn, corev1.EventTypeNormal, ReasonReauthSession, "Reauthenticate", msg)
-	return outcome{requeue: st.Session.ExpiresAt.Sub(s.now) + time.Second}
+	events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonReauthSession, "Reauthenticate", msg)
+	return &outcome{phase: finchv1.PhaseReauthRequired, requeue: st.Session.ExpiresAt.Sub(s.now) + time.Second}
 }

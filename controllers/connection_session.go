@@ -16,25 +16,27 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
-// syncWithoutToken: no token here, so issue or refresh the Connect session
-// (steps 1-3).
-func (r *FinchConnectionReconciler) syncWithoutToken(ctx context.Context, s *syncState) outcome {
+// connectWithoutToken: no token here, so issue or refresh the Connect
+// session (steps 1-3).
+func (r *FinchConnectionReconciler) connectWithoutToken(ctx context.Context, s *syncState) *outcome {
+	if s.token.Token != "" {
+		return nil
+	}
 	conn, st := s.conn, &s.conn.Status
 	st.TokenSecretRef = nil
 	st.TokenVersion = ""
 	if st.ConnectionID != "" && s.forceReauth {
-		// The connection exists at Finch but its token is not here: a
-		// reauthentication session yields a new code, hence a new token.
-		return r.ensureReauthSession(ctx, s)
+		return nil // a reauthentication session (step 6) gets the token back
 	}
 	if c := meta.FindStatusCondition(st.Conditions, finchv1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue &&
 		c.ObservedGeneration == conn.Generation && !s.forceIntrospect &&
-		(c.Reason == ReasonConnectionExists || c.Reason == ReasonFinchRejected) {
+		(c.Reason == finchv1.ReasonConnectionExists || c.Reason == finchv1.ReasonFinchRejected) {
 		// Finch already answered this spec; asking again would loop.
-		return outcome{stall: &reason{c.Reason, c.Message}}
+		return &outcome{stall: &reason{c.Reason, c.Message}}
 	}
 	return r.ensureConnectSession(ctx, s)
 }
@@ -42,42 +44,42 @@ func (r *FinchConnectionReconciler) syncWithoutToken(ctx context.Context, s *syn
 // ensureConnectSession creates or refreshes the Connect session. Finch returns
 // the same session_id for the same customer_id until the employer connects,
 // so a lost status write costs one extra call, never a duplicate connection.
-func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s *syncState) outcome {
+func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s *syncState) *outcome {
 	conn, st := s.conn, &s.conn.Status
 	req := sessionRequest(conn, s.app.RedirectURIFor(conn))
 	hash := requestHash(req)
 	sess := st.Session
 	if sess != nil && sess.Kind == finchv1.SessionConnect && sess.RequestHash == hash && !s.forceIntrospect {
 		if refresh := refreshTime(sess); s.now.Before(refresh) {
-			st.Phase = finchv1.PhaseAwaitingConnect
-			return outcome{requeue: jitterDown(refresh.Sub(s.now))}
+			return &outcome{phase: finchv1.PhaseAwaitingConnect, requeue: jitterDown(refresh.Sub(s.now))}
 		}
 	}
-	if o, wait := deferForBudget(s, finch.EndpointCreateSession); wait {
+	if o := deferForBudget(s, finch.EndpointCreateSession); o != nil {
 		return o
 	}
 	if sess != nil && !s.now.Before(sess.ExpiresAt.Time) {
 		sessionsExpired.Inc()
-		r.event(conn, corev1.EventTypeNormal, ReasonSessionExpired, "CreateSession", fmt.Sprintf("session %s expired before the employer connected", sess.ID))
+		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionExpired, "CreateSession", fmt.Sprintf("session %s expired before the employer connected", sess.ID))
 	}
-	resp, err := s.app.Client.CreateSession(ctx, req.SessionRequest)
+	resp, err := s.app.Client.CreateSession(ctx, req)
 	if err != nil {
 		if connID, ok := finch.ConnectionAlreadyExists(err); ok {
 			st.ConnectionID = connID
 			st.Session = nil
-			st.Phase = finchv1.PhaseError
-			return stalled(ReasonConnectionExists,
+			o := stalled(finchv1.ReasonConnectionExists,
 				"Finch already has connection %s for customer %q, but Secret %s holds no access token for it. Put its token there (key %s) to adopt it, or set annotation %s to send the employer a reauthentication session",
 				connID, conn.Spec.CustomerID, conn.TokenSecretName(), finchv1.AccessTokenKey, finchv1.ReauthRequestedAtAnnotation)
+			o.phase = finchv1.PhaseError
+			return o
 		}
 		return r.finchError(s, "create Connect session", err)
 	}
-	if st.ConnectionStatus != nil && st.ConnectionStatus.Status == "disconnected" {
+	if st.ConnectionStatus != nil && st.ConnectionStatus.Status == finch.StatusDisconnected {
 		// Starting over after a disconnect: the old connection is gone for good.
 		clearConnection(st)
 	}
 	refreshed := sess != nil && sess.ID == resp.SessionID
-	minutes := time.Duration(req.minutes()) * time.Minute
+	minutes := time.Duration(conn.SessionMinutes()) * time.Minute
 	redirect := deref(req.RedirectURI)
 	st.Session = &finchv1.Session{
 		ID: resp.SessionID, ConnectURL: s.app.PublishedConnectURL(resp.ConnectURL, resp.SessionID, redirect), Kind: finchv1.SessionConnect,
@@ -87,14 +89,13 @@ func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s 
 	if st.FirstSessionTime == nil {
 		st.FirstSessionTime = &metav1.Time{Time: s.now}
 	}
-	st.Phase = finchv1.PhaseAwaitingConnect
 	sessionsIssued.WithLabelValues(string(finchv1.SessionConnect)).Inc()
 	if refreshed {
-		r.event(conn, corev1.EventTypeNormal, ReasonSessionRefreshed, "CreateSession", fmt.Sprintf("refreshed Connect session %s until %s", resp.SessionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
+		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionRefreshed, "CreateSession", fmt.Sprintf("refreshed Connect session %s until %s", resp.SessionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
 	} else {
-		r.event(conn, corev1.EventTypeNormal, ReasonSessionCreated, "CreateSession", fmt.Sprintf("created Connect session %s (expires %s): send the employer status.session.connectURL", resp.SessionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
+		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionCreated, "CreateSession", fmt.Sprintf("created Connect session %s (expires %s): send the employer status.session.connectURL", resp.SessionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
-	return outcome{requeue: jitterDown(refreshTime(st.Session).Sub(s.now))}
+	return &outcome{phase: finchv1.PhaseAwaitingConnect, requeue: jitterDown(refreshTime(st.Session).Sub(s.now))}
 }
 
 func clearConnection(st *finchv1.FinchConnectionStatus) {
@@ -104,24 +105,11 @@ func clearConnection(st *finchv1.FinchConnectionStatus) {
 	st.ConnectedAt, st.LastIntrospectionTime = nil, nil
 }
 
-// sessionReq is the session request plus the minutes it asked for.
-type sessionReq struct{ finch.SessionRequest }
-
-func (r sessionReq) minutes() int {
-	if r.MinutesToExpire == nil {
-		return 20160
-	}
-	return *r.MinutesToExpire
-}
-
-func sessionRequest(conn *finchv1.FinchConnection, redirect string) sessionReq {
+func sessionRequest(conn *finchv1.FinchConnection, redirect string) finch.SessionRequest {
 	spec := conn.Spec
-	minutes := int(spec.MinutesToExpire)
-	if minutes == 0 {
-		minutes = 20160
-	}
+	minutes := conn.SessionMinutes()
 	req := finch.SessionRequest{
-		CustomerID: spec.CustomerID, CustomerName: spec.CustomerName, Products: products(conn),
+		CustomerID: spec.CustomerID, CustomerName: spec.CustomerName, Products: conn.ProductNames(),
 		MinutesToExpire: &minutes,
 	}
 	if spec.CustomerEmail != "" {
@@ -144,7 +132,7 @@ func sessionRequest(conn *finchv1.FinchConnection, redirect string) sessionReq {
 		sb := string(spec.Sandbox)
 		req.Sandbox = &sb
 	}
-	return sessionReq{req}
+	return req
 }
 
 func deref(p *string) string {
@@ -154,17 +142,9 @@ func deref(p *string) string {
 	return *p
 }
 
-func products(conn *finchv1.FinchConnection) []string {
-	out := make([]string, len(conn.Spec.Products))
-	for i, p := range conn.Spec.Products {
-		out[i] = string(p)
-	}
-	return out
-}
-
 // requestHash fingerprints the session parameters; a change refreshes the session.
-func requestHash(req sessionReq) string {
-	b, _ := json.Marshal(req.SessionRequest)
+func requestHash(req finch.SessionRequest) string {
+	b, _ := json.Marshal(req)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }

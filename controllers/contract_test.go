@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
 )
 
@@ -19,8 +19,8 @@ import (
 var _ = Describe("Finch contract", func() {
 	It("exchanges an embedded hand-off with exactly the session's redirect_uri when the app redirects", func() {
 		s := newScenario() // the app has a redirectURI: sessions carry it
-		c := s.newConn("acme", "acme-001")
-		c = s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
+		s.newConn("acme", "acme-001")
+		c := s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
 		Expect(c.Status.Session.RedirectURI).To(Equal(s.app.Spec.RedirectURI))
 		sess, ok := s.sim.Session(c.Status.Session.ID)
 		Expect(ok).To(BeTrue())
@@ -88,7 +88,7 @@ var _ = Describe("Finch contract", func() {
 		s.annotate("acme", finchv1.RequestedAtAnnotation, "2")
 		c = s.waitPhase("acme", finchv1.PhaseReauthRequired)
 		Expect(c.Status.ConnectionStatus.Message).To(ContainSubstring("Acme West"))
-		Expect(c.Status.Entities).To(ContainElement(finchv1.EntityStatus{ID: "22222222-2222-4222-8222-222222222222", Name: "Acme West", SourceID: "west", Status: "reauth"}))
+		Expect(c.Status.Entities).To(ContainElement(finchv1.EntityStatus{ID: "22222222-2222-4222-8222-222222222222", Name: "Acme West", SourceID: "west", Status: finch.StatusReauth}))
 		Expect(s.calls(epReauth)).To(Equal(1))
 	})
 
@@ -112,7 +112,7 @@ var _ = Describe("Finch contract", func() {
 		s.sim.InjectFault(epDisconnect, finchsim.Fault{Status: 401, Count: -1,
 			Body: `{"code":401,"name":"token_revoked_somehow","message":"no longer valid"}`})
 		s.deleteAndWait("acme")
-		Expect(s.events("acme")).To(ContainElement(controllers.ReasonDisconnectFailed))
+		Expect(s.events("acme")).To(ContainElement(finchv1.ReasonDisconnectFailed))
 	})
 
 	It("re-authenticates once for products added after connect, then shows the new grant", func() {
@@ -121,7 +121,7 @@ var _ = Describe("Finch contract", func() {
 		s.update("acme", func(c *finchv1.FinchConnection) {
 			c.Spec.Products = append(c.Spec.Products, "payment")
 		})
-		c := s.waitCondition("acme", finchv1.ConditionReauthRequired, metav1.ConditionTrue, controllers.ReasonProductsChanged)
+		c := s.waitCondition("acme", finchv1.ConditionReauthRequired, metav1.ConditionTrue, finchv1.ReasonProductsChanged)
 		Expect(c.Status.Phase).To(Equal(finchv1.PhaseReauthRequired))
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReauthRequired).Message).To(ContainSubstring("payment"))
 		Expect(meta.IsStatusConditionTrue(c.Status.Conditions, finchv1.ConditionConnected)).To(BeTrue(), "still connected while the employer is asked")
@@ -159,7 +159,7 @@ var _ = Describe("Finch contract", func() {
 			cond := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionRateLimited)
 			g.Expect(cond).NotTo(BeNil())
 			g.Expect(cond.Status).To(Equal(metav1.ConditionTrue))
-			g.Expect(cond.Reason).To(Equal(controllers.ReasonIPRateLimited))
+			g.Expect(cond.Reason).To(Equal(finchv1.ReasonIPRateLimited))
 		}).Should(Succeed())
 		s.sim.SetIPRateLimit(finchsim.IPRateLimit{}) // the penalty ends; Finch serves again
 		for _, n := range []string{"a", "b", "c", "d", "e"} {

@@ -25,6 +25,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/apps"
+	"github.com/connectops/finch-operator/internal/events"
+	"github.com/connectops/finch-operator/internal/index"
 )
 
 // countsDelay coalesces recounts of an app's connections by phase.
@@ -34,7 +37,7 @@ const countsDelay = 2 * time.Second
 // in the registry and counts its connections by phase.
 type FinchAppReconciler struct {
 	client.Client
-	Apps     *AppRegistry
+	Apps     *apps.Registry
 	Recorder recorder.EventRecorder
 	// penalties names apps whose connections met Finch's per-IP penalty.
 	penalties <-chan event.GenericEvent
@@ -56,7 +59,7 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	orig := app.DeepCopy()
 	st := &app.Status
 	gen := app.Generation
-	st.WebhookURL = WebhookURL(app.Spec.PublicURL, req.NamespacedName)
+	st.WebhookURL = apps.WebhookURL(app.Spec.PublicURL, req.NamespacedName)
 
 	counts, err := r.countConnections(ctx, app)
 	if err != nil {
@@ -65,7 +68,7 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	st.Connections = counts
 
 	resolved, err := r.Apps.Load(ctx, app)
-	var cfgErr *AppConfigError
+	var cfgErr *apps.ConfigError
 	switch {
 	case errors.As(err, &cfgErr):
 		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, cfgErr.Reason, cfgErr.Message)
@@ -81,17 +84,17 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	case cfgErr != nil:
 	case resolved.CredentialsRejected():
 		msg := fmt.Sprintf("Finch rejected the client credentials in Secret %s (invalid_client): fix them; connections resume when the Secret changes", app.Spec.CredentialsSecretRef.Name)
-		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, ReasonInvalidCredentials, msg)
-		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionTrue, ReasonInvalidCredentials, msg)
-		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, ReasonInvalidCredentials, msg)
+		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, finchv1.ReasonInvalidCredentials, msg)
+		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonInvalidCredentials, msg)
+		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonInvalidCredentials, msg)
 	default:
 		msg := "credentials Secret found and well-formed"
 		if resolved.WebhookSecret == "" {
 			msg += "; no webhookSecretRef, so webhooks are rejected and introspection polling is the only health check"
 		}
-		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionTrue, ReasonSucceeded, msg)
-		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionFalse, ReasonSucceeded, "not stalled")
-		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, ReasonSucceeded, "up to date")
+		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionTrue, finchv1.ReasonSucceeded, msg)
+		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionFalse, finchv1.ReasonSucceeded, "not stalled")
+		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSucceeded, "up to date")
 	}
 	st.ObservedGeneration = gen
 	result := r.penaltyCondition(app)
@@ -103,15 +106,15 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if readyStatus(app) != metav1.ConditionTrue {
 			typ = corev1.EventTypeWarning
 		}
-		c := findCondition(app.Status.Conditions, finchv1.ConditionReady)
-		r.Recorder.Eventf(app, nil, typ, c.Reason, "Reconcile", "%s", c.Message)
+		c := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionReady)
+		events.Record(r.Recorder, app, typ, c.Reason, "Reconcile", c.Message)
 	}
 	// An update, not a merge patch: counts from a stale cache must conflict
 	// and be recomputed, not be merged into newer ones.
 	if r.Recorder != nil && conditionStatus(orig, finchv1.ConditionRateLimited) != conditionStatus(app, finchv1.ConditionRateLimited) &&
 		conditionStatus(app, finchv1.ConditionRateLimited) == metav1.ConditionTrue {
-		c := findCondition(app.Status.Conditions, finchv1.ConditionRateLimited)
-		r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, c.Reason, "FinchCall", "%s", c.Message)
+		c := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionRateLimited)
+		events.Record(r.Recorder, app, corev1.EventTypeWarning, c.Reason, "FinchCall", c.Message)
 	}
 	return result, client.IgnoreNotFound(r.Status().Update(ctx, app))
 }
@@ -126,13 +129,13 @@ func (r *FinchAppReconciler) penaltyCondition(app *finchv1.FinchApp) ctrl.Result
 		until = r.Apps.IPGuard.PausedUntil()
 	}
 	if left := time.Until(until); left > 0 {
-		setCondition(conds, app.Generation, finchv1.ConditionRateLimited, metav1.ConditionTrue, ReasonIPRateLimited, fmt.Sprintf(
+		setCondition(conds, app.Generation, finchv1.ConditionRateLimited, metav1.ConditionTrue, finchv1.ReasonIPRateLimited, fmt.Sprintf(
 			"Finch answered 429 finch_api_ip_rl: the operator's address exceeded Finch's per-IP limit (1,000 requests per 5 minutes), so every Finch call of every app waits until %s. Lower --finch-ip-budget or the apps' spec.rateLimit if this recurs",
 			until.UTC().Format(time.RFC3339)))
 		return ctrl.Result{RequeueAfter: left + time.Second}
 	}
 	if meta.FindStatusCondition(*conds, finchv1.ConditionRateLimited) != nil {
-		setCondition(conds, app.Generation, finchv1.ConditionRateLimited, metav1.ConditionFalse, ReasonSucceeded, "no Finch rate-limit penalty in force")
+		setCondition(conds, app.Generation, finchv1.ConditionRateLimited, metav1.ConditionFalse, finchv1.ReasonSucceeded, "no Finch rate-limit penalty in force")
 	}
 	return ctrl.Result{}
 }
@@ -144,18 +147,9 @@ func conditionStatus(app *finchv1.FinchApp, typ string) metav1.ConditionStatus {
 	return ""
 }
 
-func findCondition(conds []metav1.Condition, typ string) metav1.Condition {
-	for _, c := range conds {
-		if c.Type == typ {
-			return c
-		}
-	}
-	return metav1.Condition{}
-}
-
 func (r *FinchAppReconciler) countConnections(ctx context.Context, app *finchv1.FinchApp) (finchv1.ConnectionCounts, error) {
 	list := &finchv1.FinchConnectionList{}
-	if err := r.List(ctx, list, client.InNamespace(app.Namespace), client.MatchingFields{IndexConnectionApp: app.Name}); err != nil {
+	if err := r.List(ctx, list, client.InNamespace(app.Namespace), client.MatchingFields{index.ConnectionApp: app.Name}); err != nil {
 		return finchv1.ConnectionCounts{}, fmt.Errorf("list connections: %w", err)
 	}
 	var c finchv1.ConnectionCounts
@@ -185,7 +179,7 @@ func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache
 	c := mgr.GetClient()
 	appsForSecret := handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
 		list := &finchv1.FinchAppList{}
-		if err := c.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexAppSecret: o.GetName()}); err != nil {
+		if err := c.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index.AppSecret: o.GetName()}); err != nil {
 			return nil
 		}
 		reqs := make([]reconcile.Request, 0, len(list.Items))

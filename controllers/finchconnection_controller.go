@@ -2,21 +2,20 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/apps"
+	"github.com/connectops/finch-operator/internal/tokens"
 )
 
 const (
@@ -35,43 +34,6 @@ const (
 	pendingIntrospection = 15 * time.Minute
 )
 
-// Condition and Event reasons. Event reasons equal condition reasons.
-const (
-	ReasonAwaitingEmployer    = "AwaitingEmployer"
-	ReasonConnected           = "Connected"
-	ReasonConnectionPending   = "ConnectionPending"
-	ReasonReauthRequired      = "ReauthRequired"
-	ReasonNotConnected        = "NotConnected"
-	ReasonProgressing         = "Progressing"
-	ReasonSucceeded           = "Succeeded"
-	ReasonSuspended           = "Suspended"
-	ReasonAppNotFound         = "AppNotFound"
-	ReasonAppNotReady         = "AppNotReady"
-	ReasonInvalidCredentials  = "InvalidCredentials"
-	ReasonFinchRejected       = "FinchRejected"
-	ReasonFinchUnavailable    = "FinchUnavailable"
-	ReasonRateLimited         = "RateLimited"
-	ReasonDuplicateCustomerID = "DuplicateCustomerID"
-	ReasonConnectionExists    = "ConnectionExists"
-	ReasonTokenRevoked        = "TokenRevoked"
-	ReasonTokenSecretNotOwned = "TokenSecretNotOwned"
-	ReasonTokenStoreFailed    = "TokenStoreFailed"
-	ReasonEmployerAction      = "EmployerActionRequired"
-	ReasonDisconnected        = "Disconnected"
-	ReasonDisconnectFailed    = "DisconnectFailed"
-	ReasonCodeRejected        = "CodeRejected"
-	ReasonTokenStored         = "TokenStored"
-	ReasonSessionCreated      = "SessionCreated"
-	ReasonSessionRefreshed    = "SessionRefreshed"
-	ReasonSessionExpired      = "SessionExpired"
-	ReasonReauthSession       = "ReauthSessionCreated"
-	ReasonReauthCompleted     = "ReauthCompleted"
-	ReasonProductsChanged     = "ProductsChanged"
-	ReasonIPRateLimited       = "FinchIPRateLimited"
-	ReasonUnknownStatus       = "UnknownConnectionStatus"
-	ReasonBudgetWait          = "WaitingForBudget"
-)
-
 // FinchConnectionReconciler drives a FinchConnection through the lifecycle in
 // DESIGN.md. Every decision is taken from status, Secrets and the clock; each
 // Finch call's result lands in status (one patch per reconcile) before any
@@ -82,12 +44,17 @@ type FinchConnectionReconciler struct {
 	APIReader client.Reader
 	// SecretMetadata sees the metadata of every Secret (not just labelled ones).
 	SecretMetadata client.Reader
-	Apps           *AppRegistry
+	Apps           *apps.Registry
 	Recorder       recorder.EventRecorder
 	// Now is the clock (tests may replace it).
 	Now func() time.Time
 	// RetryBase is the first delay of the persisted backoff (default 5s).
 	RetryBase time.Duration
+
+	// ConnectGrace is how long a new connection waits quietly for a FinchApp
+	// that is not there yet (GitOps applies both together) before it reports
+	// AppNotFound (default 5s).
+	ConnectGrace time.Duration
 
 	// penalties wakes the FinchApp controller when Finch's per-IP penalty starts.
 	penalties chan<- event.GenericEvent
@@ -99,21 +66,25 @@ type FinchConnectionReconciler struct {
 	written sync.Map
 }
 
-// syncState carries one reconcile's inputs and findings.
+// syncState carries one reconcile's inputs and findings from step to step.
 type syncState struct {
 	conn            *finchv1.FinchConnection
 	now             time.Time
-	app             *ResolvedApp
-	token           tokenState
-	forceIntrospect bool   // requestedAt annotation or a webhook without status
-	forceReauth     bool   // reauthRequestedAt annotation
-	webhookStatus   string // connection status a verified webhook reported
-	productsReauth  bool   // the reauth asks for products added after connect
+	app             *apps.App
+	token           tokens.State
+	phase           finchv1.Phase // what Finch's connection status means (steps with a token)
+	nextCheck       time.Time     // when the connection is due for introspection
+	forceIntrospect bool          // requestedAt annotation or a webhook without status
+	forceReauth     bool          // reauthRequestedAt annotation
+	webhookStatus   string        // connection status a verified webhook reported
+	productsReauth  bool          // the reauth asks for products added after connect
 	hadHint         bool
 }
 
-// outcome is what a step decided; finish turns it into conditions and a result.
+// outcome is what a step decided; summarize turns it into the phase,
+// conditions and a result.
 type outcome struct {
+	phase      finchv1.Phase // the phase this pass reached ("": unchanged)
 	requeue    time.Duration // when to look again (0: only on events)
 	stall      *reason       // needs a human
 	wait       *reason       // waiting for something that a watch will report
@@ -121,12 +92,47 @@ type outcome struct {
 	retryAfter time.Duration // a 429's Retry-After
 	suspended  bool
 	deferred   bool // nothing done yet (backoff or budget): come back at requeue
+	unseen     bool // nothing to record yet (the app is not in the cache): no write
 }
 
 type reason struct{ reason, message string }
 
-func stalled(r, format string, args ...any) outcome {
-	return outcome{stall: &reason{r, fmt.Sprintf(format, args...)}}
+func stalled(r, format string, args ...any) *outcome {
+	return &outcome{stall: &reason{r, fmt.Sprintf(format, args...)}}
+}
+
+func retry(err error) *outcome { return &outcome{retryErr: err} }
+
+// step is one stage of the lifecycle. It reads and records status through s
+// and returns nil to hand over to the next step, or the pass's outcome.
+type step func(ctx context.Context, s *syncState) *outcome
+
+// steps is the lifecycle of DESIGN.md in order. Each step decides for itself
+// whether it applies; the first to return an outcome ends the pass.
+func (r *FinchConnectionReconciler) steps() []step {
+	return append([]step{
+		r.skipSuspended,   // spec.suspend: no Finch calls
+		r.resolveApp,      // the FinchApp and its Finch client
+		r.rejectDuplicate, // an older connection has this customerID
+		r.takeRequests,    // resync, reauth and webhook annotations
+		r.waitBackoff,     // the persisted backoff of a transient failure
+		r.exchangeCode,    // step 4: an embedded-flow code Secret
+		r.readToken,       // the token Secret
+	}, r.decisions()...)
+}
+
+// decisions are the steps that decide from status, the token's state, the
+// clock and Finch's answers alone (the lifecycle tables test them with a
+// fake Finch).
+func (r *FinchConnectionReconciler) decisions() []step {
+	return []step{
+		r.guardToken,          // the finalizer a stored token needs
+		r.connectWithoutToken, // steps 1-3: the Connect session, no token yet
+		r.introspect,          // step 5: GET /introspect when due
+		r.settleSession,       // a used Connect or reauthentication session
+		r.reauthenticate,      // step 6: a reauthentication session
+		r.reportHealth,        // connected, or what the employer must do
+	}
 }
 
 // +kubebuilder:rbac:groups=finch.connectops.dev,resources=finchconnections,verbs=get;list;watch;update;patch
@@ -136,7 +142,8 @@ func stalled(r, format string, args ...any) outcome {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
-// Reconcile runs one pass of the lifecycle.
+// Reconcile runs one pass of the lifecycle: the steps, then one
+// summarize-and-patch.
 func (r *FinchConnectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	conn := &finchv1.FinchConnection{}
 	if err := r.Get(ctx, req.NamespacedName, conn); err != nil {
@@ -159,42 +166,21 @@ func (r *FinchConnectionReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 	orig := conn.DeepCopy()
 	s := &syncState{conn: conn, now: r.Now()}
-	return r.finish(ctx, orig, s, r.sync(ctx, s))
+	out := r.run(ctx, s, r.steps())
+	if out.unseen {
+		return ctrl.Result{RequeueAfter: out.requeue}, nil
+	}
+	return r.patchStatus(ctx, orig, conn, r.summarize(ctx, orig, s, out))
 }
 
-// sync decides the next step from what is known.
-func (r *FinchConnectionReconciler) sync(ctx context.Context, s *syncState) outcome {
-	conn := s.conn
-	if conn.Spec.Suspend {
-		return outcome{suspended: true}
+// run runs steps in order until one decides the outcome.
+func (r *FinchConnectionReconciler) run(ctx context.Context, s *syncState, steps []step) outcome {
+	for _, st := range steps {
+		if out := st(ctx, s); out != nil {
+			return *out
+		}
 	}
-	if o, ok := r.resolveApp(ctx, s); !ok {
-		return o
-	}
-	if o, dup := r.checkDuplicate(ctx, s); dup {
-		return o
-	}
-	r.consumeRequests(s)
-	if wait := r.backoffRemaining(s); wait > 0 {
-		return outcome{requeue: wait, deferred: true}
-	}
-
-	codes, err := r.secrets().codeSecrets(ctx, conn)
-	if err != nil {
-		return outcome{retryErr: err}
-	}
-	if len(codes) > 0 {
-		return r.exchangeCode(ctx, s, codes)
-	}
-	tok, err := r.secrets().readToken(ctx, conn)
-	if err != nil {
-		return outcome{retryErr: err}
-	}
-	s.token = tok
-	if tok.token != "" {
-		return r.syncWithToken(ctx, s)
-	}
-	return r.syncWithoutToken(ctx, s)
+	return outcome{}
 }
 
 // staleCacheDelay is how long a pass waits for the cache to catch up with
@@ -208,120 +194,4 @@ func olderVersion(a, b string) bool {
 	x, err1 := strconv.ParseUint(a, 10, 64)
 	y, err2 := strconv.ParseUint(b, 10, 64)
 	return err1 == nil && err2 == nil && x < y
-}
-
-// maxBudgetBlock is the longest a reconcile blocks a worker waiting for the
-// app's Finch budget; beyond it the pass comes back when budget frees up, so
-// a backlog of one kind of call never starves the others.
-const maxBudgetBlock = 5 * time.Second
-
-// deferForBudget defers a pass whose Finch call would wait long for budget.
-func deferForBudget(s *syncState, endpoint string) (outcome, bool) {
-	d := s.app.Budget.Delay(endpoint)
-	if s.app.IPGuard != nil {
-		d = max(d, s.app.IPGuard.Delay())
-	}
-	if d <= maxBudgetBlock {
-		return outcome{}, false
-	}
-	o := outcome{requeue: d + time.Duration(rand.Int64N(int64(d/10)+1)), deferred: true}
-	o.wait = &reason{ReasonBudgetWait, fmt.Sprintf("waiting for FinchApp %q's request budget for %s (spec.rateLimit); next attempt in about %s",
-		s.conn.AppName(), endpoint, o.requeue.Round(time.Second))}
-	return o, true
-}
-
-func (r *FinchConnectionReconciler) secrets() SecretReader {
-	return SecretReader{Cached: r.Client, Metadata: r.SecretMetadata, API: r.APIReader}
-}
-
-// resolveApp finds the FinchApp and its Finch client.
-func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState) (outcome, bool) {
-	conn := s.conn
-	app := &finchv1.FinchApp{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: conn.Namespace, Name: conn.AppName()}, app); err != nil {
-		if apierrors.IsNotFound(err) {
-			return outcome{wait: &reason{ReasonAppNotFound, fmt.Sprintf(
-				"FinchApp %q not found in namespace %s: create it or fix spec.appRef (the connection proceeds as soon as it exists)",
-				conn.AppName(), conn.Namespace)}}, false
-		}
-		return outcome{retryErr: fmt.Errorf("get FinchApp: %w", err)}, false
-	}
-	resolved, err := r.Apps.Get(ctx, app)
-	if err != nil {
-		var cfgErr *AppConfigError
-		if errors.As(err, &cfgErr) {
-			return outcome{wait: &reason{ReasonAppNotReady, fmt.Sprintf("FinchApp %q is not usable: %s", app.Name, cfgErr.Message)}}, false
-		}
-		return outcome{retryErr: err}, false
-	}
-	if resolved.CredentialsRejected() {
-		return stalled(ReasonInvalidCredentials,
-			"Finch rejected the client credentials of FinchApp %q (invalid_client): fix Secret %s (the sandbox, development and production apps have different credentials)",
-			app.Name, app.Spec.CredentialsSecretRef.Name), false
-	}
-	s.app = resolved
-	return outcome{}, true
-}
-
-// checkDuplicate stalls the newer of two FinchConnections of one app with the
-// same customerID: two Connect links converted by one employer would create
-// two connections (the migration guide's "Don't").
-func (r *FinchConnectionReconciler) checkDuplicate(ctx context.Context, s *syncState) (outcome, bool) {
-	conn := s.conn
-	list := &finchv1.FinchConnectionList{}
-	if err := r.List(ctx, list, client.InNamespace(conn.Namespace),
-		client.MatchingFields{IndexConnectionCustomer: AppScoped(conn.AppName(), conn.Spec.CustomerID)}); err != nil {
-		return outcome{retryErr: fmt.Errorf("list connections by customer: %w", err)}, true
-	}
-	for i := range list.Items {
-		other := &list.Items[i]
-		if other.UID == conn.UID || !other.DeletionTimestamp.IsZero() {
-			continue
-		}
-		if olderThan(other, conn) {
-			return stalled(ReasonDuplicateCustomerID,
-				"FinchConnection %q already uses customerID %q with FinchApp %q; this one makes no Finch calls. Delete one of them (a customer may use suffixes such as acme-1, acme-2 for separate connections)",
-				other.Name, conn.Spec.CustomerID, conn.AppName()), true
-		}
-	}
-	return outcome{}, false
-}
-
-func olderThan(a, b *finchv1.FinchConnection) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&b.CreationTimestamp)
-	}
-	return a.Name < b.Name
-}
-
-// consumeRequests reads the manual request annotations and what the last
-// verified webhook said (the receiver records it as annotations).
-func (r *FinchConnectionReconciler) consumeRequests(s *syncState) {
-	conn := s.conn
-	if v := conn.Annotations[finchv1.RequestedAtAnnotation]; v != "" && v != conn.Status.LastHandledReconcileAt {
-		s.forceIntrospect = true
-		conn.Status.LastHandledReconcileAt = v
-	}
-	if v := conn.Annotations[finchv1.ReauthRequestedAtAnnotation]; v != "" && v != conn.Status.LastHandledReauthAt {
-		s.forceReauth = true
-		conn.Status.LastHandledReauthAt = v
-	}
-	if v := conn.Annotations[finchv1.WebhookEventAnnotation]; v != "" && v != conn.Status.LastHandledWebhookEvent {
-		s.hadHint = true
-		s.webhookStatus = conn.Annotations[finchv1.WebhookStatusAnnotation]
-		if s.webhookStatus != "reauth" {
-			s.forceIntrospect = true
-		}
-		conn.Status.LastHandledWebhookEvent = v
-	}
-}
-
-// backoffRemaining is how long a persisted backoff still runs. A spec change
-// or an explicit request skips it.
-func (r *FinchConnectionReconciler) backoffRemaining(s *syncState) time.Duration {
-	rs := s.conn.Status.Retry
-	if rs == nil || s.forceIntrospect || s.forceReauth || s.hadHint || rs.ObservedGeneration != s.conn.Generation {
-		return 0
-	}
-	return rs.NextAttemptTime.Sub(s.now)
 }

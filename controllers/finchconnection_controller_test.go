@@ -16,6 +16,7 @@ import (
 	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/tokens"
 )
 
 var _ = Describe("Connect session (steps 1-2)", func() {
@@ -36,11 +37,11 @@ var _ = Describe("Connect session (steps 1-2)", func() {
 
 		ready := meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady)
 		Expect(ready.Status).To(Equal(metav1.ConditionTrue))
-		Expect(ready.Reason).To(Equal(controllers.ReasonAwaitingEmployer))
+		Expect(ready.Reason).To(Equal(finchv1.ReasonAwaitingEmployer))
 		Expect(meta.IsStatusConditionFalse(c.Status.Conditions, finchv1.ConditionConnected)).To(BeTrue())
 		Expect(meta.IsStatusConditionFalse(c.Status.Conditions, finchv1.ConditionStalled)).To(BeTrue())
 		Expect(meta.IsStatusConditionFalse(c.Status.Conditions, finchv1.ConditionReconciling)).To(BeTrue())
-		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(controllers.ReasonSessionCreated))
+		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(finchv1.ReasonSessionCreated))
 		s.quiet()
 	})
 
@@ -93,7 +94,7 @@ var _ = Describe("Connect session (steps 1-2)", func() {
 		c := s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
 		Expect(c.Status.Session.ID).To(Equal(first.ID))
 		Expect(c.Status.Session.ExpiresAt.Time).To(BeTemporally(">", first.ExpiresAt.Time))
-		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(controllers.ReasonSessionRefreshed))
+		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(finchv1.ReasonSessionRefreshed))
 	})
 
 	It("makes no Finch call when the manager restarts with nothing due", func() {
@@ -135,7 +136,7 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 		Expect(c.Status.TokenSecretRef.Name).To(Equal("acme-finch-token"))
 		Expect(c.Finalizers).To(ContainElement(controllers.Finalizer))
 		Expect(meta.IsStatusConditionTrue(c.Status.Conditions, finchv1.ConditionConnected)).To(BeTrue())
-		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Reason).To(Equal(controllers.ReasonConnected))
+		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Reason).To(Equal(finchv1.ReasonConnected))
 
 		tok := s.tokenSecret("acme")
 		Expect(metav1.IsControlledBy(tok, c)).To(BeTrue())
@@ -188,7 +189,7 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 		s.newConn("acme", "acme-001")
 		s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
 		s.createCodeSecret("acme", "not-a-real-code")
-		c := s.waitCondition("acme", finchv1.ConditionReady, metav1.ConditionFalse, controllers.ReasonCodeRejected)
+		c := s.waitCondition("acme", finchv1.ConditionReady, metav1.ConditionFalse, finchv1.ReasonCodeRejected)
 		Expect(c.Status.CodeExchangeError).To(ContainSubstring("invalid_grant"))
 		Expect(c.Status.Phase).To(Equal(finchv1.PhaseAwaitingConnect))
 		Eventually(func() int {
@@ -197,7 +198,7 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 			return len(list.Items)
 		}).Should(BeZero())
 		Expect(s.calls(epToken)).To(Equal(1))
-		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(controllers.ReasonCodeRejected))
+		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(finchv1.ReasonCodeRejected))
 	})
 
 	It("maps Finch's connection statuses to phases", func() {
@@ -209,18 +210,18 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 		s.annotate("acme", finchv1.RequestedAtAnnotation, "1")
 		c = s.waitPhase("acme", finchv1.PhaseConnecting)
 		Expect(c.Status.LastHandledReconcileAt).To(Equal("1"))
-		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Reason).To(Equal(controllers.ReasonConnectionPending))
+		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Reason).To(Equal(finchv1.ReasonConnectionPending))
 		Expect(meta.IsStatusConditionFalse(c.Status.Conditions, finchv1.ConditionConnected)).To(BeTrue())
 
 		Expect(s.sim.SetConnectionStatus(id, "error_permissions")).To(Succeed())
 		s.annotate("acme", finchv1.RequestedAtAnnotation, "2")
-		c = s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonEmployerAction)
+		c = s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonEmployerAction)
 		Expect(c.Status.Phase).To(Equal(finchv1.PhaseError))
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionStalled).Message).To(ContainSubstring("error_permissions"))
 
 		Expect(s.sim.SetConnectionStatus(id, "connected")).To(Succeed())
 		s.annotate("acme", finchv1.RequestedAtAnnotation, "3")
-		s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionFalse, controllers.ReasonConnected)
+		s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionFalse, finchv1.ReasonConnected)
 		s.waitPhase("acme", finchv1.PhaseConnected)
 		Expect(s.calls(epIntrospect)).To(Equal(4))
 	})
@@ -256,7 +257,7 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 		s.newConn("acme", "acme-001")
 		c := s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
 		s.handOverCode("acme", c.Status.Session.ID)
-		s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonTokenSecretNotOwned)
+		s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonTokenSecretNotOwned)
 		Expect(s.calls(epToken)).To(BeZero())
 		Expect(s.getSecret("acme-finch-token").Data).NotTo(HaveKey(finchv1.AccessTokenKey))
 	})
@@ -273,7 +274,7 @@ var _ = Describe("Already connected (step 3)", func() {
 		other := &finchv1.FinchApp{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: s.ns}, Spec: *s.app.Spec.DeepCopy()}
 		Expect(k8sClient.Create(ctx, other)).To(Succeed())
 		s.newConn("acme-again", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "other"} })
-		c := s.waitCondition("acme-again", finchv1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonConnectionExists)
+		c := s.waitCondition("acme-again", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonConnectionExists)
 		Expect(c.Status.ConnectionID).To(Equal(first.Status.ConnectionID))
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Message).To(ContainSubstring("acme-again-finch-token"))
 		Expect(s.calls(epSessions)).To(Equal(2))
@@ -299,7 +300,7 @@ var _ = Describe("Reauthentication (step 6)", func() {
 		c = s.waitPhase("acme", finchv1.PhaseReauthRequired)
 		Expect(c.Status.Session.Kind).To(Equal(finchv1.SessionReauthenticate))
 		Expect(meta.IsStatusConditionTrue(c.Status.Conditions, finchv1.ConditionReauthRequired)).To(BeTrue())
-		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Reason).To(Equal(controllers.ReasonAwaitingEmployer))
+		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Reason).To(Equal(finchv1.ReasonAwaitingEmployer))
 		Expect(s.calls(epReauth)).To(Equal(1))
 
 		// Another check while the reauth session is live mints nothing.
@@ -315,7 +316,7 @@ var _ = Describe("Reauthentication (step 6)", func() {
 		Expect(string(s.tokenSecret("acme").Data[finchv1.AccessTokenKey])).NotTo(Equal(oldToken))
 		Expect(s.calls(epReauth)).To(Equal(1))
 		Expect(s.sim.Connections()).To(HaveLen(1))
-		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(controllers.ReasonReauthCompleted))
+		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(finchv1.ReasonReauthCompleted))
 	})
 
 	It("mints a reauth session on request and keeps it published until used", func() {
@@ -337,7 +338,7 @@ var _ = Describe("Reauthentication (step 6)", func() {
 		c := s.connect("acme", "acme-001")
 		Expect(s.sim.SetConnectionStatus(c.Status.ConnectionID, "reauth")).To(Succeed())
 		introspections := s.calls(epIntrospect)
-		Expect(controllers.RecordWebhook(ctx, k8sClient, c, "msg_1", "reauth")).To(Succeed())
+		Expect(tokens.RecordWebhook(ctx, k8sClient, c, "msg_1", "reauth")).To(Succeed())
 		c = s.waitPhase("acme", finchv1.PhaseReauthRequired)
 		Expect(c.Status.LastHandledWebhookEvent).To(Equal("msg_1"))
 		Expect(s.calls(epReauth)).To(Equal(1))
@@ -375,7 +376,7 @@ var _ = Describe("Deletion (step 7)", func() {
 		s.connect("acme", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.DeletionPolicy = finchv1.DeletionPolicyDisconnect })
 		s.sim.InjectFault(epDisconnect, finchsim.Fault{Count: -1, Status: 503})
 		Expect(k8sClient.Delete(ctx, s.get("acme"))).To(Succeed())
-		c := s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonDisconnectFailed)
+		c := s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonDisconnectFailed)
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionStalled).Message).To(ContainSubstring(`"finalizers":null`))
 		s.sim.ClearFaults()
 		Eventually(func() error {
@@ -392,7 +393,7 @@ var _ = Describe("Duplicates, suspend and requests", func() {
 		s.newConn("first", "acme-001")
 		s.waitPhase("first", finchv1.PhaseAwaitingConnect)
 		s.newConn("second", "acme-001")
-		c := s.waitCondition("second", finchv1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonDuplicateCustomerID)
+		c := s.waitCondition("second", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonDuplicateCustomerID)
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionStalled).Message).To(ContainSubstring(`"first"`))
 		s.quiet()
 		Expect(s.calls(epSessions)).To(Equal(1))
@@ -407,7 +408,7 @@ var _ = Describe("Duplicates, suspend and requests", func() {
 	It("makes no Finch call while suspended", func() {
 		s := newScenario()
 		s.newConn("acme", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.Suspend = true })
-		s.waitCondition("acme", finchv1.ConditionReconciling, metav1.ConditionFalse, controllers.ReasonSuspended)
+		s.waitCondition("acme", finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSuspended)
 		s.quiet()
 		Expect(s.calls(epSessions)).To(BeZero())
 		s.update("acme", func(c *finchv1.FinchConnection) { c.Spec.Suspend = false })
@@ -421,12 +422,12 @@ var _ = Describe("Errors", func() {
 		s := newScenario()
 		s.sim.InjectFault(epSessions, finchsim.Fault{Count: 1, Status: 400})
 		s.newConn("acme", "acme-001")
-		c := s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonFinchRejected)
+		c := s.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonFinchRejected)
 		Expect(c.Status.Phase).To(Equal(finchv1.PhaseError))
 		Expect(c.Status.ObservedGeneration).To(Equal(c.Generation))
 		s.quiet()
 		Expect(s.calls(epSessions)).To(Equal(1))
-		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(controllers.ReasonFinchRejected))
+		Eventually(func() []string { return s.events("acme") }).Should(ContainElement(finchv1.ReasonFinchRejected))
 
 		s.update("acme", func(c *finchv1.FinchConnection) { c.Spec.CustomerName = "Acme fixed" })
 		s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
@@ -445,7 +446,7 @@ var _ = Describe("Errors", func() {
 			return 0
 		}).Should(BeNumerically(">=", 1))
 		c := s.get("acme")
-		Expect(c.Status.Retry.Reason).To(Equal(controllers.ReasonFinchUnavailable))
+		Expect(c.Status.Retry.Reason).To(Equal(finchv1.ReasonFinchUnavailable))
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionStalled)).To(BeNil(), "a transient failure is not Stalled")
 		c = s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
 		Expect(c.Status.Retry).To(BeNil())
@@ -461,7 +462,7 @@ var _ = Describe("Errors", func() {
 				return r.Reason
 			}
 			return ""
-		}).Should(Equal(controllers.ReasonRateLimited))
+		}).Should(Equal(finchv1.ReasonRateLimited))
 		c := s.get("acme")
 		Expect(c.Status.Retry.NextAttemptTime.Time).To(BeTemporally(">", time.Now().Add(50*time.Minute)))
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionStalled)).To(BeNil())
@@ -475,17 +476,31 @@ var _ = Describe("Errors", func() {
 	It("waits for a missing FinchApp and its Secret, and proceeds when they appear (watched, not polled)", func() {
 		s := newScenario()
 		s.newConn("acme", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "later"} })
-		c := s.waitCondition("acme", finchv1.ConditionReady, metav1.ConditionFalse, controllers.ReasonAppNotFound)
+		c := s.waitCondition("acme", finchv1.ConditionReady, metav1.ConditionFalse, finchv1.ReasonAppNotFound)
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Message).To(ContainSubstring(`FinchApp "later" not found`))
 
 		app := &finchv1.FinchApp{ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: s.ns}, Spec: *s.app.Spec.DeepCopy()}
 		app.Spec.CredentialsSecretRef.Name = "later-credentials"
 		Expect(k8sClient.Create(ctx, app)).To(Succeed())
-		c = s.waitCondition("acme", finchv1.ConditionReady, metav1.ConditionFalse, controllers.ReasonAppNotReady)
+		c = s.waitCondition("acme", finchv1.ConditionReady, metav1.ConditionFalse, finchv1.ReasonAppNotReady)
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Message).To(ContainSubstring("later-credentials"))
 
 		s.createSecret("later-credentials", map[string]string{"client_id": clientID, "client_secret": clientSecret})
 		s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
+		Expect(s.calls(epSessions)).To(Equal(1))
+	})
+
+	It("applied just before its FinchApp (a GitOps sync), proceeds without an AppNotFound warning or extra writes", func() {
+		s := newScenario()
+		s.newConn("acme", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "together"} })
+		Consistently(func() finchv1.Phase { return s.get("acme").Status.Phase }, 500*time.Millisecond).Should(BeEmpty(),
+			"a connection waiting for its app within the grace period writes no status")
+		app := &finchv1.FinchApp{ObjectMeta: metav1.ObjectMeta{Name: "together", Namespace: s.ns}, Spec: *s.app.Spec.DeepCopy()}
+		Expect(k8sClient.Create(ctx, app)).To(Succeed())
+		s.waitPhase("acme", finchv1.PhaseAwaitingConnect)
+		s.quiet()
+		Expect(s.events("acme")).NotTo(ContainElement(finchv1.ReasonAppNotFound))
+		Expect(writesIn(s.ns)["status patch FinchConnection"]).To(Equal(1), "one status write to reach AwaitingConnect")
 		Expect(s.calls(epSessions)).To(Equal(1))
 	})
 
@@ -497,14 +512,14 @@ var _ = Describe("Errors", func() {
 		Expect(k8sClient.Create(ctx, bad)).To(Succeed())
 		useBad := func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "bad"} }
 		s.newConn("a", "a-1", useBad)
-		s.waitCondition("a", finchv1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonInvalidCredentials)
+		s.waitCondition("a", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonInvalidCredentials)
 		s.newConn("b", "b-1", useBad)
-		s.waitCondition("b", finchv1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonInvalidCredentials)
+		s.waitCondition("b", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonInvalidCredentials)
 		Expect(s.calls(epSessions)).To(Equal(1), "one rejection is enough for the whole app")
 		Eventually(func(g Gomega) {
 			app := &finchv1.FinchApp{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(bad), app)).To(Succeed())
-			g.Expect(meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionReady).Reason).To(Equal(controllers.ReasonInvalidCredentials))
+			g.Expect(meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionReady).Reason).To(Equal(finchv1.ReasonInvalidCredentials))
 		}).Should(Succeed())
 
 		sec := s.getSecret("bad-credentials")
@@ -532,7 +547,7 @@ var _ = Describe("Finch budget", func() {
 			waiting := 0
 			for _, n := range []string{"a", "b", "c", "d"} {
 				c := s.get(n)
-				if r := meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady); r != nil && r.Reason == controllers.ReasonBudgetWait {
+				if r := meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady); r != nil && r.Reason == finchv1.ReasonBudgetWait {
 					waiting++
 				}
 			}
@@ -577,7 +592,7 @@ var _ = Describe("Crash safety", func() {
 		Expect(s.calls(epReauth)).To(BeNumerically("<=", 2))
 		s.quiet()
 		s.handOverCode("acme", c.Status.Session.ID)
-		c = s.waitPhase("acme", finchv1.PhaseConnected)
+		s.waitPhase("acme", finchv1.PhaseConnected)
 		Expect(s.sim.Connections()).To(HaveLen(1))
 	})
 
@@ -588,7 +603,7 @@ var _ = Describe("Crash safety", func() {
 		failStatusPatches.Store(1)
 		DeferCleanup(func() { failStatusPatches.Store(0) })
 		s.handOverCode("acme", c.Status.Session.ID)
-		c = s.waitPhase("acme", finchv1.PhaseConnected)
+		s.waitPhase("acme", finchv1.PhaseConnected)
 		Expect(s.calls(epToken)).To(Equal(1))
 		Expect(s.sim.Connections()).To(HaveLen(1))
 	})

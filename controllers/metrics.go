@@ -32,14 +32,10 @@ var (
 		Name: "finchconnection_reauth_required_total",
 		Help: "Times a connection was found to need re-authentication.",
 	})
-	tokensStored = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "finchconnection_tokens_stored_total",
-		Help: "Access tokens written to token Secrets, by flow (redirect, embedded).",
-	}, []string{"flow"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(connectionsByPhase, sessionsIssued, sessionsExpired, timeToConnect, reauthsRequired, tokensStored)
+	metrics.Registry.MustRegister(connectionsByPhase, sessionsIssued, sessionsExpired, timeToConnect, reauthsRequired)
 }
 
 // phaseTracker keeps the phase of every known connection so the phase gauge

@@ -25,7 +25,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/inbound"
+	"github.com/connectops/finch-operator/internal/index"
 )
 
 // Options configure the controllers.
@@ -50,10 +53,12 @@ var DefaultIPBudget = finch.BudgetConfig{Requests: 900, Window: 5 * time.Minute}
 
 // Operator holds what the controllers share with the inbound server.
 type Operator struct {
-	Apps        *AppRegistry
+	Apps        *apps.Registry
 	Connections *FinchConnectionReconciler
 	// SecretMetadata is a metadata-only cache of every Secret.
 	SecretMetadata cache.Cache
+	// Inbound is the callback and webhook server (set by NewManager).
+	Inbound *inbound.Server
 }
 
 // CacheOptions are the manager cache settings the controllers rely on: only
@@ -95,7 +100,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if err := SetupIndexes(ctx, mgr); err != nil {
+	if err := index.Setup(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("field indexes: %w", err)
 	}
 	// A second cache holds the metadata of every Secret: it finds FinchApp
@@ -115,7 +120,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 		opts.IPBudget = DefaultIPBudget
 	}
 	op := &Operator{
-		Apps: &AppRegistry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
+		Apps: &apps.Registry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
 			IPGuard: finch.NewIPGuard(opts.IPBudget)},
 		SecretMetadata: secretMeta,
 	}
@@ -186,7 +191,7 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMet
 		if o.GetLabels()[finchv1.ConnectionLabel] != "" {
 			return nil // the labelled watch covers it
 		}
-		return byIndex(o.GetNamespace(), IndexConnectionTokenSecret, o.GetName())
+		return byIndex(o.GetNamespace(), index.ConnectionTokenSecret, o.GetName())
 	})
 	// A FinchApp's spec or readiness change fans out to its connections.
 	appChanged := predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.Funcs{
@@ -200,7 +205,7 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMet
 		if !ok {
 			return
 		}
-		for _, req := range byIndex(conn.Namespace, IndexConnectionCustomer, AppScoped(conn.AppName(), conn.Spec.CustomerID)) {
+		for _, req := range byIndex(conn.Namespace, index.ConnectionCustomer, index.AppScoped(conn.AppName(), conn.Spec.CustomerID)) {
 			q.Add(req)
 		}
 	}}
@@ -210,7 +215,7 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMet
 			predicate.GenerationChangedPredicate{}, requestAnnotationsChanged()))).
 		Watches(&corev1.Secret{}, labelledSecret).
 		Watches(&finchv1.FinchApp{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return byIndex(o.GetNamespace(), IndexConnectionApp, o.GetName())
+			return byIndex(o.GetNamespace(), index.ConnectionApp, o.GetName())
 		}), builder.WithPredicates(appChanged)).
 		Watches(&finchv1.FinchConnection{}, siblings).
 		WatchesRawSource(source.Kind(secretMeta, secretMetadata(), unlabelledToken)).

@@ -94,9 +94,8 @@ func now() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) 
 
 // startManager runs the operator's controllers as production wires them.
 func startManager() {
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 testenv.Scheme,
-		Cache:                  controllers.CacheOptions(),
+	mctx, mcancel := context.WithCancel(ctx)
+	mgr, _, err := controllers.NewManager(mctx, cfg, controllers.ManagerOptions{Manager: ctrl.Options{
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// The restart scenario starts a second manager in the same process.
@@ -137,10 +136,7 @@ func startManager() {
 				},
 			}), nil
 		},
-	})
-	Expect(err).NotTo(HaveOccurred())
-	mctx, mcancel := context.WithCancel(ctx)
-	_, err = controllers.Setup(mctx, mgr, controllers.Options{Now: now, RetryBase: 100 * time.Millisecond})
+	}, Controllers: controllers.Options{Now: now, RetryBase: 100 * time.Millisecond}})
 	Expect(err).NotTo(HaveOccurred())
 	mgrCancel = mcancel
 	mgrDone = make(chan struct{})

@@ -4,8 +4,9 @@
 # manager logs go to bin/bench-runs/bench-<time>/.
 #
 #   BENCH_N            FinchConnections (default 2000)
-#   BENCH_WORKERS      manager --max-concurrent-reconciles and bench concurrency (default 10)
-#   BENCH_MANAGER_ARGS extra manager flags, e.g. "--kube-api-qps=200 --kube-api-burst=400"
+#   BENCH_WORKERS      manager --max-concurrent-reconciles and bench concurrency (default: the manager's, 10)
+#   BENCH_MANAGER_ARGS extra manager flags (default none: the manager runs with cmd/manager's
+#                      defaults), e.g. "--kube-api-qps=200 --kube-api-burst=400"
 #   BENCH_MANAGER_ENV  extra manager environment, e.g. "GOGC=50"
 #   BENCH_MANAGER_BIN  manager binary to test (default: built from ./cmd/manager like `make build`)
 #   BENCH_ARGS         extra bench flags (see: go run ./test/bench -h), e.g. "-skip memory"
@@ -25,7 +26,7 @@ fi
 # shellcheck disable=SC2086
 exec ./bin/finch-bench -mode bench \
   -n "${BENCH_N:-2000}" \
-  -workers "${BENCH_WORKERS:-10}" \
+  ${BENCH_WORKERS:+-workers "$BENCH_WORKERS"} \
   -manager "$manager" \
   -manager-args "${BENCH_MANAGER_ARGS:-}" \
   -manager-env "${BENCH_MANAGER_ENV:-}" \

@@ -1,5 +1,10 @@
 package v1alpha1
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
 // Condition types. Ready, Reconciling and Stalled follow kstatus so Flux,
 // Argo CD and `kubectl wait` understand them.
 const (
@@ -23,8 +28,7 @@ const (
 	// ConnectionLabel marks Secrets that belong to a FinchConnection (token and code Secrets);
 	// its value is the FinchConnection name.
 	ConnectionLabel = "finch.connectops.dev/connection"
-	// AppLabel marks Secrets a FinchApp reads (credentials, webhook) so changes are watched;
-	// the operator also watches Secrets it finds by reference.
+	// AppLabel on a Secret the operator creates for a FinchApp (its callback Secret) names that app.
 	AppLabel = "finch.connectops.dev/app"
 	// RequestedAtAnnotation requests a reconcile (a fresh introspection) when its value changes,
 	// like Flux's reconcile.fluxcd.io/requestedAt. Its value is echoed in status.lastHandledReconcileAt.
@@ -44,6 +48,9 @@ const (
 	// TokenSessionIDAnnotation on a token Secret is the Connect session whose code produced the token,
 	// so the callback refuses a second code for a session already completed.
 	TokenSessionIDAnnotation = "finch.connectops.dev/session-id"
+	// TokenCodeSecretUIDAnnotation on a token Secret is the UID of the code Secret its token came
+	// from, so an interrupted clean-up never exchanges the same code twice.
+	TokenCodeSecretUIDAnnotation = "finch.connectops.dev/code-secret-uid"
 	// CallbackPathKey and CallbackStateKey are the keys of the FinchApp's callback Secret: the random
 	// callback path segment and the HMAC key of the state parameter.
 	CallbackPathKey  = "path"
@@ -56,7 +63,21 @@ const (
 	CodeKey = "code"
 	// AccessTokenKey is the key of the access token in a token Secret.
 	AccessTokenKey = "access_token"
+	// ConnectionIDKey is the key of the Finch connection_id in a token Secret.
+	ConnectionIDKey = "connection_id"
 )
+
+// CallbackSecretName is the name of the Secret holding a FinchApp's callback
+// path segment and state key: <app>-finch-callback, shortened with a hash when
+// the name would exceed 253 characters.
+func CallbackSecretName(app string) string {
+	const suffix = "-finch-callback"
+	if len(app)+len(suffix) <= 253 {
+		return app + suffix
+	}
+	sum := sha256.Sum256([]byte(app))
+	return app[:253-len(suffix)-9] + "-" + hex.EncodeToString(sum[:4]) + suffix
+}
 
 // LocalObjectReference names an object in the same namespace.
 type LocalObjectReference struct {

@@ -199,6 +199,10 @@ type Session struct {
 	// them refreshes the session.
 	// +optional
 	RequestHash string `json:"requestHash,omitempty"`
+	// replacesTokenVersion is, for a reauthentication session, the resourceVersion of the token
+	// Secret the reauthentication replaces: a token of another version means the employer finished it.
+	// +optional
+	ReplacesTokenVersion string `json:"replacesTokenVersion,omitempty"`
 }
 
 // EntityStatus is one entity (legal employer) of a multi-entity connection.
@@ -410,6 +414,27 @@ func (c *FinchConnection) TokenSecretName() string {
 		return c.Spec.TokenSecretRef.Name
 	}
 	return c.Name + "-finch-token"
+}
+
+// DefaultMinutesToExpire is the session lifetime when spec.minutesToExpire is
+// unset (14 days); the CRD's +kubebuilder:default on that field says the same.
+const DefaultMinutesToExpire = 20160
+
+// SessionMinutes is how long each of this connection's sessions stays valid.
+func (c *FinchConnection) SessionMinutes() int {
+	if c.Spec.MinutesToExpire > 0 {
+		return int(c.Spec.MinutesToExpire)
+	}
+	return DefaultMinutesToExpire
+}
+
+// ProductNames is spec.products as the strings Finch takes.
+func (c *FinchConnection) ProductNames() []string {
+	out := make([]string, len(c.Spec.Products))
+	for i, p := range c.Spec.Products {
+		out[i] = string(p)
+	}
+	return out
 }
 
 // AppName is the name of the FinchApp this connection uses.

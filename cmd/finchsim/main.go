@@ -89,7 +89,7 @@ func main() {
 		log.Print("finchsim: --webhook-url, --webhook-secret, --rate-limit and --omit-top-level-status apply to the app given by --client-id; ignored")
 	}
 
-	var h http.Handler = sim.Handler()
+	h := sim.Handler()
 	if *logRequests {
 		h = logMiddleware(h)
 	}
@@ -108,7 +108,7 @@ func main() {
 	select {
 	case err := <-errc:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Fatalf("finchsim: serve: %v", err)
+			log.Fatalf("finchsim: serve: %v", err) //nolint:gocritic // exitAfterDefer: the deferred stop() only unregisters the signal handler
 		}
 	case <-ctx.Done():
 		log.Print("finchsim: shutting down")
@@ -121,35 +121,13 @@ func main() {
 	sim.Close()
 }
 
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(p []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(p)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer (hijacking for CommitThenDrop).
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
 func logMiddleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &finchsim.StatusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		status := fmt.Sprint(rec.status)
-		if rec.status == 0 {
+		status := fmt.Sprint(rec.Status)
+		if rec.Status == 0 {
 			status = "dropped"
 		}
 		log.Printf("%s %s -> %s (%s) request_id=%s", r.Method, r.URL.RequestURI(), status, time.Since(start).Round(time.Microsecond), w.Header().Get("Finch-Request-Id"))

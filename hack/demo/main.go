@@ -170,7 +170,7 @@ func ports(args []string) error {
 	if len(args) > 0 {
 		v, err := strconv.Atoi(args[0])
 		if err != nil || v < 1 {
-			return fmt.Errorf("N must be a positive number")
+			return fmt.Errorf("N must be a positive number") //nolint:staticcheck // ST1005: N is the argument's name in the usage text
 		}
 		n = v
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -17,6 +18,23 @@ import (
 type BudgetConfig struct {
 	Requests int
 	Window   time.Duration
+}
+
+// ParseBudget reads REQUESTS/WINDOW, e.g. 900/5m (the operator's flags).
+func ParseBudget(s string) (BudgetConfig, error) {
+	n, w, ok := strings.Cut(s, "/")
+	if !ok {
+		return BudgetConfig{}, fmt.Errorf("%q: want REQUESTS/WINDOW, e.g. 10/1m", s)
+	}
+	req, err := strconv.Atoi(n)
+	if err != nil || req <= 0 {
+		return BudgetConfig{}, fmt.Errorf("%q: requests must be a positive integer", s)
+	}
+	win, err := time.ParseDuration(w)
+	if err != nil || win <= 0 {
+		return BudgetConfig{}, fmt.Errorf("%q: window must be a positive duration", s)
+	}
+	return BudgetConfig{Requests: req, Window: win}, nil
 }
 
 // DefaultBudget is Finch's documented application limit: about 20 requests per

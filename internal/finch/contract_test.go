@@ -403,7 +403,7 @@ func caseValidation400(t *testing.T, b backend) {
 			req := tc.req
 			req.CustomerID, req.CustomerName, req.Sandbox = b.customerID(t, "invalid"), "Invalid Co", ref("finch")
 			_, err := c.CreateSession(t.Context(), req)
-			fe := wantFinchError(t, err, http.StatusBadRequest)
+			fe := asFinchError(t, err, http.StatusBadRequest)
 			if fe.Name != "bad_request" {
 				t.Errorf("name = %q, want bad_request", fe.Name)
 			}
@@ -607,7 +607,7 @@ func caseConnectionAlreadyExists(t *testing.T, b backend) {
 	_, err := c.CreateSession(t.Context(), finch.SessionRequest{
 		CustomerID: conn.customerID, CustomerName: "Connected Co", Products: contractProducts, Sandbox: ref("finch"),
 	})
-	fe := wantFinchError(t, err, http.StatusBadRequest)
+	fe := asFinchError(t, err, http.StatusBadRequest)
 	id, ok := finch.ConnectionAlreadyExists(err)
 	if !ok {
 		t.Fatalf("ConnectionAlreadyExists = false for %v", err)
@@ -722,7 +722,7 @@ func caseReauthNewSessionEachCall(t *testing.T, b backend) {
 
 	// An unknown connection is a terminal 4xx.
 	_, err = c.Reauthenticate(t.Context(), finch.ReauthRequest{ConnectionID: "00000000-0000-4000-8000-000000000000"})
-	fe := wantFinchError(t, err, 0)
+	fe := asFinchError(t, err, 0)
 	if fe.StatusCode/100 != 4 || finch.Classify(err) != finch.ClassTerminal {
 		t.Errorf("unknown connection: %v (class %v), want a terminal 4xx", err, finch.Classify(err))
 	}
@@ -888,7 +888,7 @@ func caseSandboxStatus(t *testing.T, b backend) {
 	// An unknown status is refused: a terminal 4xx (400 bad_request on the
 	// simulator; Finch's exact answer is not documented).
 	err := c.SandboxUpdateAccount(t.Context(), conn.accessToken, "not_a_status")
-	fe := wantFinchError(t, err, 0)
+	fe := asFinchError(t, err, 0)
 	if fe.StatusCode/100 != 4 || finch.Classify(err) != finch.ClassTerminal {
 		t.Errorf("invalid status: %v (class %v), want a terminal 4xx", err, finch.Classify(err))
 	}
@@ -1292,9 +1292,9 @@ func countKind(sim *finchsim.Sim, kind string) int {
 	return n
 }
 
-// wantFinchError fails the test unless err is a *finch.Error with the status
-// (any status when status is 0).
-func wantFinchError(t *testing.T, err error, status int) *finch.Error {
+// asFinchError fails the test unless err is a *finch.Error with the status
+// (any status when status is 0), and returns it.
+func asFinchError(t *testing.T, err error, status int) *finch.Error {
 	t.Helper()
 	var fe *finch.Error
 	if !errors.As(err, &fe) {
@@ -1307,6 +1307,12 @@ func wantFinchError(t *testing.T, err error, status int) *finch.Error {
 		t.Errorf("Error.Endpoint is empty: %v", err)
 	}
 	return fe
+}
+
+// wantFinchError is asFinchError for callers that only assert.
+func wantFinchError(t *testing.T, err error, status int) {
+	t.Helper()
+	_ = asFinchError(t, err, status)
 }
 
 // checkConnectURL: connect_url is an absolute URL whose session query
@@ -1583,7 +1589,7 @@ func caseDocumentedErrorNames(t *testing.T, b backend) {
 	c := b.client(t)
 	want := func(what string, err error, status int, name, code string) {
 		t.Helper()
-		fe := wantFinchError(t, err, status)
+		fe := asFinchError(t, err, status)
 		if fe.Name != name || fe.FinchCode != code {
 			t.Errorf("%s: %d %s/%s, want %d %s/%s", what, fe.StatusCode, fe.Name, fe.FinchCode, status, name, code)
 		}
@@ -1663,7 +1669,7 @@ func caseFault409(t *testing.T, b backend) {
 
 	sim.InjectFault(finchsim.EndpointReauthSession, finchsim.Fault{Status: http.StatusConflict})
 	_, err := c.Reauthenticate(t.Context(), finch.ReauthRequest{ConnectionID: conn.connectionID})
-	fe := wantFinchError(t, err, http.StatusConflict)
+	fe := asFinchError(t, err, http.StatusConflict)
 	if finch.Classify(err) != finch.ClassTransient || fe.Name != "conflict_error" {
 		t.Errorf("Reauthenticate 409: %v, class %v; want transient", err, finch.Classify(err))
 	}
@@ -1707,7 +1713,7 @@ func caseIPLimitStopsAllClients(t *testing.T, b backend) {
 	sim.ResetCounters()
 	start := time.Now()
 	_, err := a.Introspect(t.Context(), conn.accessToken)
-	fe := wantFinchError(t, err, http.StatusTooManyRequests)
+	fe := asFinchError(t, err, http.StatusTooManyRequests)
 	if fe.Local || !finch.IsIPRateLimited(err) || fe.Name != "rate_limit_exceeded_error" || fe.RetryAfter != 10*time.Minute {
 		t.Fatalf("fourth introspect: %#v, want Finch's 429 finch_api_ip_rl with Retry-After 10m", fe)
 	}
@@ -1718,7 +1724,7 @@ func caseIPLimitStopsAllClients(t *testing.T, b backend) {
 	_, err = other.CreateSession(t.Context(), finch.SessionRequest{
 		CustomerID: b.customerID(t, "paused"), CustomerName: "Paused Co", Products: contractProducts, Sandbox: ref("finch"),
 	})
-	fe = wantFinchError(t, err, http.StatusTooManyRequests)
+	fe = asFinchError(t, err, http.StatusTooManyRequests)
 	if !fe.Local || !finch.IsIPRateLimited(err) || fe.RetryAfter <= 0 || fe.RetryAfter > 10*time.Minute {
 		t.Errorf("other app during the penalty: %#v, want a local refusal", fe)
 	}
@@ -1744,7 +1750,7 @@ func caseIPLimitNoRetryAfter(t *testing.T, b backend) {
 	}
 	start := time.Now()
 	_, err := c.Introspect(t.Context(), conn.accessToken)
-	if fe := wantFinchError(t, err, http.StatusTooManyRequests); fe.Local || fe.RetryAfter != 0 || !finch.IsIPRateLimited(err) {
+	if fe := asFinchError(t, err, http.StatusTooManyRequests); fe.Local || fe.RetryAfter != 0 || !finch.IsIPRateLimited(err) {
 		t.Fatalf("%#v, want Finch's 429 finch_api_ip_rl without Retry-After", fe)
 	}
 	if pu := guard.PausedUntil(); pu.Before(start.Add(time.Hour-time.Second)) || pu.After(time.Now().Add(time.Hour)) {

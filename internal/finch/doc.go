@@ -16,5 +16,6 @@
 //     and Classify to decide between requeue-with-backoff and Stalled;
 //   - no token, secret or customer identifier in errors or metric labels.
 //
-// Wire facts come from /work/shared/finch/API-FACTS.md.
+// Wire facts come from Finch's API reference (developer.tryfinch.com) and the
+// official SDKs (Finch-API/finch-api-go, finch-api-node); each rule cites its source.
 package finch

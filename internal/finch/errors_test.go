@@ -124,7 +124,7 @@ func TestDecodeErrorHelpers(t *testing.T) {
 				h = http.Header{}
 			}
 			e := decodeError("POST /x", tc.status, h, []byte(tc.body), now, nil)
-			var err error = fmt.Errorf("wrapped: %w", e)
+			err := fmt.Errorf("wrapped: %w", e)
 			ra, rl := RateLimited(err)
 			_, cae := ConnectionAlreadyExists(err)
 			got := check{

@@ -54,8 +54,8 @@ func Verify(body []byte, h http.Header, secret string, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	eventID := firstHeader(h, HeaderEventID)
-	ts := firstHeader(h, HeaderTimestamp)
+	eventID := FirstHeader(h, HeaderEventID)
+	ts := FirstHeader(h, HeaderTimestamp)
 	sigs := headerValues(h, HeaderSignature)
 	if eventID == "" || ts == "" || strings.TrimSpace(strings.Join(sigs, "")) == "" {
 		return ErrMissingHeaders
@@ -139,7 +139,10 @@ func headerValues(h http.Header, name string) []string {
 	return out
 }
 
-func firstHeader(h http.Header, name string) string {
+// FirstHeader is the first value of a header, matched case-insensitively
+// (Verify reads the webhook headers this way; the inbound server reads
+// Finch-Event-Id the same way so the two never disagree).
+func FirstHeader(h http.Header, name string) string {
 	if v := headerValues(h, name); len(v) > 0 {
 		return v[0]
 	}

@@ -123,7 +123,7 @@ func TestVerify(t *testing.T) {
 			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 				t.Fatalf("Verify = %v, want %v", err, tc.want)
 			}
-			if err != nil && tc.want != ErrInvalidSecret && !errors.Is(err, ErrWebhook) {
+			if err != nil && !errors.Is(tc.want, ErrInvalidSecret) && !errors.Is(err, ErrWebhook) {
 				t.Errorf("%v does not wrap ErrWebhook", err)
 			}
 		})

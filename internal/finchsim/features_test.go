@@ -2,6 +2,7 @@ package finchsim
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -152,10 +153,10 @@ func TestMultiEntityConnections(t *testing.T) {
 		t.Errorf("entity webhook bodies %v", bodies)
 	}
 	mu.Unlock()
-	if err := e.sim.SetEntityStatus(tok.ConnectionID, "nope", "reauth"); err != ErrEntityNotFound {
+	if err := e.sim.SetEntityStatus(tok.ConnectionID, "nope", "reauth"); !errors.Is(err, ErrEntityNotFound) {
 		t.Errorf("unknown entity: %v", err)
 	}
-	if err := e.sim.SetEntityStatus(tok.ConnectionID, west, ""); err != ErrInvalidStatus {
+	if err := e.sim.SetEntityStatus(tok.ConnectionID, west, ""); !errors.Is(err, ErrInvalidStatus) {
 		t.Errorf("empty status: %v", err)
 	}
 
@@ -173,7 +174,7 @@ func TestMultiEntityConnections(t *testing.T) {
 	if sandbox.str(t, "entity_id") != all[0].ID || first.Entities != nil {
 		t.Errorf("the original entity is not first: %s vs %+v", sandbox.body, all)
 	}
-	if _, err := e.sim.AddEntities("nope"); err != ErrConnectionNotFound {
+	if _, err := e.sim.AddEntities("nope"); !errors.Is(err, ErrConnectionNotFound) {
 		t.Errorf("AddEntities unknown connection: %v", err)
 	}
 

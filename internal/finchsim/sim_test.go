@@ -2,6 +2,7 @@ package finchsim
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -170,7 +171,7 @@ func TestSameCustomerRefreshesSameSession(t *testing.T) {
 
 	// Let it expire: completing fails, but recreating re-arms the same id.
 	e.clock.Advance(121 * time.Minute)
-	if _, err := e.sim.CompleteSession(id1, Completion{}); err != ErrSessionExpired {
+	if _, err := e.sim.CompleteSession(id1, Completion{}); !errors.Is(err, ErrSessionExpired) {
 		t.Fatalf("complete expired: %v", err)
 	}
 	id3, _ := e.createSession("acme", nil)
@@ -232,7 +233,7 @@ func TestConnectionAlreadyExists(t *testing.T) {
 	if r.status != 400 || strings.TrimSpace(string(r.body)) != want {
 		t.Fatalf("got %d %s\nwant %s", r.status, r.body, want)
 	}
-	if _, err := e.sim.CompleteSession(sid, Completion{}); err != ErrSessionCompleted {
+	if _, err := e.sim.CompleteSession(sid, Completion{}); !errors.Is(err, ErrSessionCompleted) {
 		t.Errorf("second completion: %v", err)
 	}
 }
@@ -462,7 +463,7 @@ func TestIntrospectAndStatus(t *testing.T) {
 	if st["status"] != "connected" || st["last_successful_sync"] == nil {
 		t.Errorf("after SetConnectionStatus: %v", st)
 	}
-	if err := e.sim.SetConnectionStatus("nope", "reauth"); err != ErrConnectionNotFound {
+	if err := e.sim.SetConnectionStatus("nope", "reauth"); !errors.Is(err, ErrConnectionNotFound) {
 		t.Errorf("unknown connection: %v", err)
 	}
 }
@@ -526,7 +527,7 @@ func TestDisconnect(t *testing.T) {
 	}
 	// Cannot reauthenticate or revive it.
 	expectError(t, e.basic("POST", "/connect/sessions/reauthenticate", map[string]any{"connection_id": connID}), 400, "bad_request", "connection_disconnected")
-	if err := e.sim.SetConnectionStatus(connID, "connected"); err != ErrConnectionDisconnected {
+	if err := e.sim.SetConnectionStatus(connID, "connected"); !errors.Is(err, ErrConnectionDisconnected) {
 		t.Errorf("SetConnectionStatus on disconnected: %v", err)
 	}
 	// A new connect session for the same customer is allowed and yields a new connection.

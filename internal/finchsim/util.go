@@ -159,7 +159,7 @@ func decodeJSON(body []byte, v any) error {
 		if errors.As(err, &te) && te.Field != "" {
 			return fmt.Errorf("invalid type for field %s: expected %s", te.Field, te.Type.String())
 		}
-		return fmt.Errorf("request body is not valid JSON: %v", err)
+		return fmt.Errorf("request body is not valid JSON: %w", err)
 	}
 	return nil
 }

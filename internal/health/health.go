@@ -85,7 +85,7 @@ func Run(script string, obj map[string]any) (Status, error) {
 // toLua converts unstructured content to Lua values as Argo CD does: maps and
 // slices become tables (slices 1-based), numbers become numbers, and anything
 // else becomes nil.
-func toLua(L *lua.LState, v any) lua.LValue {
+func toLua(ls *lua.LState, v any) lua.LValue {
 	switch v := v.(type) {
 	case nil:
 		return lua.LNil
@@ -104,15 +104,15 @@ func toLua(L *lua.LState, v any) lua.LValue {
 	case json.Number:
 		return lua.LString(v)
 	case []any:
-		t := L.CreateTable(len(v), 0)
+		t := ls.CreateTable(len(v), 0)
 		for _, item := range v {
-			t.Append(toLua(L, item))
+			t.Append(toLua(ls, item))
 		}
 		return t
 	case map[string]any:
-		t := L.CreateTable(0, len(v))
+		t := ls.CreateTable(0, len(v))
 		for k, item := range v {
-			t.RawSetString(k, toLua(L, item))
+			t.RawSetString(k, toLua(ls, item))
 		}
 		return t
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -20,18 +19,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/apps"
+	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
-)
-
-// Event reasons recorded by the callback.
-const (
-	ReasonTokenStored         = "TokenStored"
-	ReasonCallbackFailed      = "CallbackFailed"
-	ReasonCallbackFlood       = "CallbackFlood"
-	ReasonUnmatchedCode       = "UnmatchedCode"
-	ReasonTokenSecretNotOwned = "TokenSecretNotOwned"
-	ReasonTokenStoreFailed    = "TokenStoreFailed"
+	"github.com/connectops/finch-operator/internal/index"
+	"github.com/connectops/finch-operator/internal/tokens"
 )
 
 // outcome is what the browser gets for a callback, and the metric result.
@@ -61,7 +53,7 @@ func (s *Server) rejectCallback(w http.ResponseWriter, r *http.Request, app *fin
 		key := client.ObjectKeyFromObject(app).String()
 		if ok, wait := s.appLimiter.Take(key); !ok {
 			callbackRejected.WithLabelValues(rejectAppRate).Inc()
-			s.limitedWarning(app, ReasonCallbackFlood, "Callback", fmt.Sprintf(
+			s.limitedWarning(app, finchv1.ReasonCallbackFlood, "Callback", fmt.Sprintf(
 				"more than %d unverifiable callback requests in a burst for FinchApp %q (latest refused as %s): answering 429 to them; real employers' callbacks, which carry a state signed by the operator, are still served. Rate-limit the inbound Ingress (see the README, \"Exposing the inbound server\")",
 				s.cfg.CallbackAppBurst, app.Name, reason))
 			writeTooMany(w, wait)
@@ -116,13 +108,13 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
 	app := &finchv1.FinchApp{}
 	err := s.cfg.Client.Get(ctx, key, app)
-	var resolved *controllers.ResolvedApp
+	var resolved *apps.App
 	if err == nil {
 		resolved, err = s.cfg.Apps.Get(ctx, app)
 	}
 	cancel()
 	if err != nil {
-		var cfgErr *controllers.AppConfigError
+		var cfgErr *apps.ConfigError
 		switch {
 		case apierrors.IsNotFound(err):
 			s.rejectCallback(w, r, nil, rejectUnknownApp)
@@ -130,7 +122,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			// The app exists but is unusable; the employer sees the same page
 			// as for a bad link (nothing revealed), the administrator the reason.
 			log.Info("callback for an app that is not usable", "reason", cfgErr.Reason, "error", cfgErr.Message)
-			s.limitedWarning(app, ReasonCallbackFailed, "Callback", fmt.Sprintf(
+			s.limitedWarning(app, finchv1.ReasonCallbackFailed, "Callback", fmt.Sprintf(
 				"an employer reached the callback but FinchApp %q is not usable (%s): %s; the authorization code was not exchanged, the employer must start again once it is fixed",
 				app.Name, cfgErr.Reason, cfgErr.Message))
 			s.rejectCallback(w, r, app, rejectUnknownApp)
@@ -182,7 +174,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 // redeem checks the session a verified state names and spends the code. The
 // bool says whether the outcome is remembered for the code: every outcome is,
 // except a transient failure that a reload may still turn into a success.
-func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, sessionID, code string) (outcome, bool) {
+func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *apps.App, sessionID, code string) (outcome, bool) {
 	ctx, cancel := context.WithTimeout(base, apiTimeout)
 	conn, reason, err := s.sessionConnection(ctx, app, sessionID)
 	cancel()
@@ -212,7 +204,7 @@ func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *c
 // app must have a session waiting for an employer, the exchange uses the
 // app's callback URL as redirect_uri, and the token response's customer_id
 // finds the connection.
-func (s *Server) redeemUnbound(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, code string) (outcome, bool) {
+func (s *Server) redeemUnbound(base context.Context, app *finchv1.FinchApp, resolved *apps.App, code string) (outcome, bool) {
 	if n := app.Status.Connections; n.AwaitingConnect+n.ReauthRequired == 0 {
 		return outcome{reject: rejectNoSession}, false
 	}
@@ -229,7 +221,7 @@ func (s *Server) takeExchange(base context.Context, app *finchv1.FinchApp) (outc
 	appKey := client.ObjectKeyFromObject(app).String()
 	if wait := s.exchangeBudget(appKey).Delay(callbackBudgetKey); wait > 0 {
 		callbackExchanges.WithLabelValues(appKey, exchangeCeiling).Inc()
-		s.limitedWarning(app, ReasonCallbackFlood, "ExchangeCode", fmt.Sprintf(
+		s.limitedWarning(app, finchv1.ReasonCallbackFlood, "ExchangeCode", fmt.Sprintf(
 			"the callback reached its ceiling of %d code exchanges per %s for FinchApp %q (--callback-exchanges); an employer was asked to retry in %s",
 			s.cfg.CallbackExchanges.Requests, s.cfg.CallbackExchanges.Window, app.Name, wait.Round(time.Second)))
 		return outcome{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
@@ -250,10 +242,10 @@ func (s *Server) sessionConnection(ctx context.Context, app *finchv1.FinchApp, s
 	}
 	list := &finchv1.FinchConnectionList{}
 	if err := s.cfg.Client.List(ctx, list, client.InNamespace(app.Namespace),
-		client.MatchingFields{controllers.IndexConnectionSession: controllers.AppScoped(app.Name, sessionID)}); err != nil {
+		client.MatchingFields{index.ConnectionSession: index.AppScoped(app.Name, sessionID)}); err != nil {
 		return nil, "", fmt.Errorf("list FinchConnections by session: %w", err)
 	}
-	conn := oldest(list.Items, publishes)
+	conn := index.Oldest(list.Items, publishes)
 	missKey := client.ObjectKeyFromObject(app).String() + "\x00" + sessionID
 	if conn == nil && !s.sessionMisses.Contains(missKey) {
 		// The state is the operator's own, so the session existed: the cache
@@ -263,7 +255,7 @@ func (s *Server) sessionConnection(ctx context.Context, app *finchv1.FinchApp, s
 		if err := s.cfg.APIReader.List(ctx, list, client.InNamespace(app.Namespace)); err != nil {
 			return nil, "", fmt.Errorf("list FinchConnections (uncached): %w", err)
 		}
-		conn = oldest(list.Items, publishes)
+		conn = index.Oldest(list.Items, publishes)
 		if conn == nil {
 			// A replaced or finished session's state: remember it for a
 			// while, so replaying it costs no further uncached list.
@@ -282,7 +274,7 @@ func (s *Server) sessionConnection(ctx context.Context, app *finchv1.FinchApp, s
 	case apierrors.IsNotFound(err):
 	case err != nil:
 		return nil, "", fmt.Errorf("read token Secret: %w", err)
-	case sec.Annotations[finchv1.TokenSessionIDAnnotation] == sessionID:
+	case tokens.FromSession(sec, sessionID):
 		return nil, rejectSessionCompleted, nil
 	}
 	return conn, "", nil
@@ -292,7 +284,7 @@ func (s *Server) sessionConnection(ctx context.Context, app *finchv1.FinchApp, s
 // section 4.1.3) and stores the token for conn, or, when conn is nil or the
 // token is another customer's, for the connection the response names. The
 // bool says whether the outcome should be remembered for the code.
-func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, code, redirectURI string, conn *finchv1.FinchConnection) (outcome, bool) {
+func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved *apps.App, code, redirectURI string, conn *finchv1.FinchConnection) (outcome, bool) {
 	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String())
 	appKey := client.ObjectKeyFromObject(app).String()
 	var sess *finchv1.Session
@@ -338,21 +330,21 @@ func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved 
 	if sess != nil {
 		sessionID = sess.ID
 	}
-	if err := controllers.StoreToken(ctx, s.cfg.Client, s.cfg.APIReader, conn, resp, "redirect", sessionID); err != nil {
+	if err := tokens.Store(ctx, s.cfg.Client, s.cfg.APIReader, conn, resp, tokens.Source{Flow: "redirect", SessionID: sessionID}); err != nil {
 		log.Error(err, "token lost: the code was exchanged but the token could not be stored", "secret", conn.TokenSecretName())
-		if errors.Is(err, controllers.ErrTokenSecretNotOwned) {
-			s.warning(conn, ReasonTokenSecretNotOwned, "StoreToken", fmt.Sprintf(
+		if errors.Is(err, tokens.ErrNotOwned) {
+			s.warning(conn, finchv1.ReasonTokenSecretNotOwned, "StoreToken", fmt.Sprintf(
 				"the employer finished Finch Connect but Secret %s is neither owned by this FinchConnection nor labelled %s=%s, so the access token was not stored; label (or delete) the Secret, then set annotation %s to send the employer a reauthentication session",
 				conn.TokenSecretName(), finchv1.ConnectionLabel, conn.Name, finchv1.ReauthRequestedAtAnnotation))
 		} else {
-			s.warning(conn, ReasonTokenStoreFailed, "StoreToken", fmt.Sprintf(
+			s.warning(conn, finchv1.ReasonTokenStoreFailed, "StoreToken", fmt.Sprintf(
 				"the employer finished Finch Connect but the access token could not be stored in Secret %s: %v; set annotation %s to send the employer a reauthentication session",
 				conn.TokenSecretName(), err, finchv1.ReauthRequestedAtAnnotation))
 		}
 		return outcome{result: callbackStoreFailed, page: pageContactAdmin}, true
 	}
 	log.Info("redirect flow: access token stored", "secret", conn.TokenSecretName())
-	s.event(conn, corev1.EventTypeNormal, ReasonTokenStored, "ExchangeCode", fmt.Sprintf(
+	s.event(conn, corev1.EventTypeNormal, finchv1.ReasonTokenStored, "ExchangeCode", fmt.Sprintf(
 		"the employer finished Finch Connect (redirect flow); access token for connection %s stored in Secret %s",
 		resp.ConnectionID, conn.TokenSecretName()))
 	if app.Spec.SuccessURL != "" {
@@ -375,13 +367,13 @@ func (s *Server) exchangeBudget(app string) *finch.Budget {
 
 // exchangeFailed maps a failed exchange to the employer's page; the detail
 // goes to the log and a (rate-limited) Warning Event on the FinchApp.
-func (s *Server) exchangeFailed(app *finchv1.FinchApp, resolved *controllers.ResolvedApp, err error) outcome {
+func (s *Server) exchangeFailed(app *finchv1.FinchApp, resolved *apps.App, err error) outcome {
 	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String())
 	// finch errors never carry the code or the client secret (the client redacts them).
 	switch {
 	case finch.IsInvalidGrant(err):
 		log.Info("callback: Finch rejected the authorization code", "error", err.Error())
-		s.limitedWarning(app, ReasonCallbackFailed, "ExchangeCode",
+		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode",
 			"Finch rejected an authorization code at the callback (invalid_grant: unknown, already used or expired); the employer was asked to start again from their link")
 		return outcome{result: callbackCodeRejected, page: pageExpired}
 	case finch.Classify(err) == finch.ClassTerminal:
@@ -392,11 +384,11 @@ func (s *Server) exchangeFailed(app *finchv1.FinchApp, resolved *controllers.Res
 			msg = fmt.Sprintf("Finch rejected the client credentials of FinchApp %q (invalid_client) while exchanging an authorization code: fix Secret %s; the employer must then start again",
 				app.Name, app.Spec.CredentialsSecretRef.Name)
 		}
-		s.limitedWarning(app, ReasonCallbackFailed, "ExchangeCode", msg)
+		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode", msg)
 		return outcome{result: callbackCodeRejected, page: pageContactAdmin}
 	default: // 429 beyond the retry budget, 5xx, network, timeout
 		log.Error(err, "callback: Finch unavailable for the code exchange")
-		s.limitedWarning(app, ReasonCallbackFailed, "ExchangeCode", fmt.Sprintf(
+		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode", fmt.Sprintf(
 			"could not exchange an authorization code at the callback, Finch is unavailable: %v; the employer was asked to retry in a few minutes", err))
 		return outcome{result: callbackFinchUnavailable, page: pageFinchUnavailable}
 	}
@@ -409,8 +401,8 @@ func (s *Server) exchangeFailed(app *finchv1.FinchApp, resolved *controllers.Res
 // server, which may know a FinchConnection created moments ago.
 func (s *Server) findConnection(ctx context.Context, app *finchv1.FinchApp, resp *finch.TokenResponse) (*finchv1.FinchConnection, error) {
 	lookups := []struct{ index, value string }{
-		{controllers.IndexConnectionCustomer, resp.CustomerID},
-		{controllers.IndexConnectionID, resp.ConnectionID},
+		{index.ConnectionCustomer, resp.CustomerID},
+		{index.ConnectionID, resp.ConnectionID},
 	}
 	for _, l := range lookups {
 		if l.value == "" {
@@ -418,10 +410,10 @@ func (s *Server) findConnection(ctx context.Context, app *finchv1.FinchApp, resp
 		}
 		list := &finchv1.FinchConnectionList{}
 		if err := s.cfg.Client.List(ctx, list, client.InNamespace(app.Namespace),
-			client.MatchingFields{l.index: controllers.AppScoped(app.Name, l.value)}); err != nil {
+			client.MatchingFields{l.index: index.AppScoped(app.Name, l.value)}); err != nil {
 			return nil, fmt.Errorf("list FinchConnections: %w", err)
 		}
-		if c := oldest(list.Items, func(*finchv1.FinchConnection) bool { return true }); c != nil {
+		if c := index.Oldest(list.Items, func(*finchv1.FinchConnection) bool { return true }); c != nil {
 			return c, nil
 		}
 	}
@@ -430,14 +422,14 @@ func (s *Server) findConnection(ctx context.Context, app *finchv1.FinchApp, resp
 		return nil, fmt.Errorf("list FinchConnections (uncached): %w", err)
 	}
 	if resp.CustomerID != "" {
-		if c := oldest(list.Items, func(c *finchv1.FinchConnection) bool {
+		if c := index.Oldest(list.Items, func(c *finchv1.FinchConnection) bool {
 			return c.AppName() == app.Name && c.Spec.CustomerID == resp.CustomerID
 		}); c != nil {
 			return c, nil
 		}
 	}
 	if resp.ConnectionID != "" {
-		if c := oldest(list.Items, func(c *finchv1.FinchConnection) bool {
+		if c := index.Oldest(list.Items, func(c *finchv1.FinchConnection) bool {
 			return c.AppName() == app.Name && c.Status.ConnectionID == resp.ConnectionID
 		}); c != nil {
 			return c, nil
@@ -446,32 +438,10 @@ func (s *Server) findConnection(ctx context.Context, app *finchv1.FinchApp, resp
 	return nil, nil
 }
 
-// oldest returns the oldest (creationTimestamp, then name) item that is not
-// being deleted and passes keep.
-func oldest(items []finchv1.FinchConnection, keep func(*finchv1.FinchConnection) bool) *finchv1.FinchConnection {
-	var cands []*finchv1.FinchConnection
-	for i := range items {
-		if c := &items[i]; c.DeletionTimestamp.IsZero() && keep(c) {
-			cands = append(cands, c)
-		}
-	}
-	if len(cands) == 0 {
-		return nil
-	}
-	sort.Slice(cands, func(i, j int) bool {
-		a, b := cands[i], cands[j]
-		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&b.CreationTimestamp)
-		}
-		return a.Name < b.Name
-	})
-	return cands[0]
-}
-
 // unmatched handles a valid code whose customer has no FinchConnection: the
 // token is not stored. It is revoked only when nothing claims its connection,
 // because a disconnect kills the connection for good.
-func (s *Server) unmatched(ctx context.Context, app *finchv1.FinchApp, resolved *controllers.ResolvedApp, resp *finch.TokenResponse) outcome {
+func (s *Server) unmatched(ctx context.Context, app *finchv1.FinchApp, resolved *apps.App, resp *finch.TokenResponse) outcome {
 	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String(),
 		"customerID", resp.CustomerID, "connectionID", resp.ConnectionID)
 	var fate string
@@ -493,7 +463,7 @@ func (s *Server) unmatched(ctx context.Context, app *finchv1.FinchApp, resolved 
 		}
 	}
 	log.Info("redirect flow: no FinchConnection for the customer; token not stored", "outcome", fate)
-	s.warning(app, ReasonUnmatchedCode, "ExchangeCode", fmt.Sprintf(
+	s.warning(app, finchv1.ReasonUnmatchedCode, "ExchangeCode", fmt.Sprintf(
 		"an employer finished Finch Connect for customer_id %q (connection %s), but no FinchConnection in namespace %s with appRef %q has that customerID or connection; the access token was not stored and %s. Create a FinchConnection for this customer and send the employer its Connect link",
 		resp.CustomerID, resp.ConnectionID, app.Namespace, app.Name, fate))
 	return outcome{result: callbackUnmatched, page: pageReceived}
@@ -523,7 +493,7 @@ func (s *Server) connectionClaim(ctx context.Context, connectionID string) (stri
 		return "", fmt.Errorf("list token Secrets: %w", err)
 	}
 	for _, sec := range secrets.Items {
-		if sec.Annotations[finchv1.TokenConnectionIDAnnotation] == connectionID || string(sec.Data["connection_id"]) == connectionID {
+		if tokens.HoldsConnection(&sec, connectionID) {
 			return fmt.Sprintf("token Secret %s/%s", sec.Namespace, sec.Name), nil
 		}
 	}
@@ -609,13 +579,9 @@ func (t *codeTracker) do(ctx context.Context, key string, fn func() (outcome, bo
 
 // event records an Event (nil-safe); the note is never a format string.
 func (s *Server) event(obj client.Object, typ, reason, action, note string) {
-	if s.cfg.Recorder == nil || obj == nil {
-		return
+	if obj != nil {
+		events.Record(s.cfg.Recorder, obj, typ, reason, action, note)
 	}
-	if len(note) > 1024 {
-		note = note[:1021] + "..."
-	}
-	s.cfg.Recorder.Eventf(obj, nil, typ, reason, action, "%s", note)
 }
 
 func (s *Server) warning(obj client.Object, reason, action, note string) {

@@ -1,4 +1,4 @@
-package inbound
+package inbound_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/inbound"
 )
 
 // finchClient talks to the fixture's simulator with the app's credentials,
@@ -61,18 +62,18 @@ func TestCallbackInvalidLinksLookAlike(t *testing.T) {
 		base + "/callback/" + f.ns + "?code=abc",
 		cb + "/extra?code=abc&state=s",
 	}
-	invalid := counter(callbacksTotal, callbackInvalid)
+	invalid := counter(inbound.CallbacksTotal, inbound.CallbackInvalid)
 	for _, u := range urls {
 		p := get(t, noRedirects, u)
 		g.Expect(p.status).To(Equal(http.StatusBadRequest), u)
-		g.Expect(p.body).To(Equal(string(pageInvalid.body)), u)
+		g.Expect(p.body).To(Equal(inbound.PageInvalid), u)
 		g.Expect(p.body).NotTo(ContainSubstring("<script>"))
 	}
 	resp, err := http.Post(cb+"?code=abc&state="+url.QueryEscape(state), "text/plain", nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	resp.Body.Close()
 	g.Expect(resp.StatusCode).To(Equal(http.StatusBadRequest))
-	g.Expect(counter(callbacksTotal, callbackInvalid)).To(Equal(invalid + float64(len(urls)) + 1))
+	g.Expect(counter(inbound.CallbacksTotal, inbound.CallbackInvalid)).To(Equal(invalid + float64(len(urls)) + 1))
 	g.Expect(f.sim.Calls("POST /auth/token")).To(BeZero())
 
 	p := get(t, noRedirects, base+"/healthz")
@@ -95,16 +96,16 @@ func TestCallbackUsedCode(t *testing.T) {
 	tok, err := f.finchClient().ExchangeCode(context.Background(), finch.TokenRequest{Code: code, RedirectURI: conn.Status.Session.RedirectURI})
 	g.Expect(err).NotTo(HaveOccurred())
 
-	rejected := counter(callbacksTotal, callbackCodeRejected)
+	rejected := counter(inbound.CallbacksTotal, inbound.CallbackCodeRejected)
 	for _, c := range []string{code, "00000000-0000-4000-8000-000000000000", "00000000-0000-4000-8000-000000000001"} {
 		p := get(t, browser, f.callbackURL(f.app)+"?code="+c+"&state="+state)
 		g.Expect(p.status).To(Equal(http.StatusBadRequest))
-		g.Expect(p.body).To(Equal(string(pageExpired.body)))
+		g.Expect(p.body).To(Equal(inbound.PageExpired))
 		g.Expect(p.body).To(ContainSubstring("expired or was already used"))
 		g.Expect(p.body).NotTo(ContainSubstring(tok.AccessToken))
 		g.Expect(p.body).NotTo(ContainSubstring(c))
 	}
-	g.Expect(counter(callbacksTotal, callbackCodeRejected)).To(Equal(rejected + 3))
+	g.Expect(counter(inbound.CallbacksTotal, inbound.CallbackCodeRejected)).To(Equal(rejected + 3))
 	exchanges := f.sim.Calls("POST /auth/token")
 	g.Expect(exchanges).To(Equal(4)) // ours 3 + the other party's 1
 	// The session is now slowed down: a fourth code waits (429, Retry-After)
@@ -114,12 +115,12 @@ func TestCallbackUsedCode(t *testing.T) {
 	g.Expect(p.header.Get("Retry-After")).NotTo(BeEmpty())
 	p = get(t, browser, f.callbackURL(f.app)+"?code="+code+"&state="+state)
 	g.Expect(p.status).To(Equal(http.StatusBadRequest))
-	g.Expect(p.body).To(Equal(string(pageExpired.body)))
+	g.Expect(p.body).To(Equal(inbound.PageExpired))
 	g.Expect(f.sim.Calls("POST /auth/token")).To(Equal(exchanges))
 	err = f.e.k8s.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: "used-finch-token"}, &corev1.Secret{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no token Secret")
 	g.Eventually(func(g Gomega) {
-		evs := f.events(g, "FinchApp", f.app, ReasonCallbackFailed)
+		evs := f.events(g, "FinchApp", f.app, finchv1.ReasonCallbackFailed)
 		g.Expect(evs).NotTo(BeEmpty())
 		g.Expect(evs[0].Type).To(Equal(corev1.EventTypeWarning))
 		g.Expect(evs[0].Note).To(ContainSubstring("invalid_grant"))
@@ -140,7 +141,7 @@ func TestCallbackForeignSessionRefused(t *testing.T) {
 	before := f.sim.Calls("POST /auth/token")
 	p := get(t, browser, sess.ConnectURL)
 	g.Expect(p.status).To(Equal(http.StatusBadRequest))
-	g.Expect(p.body).To(Equal(string(pageInvalid.body)))
+	g.Expect(p.body).To(Equal(inbound.PageInvalid))
 	g.Expect(f.sim.Calls("POST /auth/token")).To(Equal(before))
 	g.Expect(f.sim.Calls("POST /disconnect")).To(BeZero())
 }
@@ -156,19 +157,19 @@ func TestCallbackFinchUnavailableThenRetry(t *testing.T) {
 	f.sim.InjectFault("POST /auth/token", finchsim.Fault{Status: http.StatusServiceUnavailable})
 	p := get(t, browser, conn.Status.Session.ConnectURL)
 	g.Expect(p.status).To(Equal(http.StatusBadGateway))
-	g.Expect(p.body).To(Equal(string(pageFinchUnavailable.body)))
+	g.Expect(p.body).To(Equal(inbound.PageFinchUnavailable))
 	callback := p.finalURL
 
 	p = get(t, browser, callback)
 	g.Expect(p.status).To(Equal(http.StatusOK))
-	g.Expect(p.body).To(Equal(string(pageConnected.body)))
+	g.Expect(p.body).To(Equal(inbound.PageConnected))
 	f.waitConnected("flaky")
 	exchanges := f.sim.Calls("POST /auth/token")
 	g.Expect(exchanges).To(Equal(2))
 
 	p = get(t, browser, callback) // a reload
 	g.Expect(p.status).To(Equal(http.StatusOK))
-	g.Expect(p.body).To(Equal(string(pageConnected.body)))
+	g.Expect(p.body).To(Equal(inbound.PageConnected))
 	g.Expect(f.sim.Calls("POST /auth/token")).To(Equal(exchanges))
 }
 
@@ -228,7 +229,7 @@ func TestCallbackMatchesByConnectionID(t *testing.T) {
 	conn = f.waitSession("migrated", finchv1.SessionReauthenticate)
 	p := get(t, browser, conn.Status.Session.ConnectURL)
 	g.Expect(p.status).To(Equal(http.StatusOK))
-	g.Expect(p.body).To(Equal(string(pageConnected.body)))
+	g.Expect(p.body).To(Equal(inbound.PageConnected))
 	_, newToken := f.waitConnected("migrated")
 	g.Expect(newToken).NotTo(Equal(tok.AccessToken))
 	g.Expect(f.sim.Calls("POST /disconnect")).To(Equal(0))
@@ -245,17 +246,17 @@ func TestCallbackTokenSecretNotOwned(t *testing.T) {
 	})
 	f.newConnection("taken", "taken", nil)
 	conn := f.waitSession("taken", finchv1.SessionConnect)
-	failed := counter(callbacksTotal, callbackStoreFailed)
+	failed := counter(inbound.CallbacksTotal, inbound.CallbackStoreFailed)
 	p := get(t, browser, conn.Status.Session.ConnectURL)
 	g.Expect(p.status).To(Equal(http.StatusInternalServerError))
-	g.Expect(p.body).To(Equal(string(pageContactAdmin.body)))
-	g.Expect(counter(callbacksTotal, callbackStoreFailed)).To(Equal(failed + 1))
+	g.Expect(p.body).To(Equal(inbound.PageContactAdmin))
+	g.Expect(counter(inbound.CallbacksTotal, inbound.CallbackStoreFailed)).To(Equal(failed + 1))
 	sec := &corev1.Secret{}
 	g.Expect(f.e.k8s.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: "taken-finch-token"}, sec)).To(Succeed())
 	g.Expect(sec.Data).To(Equal(map[string][]byte{"something": []byte("else")}))
 	g.Expect(f.sim.Calls("POST /disconnect")).To(Equal(0), "the connection is claimed by its FinchConnection")
 	g.Eventually(func(g Gomega) {
-		evs := f.events(g, "FinchConnection", "taken", ReasonTokenSecretNotOwned)
+		evs := f.events(g, "FinchConnection", "taken", finchv1.ReasonTokenSecretNotOwned)
 		g.Expect(evs).NotTo(BeEmpty())
 		g.Expect(evs[0].Type).To(Equal(corev1.EventTypeWarning))
 	}).Should(Succeed())

@@ -1,4 +1,4 @@
-package inbound
+package inbound_test
 
 import (
 	"net/http"
@@ -13,6 +13,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/inbound"
 )
 
 // The employer follows the Connect link; Finch redirects the browser to the
@@ -47,7 +48,7 @@ func TestRedirectFlowAndWebhookReauth(t *testing.T) {
 	g.Expect(f.e.k8s.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: "acme-finch-token"}, sec)).To(Succeed())
 	g.Expect(metav1.IsControlledBy(sec, conn)).To(BeTrue())
 	g.Eventually(func(g Gomega) {
-		evs := f.events(g, "FinchConnection", "acme", ReasonTokenStored)
+		evs := f.events(g, "FinchConnection", "acme", finchv1.ReasonTokenStored)
 		g.Expect(evs).NotTo(BeEmpty())
 		g.Expect(evs[0].Note).To(ContainSubstring("acme-finch-token"))
 		g.Expect(evs[0].Note).NotTo(ContainSubstring(token))
@@ -76,7 +77,7 @@ func TestRedirectFlowAndWebhookReauth(t *testing.T) {
 	// The employer completes the reauth session through the callback.
 	p = get(t, browser, conn.Status.Session.ConnectURL)
 	g.Expect(p.status).To(Equal(http.StatusOK), p.body)
-	g.Expect(p.body).To(Equal(string(pageConnected.body)))
+	g.Expect(p.body).To(Equal(inbound.PageConnected))
 	conn, newToken := f.waitConnected("acme")
 	g.Expect(newToken).NotTo(Equal(token))
 	g.Expect(p.body).NotTo(ContainSubstring(newToken))

@@ -1,4 +1,4 @@
-package inbound
+package inbound_test
 
 import (
 	"context"
@@ -40,16 +40,19 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/inbound"
+	"github.com/connectops/finch-operator/internal/index"
 	"github.com/connectops/finch-operator/internal/testenv"
 )
 
-// sharedEnv is one API server (envtest) with a production-like manager
-// (controllers.Setup, the cache options of cmd/manager) and the inbound
-// server under test on a real HTTP listener. It starts lazily, once per test
-// process, so tests that need no API server (and fuzz workers) stay cheap
-// until they ask for it.
+// sharedEnv is one API server (envtest) with the operator as cmd/manager
+// wires it (controllers.NewManager) and its inbound server (op.Inbound) under
+// test on a real HTTP listener. It starts lazily, once per test process, so
+// tests that need no API server (and fuzz workers) stay cheap until they ask
+// for it.
 type sharedEnv struct {
 	env    *envtest.Environment // nil in a fuzz worker
 	cfg    *rest.Config
@@ -57,7 +60,6 @@ type sharedEnv struct {
 	op     *controllers.Operator
 	k8s    client.Client // direct (uncached) client for the tests' own reads and writes
 	cached client.Client // the manager's cached client (what the server uses)
-	server *Server
 	ts     *httptest.Server
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -71,6 +73,16 @@ var (
 
 // fuzzKubeconfigEnv carries the coordinator's API server to fuzz workers.
 const fuzzKubeconfigEnv = "INBOUND_FUZZ_KUBECONFIG"
+
+// unlimited are the inbound limits of the server under test: every test's
+// browser is 127.0.0.1, so the per-address and per-app limits are tested on a
+// server of their own (ratelimit_test.go).
+func unlimited() inbound.Config {
+	return inbound.Config{
+		CallbackIPBurst: 1 << 20, CallbackAppBurst: 1 << 20,
+		CallbackExchanges: finch.BudgetConfig{Requests: 1 << 20, Window: time.Minute},
+	}
+}
 
 // TestMain stops the API server at the end. When fuzzing (go test -fuzz), the
 // coordinator process starts the API server up front and its workers connect
@@ -162,7 +174,7 @@ func startWorkerEnv(kubeconfig string) (*sharedEnv, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	if err := controllers.SetupIndexes(ctx, e.mgr); err != nil {
+	if err := index.Setup(ctx, e.mgr); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -170,12 +182,16 @@ func startWorkerEnv(kubeconfig string) (*sharedEnv, error) {
 		cancel()
 		return nil, err
 	}
-	e.op = &controllers.Operator{Apps: &controllers.AppRegistry{Reader: e.mgr.GetAPIReader(), Writer: e.k8s}}
+	in := unlimited()
+	in.Client, in.APIReader = e.mgr.GetClient(), e.mgr.GetAPIReader()
+	in.Apps = &apps.Registry{Reader: e.mgr.GetAPIReader(), Writer: e.k8s}
+	in.Recorder = e.mgr.GetEventRecorder(controllers.EventSource)
+	e.op = &controllers.Operator{Apps: in.Apps, Inbound: inbound.New(in)}
 	return e.serve(ctx)
 }
 
 func startEnv() (*sharedEnv, error) {
-	var logSink io.Writer = io.Discard
+	logSink := io.Discard
 	if os.Getenv("INBOUND_TEST_LOG") != "" {
 		logSink = os.Stderr
 	}
@@ -195,18 +211,19 @@ func startEnv() (*sharedEnv, error) {
 		_ = env.Stop()
 		return nil, err
 	}
-	e.mgr, err = ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 testenv.Scheme,
-		Cache:                  controllers.CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		return fail(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	e.op, err = controllers.Setup(ctx, e.mgr, controllers.Options{})
+	// The operator as cmd/manager runs it; nothing listens (the test serves
+	// op.Inbound itself), and the unlimited inbound limits above.
+	e.mgr, e.op, err = controllers.NewManager(ctx, cfg, controllers.ManagerOptions{
+		Manager: ctrl.Options{
+			Metrics:                metricsserver.Options{BindAddress: "0"},
+			HealthProbeBindAddress: "0",
+		},
+		Inbound:   unlimited(),
+		KubeQPS:   float64(cfg.QPS),
+		KubeBurst: cfg.Burst,
+	})
 	if err != nil {
 		cancel()
 		return fail(err)
@@ -219,18 +236,10 @@ func startEnv() (*sharedEnv, error) {
 	return e.serve(ctx)
 }
 
-// serve starts the manager and the inbound server under test.
+// serve starts the manager and serves the inbound server under test.
 func (e *sharedEnv) serve(ctx context.Context) (*sharedEnv, error) {
 	e.cached = e.mgr.GetClient()
-	e.server = New(Config{
-		Client: e.mgr.GetClient(), APIReader: e.mgr.GetAPIReader(), Apps: e.op.Apps,
-		Recorder: e.mgr.GetEventRecorder("finch-operator"),
-		// Every test's browser is 127.0.0.1: the per-address and per-app
-		// limits are tested on a server of their own (ratelimit_test.go).
-		CallbackIPBurst: 1 << 20, CallbackAppBurst: 1 << 20,
-		CallbackExchanges: finch.BudgetConfig{Requests: 1 << 20, Window: time.Minute},
-	})
-	e.ts = httptest.NewServer(e.server.Handler())
+	e.ts = httptest.NewServer(e.op.Inbound.Handler())
 	go func() {
 		defer close(e.done)
 		if err := e.mgr.Start(ctx); err != nil {
@@ -373,7 +382,7 @@ func stateOf(connectURL string) string {
 }
 
 func (f *fixture) webhookURL(app string) string {
-	return controllers.WebhookURL(f.e.ts.URL, types.NamespacedName{Namespace: f.ns, Name: app})
+	return apps.WebhookURL(f.e.ts.URL, types.NamespacedName{Namespace: f.ns, Name: app})
 }
 
 // newConnection creates a FinchConnection of the fixture's default app.
@@ -464,7 +473,7 @@ func (f *fixture) connectViaRedirect(name, customerID string) (*finchv1.FinchCon
 	conn := f.waitSession(name, finchv1.SessionConnect)
 	p := get(f.t, browser, conn.Status.Session.ConnectURL)
 	f.g.Expect(p.status).To(Equal(http.StatusOK), p.body)
-	f.g.Expect(p.body).To(Equal(string(pageConnected.body)))
+	f.g.Expect(p.body).To(Equal(inbound.PageConnected))
 	return f.waitConnected(name)
 }
 

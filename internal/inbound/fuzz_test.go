@@ -1,4 +1,4 @@
-package inbound
+package inbound_test
 
 import (
 	"bytes"
@@ -22,6 +22,7 @@ import (
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/inbound"
 )
 
 // fuzzEnv is a namespace on the shared API server with two FinchApps: "fuzz"
@@ -116,7 +117,7 @@ func setupFuzzEnv(e *sharedEnv) (*fuzzEnv, error) {
 }
 
 func isFixedWebhookBody(b []byte) bool {
-	for _, v := range webhookBodies {
+	for _, v := range inbound.WebhookBodies {
 		if bytes.Equal(b, v) {
 			return true
 		}
@@ -125,8 +126,8 @@ func isFixedWebhookBody(b []byte) bool {
 }
 
 func isFixedPage(b []byte) bool {
-	for _, p := range allPages {
-		if bytes.Equal(b, p.body) {
+	for _, p := range inbound.AllPageBodies {
+		if bytes.Equal(b, p) {
 			return true
 		}
 	}
@@ -176,7 +177,7 @@ func FuzzWebhookHandler(f *testing.F) {
 		req.Header.Set(finch.HeaderTimestamp, timestamp)
 		req.Header.Set(finch.HeaderSignature, sig)
 		rec := httptest.NewRecorder()
-		fz.e.server.Handler().ServeHTTP(rec, req)
+		fz.e.op.Inbound.Handler().ServeHTTP(rec, req)
 
 		switch rec.Code {
 		case http.StatusOK:
@@ -229,7 +230,7 @@ func FuzzCallbackHandler(f *testing.F) {
 		req.URL.RawQuery = rawQuery
 		req.RequestURI = req.URL.RequestURI()
 		rec := httptest.NewRecorder()
-		fz.e.server.Handler().ServeHTTP(rec, req)
+		fz.e.op.Inbound.Handler().ServeHTTP(rec, req)
 
 		switch rec.Code {
 		case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:

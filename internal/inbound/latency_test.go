@@ -1,4 +1,4 @@
-package inbound
+package inbound_test
 
 import (
 	"fmt"
@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/inbound"
 )
 
 // TestWebhookToReauthLatency measures, for N connected connections flipped to
@@ -127,7 +128,7 @@ func TestWebhookToReauthLatency(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	defer func() { _ = inf.RemoveEventHandler(reg) }()
 
-	hookCount0, hookSum0 := histogram(routeWebhook)
+	hookCount0, hookSum0 := histogram(inbound.RouteWebhook)
 	latencies := make([]time.Duration, 0, n)
 	for _, name := range names {
 		start := time.Now()
@@ -142,7 +143,7 @@ func TestWebhookToReauthLatency(t *testing.T) {
 	g.Expect(f.sim.Calls("POST /connect/sessions/reauthenticate")).To(Equal(n))
 	g.Expect(f.sim.WebhookDeliveries()).To(Equal(n))
 
-	hookCount, hookSum := histogram(routeWebhook)
+	hookCount, hookSum := histogram(inbound.RouteWebhook)
 	var handlerMean time.Duration
 	if hookCount > hookCount0 {
 		handlerMean = time.Duration((hookSum - hookSum0) / float64(hookCount-hookCount0) * float64(time.Second))
@@ -169,7 +170,7 @@ func TestWebhookToReauthLatency(t *testing.T) {
 // histogram reads the count and sum of finch_inbound_request_duration_seconds for a route.
 func histogram(route string) (uint64, float64) {
 	m := &dto.Metric{}
-	if err := requestDuration.WithLabelValues(route).(prometheus.Metric).Write(m); err != nil {
+	if err := inbound.RequestDuration.WithLabelValues(route).(prometheus.Metric).Write(m); err != nil {
 		return 0, 0
 	}
 	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()

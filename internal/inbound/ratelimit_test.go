@@ -1,4 +1,4 @@
-package inbound
+package inbound_test
 
 import (
 	"fmt"
@@ -16,25 +16,27 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/inbound"
 )
 
 // floodServer is an inbound server of its own with production-like limits
 // (the shared one is unlimited: every test's browser is 127.0.0.1), behind a
 // "proxy" at 127.0.0.1 whose X-Forwarded-For it trusts.
-func (f *fixture) floodServer(exchanges int, mutate ...func(*Config)) (*Server, string) {
+func (f *fixture) floodServer(exchanges int, mutate ...func(*inbound.Config)) (*inbound.Server, string) {
 	f.t.Helper()
-	cfg := Config{
+	cfg := inbound.Config{
 		Client: f.e.mgr.GetClient(), APIReader: f.e.mgr.GetAPIReader(), Apps: f.e.op.Apps,
-		Recorder:          f.e.mgr.GetEventRecorder("finch-operator"),
+		Recorder:          f.e.mgr.GetEventRecorder(controllers.EventSource),
 		TrustedProxies:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		CallbackExchanges: finch.BudgetConfig{Requests: exchanges, Window: time.Minute},
 	}
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	srv := New(cfg)
+	srv := inbound.New(cfg)
 	ts := httptest.NewServer(srv.Handler())
 	f.t.Cleanup(ts.Close)
 	return srv, ts.URL
@@ -69,7 +71,7 @@ func getFromWithHeader(t *testing.T, ip, u string) (int, string, http.Header) {
 func TestCallbackGarbageWithoutSessionsCostsNothing(t *testing.T) {
 	f := newFixture(t)
 	g := f.g
-	_, base := f.floodServer(DefaultCallbackExchanges.Requests)
+	_, base := f.floodServer(inbound.DefaultCallbackExchanges.Requests)
 	f.createApp("quiet", func(a *finchv1.FinchApp) { a.Spec.PublicURL = base })
 	cb := f.callbackURL("quiet")
 	limited := 0
@@ -84,7 +86,7 @@ func TestCallbackGarbageWithoutSessionsCostsNothing(t *testing.T) {
 		}
 	}
 	g.Expect(f.sim.Calls("POST /auth/token")).To(BeZero())
-	g.Expect(limited).To(Equal(30-DefaultCallbackIPBurst), "one address gets a burst, then 429")
+	g.Expect(limited).To(Equal(30-inbound.DefaultCallbackIPBurst), "one address gets a burst, then 429")
 	status, _, h := getFromWithHeader(t, "203.0.113.10", cb+"?code=x&state=y")
 	g.Expect(status).To(Equal(http.StatusTooManyRequests))
 	g.Expect(h.Get("Retry-After")).NotTo(BeEmpty())
@@ -145,11 +147,11 @@ func TestCallbackFloodCostsAtMostTheCeiling(t *testing.T) {
 		answered.Load(), limited.Load(), exchanges, ceiling, f.sim.Responses("POST /auth/token", http.StatusTooManyRequests), latency.Round(time.Millisecond))
 	g.Expect(answered.Load()).To(BeEquivalentTo(1000))
 	g.Expect(exchanges).To(BeNumerically("<=", ceiling))
-	g.Expect(exchanges).To(BeNumerically("<=", 1+maxSessionExchanges), "the leaked state buys at most maxSessionExchanges exchanges")
+	g.Expect(exchanges).To(BeNumerically("<=", 1+inbound.MaxSessionExchanges), "the leaked state buys at most maxSessionExchanges exchanges")
 	g.Expect(f.sim.Responses("POST /auth/token", http.StatusTooManyRequests)).To(BeZero())
 	g.Expect(limited.Load()).To(BeNumerically(">", 0))
 	g.Eventually(func(g Gomega) {
-		g.Expect(f.events(g, "FinchApp", "busy", ReasonCallbackFlood)).NotTo(BeEmpty())
+		g.Expect(f.events(g, "FinchApp", "busy", finchv1.ReasonCallbackFlood)).NotTo(BeEmpty())
 	}).Should(Succeed())
 	// The leaked session is slowed down, not locked: its own employer is
 	// asked to retry in a minute (429 with Retry-After), never refused for good.
@@ -166,7 +168,7 @@ func TestCallbackFloodCostsAtMostTheCeiling(t *testing.T) {
 func TestCallbackStatelessMode(t *testing.T) {
 	f := newFixture(t)
 	g := f.g
-	_, base := f.floodServer(DefaultCallbackExchanges.Requests, func(c *Config) { c.AllowStatelessCallbacks = true })
+	_, base := f.floodServer(inbound.DefaultCallbackExchanges.Requests, func(c *inbound.Config) { c.AllowStatelessCallbacks = true })
 	f.createApp("lenient", func(a *finchv1.FinchApp) { a.Spec.PublicURL = base })
 	cb := f.callbackURL("lenient")
 

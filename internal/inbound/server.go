@@ -30,7 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
-	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
@@ -92,7 +92,7 @@ type Config struct {
 	// APIReader reads uncached (token Secrets, and a fallback when the cache may lag).
 	APIReader client.Reader
 	// Apps resolves a FinchApp into its Finch client and webhook secret.
-	Apps *controllers.AppRegistry
+	Apps *apps.Registry
 	// Recorder records Events (nil: none).
 	Recorder recorder.EventRecorder
 	// MaxBodyBytes bounds a webhook body (default 1 MiB); larger is answered 413.

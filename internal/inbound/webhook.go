@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,8 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/index"
+	"github.com/connectops/finch-operator/internal/tokens"
 )
 
 const (
@@ -106,7 +107,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	scope := key.String() // the app exists: its rejections get their own budget
 	resolved, err := s.cfg.Apps.Get(ctx, app)
 	if err != nil {
-		var cfgErr *controllers.AppConfigError
+		var cfgErr *apps.ConfigError
 		if errors.As(err, &cfgErr) {
 			s.logRejected(log, scope, "FinchApp not usable", "appReason", cfgErr.Reason)
 			return http.StatusUnauthorized, webhookUnauthorized
@@ -131,7 +132,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	}
 
 	// Verified: from here on the delivery comes from Finch.
-	eventID := firstHeader(r.Header, finch.HeaderEventID)
+	eventID := finch.FirstHeader(r.Header, finch.HeaderEventID)
 	if len(eventID) > maxEventIDLen {
 		s.logRejected(log, scope, "Finch-Event-Id too long", "length", len(eventID))
 		return http.StatusBadRequest, webhookBadRequest
@@ -183,7 +184,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 			already++ // recorded by another replica (or before a restart)
 			continue
 		}
-		if err := controllers.RecordWebhook(ctx, s.cfg.Client, conn, eventID, status); err != nil {
+		if err := tokens.RecordWebhook(ctx, s.cfg.Client, conn, eventID, status); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue
 			}
@@ -222,11 +223,11 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 // possible, and is acknowledged like an unknown connection.
 func (s *Server) webhookTargets(ctx context.Context, ns, app string, ev *finch.WebhookEvent) (*finchv1.FinchConnectionList, error) {
 	type lookup struct{ index, value string }
-	lookups := []lookup{{controllers.IndexConnectionID, ev.ConnectionID}}
+	lookups := []lookup{{index.ConnectionID, ev.ConnectionID}}
 	if ev.ConnectionID == "" {
 		lookups = []lookup{
-			{controllers.IndexConnectionCompanyID, ev.CompanyID},
-			{controllers.IndexConnectionAccountID, ev.AccountID},
+			{index.ConnectionCompanyID, ev.CompanyID},
+			{index.ConnectionAccountID, ev.AccountID},
 		}
 	}
 	list := &finchv1.FinchConnectionList{}
@@ -235,7 +236,7 @@ func (s *Server) webhookTargets(ctx context.Context, ns, app string, ev *finch.W
 			continue
 		}
 		if err := s.cfg.Client.List(ctx, list, client.InNamespace(ns),
-			client.MatchingFields{l.index: controllers.AppScoped(app, l.value)}); err != nil {
+			client.MatchingFields{l.index: index.AppScoped(app, l.value)}); err != nil {
 			return nil, err
 		}
 		if len(list.Items) > 0 {
@@ -317,18 +318,4 @@ func (c *suppressedCounts) take(key string) int {
 		c.counts.Add(key, 0)
 	}
 	return n
-}
-
-// firstHeader is the first value of a header, matched case-insensitively
-// like finch.Verify does.
-func firstHeader(h http.Header, name string) string {
-	if v := h.Values(name); len(v) > 0 {
-		return v[0]
-	}
-	for k, v := range h {
-		if strings.EqualFold(k, name) && len(v) > 0 {
-			return v[0]
-		}
-	}
-	return ""
 }

@@ -1,4 +1,4 @@
-package inbound
+package inbound_test
 
 import (
 	"bytes"
@@ -21,6 +21,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/inbound"
 )
 
 // accountUpdatedByIDs is an account.updated without connection_id, which the
@@ -72,13 +73,13 @@ func TestWebhookMatchByCompanyID(t *testing.T) {
 	f.flipToReauth(acme.Status.ConnectionID)
 	f.quiet()
 
-	accepted := counter(webhooksTotal, webhookAccepted)
+	accepted := counter(inbound.WebhooksTotal, inbound.WebhookAccepted)
 	// acme's company, globex's account: the company decides.
 	body := accountUpdatedByIDs(acme.Status.CompanyID, globex.Status.AccountID, "reauth")
 	status, resp := do(t, f.signedWebhook(f.app, body, "msg_by_company", time.Now(), f.webhookSecret))
 	g.Expect(status).To(Equal(http.StatusOK))
 	g.Expect(resp).To(Equal(`{"status":"ok"}` + "\n"))
-	g.Expect(counter(webhooksTotal, webhookAccepted)).To(Equal(accepted + 1))
+	g.Expect(counter(inbound.WebhooksTotal, inbound.WebhookAccepted)).To(Equal(accepted + 1))
 
 	conn := f.waitSession("acme", finchv1.SessionReauthenticate)
 	g.Expect(conn.Annotations[finchv1.WebhookEventAnnotation]).To(Equal("msg_by_company"))
@@ -115,11 +116,11 @@ func TestWebhookMatchByAccountIDAndUnmatched(t *testing.T) {
 		{"another app's connection", "second", accountUpdatedByIDs(acme.Status.CompanyID, acme.Status.AccountID, "reauth")},
 	}
 	for i, tc := range unmatched {
-		n := counter(webhooksTotal, webhookUnknownConnection)
+		n := counter(inbound.WebhooksTotal, inbound.WebhookUnknownConnection)
 		status, resp := do(t, f.signedWebhook(tc.app, tc.body, "msg_unmatched_"+strconv.Itoa(i), time.Now(), f.webhookSecret))
 		g.Expect(status).To(Equal(http.StatusOK), tc.name)
 		g.Expect(resp).To(Equal(`{"status":"ok"}`+"\n"), tc.name)
-		g.Expect(counter(webhooksTotal, webhookUnknownConnection)).To(Equal(n+1), tc.name)
+		g.Expect(counter(inbound.WebhooksTotal, inbound.WebhookUnknownConnection)).To(Equal(n+1), tc.name)
 	}
 	g.Consistently(func(g Gomega) {
 		g.Expect(f.connIn(g, "acme").Annotations).NotTo(HaveKey(finchv1.WebhookEventAnnotation))
@@ -204,7 +205,7 @@ func TestWebhookRejectedLogged(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	srv := New(Config{
+	srv := inbound.New(inbound.Config{
 		Client: f.e.cached, APIReader: f.e.mgr.GetAPIReader(), Apps: f.e.op.Apps,
 		Now: now, Log: funcr.NewJSON(capture.write, funcr.Options{Verbosity: 0}),
 	})
@@ -241,7 +242,7 @@ func TestWebhookRejectedLogged(t *testing.T) {
 			return f.signedWebhook(f.app, body, "msg_stale", now().Add(-301*time.Second), f.webhookSecret)
 		}},
 		{"body too large", appKey, 413, func() *http.Request {
-			big := append(bytes.Clone(body), bytes.Repeat([]byte(" "), DefaultMaxBodyBytes)...)
+			big := append(bytes.Clone(body), bytes.Repeat([]byte(" "), inbound.DefaultMaxBodyBytes)...)
 			return f.signedWebhook(f.app, big, "msg_big", now(), f.webhookSecret)
 		}},
 		{"no such FinchApp", f.ns + "/nope", 401, func() *http.Request {

@@ -1,4 +1,4 @@
-package inbound
+package inbound_test
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/inbound"
 )
 
 // Forged, stale, oversized and otherwise bad deliveries are rejected, record
@@ -87,11 +88,11 @@ func TestWebhookRejected(t *testing.T) {
 			return f.signedWebhook("nohook", body, "msg_nohook", now, f.webhookSecret)
 		}, 401},
 		{"oversized with Content-Length", func() *http.Request {
-			big := append(accountUpdated(connID, "reauth"), bytes.Repeat([]byte(" "), DefaultMaxBodyBytes)...)
+			big := append(accountUpdated(connID, "reauth"), bytes.Repeat([]byte(" "), inbound.DefaultMaxBodyBytes)...)
 			return f.signedWebhook(f.app, big, "msg_big", now, f.webhookSecret)
 		}, 413},
 		{"oversized, chunked", func() *http.Request {
-			big := append(accountUpdated(connID, "reauth"), bytes.Repeat([]byte(" "), DefaultMaxBodyBytes)...)
+			big := append(accountUpdated(connID, "reauth"), bytes.Repeat([]byte(" "), inbound.DefaultMaxBodyBytes)...)
 			r := f.signedWebhook(f.app, big, "msg_big_chunked", now, f.webhookSecret)
 			r.Body, r.ContentLength = io.NopCloser(io.MultiReader(bytes.NewReader(big))), -1
 			return r
@@ -129,11 +130,11 @@ func TestWebhookAcceptedOnceAndDeduplicated(t *testing.T) {
 	// A rotation-style header: an unknown old signature next to the valid one.
 	req := f.signedWebhook(f.app, accountUpdated(connID, "connected"), "msg_once", time.Now(), f.webhookSecret)
 	req.Header.Set(finch.HeaderSignature, "v1,b2xkLXNpZ25hdHVyZQ== "+req.Header.Get(finch.HeaderSignature))
-	accepted := counter(webhooksTotal, webhookAccepted)
+	accepted := counter(inbound.WebhooksTotal, inbound.WebhookAccepted)
 	status, body := do(t, req)
 	g.Expect(status).To(Equal(200))
 	g.Expect(body).To(Equal(`{"status":"ok"}` + "\n"))
-	g.Expect(counter(webhooksTotal, webhookAccepted)).To(Equal(accepted + 1))
+	g.Expect(counter(inbound.WebhooksTotal, inbound.WebhookAccepted)).To(Equal(accepted + 1))
 
 	// Not reauth: the controller re-checks the connection (one introspection).
 	g.Eventually(func(g Gomega) {
@@ -145,7 +146,7 @@ func TestWebhookAcceptedOnceAndDeduplicated(t *testing.T) {
 	g.Expect(after["GET /introspect"]).To(Equal(before["GET /introspect"] + 1))
 	conn = f.getConn("acme")
 
-	dups := counter(webhooksTotal, webhookDuplicate)
+	dups := counter(inbound.WebhooksTotal, inbound.WebhookDuplicate)
 	// The same delivery again, and the same event id with another body that
 	// would trigger a reauth session if it were recorded.
 	status, _ = do(t, f.signedWebhook(f.app, accountUpdated(connID, "connected"), "msg_once", time.Now(), f.webhookSecret))
@@ -153,13 +154,13 @@ func TestWebhookAcceptedOnceAndDeduplicated(t *testing.T) {
 	status, _ = do(t, f.signedWebhook(f.app, accountUpdated(connID, "reauth"), "msg_once", time.Now(), f.webhookSecret))
 	g.Expect(status).To(Equal(200))
 	// Another replica (an empty dedup cache) gets it too: the annotation already says so.
-	other := New(Config{Client: f.e.cached, APIReader: f.e.mgr.GetAPIReader(), Apps: f.e.op.Apps})
+	other := inbound.New(inbound.Config{Client: f.e.cached, APIReader: f.e.mgr.GetAPIReader(), Apps: f.e.op.Apps})
 	rec := httptest.NewRecorder()
 	r := f.signedWebhook(f.app, accountUpdated(connID, "reauth"), "msg_once", time.Now(), f.webhookSecret)
 	r.RequestURI = r.URL.RequestURI()
 	other.Handler().ServeHTTP(rec, r)
 	g.Expect(rec.Code).To(Equal(200))
-	g.Expect(counter(webhooksTotal, webhookDuplicate)).To(Equal(dups + 3))
+	g.Expect(counter(inbound.WebhooksTotal, inbound.WebhookDuplicate)).To(Equal(dups + 3))
 
 	g.Consistently(func(g Gomega) {
 		c := f.getConn("acme")
@@ -179,21 +180,21 @@ func TestWebhookIgnoredAndUnknown(t *testing.T) {
 		body   string
 		result string
 	}{
-		{`{"event_type":"test","data":{}}`, webhookIgnoredEventType},
-		{`{"event_type":"directory.created","connection_id":"c1","data":{"individual_id":"i"}}`, webhookIgnoredEventType},
-		{`{"event_type":"account.updated","connection_id":"no-such-connection","data":{"status":"reauth"}}`, webhookUnknownConnection},
-		{`{"event_type":"account.updated","data":{"status":"reauth"}}`, webhookUnknownConnection},
+		{`{"event_type":"test","data":{}}`, inbound.WebhookIgnoredEventType},
+		{`{"event_type":"directory.created","connection_id":"c1","data":{"individual_id":"i"}}`, inbound.WebhookIgnoredEventType},
+		{`{"event_type":"account.updated","connection_id":"no-such-connection","data":{"status":"reauth"}}`, inbound.WebhookUnknownConnection},
+		{`{"event_type":"account.updated","data":{"status":"reauth"}}`, inbound.WebhookUnknownConnection},
 	}
 	for i, tc := range cases {
-		n := counter(webhooksTotal, tc.result)
+		n := counter(inbound.WebhooksTotal, tc.result)
 		status, body := do(t, f.signedWebhook(f.app, []byte(tc.body), "msg_"+strconv.Itoa(i), now, f.webhookSecret))
 		g.Expect(status).To(Equal(200), tc.body)
 		g.Expect(body).To(Equal(`{"status":"ok"}` + "\n"))
-		g.Expect(counter(webhooksTotal, tc.result)).To(Equal(n+1), tc.body)
+		g.Expect(counter(inbound.WebhooksTotal, tc.result)).To(Equal(n+1), tc.body)
 	}
-	n := counter(webhooksTotal, webhookBadRequest)
+	n := counter(inbound.WebhooksTotal, inbound.WebhookBadRequest)
 	status, _ := do(t, f.signedWebhook(f.app, []byte(`[1,2,3]`), "msg_array", now, f.webhookSecret))
 	g.Expect(status).To(Equal(400))
-	g.Expect(counter(webhooksTotal, webhookBadRequest)).To(Equal(n + 1))
+	g.Expect(counter(inbound.WebhooksTotal, inbound.WebhookBadRequest)).To(Equal(n + 1))
 	g.Expect(f.sim.CallCounts()).To(BeEmpty())
 }

@@ -1,155 +1,19 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
-// sample is one Prometheus series value.
-type sample struct {
-	labels map[string]string
-	value  float64
-}
-
-// metricSet is a parsed Prometheus text exposition: name -> samples.
-type metricSet map[string][]sample
-
-// parseMetrics reads the Prometheus text format (the subset client_golang
-// writes: no timestamps needed, escaped label values).
-func parseMetrics(r io.Reader) (metricSet, error) {
-	m := metricSet{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, labels, rest, err := splitSeries(line)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %w", line, err)
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			continue
-		}
-		m[name] = append(m[name], sample{labels: labels, value: v})
-	}
-	return m, sc.Err()
-}
-
-func splitSeries(line string) (name string, labels map[string]string, rest string, err error) {
-	i := strings.IndexAny(line, "{ ")
-	if i < 0 {
-		return "", nil, "", fmt.Errorf("no value")
-	}
-	name = line[:i]
-	labels = map[string]string{}
-	if line[i] == ' ' {
-		return name, labels, line[i+1:], nil
-	}
-	j := i + 1
-	for j < len(line) && line[j] != '}' {
-		eq := strings.IndexByte(line[j:], '=')
-		if eq < 0 {
-			return "", nil, "", fmt.Errorf("bad labels")
-		}
-		key := strings.TrimLeft(line[j:j+eq], ", ")
-		j += eq + 1
-		if j >= len(line) || line[j] != '"' {
-			return "", nil, "", fmt.Errorf("bad label value")
-		}
-		j++
-		var b strings.Builder
-		for j < len(line) && line[j] != '"' {
-			if line[j] == '\\' && j+1 < len(line) {
-				j++
-				switch line[j] {
-				case 'n':
-					b.WriteByte('\n')
-				default:
-					b.WriteByte(line[j])
-				}
-			} else {
-				b.WriteByte(line[j])
-			}
-			j++
-		}
-		j++ // closing quote
-		labels[key] = b.String()
-		for j < len(line) && line[j] == ',' {
-			j++
-		}
-	}
-	if j >= len(line) {
-		return "", nil, "", fmt.Errorf("unterminated labels")
-	}
-	return name, labels, line[j+1:], nil
-}
-
-// sum adds the samples of name whose labels include every pair of match.
-func (m metricSet) sum(name string, match ...string) float64 {
-	total := 0.0
-	for _, s := range m[name] {
-		ok := true
-		for i := 0; i+1 < len(match); i += 2 {
-			if s.labels[match[i]] != match[i+1] {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			total += s.value
-		}
-	}
-	return total
-}
-
-// has reports whether any sample of name matches.
-func (m metricSet) has(name string, match ...string) bool {
-	for _, s := range m[name] {
-		ok := true
-		for i := 0; i+1 < len(match); i += 2 {
-			if s.labels[match[i]] != match[i+1] {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
-
-// byLabel sums name per value of one label.
-func (m metricSet) byLabel(name, label string, match ...string) map[string]float64 {
-	out := map[string]float64{}
-	for _, s := range m[name] {
-		ok := true
-		for i := 0; i+1 < len(match); i += 2 {
-			if s.labels[match[i]] != match[i+1] {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			out[s.labels[label]] += s.value
-		}
-	}
-	return out
-}
+// metricSet is one scrape of a Prometheus endpoint: family name -> family.
+type metricSet map[string]*dto.MetricFamily
 
 var scrapeClient = &http.Client{Timeout: 5 * time.Second}
 
@@ -166,7 +30,75 @@ func scrape(ctx context.Context, url string) (metricSet, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return parseMetrics(resp.Body)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(resp.Body)
+}
+
+// each calls f for every series of name whose labels include every pair of
+// match (a missing label matches ""). NAME_count is the sample count of the
+// summary or histogram NAME.
+func (m metricSet) each(name string, match []string, f func(*dto.Metric, float64)) {
+	fam, count := m[name], false
+	if base, ok := strings.CutSuffix(name, "_count"); fam == nil && ok {
+		fam, count = m[base], true
+	}
+series:
+	for _, x := range fam.GetMetric() {
+		for i := 0; i+1 < len(match); i += 2 {
+			if label(x, match[i]) != match[i+1] {
+				continue series
+			}
+		}
+		f(x, value(x, count))
+	}
+}
+
+func label(x *dto.Metric, name string) string {
+	for _, l := range x.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func value(x *dto.Metric, count bool) float64 {
+	switch {
+	case count && x.Summary != nil:
+		return float64(x.Summary.GetSampleCount())
+	case count && x.Histogram != nil:
+		return float64(x.Histogram.GetSampleCount())
+	case x.Counter != nil:
+		return x.Counter.GetValue()
+	case x.Gauge != nil:
+		return x.Gauge.GetValue()
+	}
+	return x.GetUntyped().GetValue()
+}
+
+// sum adds the series of name whose labels include every pair of match.
+func (m metricSet) sum(name string, match ...string) float64 {
+	total := 0.0
+	m.each(name, match, func(_ *dto.Metric, v float64) { total += v })
+	return total
+}
+
+// has reports whether any series of name matches.
+func (m metricSet) has(name string, match ...string) bool {
+	found := false
+	m.each(name, match, func(*dto.Metric, float64) { found = true })
+	return found
+}
+
+// byLabel sums name per value of one label.
+func (m metricSet) byLabel(name, l string, match ...string) map[string]float64 {
+	out := map[string]float64{}
+	m.each(name, match, func(x *dto.Metric, v float64) { out[label(x, l)] += v })
+	return out
+}
+
+func reconciles(m metricSet, controller string) float64 {
+	return m.sum("controller_runtime_reconcile_total", "controller", controller)
 }
 
 // writeMethods are the HTTP methods that write to the API server.
@@ -177,10 +109,11 @@ func apiRequests(m metricSet) map[string]float64 {
 	return m.byLabel("rest_client_requests_total", "method")
 }
 
-func diffFloat(after, before map[string]float64) map[string]float64 {
-	out := map[string]float64{}
+// diff is after - before per key, without the keys that did not change.
+func diff[V int | float64](after, before map[string]V) map[string]V {
+	out := map[string]V{}
 	for k, v := range after {
-		if d := v - before[k]; math.Abs(d) > 0 {
+		if d := v - before[k]; d != 0 {
 			out[k] = d
 		}
 	}

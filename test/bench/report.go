@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -27,8 +28,47 @@ type report struct {
 	Errors []string          `json:"errors,omitempty"`
 }
 
-func newReport(title string) *report {
-	return &report{Title: title, Meta: map[string]string{}}
+// newReport starts the report of a run with what every run records about itself.
+func newReport(title string, c common) *report {
+	r := &report{Title: title, Meta: map[string]string{
+		"date":          time.Now().UTC().Format(time.RFC3339),
+		"machine":       machine(),
+		"load at start": loadAvg(),
+		"manager":       managerDesc(c),
+		"run dir":       c.runDir,
+	}}
+	if len(c.managerEnv) > 0 {
+		r.Meta["manager env"] = strings.Join(c.managerEnv, " ")
+	}
+	return r
+}
+
+func machine() string {
+	host, _ := os.Hostname()
+	cpu := "?"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimLeft(v, "\t :"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		mem = strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1] + " kB RAM"
+	}
+	return fmt.Sprintf("%s, %d CPUs (%s), %s, %s %s/%s", host, runtime.NumCPU(), cpu, mem, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func managerDesc(c common) string {
+	switch {
+	case c.inProcess:
+		return "in-process (profiling mode) " + strings.Join(c.managerArgs, " ")
+	case len(c.managerArgs) == 0:
+		return c.managerBin + " (production defaults)"
+	}
+	return c.managerBin + " " + strings.Join(c.managerArgs, " ")
 }
 
 func (r *report) add(section, metric, value string) {
@@ -145,4 +185,12 @@ func perConn[V int | float64](m map[string]V, n int, order []string) string {
 		return "0"
 	}
 	return fmt.Sprintf("%.3f (%s)", total/float64(n), strings.Join(parts, ", "))
+}
+
+func mapInts(m map[string]float64) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		out[k] = int(v)
+	}
+	return out
 }

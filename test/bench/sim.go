@@ -10,8 +10,8 @@ import (
 	"github.com/connectops/finch-operator/internal/finchsim"
 )
 
-// simServer serves a finchsim.Sim on 127.0.0.1 through a middleware that
-// records when each Finch API request arrived, so budget use can be computed
+// simServer serves a finchsim.Sim on 127.0.0.1 and records when each Finch
+// API request arrived and how it was answered, so budget use can be computed
 // per rolling window (the simulator itself only counts).
 type simServer struct {
 	*finchsim.Sim
@@ -25,32 +25,9 @@ type simServer struct {
 
 // answer is one Finch API response as the client saw it (status 0: dropped).
 type answer struct {
-	at       time.Time
-	endpoint string
-	status   int
-}
-
-// statusWriter captures the status; Unwrap keeps Hijack (CommitThenDrop) working.
-type statusWriter struct {
-	http.ResponseWriter
+	at     time.Time
 	status int
 }
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(p)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 var apiEndpoints = map[string]bool{
 	finchsim.EndpointCreateSession: true,
@@ -68,28 +45,27 @@ func startSim() (*simServer, error) {
 	}
 	url := "http://" + l.Addr().String()
 	s := &simServer{Sim: finchsim.New(finchsim.Options{ConnectBaseURL: url}), URL: url, arrivals: map[string][]time.Time{}}
-	h := s.Sim.Handler()
-	s.srv = &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			key := r.Method + " " + r.URL.Path
-			if !apiEndpoints[key] {
-				h.ServeHTTP(w, r)
-				return
-			}
-			now := time.Now()
-			s.mu.Lock()
-			s.arrivals[key] = append(s.arrivals[key], now)
-			s.mu.Unlock()
-			sw := &statusWriter{ResponseWriter: w}
-			h.ServeHTTP(sw, r)
-			s.mu.Lock()
-			s.answers = append(s.answers, answer{at: time.Now(), endpoint: key, status: sw.status})
-			s.mu.Unlock()
-		}),
-	}
+	s.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: s.record(s.Sim.Handler())}
 	go func() { _ = s.srv.Serve(l) }()
 	return s, nil
+}
+
+func (s *simServer) record(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Method + " " + r.URL.Path
+		if !apiEndpoints[key] {
+			h.ServeHTTP(w, r)
+			return
+		}
+		s.mu.Lock()
+		s.arrivals[key] = append(s.arrivals[key], time.Now())
+		s.mu.Unlock()
+		rec := &finchsim.StatusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		s.mu.Lock()
+		s.answers = append(s.answers, answer{at: time.Now(), status: rec.Status})
+		s.mu.Unlock()
+	})
 }
 
 func (s *simServer) close() {
@@ -127,14 +103,4 @@ func totalCalls(m map[string]int) int {
 		}
 	}
 	return n
-}
-
-func diffCounts(after, before map[string]int) map[string]int {
-	out := map[string]int{}
-	for k, v := range after {
-		if d := v - before[k]; d != 0 {
-			out[k] = d
-		}
-	}
-	return out
 }

@@ -1,22 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"flag"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"net"
-	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,550 +21,424 @@ import (
 )
 
 type soakConfig struct {
-	n           int
-	workers     int
-	managerBin  string
-	managerArgs []string
-	runDir      string
-	seed        uint64
-	timeout     time.Duration
-	requests    int
-	window      time.Duration
-	reauthFrac  float64
+	common
+	seed     uint64
+	requests int
+	window   time.Duration
 }
 
-const injected429 = "429 with Retry-After 2s (every endpoint)"
+func (s *soakConfig) bindFlags() {
+	flag.Uint64Var(&s.seed, "seed", 0, "soak: random seed (0: from the clock)")
+	flag.IntVar(&s.requests, "soak-requests", 200, "soak: budget requests per window (FinchApp and simulator)")
+	flag.DurationVar(&s.window, "soak-window", 5*time.Second, "soak: budget window")
+}
 
 const (
-	nsSoak   = "soak"
-	nsLeases = "finch-system"
+	nsSoak      = "soak"
+	nsLeases    = "finch-system"
+	injected429 = "429 with Retry-After 2s (every endpoint)"
 )
 
-// disturbance is a fault window or a manager crash; `end` is when it cleared
-// (fault removed, crashed manager started again, new leader elected).
-type disturbance struct {
-	what       string
-	start, end time.Time
-}
-
-type soakState struct {
-	mu   sync.Mutex
-	dist []disturbance
-	t0   time.Time
-}
-
-func (s *soakState) record(what string, start, end time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.dist = append(s.dist, disturbance{what, start, end})
-	logf("disturbance: %s [+%.1fs, +%.1fs]", what, start.Sub(s.t0).Seconds(), end.Sub(s.t0).Seconds())
-}
-
-func (s *soakState) all() []disturbance {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := append([]disturbance(nil), s.dist...)
-	sort.Slice(out, func(i, j int) bool { return out[i].end.Before(out[j].end) })
-	return out
-}
-
-// replica is one manager replica whose process may be killed and restarted.
-type replica struct {
-	mu    sync.Mutex
-	name  string
-	addrs managerAddrs
-	args  []string
-	proc  *procManager
-	bin   string
-	kc    string
-	dir   string
-}
-
-func (r *replica) start() error {
-	p, err := startProcManager(r.bin, r.kc, r.dir, r.name, r.addrs, r.args)
-	if err != nil {
-		return err
+// run is `make soak`: resilience under Finch faults and manager kills.
+func (cfg soakConfig) run(ctx context.Context) *report {
+	if cfg.n == 0 {
+		cfg.n = 500
 	}
-	r.mu.Lock()
-	r.proc = p
-	r.mu.Unlock()
-	return nil
-}
-
-func (r *replica) current() *procManager {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.proc
-}
-
-func (r *replica) isLeader(ctx context.Context) bool {
-	p := r.current()
-	select {
-	case <-p.Done():
-		return false
-	default:
+	if cfg.timeout == 0 {
+		cfg.timeout = 20 * time.Minute
 	}
-	m, err := scrape(ctx, p.MetricsURL())
-	return err == nil && m.sum("leader_election_master_status") == 1
-}
-
-// proxy is the Service in front of every replica's inbound server: it tries
-// the replicas in random order and fails over on connection errors.
-type proxy struct {
-	mu       sync.Mutex
-	backends []string
-	srv      *http.Server
-	url      string
-	hc       *http.Client
-}
-
-func startProxy() (*proxy, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	if cfg.seed == 0 {
+		cfg.seed = uint64(time.Now().UnixNano())
 	}
-	p := &proxy{url: "http://" + l.Addr().String(), hc: &http.Client{Timeout: 10 * time.Second}}
-	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = p.srv.Serve(l) }()
-	return p, nil
-}
-
-func (p *proxy) set(backends ...string) {
-	p.mu.Lock()
-	p.backends = backends
-	p.mu.Unlock()
-}
-
-func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 2<<20))
-	p.mu.Lock()
-	bs := append([]string(nil), p.backends...)
-	p.mu.Unlock()
-	rand.Shuffle(len(bs), func(i, j int) { bs[i], bs[j] = bs[j], bs[i] })
-	for _, b := range bs {
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, "http://"+b+r.URL.RequestURI(), bytes.NewReader(body))
-		req.Header = r.Header.Clone()
-		resp, err := p.hc.Do(req)
-		if err != nil {
-			continue // that replica is down: try the next, as a Service would
-		}
-		for k, v := range resp.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(resp.StatusCode)
-		_, _ = io.Copy(w, resp.Body)
-		resp.Body.Close()
-		return
-	}
-	http.Error(w, "no replica available", http.StatusBadGateway)
-}
-
-func runSoak(ctx context.Context, cfg soakConfig) *report {
-	rep := newReport(fmt.Sprintf("finch-operator soak (N=%d)", cfg.n))
-	rep.Meta["date"] = time.Now().UTC().Format(time.RFC3339)
-	rep.Meta["machine"] = machine()
-	rep.Meta["load at start"] = loadAvg()
-	rep.Meta["manager"] = managerDesc(false, cfg.managerBin, cfg.managerArgs)
+	rep := newReport(fmt.Sprintf("finch-operator soak (N=%d)", cfg.n), cfg.common)
 	rep.Meta["seed"] = fmt.Sprint(cfg.seed)
-	rep.Meta["run dir"] = cfg.runDir
 	rep.Meta["budget"] = fmt.Sprintf("FinchApp.spec.rateLimit = simulator limit = %d per %v", cfg.requests, cfg.window)
 	if err := soak(ctx, cfg, rep); err != nil {
 		rep.fail("%v", err)
 	}
-	rep.Meta["load at end"] = loadAvg()
 	return rep
+}
+
+// soakRun is one soak: three stages, then the analysis of the final state.
+type soakRun struct {
+	soakConfig
+	*harness
+	rep      *report
+	rng      *rand.Rand
+	sim      *simServer
+	px       *proxy
+	st       *soakState
+	wg       sync.WaitGroup // the fault windows and kills of the current stage
+	r1, r2   *replica
+	calls0   map[string]int         // simulator calls before stage 1
+	keys1    []types.NamespacedName // stage 1's connections
+	sel      []types.NamespacedName // connected in stage 2, flipped to reauth in stage 3
+	keysLate []types.NamespacedName // created in stage 3
+	takeover time.Duration
 }
 
 func soak(ctx context.Context, cfg soakConfig, rep *report) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	rng := rand.New(rand.NewPCG(cfg.seed, cfg.seed^0x9e3779b97f4a7c15))
-	between := func(a, b time.Duration) time.Duration { return a + time.Duration(rng.Int64N(int64(b-a)+1)) }
-
-	logf("starting envtest")
-	w, err := startWorld(cfg.runDir)
+	h, ctx, err := startHarness(ctx, cfg.common)
 	if err != nil {
 		return err
 	}
-	defer w.stop()
-	ctx, cancelWatches := context.WithCancel(ctx)
-	defer cancelWatches()
-	sim, err := startSim()
-	if err != nil {
-		return err
-	}
-	defer sim.close()
-	px, err := startProxy()
-	if err != nil {
-		return err
-	}
-	defer px.srv.Close()
-	hook := webhookSecret()
-	sim.AddApp(finchsim.AppConfig{ClientID: "soak", ClientSecret: "soak-secret",
-		WebhookURL: px.url + "/webhooks/" + nsSoak + "/" + appA, WebhookSecret: hook,
-		RateLimit: finchsim.RateLimit{Requests: cfg.requests, Window: cfg.window}})
-	if err := w.createApp(ctx, appSpec{ns: nsSoak, name: appA, clientID: "soak", clientSecret: "soak-secret",
-		apiURL: sim.URL, requests: int32(cfg.requests), window: cfg.window, webhookSecretB64: hook}); err != nil {
-		return err
-	}
-	if err := w.namespace(ctx, nsLeases); err != nil {
-		return err
-	}
-	tr, err := startTracker(ctx, w)
-	if err != nil {
-		return err
-	}
-	newReplica := func(name string, args []string) (*replica, error) {
-		a, err := newAddrs()
-		if err != nil {
-			return nil, err
-		}
-		return &replica{name: name, addrs: a, args: args, bin: cfg.managerBin, kc: w.kubeconfig, dir: cfg.runDir}, nil
-	}
-	stopAll := []*replica{}
-	defer func() {
-		for _, r := range stopAll {
-			if p := r.current(); p != nil {
-				_ = p.Stop(syscall.SIGTERM, 20*time.Second)
-			}
-		}
-	}()
-
-	st := &soakState{t0: time.Now()}
-	injectWindow := func(what, endpoint string, f finchsim.Fault, at, dur time.Duration, base time.Time, wg *sync.WaitGroup) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sleepUntil(ctx, base.Add(at))
-			f.Count = -1
-			s := time.Now()
-			sim.InjectFault(endpoint, f)
-			sleepUntil(ctx, s.Add(dur))
-			sim.ClearFaults()
-			st.record(what, s, time.Now())
-		}()
-	}
-
-	// ---- Stage 1: one replica, Finch faults, SIGKILL + restart at random moments.
-	r1, err := newReplica("replica-1", cfg.managerArgs)
-	if err != nil {
-		return err
-	}
-	stopAll = append(stopAll, r1)
-	if err := r1.start(); err != nil {
-		return err
-	}
-	px.set(r1.addrs.inbound)
-	if _, err := waitMetrics(ctx, r1.current(), 60*time.Second); err != nil {
-		return err
-	}
-	if err := waitAppsReady(ctx, w, 60*time.Second, nsSoak); err != nil {
-		return err
-	}
-	logf("stage 1: %d connections over 30 s, faults and 2 crashes", cfg.n)
-	calls0 := sim.CallCounts()
-	t1 := time.Now()
-	st.t0 = t1
-	var wg sync.WaitGroup
-	// Connections arrive over 30 s; the faults and crashes fall inside that.
-	injectWindow("5xx burst (503 on every endpoint)", finchsim.EndpointAny, finchsim.Fault{Status: 503}, 3*time.Second, 3*time.Second, t1, &wg)
-	injectWindow(injected429, finchsim.EndpointAny, finchsim.Fault{Status: 429, RetryAfter: 2 * time.Second}, 9*time.Second, 3*time.Second, t1, &wg)
-	injectWindow("2 s latency (every endpoint)", finchsim.EndpointAny, finchsim.Fault{Latency: 2 * time.Second}, 15*time.Second, 5*time.Second, t1, &wg)
-	injectWindow("commit-then-drop (POST /connect/sessions)", finchsim.EndpointCreateSession, finchsim.Fault{CommitThenDrop: true}, 22*time.Second, 4*time.Second, t1, &wg)
-	crash := func(r *replica, at time.Duration, down time.Duration) {
-		defer wg.Done()
-		sleepUntil(ctx, t1.Add(at))
-		p := r.current()
-		k := time.Now()
-		_ = p.Stop(syscall.SIGKILL, 10*time.Second)
-		sleepUntil(ctx, k.Add(down))
-		if err := r.start(); err != nil {
-			rep.fail("restart %s: %v", r.name, err)
-			return
-		}
-		st.record(fmt.Sprintf("SIGKILL %s, restarted after %.1fs", r.name, down.Seconds()), k, r.current().Started())
-	}
-	wg.Add(2)
-	go crash(r1, between(4*time.Second, 14*time.Second), between(500*time.Millisecond, 3*time.Second))
-	go crash(r1, between(16*time.Second, 28*time.Second), between(500*time.Millisecond, 3*time.Second))
-	if err := createConns(ctx, w.c, nsSoak, "conn", 0, cfg.n, cfg.workers, float64(cfg.n)/30, nil); err != nil {
-		return err
-	}
-	wg.Wait()
-	keys1 := keysFor(nsSoak, "conn", 0, cfg.n)
-	if err := tr.waitCount(ctx, "stage 1 AwaitingConnect", "", keys1, cfg.n, (*connState).awaiting, 10*time.Minute); err != nil {
-		return err
-	}
-	last1, _ := tr.lastTime(keys1, func(s *connState) time.Time { return s.awaitingAt })
-	rep.goal("stage 1", fmt.Sprintf("%d connections AwaitingConnect (faults + 2 SIGKILLs)", cfg.n), fmt.Sprintf("all, %s after start", secs(last1.Sub(t1))), "all converge", true)
-
-	// ---- Stage 2: connect a fraction (embedded flow) while introspection fails for a while.
-	k := int(math.Round(float64(cfg.n) * cfg.reauthFrac))
-	sel := make([]types.NamespacedName, 0, k)
-	for i := 0; i < k; i++ {
-		sel = append(sel, keys1[i*(cfg.n/k)])
-	}
-	logf("stage 2: connecting %d connections, 503 on GET /introspect for 2 s", k)
-	t2 := time.Now()
-	injectWindow("5xx burst (503 on GET /introspect)", finchsim.EndpointIntrospect, finchsim.Fault{Status: 503}, 0, 2*time.Second, t2, &wg)
-	if err := parallel(ctx, cfg.workers, sel, func(key types.NamespacedName) error {
-		s, _ := tr.get(key)
-		code, err := sim.CompleteSession(s.sessID, finchsim.Completion{})
-		if err != nil {
-			return fmt.Errorf("complete %s: %w", key.Name, err)
-		}
-		return w.c.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: key.Name + "-code-", Namespace: key.Namespace,
-				Labels: map[string]string{finchv1.ConnectionLabel: key.Name}},
-			Type: finchv1.CodeSecretType, StringData: map[string]string{finchv1.CodeKey: code},
-		})
-	}); err != nil {
-		return err
-	}
-	wg.Wait()
-	if err := tr.waitCount(ctx, "stage 2 Connected", "", sel, k, (*connState).connected, 10*time.Minute); err != nil {
-		return err
-	}
-	last2, _ := tr.lastTime(sel, func(s *connState) time.Time { return s.connectedAt })
-	rep.goal("stage 2", fmt.Sprintf("%d connected via code Secrets (introspect 503 for 2 s)", k), fmt.Sprintf("all, %s", secs(last2.Sub(t2))), "all converge", true)
-
-	// ---- Stage 3: two replicas with leader election; new connections and a
-	// reauth webhook storm; the leader is SIGKILLed.
-	logf("stage 3: two replicas with leader election")
-	_ = r1.current().Stop(syscall.SIGTERM, 30*time.Second)
-	le := append([]string{"--leader-elect", "--leader-election-namespace=" + nsLeases}, cfg.managerArgs...)
-	r1.args = le
-	r2, err := newReplica("replica-2", le)
-	if err != nil {
-		return err
-	}
-	stopAll = append(stopAll, r2)
-	for _, r := range []*replica{r1, r2} {
-		if err := r.start(); err != nil {
+	defer h.close()
+	s := &soakRun{soakConfig: cfg, harness: h, rep: rep, st: &soakState{t0: time.Now()},
+		rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed^0x9e3779b97f4a7c15))}
+	for _, stage := range []func(context.Context) error{s.setup, s.stage1, s.stage2, s.stage3} {
+		if err := stage(ctx); err != nil {
 			return err
 		}
 	}
-	px.set(r1.addrs.inbound, r2.addrs.inbound)
-	var leader, standby *replica
-	for deadline := time.Now().Add(90 * time.Second); leader == nil; {
-		for _, r := range []*replica{r1, r2} {
+	time.Sleep(5 * time.Second) // settle, then check
+	s.analyze(ctx)
+	return nil
+}
+
+func (s *soakRun) between(a, b time.Duration) time.Duration {
+	return a + time.Duration(s.rng.Int64N(int64(b-a)+1))
+}
+
+func (s *soakRun) setup(ctx context.Context) error {
+	var err error
+	if s.sim, err = s.startSim(); err != nil {
+		return err
+	}
+	if s.px, err = startProxy(); err != nil {
+		return err
+	}
+	s.onClose(func() { _ = s.px.srv.Close() })
+	rl := finchsim.RateLimit{Requests: s.requests, Window: s.window}
+	if err := s.createApp(ctx, nsSoak, s.sim, finchsim.AppConfig{ClientID: "soak", ClientSecret: "soak-secret",
+		WebhookURL: s.px.url + "/webhooks/" + nsSoak + "/" + appA, WebhookSecret: webhookSecret(), RateLimit: rl}, rl); err != nil {
+		return err
+	}
+	s.onClose(func() { s.r1.stop(); s.r2.stop() })
+	return s.namespace(ctx, nsLeases)
+}
+
+// stage1: one replica; connections arrive over 30 s, and Finch faults and two
+// SIGKILLs of the manager (restarted after a random pause) fall inside that.
+func (s *soakRun) stage1(ctx context.Context) error {
+	var err error
+	if s.r1, err = s.newReplica("replica-1", s.managerArgs); err != nil {
+		return err
+	}
+	if err := s.r1.start(); err != nil {
+		return err
+	}
+	s.px.set(s.r1.addrs.inbound)
+	if err := waitMetrics(ctx, s.r1.current(), 60*time.Second, true); err != nil {
+		return err
+	}
+	if err := waitAppsReady(ctx, s.harness, 60*time.Second, nsSoak); err != nil {
+		return err
+	}
+	logf("stage 1: %d connections over 30 s, faults and 2 crashes", s.n)
+	s.calls0 = s.sim.CallCounts()
+	t1 := time.Now()
+	s.st.t0 = t1
+	s.fault(ctx, "5xx burst (503 on every endpoint)", finchsim.EndpointAny, finchsim.Fault{Status: 503}, t1.Add(3*time.Second), 3*time.Second)
+	s.fault(ctx, injected429, finchsim.EndpointAny, finchsim.Fault{Status: 429, RetryAfter: 2 * time.Second}, t1.Add(9*time.Second), 3*time.Second)
+	s.fault(ctx, "2 s latency (every endpoint)", finchsim.EndpointAny, finchsim.Fault{Latency: 2 * time.Second}, t1.Add(15*time.Second), 5*time.Second)
+	s.fault(ctx, "commit-then-drop (POST /connect/sessions)", finchsim.EndpointCreateSession, finchsim.Fault{CommitThenDrop: true}, t1.Add(22*time.Second), 4*time.Second)
+	s.crash(ctx, s.r1, t1.Add(s.between(4*time.Second, 14*time.Second)), s.between(500*time.Millisecond, 3*time.Second))
+	s.crash(ctx, s.r1, t1.Add(s.between(16*time.Second, 28*time.Second)), s.between(500*time.Millisecond, 3*time.Second))
+	if err := createConns(ctx, s.c, nsSoak, "conn", s.n, s.workers, float64(s.n)/30, nil); err != nil {
+		return err
+	}
+	s.wg.Wait()
+	s.keys1 = keysFor(nsSoak, "conn", s.n)
+	if err := s.tr.waitCount(ctx, "stage 1 AwaitingConnect", s.keys1, (*connState).awaiting, 10*time.Minute); err != nil {
+		return err
+	}
+	last := s.tr.latest(s.keys1, tAwaiting)
+	s.rep.goal("stage 1", fmt.Sprintf("%d connections AwaitingConnect (faults + 2 SIGKILLs)", s.n), fmt.Sprintf("all, %s after start", secs(last.Sub(t1))), "all converge", true)
+	return nil
+}
+
+// stage2 connects a fraction (embedded flow) while introspection fails for a while.
+func (s *soakRun) stage2(ctx context.Context) error {
+	s.sel = spread(s.keys1, int(math.Round(float64(s.n)*s.reauthFrac)))
+	k := len(s.sel)
+	logf("stage 2: connecting %d connections, 503 on GET /introspect for 2 s", k)
+	t2 := time.Now()
+	s.fault(ctx, "5xx burst (503 on GET /introspect)", finchsim.EndpointIntrospect, finchsim.Fault{Status: 503}, t2, 2*time.Second)
+	if err := s.handOver(ctx, s.sim, s.workers, s.sel); err != nil {
+		return err
+	}
+	s.wg.Wait()
+	if err := s.tr.waitCount(ctx, "stage 2 Connected", s.sel, (*connState).connected, 10*time.Minute); err != nil {
+		return err
+	}
+	last := s.tr.latest(s.sel, tConnected)
+	s.rep.goal("stage 2", fmt.Sprintf("%d connected via code Secrets (introspect 503 for 2 s)", k), fmt.Sprintf("all, %s", secs(last.Sub(t2))), "all converge", true)
+	return nil
+}
+
+// stage3: two replicas under leader election; new connections and a reauth
+// webhook storm while reauth responses are dropped after commit, Finch
+// answers 503 for 2 s and the leader is SIGKILLed.
+func (s *soakRun) stage3(ctx context.Context) error {
+	leader, standby, err := s.elect(ctx)
+	if err != nil {
+		return err
+	}
+	k := len(s.sel)
+	late := int(math.Max(1, math.Round(float64(s.n)/10)))
+	drops := int(math.Max(1, math.Round(float64(k)/5)))
+	logf("stage 3: leader %s; %d new connections, %d flipped to reauth, %d reauth responses dropped after commit, leader SIGKILL", leader.name, late, k, drops)
+	ids, err := s.connIDs(s.sel)
+	if err != nil {
+		return err
+	}
+	t3 := time.Now()
+	s.dropReauth(ctx, drops, t3)
+	s.fault(ctx, "5xx burst (503 on every endpoint)", finchsim.EndpointAny, finchsim.Fault{Status: 503}, t3.Add(time.Second), 2*time.Second)
+	s.killLeader(ctx, leader, standby, t3.Add(s.between(1*time.Second, 4*time.Second)))
+	go func() {
+		if _, err := flipToReauth(s.sim, ids); err != nil {
+			s.rep.fail("%v", err)
+		}
+	}()
+	if err := createConns(ctx, s.c, nsSoak, "late", late, s.workers, float64(late)/5, nil); err != nil {
+		return err
+	}
+	s.keysLate = keysFor(nsSoak, "late", late)
+	if err := s.tr.waitCount(ctx, "stage 3 late AwaitingConnect", s.keysLate, (*connState).awaiting, 10*time.Minute); err != nil {
+		return err
+	}
+	if err := s.tr.waitCount(ctx, "stage 3 reauth sessions", s.sel, (*connState).reauth, 10*time.Minute); err != nil {
+		return err
+	}
+	s.wg.Wait()
+	s.sim.WaitWebhooks(30 * time.Second)
+	r := s.rep
+	r.goal("stage 3", fmt.Sprintf("%d new connections AwaitingConnect", late), fmt.Sprintf("all, %s", secs(s.tr.latest(s.keysLate, tAwaiting).Sub(t3))), "all converge", true)
+	r.goal("stage 3", fmt.Sprintf("%d flipped to reauth have a reauth session", k), fmt.Sprintf("all, %s", secs(s.tr.latest(s.sel, tReauth).Sub(t3))), "all converge", true)
+	r.add("stage 3", "leader takeover after SIGKILL", secs(s.takeover))
+	r.add("stage 3", "webhooks", fmt.Sprintf("delivered %d, attempts %d, given up %d", s.sim.WebhookDeliveries(), s.sim.WebhookAttempts(), s.sim.WebhookFailures()))
+	return nil
+}
+
+// elect restarts replica-1 beside replica-2, both under leader election, and
+// waits for a leader and for the standby's metrics endpoint.
+func (s *soakRun) elect(ctx context.Context) (leader, standby *replica, err error) {
+	logf("stage 3: two replicas with leader election")
+	_ = s.r1.current().Stop(syscall.SIGTERM, 30*time.Second)
+	s.r1.args = append([]string{"--leader-elect", "--leader-election-namespace=" + nsLeases}, s.managerArgs...)
+	if s.r2, err = s.newReplica("replica-2", s.r1.args); err != nil {
+		return nil, nil, err
+	}
+	for _, r := range []*replica{s.r1, s.r2} {
+		if err := r.start(); err != nil {
+			return nil, nil, err
+		}
+	}
+	s.px.set(s.r1.addrs.inbound, s.r2.addrs.inbound)
+	err = poll(ctx, 200*time.Millisecond, 90*time.Second, func() (bool, error) {
+		for _, r := range []*replica{s.r1, s.r2} {
 			if r.isLeader(ctx) {
 				leader = r
 			}
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no leader elected after 90 s")
-		}
-		time.Sleep(200 * time.Millisecond)
+		return leader != nil, nil
+	})
+	if err := timedOut(err, "no leader elected after 90 s"); err != nil {
+		return nil, nil, err
 	}
-	standby = r2
-	if leader == r2 {
-		standby = r1
+	standby = s.r2
+	if leader == s.r2 {
+		standby = s.r1
 	}
-	if err := waitUp(ctx, standby.current(), 60*time.Second); err != nil {
-		return err
-	}
-	late := int(math.Max(1, math.Round(float64(cfg.n)/10)))
-	drops := int(math.Max(1, math.Round(float64(k)/5)))
-	logf("stage 3: leader %s; %d new connections, %d flipped to reauth, %d reauth responses dropped after commit, leader SIGKILL", leader.name, late, k, drops)
-	connIDs := make([]string, 0, k)
-	for _, key := range sel {
-		s, _ := tr.get(key)
-		connIDs = append(connIDs, s.connID)
-	}
-	t3 := time.Now()
-	sim.InjectFault(finchsim.EndpointReauthSession, finchsim.Fault{CommitThenDrop: true, Count: drops})
-	dropsAt := sim.Responses(finchsim.EndpointReauthSession, 0)
-	wg.Add(1)
-	go func() { // the drop fault clears when its last use is consumed
-		defer wg.Done()
-		for end := time.Now().Add(5 * time.Minute); time.Now().Before(end) && ctx.Err() == nil; {
-			if sim.Responses(finchsim.EndpointReauthSession, 0)-dropsAt >= drops {
-				st.record(fmt.Sprintf("commit-then-drop on %d reauthenticate calls", drops), t3, time.Now())
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	injectWindow("5xx burst (503 on every endpoint)", finchsim.EndpointAny, finchsim.Fault{Status: 503}, 1*time.Second, 2*time.Second, t3, &wg)
-	var takeover time.Duration
-	wg.Add(1)
+	return leader, standby, waitMetrics(ctx, standby.current(), 60*time.Second, false)
+}
+
+// fault injects f on endpoint from `at` for dur (a disturbance).
+func (s *soakRun) fault(ctx context.Context, what, endpoint string, f finchsim.Fault, at time.Time, dur time.Duration) {
+	s.wg.Add(1)
 	go func() {
-		defer wg.Done()
-		sleepUntil(ctx, t3.Add(between(1*time.Second, 4*time.Second)))
+		defer s.wg.Done()
+		sleepUntil(ctx, at)
+		f.Count = -1
+		start := time.Now()
+		s.sim.InjectFault(endpoint, f)
+		sleepUntil(ctx, start.Add(dur))
+		s.sim.ClearFaults()
+		s.st.record(what, start, time.Now())
+	}()
+}
+
+// crash SIGKILLs r at `at` and starts it again `down` later.
+func (s *soakRun) crash(ctx context.Context, r *replica, at time.Time, down time.Duration) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		sleepUntil(ctx, at)
+		k := time.Now()
+		_ = r.current().Stop(syscall.SIGKILL, 10*time.Second)
+		sleepUntil(ctx, k.Add(down))
+		if err := r.start(); err != nil {
+			s.rep.fail("restart %s: %v", r.name, err)
+			return
+		}
+		s.st.record(fmt.Sprintf("SIGKILL %s, restarted after %.1fs", r.name, down.Seconds()), k, r.current().Started())
+	}()
+}
+
+// dropReauth drops the next `drops` reauthenticate responses after commit;
+// that disturbance clears when the last drop is used.
+func (s *soakRun) dropReauth(ctx context.Context, drops int, from time.Time) {
+	s.sim.InjectFault(finchsim.EndpointReauthSession, finchsim.Fault{CommitThenDrop: true, Count: drops})
+	dropsAt := s.sim.Responses(finchsim.EndpointReauthSession, 0)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = poll(ctx, 20*time.Millisecond, 5*time.Minute, func() (bool, error) {
+			done := s.sim.Responses(finchsim.EndpointReauthSession, 0)-dropsAt >= drops
+			if done {
+				s.st.record(fmt.Sprintf("commit-then-drop on %d reauthenticate calls", drops), from, time.Now())
+			}
+			return done, nil
+		})
+	}()
+}
+
+// killLeader SIGKILLs the leader at `at`, measures the standby's takeover and
+// starts the killed replica again (as the new standby).
+func (s *soakRun) killLeader(ctx context.Context, leader, standby *replica, at time.Time) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		sleepUntil(ctx, at)
 		k := time.Now()
 		_ = leader.current().Stop(syscall.SIGKILL, 10*time.Second)
-		for end := time.Now().Add(2 * time.Minute); time.Now().Before(end) && ctx.Err() == nil; {
-			if standby.isLeader(ctx) {
-				takeover = time.Since(k)
-				st.record(fmt.Sprintf("SIGKILL leader %s (%s took over)", leader.name, standby.name), k, time.Now())
-				break
+		_ = poll(ctx, 100*time.Millisecond, 2*time.Minute, func() (bool, error) {
+			if !standby.isLeader(ctx) {
+				return false, nil
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err := leader.start(); err != nil { // back as the standby
-			rep.fail("restart %s: %v", leader.name, err)
+			s.takeover = time.Since(k)
+			s.st.record(fmt.Sprintf("SIGKILL leader %s (%s took over)", leader.name, standby.name), k, time.Now())
+			return true, nil
+		})
+		if err := leader.start(); err != nil {
+			s.rep.fail("restart %s: %v", leader.name, err)
 		}
 	}()
-	for _, id := range connIDs {
-		go func() {
-			if err := sim.SetConnectionStatus(id, "reauth"); err != nil {
-				rep.fail("flip %s: %v", id, err)
-			}
-		}()
-	}
-	if err := createConns(ctx, w.c, nsSoak, "late", 0, late, cfg.workers, float64(late)/5, nil); err != nil {
-		return err
-	}
-	keysLate := keysFor(nsSoak, "late", 0, late)
-	if err := tr.waitCount(ctx, "stage 3 late AwaitingConnect", "", keysLate, late, (*connState).awaiting, 10*time.Minute); err != nil {
-		return err
-	}
-	if err := tr.waitCount(ctx, "stage 3 reauth sessions", "", sel, k, (*connState).reauth, 10*time.Minute); err != nil {
-		return err
-	}
-	wg.Wait()
-	sim.WaitWebhooks(30 * time.Second)
-	last3a, _ := tr.lastTime(keysLate, func(s *connState) time.Time { return s.awaitingAt })
-	last3b, _ := tr.lastTime(sel, func(s *connState) time.Time { return s.reauthAt })
-	rep.goal("stage 3", fmt.Sprintf("%d new connections AwaitingConnect", late), fmt.Sprintf("all, %s", secs(last3a.Sub(t3))), "all converge", true)
-	rep.goal("stage 3", fmt.Sprintf("%d flipped to reauth have a reauth session", k), fmt.Sprintf("all, %s", secs(last3b.Sub(t3))), "all converge", true)
-	rep.add("stage 3", "leader takeover after SIGKILL", secs(takeover))
-	rep.add("stage 3", "webhooks", fmt.Sprintf("delivered %d, attempts %d, given up %d", sim.WebhookDeliveries(), sim.WebhookAttempts(), sim.WebhookFailures()))
-
-	// Settle, then check.
-	time.Sleep(5 * time.Second)
-	analyzeSoak(ctx, cfg, w, tr, sim, st, rep, keys1, sel, keysLate, calls0)
-	return nil
 }
 
-func sleepUntil(ctx context.Context, t time.Time) {
-	d := time.Until(t)
-	if d <= 0 {
+// analyze checks the final state (from the API server, not the watch) and
+// what Finch saw against the soak's goals.
+func (s *soakRun) analyze(ctx context.Context) {
+	list := &finchv1.FinchConnectionList{}
+	if err := s.c.List(ctx, list, client.InNamespace(nsSoak)); err != nil {
+		s.rep.fail("list: %v", err)
 		return
 	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
-
-func analyzeSoak(ctx context.Context, cfg soakConfig, w *world, tr *tracker, sim *simServer, st *soakState, rep *report,
-	keys1, sel, keysLate []types.NamespacedName, calls0 map[string]int) {
 	flipped := map[types.NamespacedName]bool{}
-	for _, k := range sel {
+	for _, k := range s.sel {
 		flipped[k] = true
 	}
-	// Final state from the API server (not the watch).
-	list := &finchv1.FinchConnectionList{}
-	if err := w.c.List(ctx, list, client.InNamespace(nsSoak)); err != nil {
-		rep.fail("list: %v", err)
-		return
+	dist := s.st.all()
+	s.checkConverged(list.Items, flipped)
+	s.checkFinch(list.Items)
+	s.checkCalls(dist)
+	s.checkWaits(dist, flipped)
+	for _, d := range dist {
+		s.rep.add("disturbances", d.what, fmt.Sprintf("+%.1fs .. +%.1fs", d.start.Sub(s.st.t0).Seconds(), d.end.Sub(s.st.t0).Seconds()))
 	}
-	bad := []string{}
-	for _, c := range list.Items {
-		key := client.ObjectKeyFromObject(&c)
-		s := c.Status
-		want := finchv1.PhaseAwaitingConnect
-		wantKind := finchv1.SessionConnect
-		if flipped[key] {
-			want, wantKind = finchv1.PhaseReauthRequired, finchv1.SessionReauthenticate
+}
+
+func (s *soakRun) checkConverged(items []finchv1.FinchConnection, flipped map[types.NamespacedName]bool) {
+	var bad []string
+	for _, c := range items {
+		st, want, kind := c.Status, finchv1.PhaseAwaitingConnect, finchv1.SessionConnect
+		if flipped[client.ObjectKeyFromObject(&c)] {
+			want, kind = finchv1.PhaseReauthRequired, finchv1.SessionReauthenticate
 		}
-		if s.Phase != want || s.Session == nil || s.Session.Kind != wantKind || conditionTrue(s.Conditions, finchv1.ConditionStalled) || s.ObservedGeneration != c.Generation {
-			bad = append(bad, fmt.Sprintf("%s: phase %s", c.Name, s.Phase))
+		if st.Phase != want || st.Session == nil || st.Session.Kind != kind || conditionTrue(st.Conditions, finchv1.ConditionStalled) || st.ObservedGeneration != c.Generation {
+			bad = append(bad, fmt.Sprintf("%s: phase %s", c.Name, st.Phase))
 		}
 	}
-	total := len(keys1) + len(keysLate)
-	rep.goal("result", "FinchConnections converged (AwaitingConnect, or ReauthRequired if flipped)", fmt.Sprintf("%d of %d", len(list.Items)-len(bad), total), "all", len(bad) == 0 && len(list.Items) == total)
+	total := len(s.keys1) + len(s.keysLate)
+	s.rep.goal("result", "FinchConnections converged (AwaitingConnect, or ReauthRequired if flipped)", fmt.Sprintf("%d of %d", len(items)-len(bad), total), "all", len(bad) == 0 && len(items) == total)
 	if len(bad) > 0 {
-		rep.fail("not converged: %s", strings.Join(bad[:min(10, len(bad))], "; "))
+		s.rep.fail("not converged: %s", strings.Join(bad[:min(10, len(bad))], "; "))
 	}
+}
 
-	// Duplicates at Finch.
-	sessions := sim.Sessions()
-	connectByCustomer := map[string]int{}
-	reauthByConn := map[string]int{}
+// checkFinch counts duplicates at Finch and checks that every status points
+// at a live session Finch knows.
+func (s *soakRun) checkFinch(items []finchv1.FinchConnection) {
+	connects, reauths, conns := map[string]int{}, map[string]int{}, map[string]int{}
+	bySession := map[string]finchsim.SessionInfo{}
 	refreshes := 0
-	for _, s := range sessions {
-		switch s.Kind {
+	for _, x := range s.sim.Sessions() {
+		bySession[x.ID] = x
+		switch x.Kind {
 		case "connect":
-			connectByCustomer[s.CustomerID]++
-			refreshes += s.Refreshes
+			connects[x.CustomerID]++
+			refreshes += x.Refreshes
 		case "reauthenticate":
-			reauthByConn[s.ConnectionID]++
+			reauths[x.ConnectionID]++
 		}
 	}
-	dupSessions := 0
-	for _, n := range connectByCustomer {
-		dupSessions += n - 1
-	}
-	connByCustomer := map[string]int{}
-	for _, c := range sim.Connections() {
-		connByCustomer[c.CustomerID]++
-	}
-	dupConns := 0
-	for _, n := range connByCustomer {
-		dupConns += n - 1
-	}
-	rep.goal("result", "duplicate Connect sessions per customer", fmt.Sprint(dupSessions), "0", dupSessions == 0)
-	rep.goal("result", "duplicate connections per customer", fmt.Sprint(dupConns), "0", dupConns == 0)
-	extraReauth := 0
-	for _, n := range reauthByConn {
-		extraReauth += n - 1
-	}
-	dropped := sim.Responses(finchsim.EndpointReauthSession, 0)
-	rep.goal("result", "extra reauth sessions minted", fmt.Sprintf("%d (reauth responses dropped after commit: %d; leader kills: 1)", extraReauth, dropped),
-		"<= drops + in-flight at kills", extraReauth <= dropped+cfg.workers)
-	rep.add("result", "Connect sessions refreshed (same session_id, no new session)", fmt.Sprint(refreshes))
-
-	// Does status point at the live session Finch knows?
-	bySession := map[string]finchsim.SessionInfo{}
-	for _, s := range sessions {
-		bySession[s.ID] = s
+	for _, c := range s.sim.Connections() {
+		conns[c.CustomerID]++
 	}
 	stale := 0
-	for _, c := range list.Items {
+	for _, c := range items {
 		if c.Status.Session == nil {
 			continue
 		}
-		s, ok := bySession[c.Status.Session.ID]
-		if !ok || s.Completed {
+		if x, ok := bySession[c.Status.Session.ID]; !ok || x.Completed {
 			stale++
 		}
 	}
-	rep.goal("result", "status sessions unknown to Finch or already used", fmt.Sprint(stale), "0", stale == 0)
+	r, dupSessions, dupConns, extraReauth := s.rep, extra(connects), extra(conns), extra(reauths)
+	dropped := s.sim.Responses(finchsim.EndpointReauthSession, 0)
+	r.goal("result", "duplicate Connect sessions per customer", fmt.Sprint(dupSessions), "0", dupSessions == 0)
+	r.goal("result", "duplicate connections per customer", fmt.Sprint(dupConns), "0", dupConns == 0)
+	r.goal("result", "extra reauth sessions minted", fmt.Sprintf("%d (reauth responses dropped after commit: %d; leader kills: 1)", extraReauth, dropped),
+		"<= drops + in-flight at kills", extraReauth <= dropped+s.workers)
+	r.add("result", "Connect sessions refreshed (same session_id, no new session)", fmt.Sprint(refreshes))
+	r.goal("result", "status sessions unknown to Finch or already used", fmt.Sprint(stale), "0", stale == 0)
+}
 
-	// Economy under faults.
-	dist := st.all()
-	calls := diffCounts(sim.CallCounts(), calls0)
-	k := len(sel)
-	minimal := total + 3*k // one session each; token + introspect + reauth for the flipped ones
+// extra is the count beyond one per key.
+func extra(counts map[string]int) int {
+	n := 0
+	for _, c := range counts {
+		n += c - 1
+	}
+	return n
+}
+
+// checkCalls is the economy under faults.
+func (s *soakRun) checkCalls(dist []disturbance) {
+	calls := diff(s.sim.CallCounts(), s.calls0)
+	minimal := len(s.keys1) + len(s.keysLate) + 3*len(s.sel) // one session each; token + introspect + reauth for the flipped ones
 	ratio := float64(totalCalls(calls)) / float64(minimal)
-	rep.goal("result", "Finch calls / minimal calls", fmt.Sprintf("%.2f (%d / %d)", ratio, totalCalls(calls), minimal), "<= 1.5", ratio <= 1.5)
-	rep.add("result", "Finch calls by endpoint", fmt.Sprint(calls))
-	ok2xx := 0
-	natural429 := 0
-	for _, a := range sim.answersSnapshot() {
+	r := s.rep
+	r.goal("result", "Finch calls / minimal calls", fmt.Sprintf("%.2f (%d / %d)", ratio, totalCalls(calls), minimal), "<= 1.5", ratio <= 1.5)
+	r.add("result", "Finch calls by endpoint", fmt.Sprint(calls))
+	ok2xx, natural429 := 0, 0
+	for _, a := range s.sim.answersSnapshot() {
 		if a.status/100 == 2 {
 			ok2xx++
 		}
-		if a.status == 429 {
-			injected := false
-			for _, d := range dist {
-				if d.what == injected429 && !a.at.Before(d.start) && !a.at.After(d.end.Add(time.Second)) {
-					injected = true
-				}
-			}
-			if !injected {
-				natural429++
-			}
+		if a.status == 429 && !slices.ContainsFunc(dist, func(d disturbance) bool {
+			return d.what == injected429 && !a.at.Before(d.start) && !a.at.After(d.end.Add(time.Second))
+		}) {
+			natural429++
 		}
 	}
-	rep.add("result", "successful (2xx) Finch calls / minimal", fmt.Sprintf("%.2f (%d / %d): the rest were answered by injected faults", float64(ok2xx)/float64(minimal), ok2xx, minimal))
-	rep.goal("result", "429s from the simulator's own rate limit (not injected)", fmt.Sprint(natural429), "0", natural429 == 0)
-	resp := sim.ResponseCounts()
+	r.add("result", "successful (2xx) Finch calls / minimal", fmt.Sprintf("%.2f (%d / %d): the rest were answered by injected faults", float64(ok2xx)/float64(minimal), ok2xx, minimal))
+	r.goal("result", "429s from the simulator's own rate limit (not injected)", fmt.Sprint(natural429), "0", natural429 == 0)
 	var parts []string
-	for ep, m := range resp {
+	for ep, m := range s.sim.ResponseCounts() {
 		for code, n := range m {
 			if code != 200 && code != 201 {
 				parts = append(parts, fmt.Sprintf("%s %d x%d", ep, code, n))
@@ -576,32 +446,31 @@ func analyzeSoak(ctx context.Context, cfg soakConfig, w *world, tr *tracker, sim
 		}
 	}
 	sort.Strings(parts)
-	rep.add("result", "non-2xx responses (0 = dropped after commit)", strings.Join(parts, "; "))
+	r.add("result", "non-2xx responses (0 = dropped after commit)", strings.Join(parts, "; "))
+}
 
-	// Longest wait after a disturbance cleared.
+// checkWaits is the longest wait from a disturbance clearing to a connection
+// being ready: the last disturbance that ended after the connection was first
+// seen (flipped ones: after stage 3's first disturbance began) and before it
+// was ready.
+func (s *soakRun) checkWaits(dist []disturbance, flipped map[types.NamespacedName]bool) {
+	var stage3 time.Time
+	for _, d := range dist {
+		if (strings.Contains(d.what, "leader") || strings.Contains(d.what, "reauthenticate")) && (stage3.IsZero() || d.start.Before(stage3)) {
+			stage3 = d.start
+		}
+	}
 	worst, worstKey, worstWhat := time.Duration(0), "", ""
 	var waits []time.Duration
-	for key, s := range tr.snapshot(nsSoak) {
-		ready, from := s.awaitingAt, s.firstSeen
+	for key, st := range s.tr.snapshot(nsSoak) {
+		ready, from := st.awaitingAt, st.firstSeen
 		if flipped[key] {
-			ready = s.reauthAt
-			from = time.Time{} // flipped in stage 3: any disturbance of stage 3 counts
-			for _, d := range dist {
-				if strings.Contains(d.what, "leader") || strings.Contains(d.what, "reauthenticate") {
-					if from.IsZero() || d.start.Before(from) {
-						from = d.start
-					}
-				}
-			}
-		}
-		if ready.IsZero() {
-			continue
+			ready, from = st.reauthAt, stage3
 		}
 		var cleared *disturbance
-		for i := range dist {
-			d := &dist[i]
-			if !d.end.After(ready) && d.end.After(from) {
-				cleared = d
+		for i, d := range dist { // sorted by end
+			if !ready.IsZero() && !d.end.After(ready) && d.end.After(from) {
+				cleared = &dist[i]
 			}
 		}
 		if cleared == nil {
@@ -613,13 +482,10 @@ func analyzeSoak(ctx context.Context, cfg soakConfig, w *world, tr *tracker, sim
 			worst, worstKey, worstWhat = wait, key.Name, cleared.what
 		}
 	}
-	sort.Slice(waits, func(i, j int) bool { return waits[i] < waits[j] })
+	slices.Sort(waits)
 	p50, p95 := time.Duration(0), time.Duration(0)
 	if len(waits) > 0 {
 		p50, p95 = waits[len(waits)/2], waits[len(waits)*95/100]
 	}
-	rep.add("result", "longest wait after a fault cleared", fmt.Sprintf("%s (%s, after %q); p50 %s, p95 %s over %d affected connections", secs(worst), worstKey, worstWhat, secs(p50), secs(p95), len(waits)))
-	for _, d := range dist {
-		rep.add("disturbances", d.what, fmt.Sprintf("+%.1fs .. +%.1fs", d.start.Sub(st.t0).Seconds(), d.end.Sub(st.t0).Seconds()))
-	}
+	s.rep.add("result", "longest wait after a fault cleared", fmt.Sprintf("%s (%s, after %q); p50 %s, p95 %s over %d affected connections", secs(worst), worstKey, worstWhat, secs(p50), secs(p95), len(waits)))
 }

@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -18,18 +18,15 @@ import (
 
 // connState is what the bench knows about one FinchConnection, from a watch.
 type connState struct {
-	phase        finchv1.Phase
-	sessKind     finchv1.SessionKind
-	sessID       string
-	connID       string
-	gen, obsGen  int64
-	stalled      bool
-	retries      int32
-	firstSeen    time.Time
-	awaitingAt   time.Time // first seen AwaitingConnect with a Connect session, final for its generation
-	connectedAt  time.Time
-	reauthAt     time.Time // first seen ReauthRequired with a Reauthenticate session
-	lastChangeAt time.Time
+	phase       finchv1.Phase
+	sessKind    finchv1.SessionKind
+	sessID      string
+	connID      string
+	gen, obsGen int64
+	firstSeen   time.Time
+	awaitingAt  time.Time // first seen AwaitingConnect with a Connect session, final for its generation
+	connectedAt time.Time
+	reauthAt    time.Time // first seen ReauthRequired with a Reauthenticate session
 }
 
 func (s *connState) awaiting() bool {
@@ -40,6 +37,11 @@ func (s *connState) reauth() bool {
 	return s.phase == finchv1.PhaseReauthRequired && s.sessKind == finchv1.SessionReauthenticate
 }
 
+// The times latest can take.
+func tAwaiting(s *connState) time.Time  { return s.awaitingAt }
+func tConnected(s *connState) time.Time { return s.connectedAt }
+func tReauth(s *connState) time.Time    { return s.reauthAt }
+
 // tracker follows every FinchConnection through an informer in the bench
 // process and timestamps when each first reached a state.
 type tracker struct {
@@ -48,8 +50,8 @@ type tracker struct {
 	c    cache.Cache
 }
 
-func startTracker(ctx context.Context, w *world) (*tracker, error) {
-	c, err := cache.New(w.cfg, cache.Options{Scheme: testenv.Scheme, DefaultTransform: cache.TransformStripManagedFields()})
+func startTracker(ctx context.Context, cfg *rest.Config) (*tracker, error) {
+	c, err := cache.New(cfg, cache.Options{Scheme: testenv.Scheme, DefaultTransform: cache.TransformStripManagedFields()})
 	if err != nil {
 		return nil, err
 	}
@@ -102,11 +104,6 @@ func (t *tracker) observe(o any) {
 	if st.Session != nil {
 		s.sessKind, s.sessID = st.Session.Kind, st.Session.ID
 	}
-	s.stalled = meta.IsStatusConditionTrue(st.Conditions, finchv1.ConditionStalled)
-	if st.Retry != nil {
-		s.retries = st.Retry.Failures
-	}
-	s.lastChangeAt = now
 	if s.awaitingAt.IsZero() && s.awaiting() {
 		s.awaitingAt = now
 	}
@@ -141,76 +138,42 @@ func (t *tracker) get(key types.NamespacedName) (connState, bool) {
 	return *s, true
 }
 
-// count counts the tracked objects in keys (or in ns when keys is nil) that satisfy pred.
-func (t *tracker) count(ns string, keys []types.NamespacedName, pred func(*connState) bool) int {
+// count counts the tracked objects in keys that satisfy pred.
+func (t *tracker) count(keys []types.NamespacedName, pred func(*connState) bool) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
-	if keys != nil {
-		for _, k := range keys {
-			if s := t.objs[k]; s != nil && pred(s) {
-				n++
-			}
-		}
-		return n
-	}
-	for k, s := range t.objs {
-		if k.Namespace == ns && pred(s) {
+	for _, k := range keys {
+		if s := t.objs[k]; s != nil && pred(s) {
 			n++
 		}
 	}
 	return n
 }
 
-// waitCount waits until want objects satisfy pred, printing progress; it
-// returns the time the condition was first seen to hold.
-func (t *tracker) waitCount(ctx context.Context, what, ns string, keys []types.NamespacedName, want int, pred func(*connState) bool, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+// waitCount waits until every one of keys satisfies pred, printing progress.
+func (t *tracker) waitCount(ctx context.Context, what string, keys []types.NamespacedName, pred func(*connState) bool, timeout time.Duration) error {
 	lastLog := time.Now()
-	for {
-		n := t.count(ns, keys, pred)
-		if n >= want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %d of %d after %v", what, n, want, timeout)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if time.Since(lastLog) > 10*time.Second {
-			logf("%s: %d/%d", what, n, want)
+	n := 0
+	err := poll(ctx, 50*time.Millisecond, timeout, func() (bool, error) {
+		if n = t.count(keys, pred); n < len(keys) && time.Since(lastLog) > 10*time.Second {
+			logf("%s: %d/%d", what, n, len(keys))
 			lastLog = time.Now()
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return n >= len(keys), nil
+	})
+	return timedOut(err, "%s: %d of %d after %v", what, n, len(keys), timeout)
 }
 
-// lastTime returns the latest of f over the given keys (zero if any is unset).
-func (t *tracker) lastTime(keys []types.NamespacedName, f func(*connState) time.Time) (time.Time, bool) {
+// latest is the latest of f over keys (unset times are skipped).
+func (t *tracker) latest(keys []types.NamespacedName, f func(*connState) time.Time) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var last time.Time
 	for _, k := range keys {
-		s := t.objs[k]
-		if s == nil {
-			return time.Time{}, false
-		}
-		v := f(s)
-		if v.IsZero() {
-			return time.Time{}, false
-		}
-		if v.After(last) {
-			last = v
+		if s := t.objs[k]; s != nil && f(s).After(last) {
+			last = f(s)
 		}
 	}
-	return last, true
-}
-
-func keysFor(ns, prefix string, from, n int) []types.NamespacedName {
-	out := make([]types.NamespacedName, n)
-	for i := range out {
-		out[i] = types.NamespacedName{Namespace: ns, Name: connName(prefix, from+i)}
-	}
-	return out
+	return last
 }

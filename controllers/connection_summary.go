@@ -1,10 +1,9 @@
-// Conditions, status and error classification for FinchConnection passes.
+// Summarize and patch: the phase, conditions and retry bookkeeping of a pass, written once.
 
 package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -17,81 +16,33 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
-// finchError sorts a failed Finch call into Stalled (4xx: the request itself
-// is wrong) or a transient retry (429, 5xx, network).
-func (r *FinchConnectionReconciler) finchError(s *syncState, what string, err error) outcome {
-	switch finch.Classify(err) {
-	case finch.ClassTerminal:
-		if finch.IsInvalidClient(err) {
-			s.app.RejectCredentials()
-			return stalled(ReasonInvalidCredentials,
-				"Finch rejected the client credentials of FinchApp %q (invalid_client): fix its credentials Secret (the sandbox, development and production apps have different credentials)", s.conn.AppName())
-		}
-		if s.conn.Status.Phase == "" || s.conn.Status.Phase == finchv1.PhasePending {
-			s.conn.Status.Phase = finchv1.PhaseError
-		}
-		return stalled(ReasonFinchRejected, "Finch rejected the request to %s: %s. Fix the FinchConnection spec and apply it again", what, finchMessage(err))
-	case finch.ClassRateLimited:
-		after, _ := finch.RateLimited(err)
-		if finch.IsIPRateLimited(err) {
-			r.reportPenalty(s.conn)
-		}
-		return outcome{retryErr: fmt.Errorf("%s: %w", what, err), retryAfter: after}
-	default:
-		return outcome{retryErr: fmt.Errorf("%s: %w", what, err)}
-	}
-}
-
-// finchMessage is Finch's own message for an error (never a token).
-func finchMessage(err error) string {
-	var fe *finch.Error
-	if errors.As(err, &fe) {
-		if fe.FinchCode != "" {
-			return fmt.Sprintf("%s (%d %s/%s)", fe.Message, fe.StatusCode, fe.Name, fe.FinchCode)
-		}
-		return fmt.Sprintf("%s (%d %s)", fe.Message, fe.StatusCode, fe.Name)
-	}
-	return err.Error()
-}
-
-// ensureFinalizer adds the finalizer once the connection holds a token.
-func (r *FinchConnectionReconciler) ensureFinalizer(ctx context.Context, conn *finchv1.FinchConnection) error {
-	if controllerutil.ContainsFinalizer(conn, Finalizer) {
-		return nil
-	}
-	patch := client.MergeFrom(conn.DeepCopy())
-	controllerutil.AddFinalizer(conn, Finalizer)
-	if err := r.Patch(ctx, conn, patch); err != nil {
-		return fmt.Errorf("add finalizer: %w", err)
-	}
-	return nil
-}
-
-// finish turns the outcome into status and conditions, patches status once
-// (skipped when unchanged), records events and metrics, and says when to come back.
-func (r *FinchConnectionReconciler) finish(ctx context.Context, orig *finchv1.FinchConnection, s *syncState, out outcome) (ctrl.Result, error) {
+// summarize is the one place that derives the phase and the conditions from
+// what the steps recorded and decided, keeps the retry bookkeeping, and
+// records the Warning for a change for the worse.
+func (r *FinchConnectionReconciler) summarize(ctx context.Context, orig *finchv1.FinchConnection, s *syncState, out outcome) ctrl.Result {
 	conn, st := s.conn, &s.conn.Status
 	gen := conn.Generation
-	key := client.ObjectKeyFromObject(conn)
 	conds := &st.Conditions
+	result := ctrl.Result{RequeueAfter: out.requeue}
+	if out.phase != "" {
+		st.Phase = out.phase
+	}
 	if st.Phase == "" {
 		st.Phase = finchv1.PhasePending
 	}
-	result := ctrl.Result{RequeueAfter: out.requeue}
 
 	switch {
 	case out.suspended:
-		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, ReasonSuspended, "spec.suspend is true: the operator makes no Finch calls for this connection")
+		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSuspended, "spec.suspend is true: the operator makes no Finch calls for this connection")
 		if meta.FindStatusCondition(*conds, finchv1.ConditionReady) == nil {
-			setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionUnknown, ReasonSuspended, "suspended before the first reconcile")
+			setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionUnknown, finchv1.ReasonSuspended, "suspended before the first reconcile")
 		}
 		st.ObservedGeneration = gen
 	case out.deferred:
@@ -104,32 +55,22 @@ func (r *FinchConnectionReconciler) finish(ctx context.Context, orig *finchv1.Fi
 		}
 	case out.retryErr != nil:
 		restoreRequests(st, &orig.Status)
-		rs := st.Retry
-		if rs == nil || rs.ObservedGeneration != gen {
-			rs = &finchv1.RetryStatus{}
-		}
-		rs.Failures++
-		rs.ObservedGeneration = gen
-		rs.LastFailureTime = metav1.Time{Time: s.now}
-		rs.Reason = ReasonFinchUnavailable
-		wait := r.backoff(rs.Failures)
+		why := finchv1.ReasonFinchUnavailable
 		if out.retryAfter > 0 {
-			rs.Reason = ReasonRateLimited
-			wait = out.retryAfter + time.Duration(rand.Int64N(int64(time.Second)))
+			why = finchv1.ReasonRateLimited
 		}
-		rs.NextAttemptTime = metav1.Time{Time: s.now.Add(wait)}
-		st.Retry = rs
+		rs, wait := r.recordFailure(conn, s.now, why, out.retryAfter)
 		if meta.FindStatusCondition(*conds, finchv1.ConditionReady) == nil {
-			setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionUnknown, ReasonProgressing, "working on the first Connect session")
+			setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionUnknown, finchv1.ReasonProgressing, "working on the first Connect session")
 		}
 		msg := fmt.Sprintf("attempt %d failed, retrying at %s: %v", rs.Failures, rs.NextAttemptTime.UTC().Format(time.RFC3339), out.retryErr)
 		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionTrue, rs.Reason, msg)
-		r.event(conn, corev1.EventTypeWarning, rs.Reason, "Reconcile", msg)
+		events.Record(r.Recorder, conn, corev1.EventTypeWarning, rs.Reason, "Reconcile", msg)
 		logf.FromContext(ctx).Info("transient failure, backing off", "reason", rs.Reason, "error", out.retryErr.Error(), "retryIn", wait.String())
 		result.RequeueAfter = wait
 	case out.stall != nil:
 		st.Retry = nil
-		if st.Phase == finchv1.PhasePending || st.Phase == finchv1.PhaseAwaitingConnect && out.stall.reason == ReasonDuplicateCustomerID {
+		if st.Phase == finchv1.PhasePending || st.Phase == finchv1.PhaseAwaitingConnect && out.stall.reason == finchv1.ReasonDuplicateCustomerID {
 			st.Phase = finchv1.PhaseError
 		}
 		setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionFalse, out.stall.reason, out.stall.message)
@@ -145,14 +86,41 @@ func (r *FinchConnectionReconciler) finish(ctx context.Context, orig *finchv1.Fi
 		ready, why, msg := readiness(conn)
 		setCondition(conds, gen, finchv1.ConditionReady, ready, why, msg)
 		setCondition(conds, gen, finchv1.ConditionStalled, metav1.ConditionFalse, why, "not stalled")
-		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, ReasonSucceeded, "the operator has done all it can for now")
+		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSucceeded, "the operator has done all it can for now")
 		st.ObservedGeneration = gen
 	}
 	if !out.suspended && !out.deferred {
 		setConnectionConditions(conn, gen)
 	}
-
 	r.emitTransition(orig, conn)
+	return result
+}
+
+// recordFailure counts a failed attempt in status.retry (persisted, so a
+// restart keeps backing off) and schedules the next: the exponential backoff,
+// or a 429's Retry-After.
+func (r *FinchConnectionReconciler) recordFailure(conn *finchv1.FinchConnection, now time.Time, why string, retryAfter time.Duration) (*finchv1.RetryStatus, time.Duration) {
+	rs := conn.Status.Retry
+	if rs == nil || rs.ObservedGeneration != conn.Generation {
+		rs = &finchv1.RetryStatus{}
+	}
+	rs.Failures++
+	rs.ObservedGeneration = conn.Generation
+	rs.LastFailureTime = metav1.Time{Time: now}
+	rs.Reason = why
+	wait := r.backoff(rs.Failures)
+	if retryAfter > 0 {
+		wait = retryAfter + time.Duration(rand.Int64N(int64(time.Second)))
+	}
+	rs.NextAttemptTime = metav1.Time{Time: now.Add(wait)}
+	conn.Status.Retry = rs
+	return rs, wait
+}
+
+// patchStatus writes the status once, only when it changed, remembers the
+// write for the stale-cache check, and updates the phase gauge.
+func (r *FinchConnectionReconciler) patchStatus(ctx context.Context, orig, conn *finchv1.FinchConnection, result ctrl.Result) (ctrl.Result, error) {
+	key := client.ObjectKeyFromObject(conn)
 	if !equality.Semantic.DeepEqual(orig.Status, conn.Status) {
 		if err := r.Status().Patch(ctx, conn, client.MergeFrom(orig)); err != nil {
 			if apierrors.IsNotFound(err) {
@@ -164,7 +132,9 @@ func (r *FinchConnectionReconciler) finish(ctx context.Context, orig *finchv1.Fi
 	if conn.ResourceVersion != orig.ResourceVersion {
 		r.written.Store(key, conn.ResourceVersion)
 	}
-	r.phases.set(key, st.Phase)
+	if conn.DeletionTimestamp.IsZero() {
+		r.phases.set(key, conn.Status.Phase)
+	}
 	if result.RequeueAfter < 0 {
 		result.RequeueAfter = time.Second
 	}
@@ -183,34 +153,34 @@ func restoreRequests(st, orig *finchv1.FinchConnectionStatus) {
 func readiness(conn *finchv1.FinchConnection) (metav1.ConditionStatus, string, string) {
 	st := &conn.Status
 	if st.Session == nil && (st.Phase == finchv1.PhaseAwaitingConnect || st.Phase == finchv1.PhaseReauthRequired) {
-		return metav1.ConditionUnknown, ReasonProgressing, "working"
+		return metav1.ConditionUnknown, finchv1.ReasonProgressing, "working"
 	}
 	switch st.Phase {
 	case finchv1.PhaseAwaitingConnect:
 		if st.CodeExchangeError != "" {
-			return metav1.ConditionFalse, ReasonCodeRejected, st.CodeExchangeError + "; the Connect session is still open: have the employer finish Finch Connect again"
+			return metav1.ConditionFalse, finchv1.ReasonCodeRejected, st.CodeExchangeError + "; the Connect session is still open: have the employer finish Finch Connect again"
 		}
-		return metav1.ConditionTrue, ReasonAwaitingEmployer, fmt.Sprintf("Connect session %s is waiting for the employer until %s: send them status.session.connectURL",
+		return metav1.ConditionTrue, finchv1.ReasonAwaitingEmployer, fmt.Sprintf("Connect session %s is waiting for the employer until %s: send them status.session.connectURL",
 			st.Session.ID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 	case finchv1.PhaseReauthRequired:
-		if why, msg := reauthReason(conn); why == ReasonProductsChanged {
-			return metav1.ConditionTrue, ReasonAwaitingEmployer, msg + fmt.Sprintf(" (expires %s)", st.Session.ExpiresAt.UTC().Format(time.RFC3339))
+		if why, msg := reauthReason(conn); why == finchv1.ReasonProductsChanged {
+			return metav1.ConditionTrue, finchv1.ReasonAwaitingEmployer, msg + fmt.Sprintf(" (expires %s)", st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 		}
-		return metav1.ConditionTrue, ReasonAwaitingEmployer, fmt.Sprintf("the employer must re-authenticate connection %s: send them status.session.connectURL (expires %s)",
+		return metav1.ConditionTrue, finchv1.ReasonAwaitingEmployer, fmt.Sprintf("the employer must re-authenticate connection %s: send them status.session.connectURL (expires %s)",
 			st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 	case finchv1.PhaseConnected:
-		return metav1.ConditionTrue, ReasonConnected, fmt.Sprintf("connection %s is connected (provider %s)", st.ConnectionID, st.ProviderID) + unapplied(conn)
+		return metav1.ConditionTrue, finchv1.ReasonConnected, fmt.Sprintf("connection %s is connected (provider %s)", st.ConnectionID, st.ProviderID) + unapplied(conn)
 	case finchv1.PhaseConnecting:
 		msg := "the employer authenticated; Finch is setting up the connection"
 		if cs := st.ConnectionStatus; cs != nil {
 			msg = fmt.Sprintf("Finch reports %s: %s", cs.Status, orDefault(cs.Message, "waiting for access to the provider"))
 		}
-		return metav1.ConditionTrue, ReasonConnectionPending, msg
+		return metav1.ConditionTrue, finchv1.ReasonConnectionPending, msg
 	default:
 		if st.CodeExchangeError != "" {
-			return metav1.ConditionFalse, ReasonCodeRejected, st.CodeExchangeError
+			return metav1.ConditionFalse, finchv1.ReasonCodeRejected, st.CodeExchangeError
 		}
-		return metav1.ConditionUnknown, ReasonProgressing, "working"
+		return metav1.ConditionUnknown, finchv1.ReasonProgressing, "working"
 	}
 }
 
@@ -222,7 +192,7 @@ func readiness(conn *finchv1.FinchConnection) (metav1.ConditionStatus, string, s
 func unapplied(conn *finchv1.FinchConnection) string {
 	st, spec := &conn.Status, &conn.Spec
 	var notes []string
-	if missing := missingProducts(conn, st.GrantedProducts); len(missing) > 0 {
+	if missing := finch.MissingProducts(conn.ProductNames(), st.GrantedProducts); len(missing) > 0 {
 		notes = append(notes, fmt.Sprintf("Finch did not grant %s after the employer re-authenticated (the provider may not offer it); change spec.products to ask again",
 			strings.Join(missing, ", ")))
 	}
@@ -238,31 +208,17 @@ func unapplied(conn *finchv1.FinchConnection) string {
 	return "; not applied: " + strings.Join(notes, "; ")
 }
 
-// reauthReason says why a reauthentication session is published: Finch asked
-// for it (ReauthRequired), or spec.products asks for products the healthy
-// connection does not grant (ProductsChanged).
-func reauthReason(conn *finchv1.FinchConnection) (string, string) {
-	st := &conn.Status
-	if cs := st.ConnectionStatus; cs != nil && cs.Status == finch.StatusConnected && st.Session != nil && st.Session.Kind == finchv1.SessionReauthenticate {
-		if missing := missingProducts(conn, st.GrantedProducts); len(missing) > 0 {
-			return ReasonProductsChanged, fmt.Sprintf("spec.products asks for %s, which connection %s does not grant: the employer must re-authenticate to grant them; send them status.session.connectURL",
-				strings.Join(missing, ", "), st.ConnectionID)
-		}
-	}
-	return ReasonReauthRequired, "a reauthentication session is waiting for the employer: status.session.connectURL"
-}
-
 // setConnectionConditions derives Connected and ReauthRequired from status.
 func setConnectionConditions(conn *finchv1.FinchConnection, gen int64) {
 	st := &conn.Status
 	why, reauthMsg := reauthReason(conn)
-	healthy := st.Phase == finchv1.PhaseConnected || st.Phase == finchv1.PhaseReauthRequired && why == ReasonProductsChanged
+	healthy := st.Phase == finchv1.PhaseConnected || st.Phase == finchv1.PhaseReauthRequired && why == finchv1.ReasonProductsChanged
 	if cs := st.ConnectionStatus; cs != nil && cs.Status == finch.StatusConnected && healthy {
-		setCondition(&st.Conditions, gen, finchv1.ConditionConnected, metav1.ConditionTrue, ReasonConnected, fmt.Sprintf("Finch reports connection %s connected", st.ConnectionID))
+		setCondition(&st.Conditions, gen, finchv1.ConditionConnected, metav1.ConditionTrue, finchv1.ReasonConnected, fmt.Sprintf("Finch reports connection %s connected", st.ConnectionID))
 	} else {
 		why := string(st.Phase)
 		if st.Phase == finchv1.PhaseAwaitingConnect {
-			why = ReasonAwaitingEmployer
+			why = finchv1.ReasonAwaitingEmployer
 		}
 		msg := "not connected yet"
 		if cs := st.ConnectionStatus; cs != nil {
@@ -289,13 +245,7 @@ func (r *FinchConnectionReconciler) emitTransition(orig, conn *finchv1.FinchConn
 		// (SessionCreated, Connected, ReauthSessionCreated): one write, not two.
 		return
 	}
-	r.event(conn, corev1.EventTypeWarning, newReady.Reason, "Reconcile", fmt.Sprintf("phase %s: %s", conn.Status.Phase, newReady.Message))
-}
-
-func (r *FinchConnectionReconciler) event(obj client.Object, typ, reason, action, msg string) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(obj, nil, typ, reason, action, "%s", truncate(msg, 1024))
-	}
+	events.Record(r.Recorder, conn, corev1.EventTypeWarning, newReady.Reason, "Reconcile", fmt.Sprintf("phase %s: %s", conn.Status.Phase, newReady.Message))
 }
 
 // backoff is the persisted exponential backoff for the n-th consecutive failure.
@@ -313,16 +263,31 @@ func (r *FinchConnectionReconciler) backoff(n int32) time.Duration {
 	return d + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
-// reportPenalty wakes the FinchApp controller so the app shows Finch's per-IP
-// penalty (condition RateLimited) while every call waits it out.
-func (r *FinchConnectionReconciler) reportPenalty(conn *finchv1.FinchConnection) {
-	if r.penalties == nil {
-		return
+// setCondition sets a condition, keeping lastTransitionTime when the status
+// does not change (meta.SetStatusCondition does that).
+func setCondition(conds *[]metav1.Condition, gen int64, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(conds, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: events.Truncate(msg, events.MaxMessage), ObservedGeneration: gen,
+	})
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
 	}
-	app := &finchv1.FinchApp{}
-	app.Namespace, app.Name = conn.Namespace, conn.AppName()
-	select {
-	case r.penalties <- event.GenericEvent{Object: app}:
-	default: // already pending: one wake-up is enough
+	return v
+}
+
+// reauthReason says why a reauthentication session is published: Finch asked
+// for it (ReauthRequired), or spec.products asks for products the healthy
+// connection does not grant (ProductsChanged).
+func reauthReason(conn *finchv1.FinchConnection) (string, string) {
+	st := &conn.Status
+	if cs := st.ConnectionStatus; cs != nil && cs.Status == finch.StatusConnected && st.Session != nil && st.Session.Kind == finchv1.SessionReauthenticate {
+		if missing := finch.MissingProducts(conn.ProductNames(), st.GrantedProducts); len(missing) > 0 {
+			return finchv1.ReasonProductsChanged, fmt.Sprintf("spec.products asks for %s, which connection %s does not grant: the employer must re-authenticate to grant them; send them status.session.connectURL",
+				strings.Join(missing, ", "), st.ConnectionID)
+		}
 	}
+	return finchv1.ReasonReauthRequired, "a reauthentication session is waiting for the employer: status.session.connectURL"
 }

@@ -1,4 +1,8 @@
-package controllers
+// Package apps resolves FinchApps: the registry of per-app Finch clients,
+// budgets and callback keys that the controllers and the inbound server
+// share (as cert-manager's ACME accounts registry serves both its
+// controllers and issuers), plus the app's public URLs.
+package apps
 
 import (
 	"context"
@@ -7,7 +11,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -29,21 +32,21 @@ import (
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
-// AppConfigError says why a FinchApp cannot be used; Reason is CamelCase and
+// ConfigError says why a FinchApp cannot be used; Reason is CamelCase and
 // becomes a condition and Event reason.
-type AppConfigError struct {
+type ConfigError struct {
 	Reason  string
 	Message string
 }
 
-func (e *AppConfigError) Error() string { return e.Message }
+func (e *ConfigError) Error() string { return e.Message }
 
-// ResolvedApp is everything needed to act for one FinchApp: a Finch client
+// App is everything needed to act for one FinchApp: a Finch client
 // built from its current credentials and the app's public endpoints.
-type ResolvedApp struct {
+type App struct {
 	Key           types.NamespacedName
 	Generation    int64
-	Client        *finch.Client
+	Client        finch.API
 	Budget        *finch.Budget  // shared by every client of the app
 	IPGuard       *finch.IPGuard // shared by every app (nil: none)
 	WebhookSecret string         // base64; empty when none is configured
@@ -59,14 +62,14 @@ type ResolvedApp struct {
 }
 
 // RejectCredentials records that Finch rejected this app's credentials.
-func (a *ResolvedApp) RejectCredentials() { a.rejected.Store(true) }
+func (a *App) RejectCredentials() { a.rejected.Store(true) }
 
 // CredentialsRejected says whether Finch rejected the current credentials.
-func (a *ResolvedApp) CredentialsRejected() bool { return a.rejected.Load() }
+func (a *App) CredentialsRejected() bool { return a.rejected.Load() }
 
 // FlowFor is a connection's connect flow: its own, else the app's default,
 // else Redirect when there is somewhere to redirect to, else Embedded.
-func (a *ResolvedApp) FlowFor(conn *finchv1.FinchConnection) finchv1.ConnectFlow {
+func (a *App) FlowFor(conn *finchv1.FinchConnection) finchv1.ConnectFlow {
 	switch {
 	case conn.Spec.ConnectFlow != "":
 		return conn.Spec.ConnectFlow
@@ -83,7 +86,7 @@ func (a *ResolvedApp) FlowFor(conn *finchv1.FinchConnection) finchv1.ConnectFlow
 // an embedded exchange fails when one is sent, developer.tryfinch.com
 // /implementation-guide/Connect/Retrieve-Access-Token), else the connection's
 // own, else the app's, else the operator's callback under publicURL.
-func (a *ResolvedApp) RedirectURIFor(conn *finchv1.FinchConnection) string {
+func (a *App) RedirectURIFor(conn *finchv1.FinchConnection) string {
 	if a.FlowFor(conn) == finchv1.ConnectFlowEmbedded {
 		return ""
 	}
@@ -97,13 +100,13 @@ func (a *ResolvedApp) RedirectURIFor(conn *finchv1.FinchConnection) string {
 }
 
 // CallbackURL is this app's operator callback ("" without publicURL).
-func (a *ResolvedApp) CallbackURL() string {
+func (a *App) CallbackURL() string {
 	return CallbackURL(a.Spec.PublicURL, a.Key, a.callbackPath)
 }
 
 // CallbackPathMatches reports, in constant time, whether seg is this app's
 // callback path segment.
-func (a *ResolvedApp) CallbackPathMatches(seg string) bool {
+func (a *App) CallbackPathMatches(seg string) bool {
 	return a.callbackPath != "" && subtle.ConstantTimeCompare([]byte(seg), []byte(a.callbackPath)) == 1
 }
 
@@ -116,12 +119,12 @@ const stateSep = "."
 // on the redirect (API-FACTS §9; developer.tryfinch.com
 // /implementation-guide/Connect/Set-Up-Finch-Connect), so the callback can
 // reject, before any Finch call, a code that no session of ours produced.
-func (a *ResolvedApp) SignState(sessionID string) string {
+func (a *App) SignState(sessionID string) string {
 	return sessionID + stateSep + a.stateMAC(sessionID)
 }
 
 // VerifyState returns the session ID of a state SignState produced.
-func (a *ResolvedApp) VerifyState(state string) (sessionID string, ok bool) {
+func (a *App) VerifyState(state string) (sessionID string, ok bool) {
 	i := strings.LastIndex(state, stateSep)
 	if i <= 0 || len(a.stateKey) == 0 {
 		return "", false
@@ -133,7 +136,7 @@ func (a *ResolvedApp) VerifyState(state string) (sessionID string, ok bool) {
 	return id, true
 }
 
-func (a *ResolvedApp) stateMAC(sessionID string) string {
+func (a *App) stateMAC(sessionID string) string {
 	m := hmac.New(sha256.New, a.stateKey)
 	m.Write([]byte("finch-operator/state/v1\x00" + a.Key.String() + "\x00" + sessionID))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
@@ -142,7 +145,7 @@ func (a *ResolvedApp) stateMAC(sessionID string) string {
 // PublishedConnectURL is the Connect link published in status: Finch's
 // connect_url, plus the signed state when the session redirects to the
 // operator's callback.
-func (a *ResolvedApp) PublishedConnectURL(connectURL, sessionID, redirectURI string) string {
+func (a *App) PublishedConnectURL(connectURL, sessionID, redirectURI string) string {
 	if redirectURI == "" || redirectURI != a.CallbackURL() || len(a.stateKey) == 0 {
 		return connectURL
 	}
@@ -157,7 +160,7 @@ func (a *ResolvedApp) PublishedConnectURL(connectURL, sessionID, redirectURI str
 }
 
 // IntrospectionInterval is how often connected connections are introspected.
-func (a *ResolvedApp) IntrospectionInterval() time.Duration {
+func (a *App) IntrospectionInterval() time.Duration {
 	if a.Spec.IntrospectionInterval != nil && a.Spec.IntrospectionInterval.Duration > 0 {
 		return a.Spec.IntrospectionInterval.Duration
 	}
@@ -190,11 +193,11 @@ func joinURL(base, kind string, app types.NamespacedName) string {
 	return u.JoinPath(kind, app.Namespace, app.Name).String()
 }
 
-// AppRegistry builds and caches one Finch client per FinchApp. Clients of the
+// Registry builds and caches one Finch client per FinchApp. Clients of the
 // same app share one request budget, so credential rotation (a new client)
 // never resets what was spent. The FinchApp controller reloads an entry when
 // the app or its Secrets change; other readers load it on first use.
-type AppRegistry struct {
+type Registry struct {
 	// Reader reads the credentials and webhook Secrets. It is the uncached API
 	// reader: those Secrets belong to the user and are not in the operator's
 	// label-filtered Secret cache.
@@ -209,12 +212,12 @@ type AppRegistry struct {
 
 	cbMu    sync.Mutex // serialises callback Secret creation
 	mu      sync.Mutex
-	apps    map[types.NamespacedName]*ResolvedApp
+	apps    map[types.NamespacedName]*App
 	budgets map[types.NamespacedName]*finch.Budget
 }
 
 // Get returns the resolved app, loading it if it is unknown or its spec changed.
-func (r *AppRegistry) Get(ctx context.Context, app *finchv1.FinchApp) (*ResolvedApp, error) {
+func (r *Registry) Get(ctx context.Context, app *finchv1.FinchApp) (*App, error) {
 	key := client.ObjectKeyFromObject(app)
 	r.mu.Lock()
 	cur := r.apps[key]
@@ -225,15 +228,8 @@ func (r *AppRegistry) Get(ctx context.Context, app *finchv1.FinchApp) (*Resolved
 	return r.Load(ctx, app)
 }
 
-// Lookup returns the cached entry without loading it.
-func (r *AppRegistry) Lookup(key types.NamespacedName) *ResolvedApp {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.apps[key]
-}
-
 // Load reads the app's Secrets and (re)builds its client when anything changed.
-func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*ResolvedApp, error) {
+func (r *Registry) Load(ctx context.Context, app *finchv1.FinchApp) (*App, error) {
 	key := client.ObjectKeyFromObject(app)
 	creds, err := r.readSecret(ctx, app.Namespace, app.Spec.CredentialsSecretRef.Name, "CredentialsSecretNotFound", "credentials")
 	if err != nil {
@@ -245,7 +241,7 @@ func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*Resolve
 	for _, k := range []string{idKey, secretKey} {
 		if len(creds.Data[k]) == 0 {
 			r.Forget(key)
-			return nil, &AppConfigError{Reason: "CredentialsKeyMissing", Message: fmt.Sprintf(
+			return nil, &ConfigError{Reason: "CredentialsKeyMissing", Message: fmt.Sprintf(
 				"Secret %s/%s has no key %q: add the Finch application's %s under that key", app.Namespace, creds.Name, k, keyMeaning(k, idKey))}
 		}
 	}
@@ -267,7 +263,7 @@ func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*Resolve
 		webhookSecret = string(hook.Data[k])
 		if _, err := base64.StdEncoding.DecodeString(webhookSecret); err != nil || webhookSecret == "" {
 			r.Forget(key)
-			return nil, &AppConfigError{Reason: "WebhookSecretInvalid", Message: fmt.Sprintf(
+			return nil, &ConfigError{Reason: "WebhookSecretInvalid", Message: fmt.Sprintf(
 				"Secret %s/%s key %q must hold the base64 webhook secret shown in the Finch dashboard", app.Namespace, hook.Name, k)}
 		}
 		version += "/" + hook.ResourceVersion
@@ -280,7 +276,7 @@ func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*Resolve
 	}
 	if r.budgets == nil {
 		r.budgets = map[types.NamespacedName]*finch.Budget{}
-		r.apps = map[types.NamespacedName]*ResolvedApp{}
+		r.apps = map[types.NamespacedName]*App{}
 	}
 	budgetCfg := budgetConfig(app.Spec.RateLimit)
 	budget := r.budgets[key]
@@ -312,9 +308,9 @@ func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*Resolve
 		MetricsApp:   key.String(),
 	})
 	if err != nil {
-		return nil, &AppConfigError{Reason: "InvalidAPIURL", Message: fmt.Sprintf("spec.apiURL: %v", err)}
+		return nil, &ConfigError{Reason: "InvalidAPIURL", Message: fmt.Sprintf("spec.apiURL: %v", err)}
 	}
-	res := &ResolvedApp{Key: key, Generation: app.Generation, Client: fc, Budget: budget, IPGuard: r.IPGuard, WebhookSecret: webhookSecret,
+	res := &App{Key: key, Generation: app.Generation, Client: fc, Budget: budget, IPGuard: r.IPGuard, WebhookSecret: webhookSecret,
 		Spec: *app.Spec.DeepCopy(), secretVersion: version,
 		CallbackSecret: cb.Name, callbackPath: string(cb.Data[finchv1.CallbackPathKey]), stateKey: cb.Data[finchv1.CallbackStateKey]}
 	r.apps[key] = res
@@ -323,17 +319,17 @@ func (r *AppRegistry) Load(ctx context.Context, app *finchv1.FinchApp) (*Resolve
 
 // Forget drops an app's client (the app was deleted or became unusable). The
 // budget is kept: a re-created app must not get a fresh allowance.
-func (r *AppRegistry) Forget(key types.NamespacedName) {
+func (r *Registry) Forget(key types.NamespacedName) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.apps, key)
 }
 
-func (r *AppRegistry) readSecret(ctx context.Context, ns, name, notFoundReason, what string) (*corev1.Secret, error) {
+func (r *Registry) readSecret(ctx context.Context, ns, name, notFoundReason, what string) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	if err := r.Reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, &AppConfigError{Reason: notFoundReason, Message: fmt.Sprintf(
+			return nil, &ConfigError{Reason: notFoundReason, Message: fmt.Sprintf(
 				"%s Secret %s/%s not found: create it (see the README, \"Point it at Finch\")", what, ns, name)}
 		}
 		return nil, fmt.Errorf("read %s Secret %s/%s: %w", what, ns, name, err)
@@ -341,26 +337,16 @@ func (r *AppRegistry) readSecret(ctx context.Context, ns, name, notFoundReason, 
 	return s, nil
 }
 
-// CallbackSecretName is the name of an app's callback Secret.
-func CallbackSecretName(app string) string {
-	const suffix = "-finch-callback"
-	if len(app)+len(suffix) <= 253 {
-		return app + suffix
-	}
-	sum := sha256.Sum256([]byte(app))
-	return app[:253-len(suffix)-9] + "-" + hex.EncodeToString(sum[:4]) + suffix
-}
-
 // callbackSecret reads the app's callback Secret, creating it with fresh
 // random values when it does not exist. The values are random rather than
 // derived from the client secret so that rotating credentials does not change
 // the callback URL allow-listed in the Finch dashboard.
-func (r *AppRegistry) callbackSecret(ctx context.Context, app *finchv1.FinchApp) (*corev1.Secret, error) {
+func (r *Registry) callbackSecret(ctx context.Context, app *finchv1.FinchApp) (*corev1.Secret, error) {
 	// One get-or-create at a time: the app controller and the first
 	// connections load an app together, and one create is enough.
 	r.cbMu.Lock()
 	defer r.cbMu.Unlock()
-	key := types.NamespacedName{Namespace: app.Namespace, Name: CallbackSecretName(app.Name)}
+	key := types.NamespacedName{Namespace: app.Namespace, Name: finchv1.CallbackSecretName(app.Name)}
 	sec := &corev1.Secret{}
 	err := r.Reader.Get(ctx, key, sec)
 	if apierrors.IsNotFound(err) && r.Writer != nil {
@@ -383,14 +369,14 @@ func (r *AppRegistry) callbackSecret(ctx context.Context, app *finchv1.FinchApp)
 		}
 	}
 	if apierrors.IsNotFound(err) {
-		return nil, &AppConfigError{Reason: "CallbackSecretNotFound", Message: fmt.Sprintf("callback Secret %s not found", key)}
+		return nil, &ConfigError{Reason: "CallbackSecretNotFound", Message: fmt.Sprintf("callback Secret %s not found", key)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("callback Secret %s: %w", key, err)
 	}
 	if len(sec.Data[finchv1.CallbackPathKey]) < 16 || len(sec.Data[finchv1.CallbackStateKey]) < 32 ||
 		url.PathEscape(string(sec.Data[finchv1.CallbackPathKey])) != string(sec.Data[finchv1.CallbackPathKey]) {
-		return nil, &AppConfigError{Reason: "CallbackSecretInvalid", Message: fmt.Sprintf(
+		return nil, &ConfigError{Reason: "CallbackSecretInvalid", Message: fmt.Sprintf(
 			"Secret %s must hold %q (16+ URL-safe characters) and %q (32+ bytes); delete it and the operator creates a new one (then update the redirect URI in the Finch dashboard)",
 			key, finchv1.CallbackPathKey, finchv1.CallbackStateKey)}
 	}

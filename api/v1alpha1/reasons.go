@@ -1,0 +1,45 @@
+package v1alpha1
+
+// Condition and Event reasons, shared by the controllers and the inbound
+// server (Event reasons equal condition reasons). A FinchApp that cannot be
+// used also reports the reason of its configuration error (e.g.
+// CredentialsSecretNotFound).
+const (
+	ReasonAwaitingEmployer    = "AwaitingEmployer"
+	ReasonConnected           = "Connected"
+	ReasonConnectionPending   = "ConnectionPending"
+	ReasonReauthRequired      = "ReauthRequired"
+	ReasonNotConnected        = "NotConnected"
+	ReasonProgressing         = "Progressing"
+	ReasonSucceeded           = "Succeeded"
+	ReasonSuspended           = "Suspended"
+	ReasonAppNotFound         = "AppNotFound"
+	ReasonAppNotReady         = "AppNotReady"
+	ReasonInvalidCredentials  = "InvalidCredentials"
+	ReasonFinchRejected       = "FinchRejected"
+	ReasonFinchUnavailable    = "FinchUnavailable"
+	ReasonRateLimited         = "RateLimited"
+	ReasonDuplicateCustomerID = "DuplicateCustomerID"
+	ReasonConnectionExists    = "ConnectionExists"
+	ReasonTokenRevoked        = "TokenRevoked"
+	ReasonTokenSecretNotOwned = "TokenSecretNotOwned"
+	ReasonTokenStoreFailed    = "TokenStoreFailed"
+	ReasonEmployerAction      = "EmployerActionRequired"
+	ReasonDisconnected        = "Disconnected"
+	ReasonDisconnectFailed    = "DisconnectFailed"
+	ReasonCodeRejected        = "CodeRejected"
+	ReasonTokenStored         = "TokenStored"
+	ReasonSessionCreated      = "SessionCreated"
+	ReasonSessionRefreshed    = "SessionRefreshed"
+	ReasonSessionExpired      = "SessionExpired"
+	ReasonReauthSession       = "ReauthSessionCreated"
+	ReasonReauthCompleted     = "ReauthCompleted"
+	ReasonProductsChanged     = "ProductsChanged"
+	ReasonIPRateLimited       = "FinchIPRateLimited"
+	ReasonUnknownStatus       = "UnknownConnectionStatus"
+	ReasonBudgetWait          = "WaitingForBudget"
+	ReasonCallbackFailed      = "CallbackFailed"
+	ReasonCallbackFlood       = "CallbackFlood"
+	ReasonUnmatchedCode       = "UnmatchedCode"
+	ReasonNotRequired         = "NotRequired"
+)

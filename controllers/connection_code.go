@@ -1,0 +1,163 @@
+// Step 4: the code an embedded flow hands over, and the token Secret it becomes.
+
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/events"
+	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/tokens"
+)
+
+// exchangeCode handles the embedded flow: the customer's backend handed over
+// an authorization code in a labelled Secret (step 4).
+func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncState) *outcome {
+	conn, st := s.conn, &s.conn.Status
+	codes, err := r.secrets().CodeSecrets(ctx, conn)
+	if err != nil {
+		return retry(err)
+	}
+	if len(codes) == 0 {
+		return nil
+	}
+	log := logf.FromContext(ctx)
+	// Use the newest code; older ones are stale by definition.
+	codeSecret := codes[len(codes)-1]
+	code := string(codeSecret.Data[finchv1.CodeKey])
+
+	tok, err := r.secrets().Token(ctx, conn)
+	if err != nil {
+		return retry(err)
+	}
+	if tok.Token != "" && tok.CodeUID == string(codeSecret.UID) {
+		// Already exchanged; only the clean-up was interrupted.
+		r.deleteCodeSecrets(ctx, codes)
+		return &outcome{}
+	}
+	if !tok.Writable() {
+		// Check before spending the single-use code: a token that cannot be
+		// stored would be lost.
+		return stalled(finchv1.ReasonTokenSecretNotOwned,
+			"Secret %s exists but is neither owned by this FinchConnection nor labelled %s=%s; label it (or delete it) so the operator may store the new token, then hand over a fresh code",
+			conn.TokenSecretName(), finchv1.ConnectionLabel, conn.Name)
+	}
+	if code == "" {
+		r.deleteCodeSecrets(ctx, codes)
+		st.CodeExchangeError = fmt.Sprintf("Secret %s has no %q key", codeSecret.Name, finchv1.CodeKey)
+		events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonCodeRejected, "ExchangeCode", st.CodeExchangeError)
+		return &outcome{}
+	}
+	if err := r.ensureFinalizer(ctx, conn); err != nil {
+		return retry(err)
+	}
+	// Send exactly the redirect_uri of the session the code came from, none
+	// when it had none (RFC 6749 section 4.1.3; Finch sends redirect_uri only in
+	// the redirect flow). The code was produced by the session published now.
+	var redirect, sessionID string
+	if st.Session != nil {
+		redirect, sessionID = st.Session.RedirectURI, st.Session.ID
+	}
+	resp, err := s.app.Client.ExchangeCode(ctx, finch.TokenRequest{Code: code, RedirectURI: redirect})
+	if err != nil {
+		if finch.Classify(err) == finch.ClassTerminal {
+			// A bad, used or expired code never becomes good: drop it and say so.
+			r.deleteCodeSecrets(ctx, codes)
+			if finch.IsInvalidGrant(err) && tok.Token != "" {
+				// Most likely our own earlier exchange of this code, whose
+				// clean-up was interrupted: the token is already stored.
+				return &outcome{}
+			}
+			if finch.IsInvalidClient(err) {
+				s.app.RejectCredentials()
+			}
+			st.CodeExchangeError = fmt.Sprintf("Finch rejected the authorization code from Secret %s: %s", codeSecret.Name, finchMessage(err))
+			events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonCodeRejected, "ExchangeCode", st.CodeExchangeError+"; have the employer finish Finch Connect again and hand over the new code")
+			return &outcome{}
+		}
+		return r.finchError(s, "exchange authorization code", err)
+	}
+	if err := tokens.Store(ctx, r.Client, r.APIReader, conn, resp, tokens.Source{Flow: "embedded", CodeSecretUID: string(codeSecret.UID), SessionID: sessionID}); err != nil {
+		log.Error(err, "token lost: the code was exchanged but the token could not be stored", "secret", conn.TokenSecretName())
+		events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonTokenStoreFailed, "StoreToken",
+			fmt.Sprintf("the access token could not be stored in Secret %s: %v; the employer must re-authenticate", conn.TokenSecretName(), err))
+		r.deleteCodeSecrets(ctx, codes)
+		return retry(err)
+	}
+	r.deleteCodeSecrets(ctx, codes)
+	st.CodeExchangeError = ""
+	recordTokenResponse(st, resp)
+	st.TokenSecretRef = &finchv1.LocalObjectReference{Name: conn.TokenSecretName()}
+	events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonTokenStored, "ExchangeCode",
+		fmt.Sprintf("exchanged the authorization code; access token stored in Secret %s", conn.TokenSecretName()))
+	// The token Secret's watch event brings the next pass (introspection).
+	return &outcome{}
+}
+
+func (r *FinchConnectionReconciler) deleteCodeSecrets(ctx context.Context, codes []corev1.Secret) {
+	for i := range codes {
+		if err := r.Delete(ctx, &codes[i]); err != nil && !apierrors.IsNotFound(err) {
+			logf.FromContext(ctx).Error(err, "delete code Secret", "secret", codes[i].Name)
+		}
+	}
+}
+
+// recordTokenResponse keeps the non-secret facts of a token exchange.
+func recordTokenResponse(st *finchv1.FinchConnectionStatus, resp *finch.TokenResponse) {
+	st.ConnectionID = resp.ConnectionID
+	st.ProviderID = resp.ProviderID
+	st.ConnectionType = resp.ConnectionType
+	st.ClientType = resp.ClientType
+	st.GrantedProducts = resp.Products
+	st.AccountID = resp.AccountID
+	st.CompanyID = resp.CompanyID
+}
+
+// readToken reads the token Secret into s.token.
+func (r *FinchConnectionReconciler) readToken(ctx context.Context, s *syncState) *outcome {
+	tok, err := r.secrets().Token(ctx, s.conn)
+	if err != nil {
+		return retry(err)
+	}
+	s.token = tok
+	return nil
+}
+
+// guardToken records the stored token and sets the finalizer it needs.
+func (r *FinchConnectionReconciler) guardToken(ctx context.Context, s *syncState) *outcome {
+	if s.token.Token == "" {
+		return nil
+	}
+	conn, st := s.conn, &s.conn.Status
+	st.TokenSecretRef = &finchv1.LocalObjectReference{Name: conn.TokenSecretName()}
+	st.CodeExchangeError = ""
+	// The finalizer lets deletion release an owned token Secret (Retain) or
+	// disconnect (Disconnect); a foreign, unlabelled Secret needs it only for the latter.
+	if s.token.Owned || s.token.Labelled || conn.Spec.DeletionPolicy == finchv1.DeletionPolicyDisconnect {
+		if err := r.ensureFinalizer(ctx, conn); err != nil {
+			return retry(err)
+		}
+	}
+	return nil
+}
+
+// ensureFinalizer adds the finalizer once the connection holds a token.
+func (r *FinchConnectionReconciler) ensureFinalizer(ctx context.Context, conn *finchv1.FinchConnection) error {
+	if controllerutil.ContainsFinalizer(conn, Finalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(conn.DeepCopy())
+	controllerutil.AddFinalizer(conn, Finalizer)
+	if err := r.Patch(ctx, conn, patch); err != nil {
+		return fmt.Errorf("add finalizer: %w", err)
+	}
+	return nil
+}

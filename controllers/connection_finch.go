@@ -1,0 +1,87 @@
+// Calling Finch: the request budget before a call, the class of its error after.
+
+package controllers
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/finch"
+)
+
+// maxBudgetBlock is the longest a reconcile blocks a worker waiting for the
+// app's Finch budget; beyond it the pass comes back when budget frees up, so
+// a backlog of one kind of call never starves the others.
+const maxBudgetBlock = 5 * time.Second
+
+// deferForBudget defers a pass whose Finch call would wait long for budget
+// (nil: call now).
+func deferForBudget(s *syncState, endpoint string) *outcome {
+	var d time.Duration
+	if s.app.Budget != nil {
+		d = s.app.Budget.Delay(endpoint)
+	}
+	if s.app.IPGuard != nil {
+		d = max(d, s.app.IPGuard.Delay())
+	}
+	if d <= maxBudgetBlock {
+		return nil
+	}
+	o := &outcome{requeue: d + time.Duration(rand.Int64N(int64(d/10)+1)), deferred: true}
+	o.wait = &reason{finchv1.ReasonBudgetWait, fmt.Sprintf("waiting for FinchApp %q's request budget for %s (spec.rateLimit); next attempt in about %s",
+		s.conn.AppName(), endpoint, o.requeue.Round(time.Second))}
+	return o
+}
+
+// finchError sorts a failed Finch call into Stalled (4xx: the request itself
+// is wrong) or a transient retry (429, 5xx, network).
+func (r *FinchConnectionReconciler) finchError(s *syncState, what string, err error) *outcome {
+	switch finch.Classify(err) {
+	case finch.ClassTerminal:
+		if finch.IsInvalidClient(err) {
+			s.app.RejectCredentials()
+			return stalled(finchv1.ReasonInvalidCredentials,
+				"Finch rejected the client credentials of FinchApp %q (invalid_client): fix its credentials Secret (the sandbox, development and production apps have different credentials)", s.conn.AppName())
+		}
+		return stalled(finchv1.ReasonFinchRejected, "Finch rejected the request to %s: %s. Fix the FinchConnection spec and apply it again", what, finchMessage(err))
+	case finch.ClassRateLimited:
+		after, _ := finch.RateLimited(err)
+		if finch.IsIPRateLimited(err) {
+			r.reportPenalty(s.conn)
+		}
+		return &outcome{retryErr: fmt.Errorf("%s: %w", what, err), retryAfter: after}
+	default:
+		return retry(fmt.Errorf("%s: %w", what, err))
+	}
+}
+
+// finchMessage is Finch's own message for an error (never a token).
+func finchMessage(err error) string {
+	var fe *finch.Error
+	if errors.As(err, &fe) {
+		if fe.FinchCode != "" {
+			return fmt.Sprintf("%s (%d %s/%s)", fe.Message, fe.StatusCode, fe.Name, fe.FinchCode)
+		}
+		return fmt.Sprintf("%s (%d %s)", fe.Message, fe.StatusCode, fe.Name)
+	}
+	return err.Error()
+}
+
+// reportPenalty wakes the FinchApp controller so the app shows Finch's per-IP
+// penalty (condition RateLimited) while every call waits it out.
+func (r *FinchConnectionReconciler) reportPenalty(conn *finchv1.FinchConnection) {
+	if r.penalties == nil {
+		return
+	}
+	app := &finchv1.FinchApp{}
+	app.Namespace, app.Name = conn.Namespace, conn.AppName()
+	select {
+	case r.penalties <- event.GenericEvent{Object: app}:
+	default: // already pending: one wake-up is enough
+	}
+}

@@ -1,0 +1,164 @@
+package controllers
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/inbound"
+	"github.com/connectops/finch-operator/internal/scheme"
+)
+
+// The manager's defaults, in one place: cmd/manager's flags, the tests and
+// the benchmarks all start from them, so a benchmark measures what ships.
+const (
+	DefaultWorkers     = 10
+	DefaultKubeQPS     = 500
+	DefaultKubeBurst   = 1000
+	DefaultInboundAddr = ":8082"
+)
+
+// ManagerOptions configure one operator process: the controller-runtime
+// manager, the controllers and the inbound server.
+type ManagerOptions struct {
+	// Manager holds addresses and leader election; Scheme and Cache are set
+	// by NewManager.
+	Manager ctrl.Options
+	// Controllers configure the FinchApp and FinchConnection controllers.
+	Controllers Options
+	// Inbound configures the callback and webhook server; its Client,
+	// APIReader, Apps and Recorder are set by NewManager.
+	Inbound inbound.Config
+	// InboundAddr is the inbound server's listen address ("" or "0": none).
+	InboundAddr string
+	// KubeQPS and KubeBurst limit requests to the API server (0: the defaults).
+	KubeQPS   float64
+	KubeBurst int
+
+	// flag values parsed by Complete.
+	ipBudget, callbackExchanges, callbackIP, trustedProxies string
+	requireState                                            bool
+}
+
+// BindFlags registers cmd/manager's flags on fs, with the defaults above.
+func (o *ManagerOptions) BindFlags(fs *flag.FlagSet) {
+	m := &o.Manager
+	fs.StringVar(&m.Metrics.BindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (plain HTTP); \"0\" disables it.")
+	fs.StringVar(&m.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	fs.StringVar(&o.InboundAddr, "inbound-bind-address", DefaultInboundAddr, "Address of the inbound server: /callback/{namespace}/{app}/{path} (employer browsers) and /webhooks/{namespace}/{app} (Finch); expose it through an Ingress. Use 127.0.0.1:8082 for a local run.")
+	fs.StringVar(&m.PprofBindAddress, "pprof-bind-address", "", "Address of the net/http/pprof endpoints for profiling (empty: off).")
+	fs.BoolVar(&m.LeaderElection, "leader-elect", false, "Enable leader election so only one replica reconciles (every replica serves the inbound endpoints).")
+	fs.StringVar(&m.LeaderElectionID, "leader-election-id", "finch-operator.connectops.dev", "Name of the leader election Lease.")
+	fs.StringVar(&m.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	fs.IntVar(&o.Controllers.MaxConcurrentReconciles, "max-concurrent-reconciles", DefaultWorkers, "FinchConnection reconciles run in parallel (Finch calls stay within each FinchApp's budget).")
+	fs.Float64Var(&o.KubeQPS, "kube-api-qps", DefaultKubeQPS, "Client-side QPS limit toward the Kubernetes API server (API Priority and Fairness protects the server; see docs/benchmarks.md).")
+	fs.IntVar(&o.KubeBurst, "kube-api-burst", DefaultKubeBurst, "Client-side burst toward the Kubernetes API server.")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "Comma-separated CIDRs of proxies (Ingress controller, load balancer) whose X-Forwarded-For the callback's per-address rate limit believes; empty: the peer address counts.")
+	fs.StringVar(&o.ipBudget, "finch-ip-budget", budgetFlag(DefaultIPBudget), "Operator-wide budget of Finch requests, REQUESTS/WINDOW, shared by every FinchApp (one egress IP): Finch allows 1000 per 5 minutes per IP and answers finch_api_ip_rl with a 60-minute penalty beyond.")
+	fs.StringVar(&o.callbackExchanges, "callback-exchanges", budgetFlag(inbound.DefaultCallbackExchanges), "Ceiling on code exchanges the redirect callback makes per FinchApp, REQUESTS/WINDOW; the rest of the app's token budget stays with reconciles (embedded hand-offs).")
+	fs.StringVar(&o.callbackIP, "callback-rate-per-ip", "10/1m", "Callbacks allowed per client address, BURST/REFILL-INTERVAL-FOR-THE-BURST (default: a burst of 10, refilled over a minute); beyond it the callback answers 429 with Retry-After.")
+	fs.BoolVar(&o.requireState, "callback-require-state", true, "Refuse redirect callbacks without the state the operator signed for the session. Set false only if Finch Connect does not return state for your app: such callbacks are then matched by the customer_id Finch echoes (within the same rate limits and exchange ceiling).")
+	o.Manager.LeaderElectionReleaseOnCancel = true
+}
+
+// budgetFlag renders a budget the way --finch-ip-budget takes it.
+func budgetFlag(b finch.BudgetConfig) string {
+	w := b.Window.String()
+	switch {
+	case b.Window%time.Hour == 0:
+		w = fmt.Sprintf("%dh", b.Window/time.Hour)
+	case b.Window%time.Minute == 0:
+		w = fmt.Sprintf("%dm", b.Window/time.Minute)
+	}
+	return fmt.Sprintf("%d/%s", b.Requests, w)
+}
+
+// Complete turns the parsed flag values into options; the error names the flag.
+func (o *ManagerOptions) Complete() error {
+	proxies, err := inbound.ParseTrustedProxies(o.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	o.Inbound.TrustedProxies = proxies
+	if o.Controllers.IPBudget, err = finch.ParseBudget(o.ipBudget); err != nil {
+		return fmt.Errorf("--finch-ip-budget: %w", err)
+	}
+	if o.Inbound.CallbackExchanges, err = finch.ParseBudget(o.callbackExchanges); err != nil {
+		return fmt.Errorf("--callback-exchanges: %w", err)
+	}
+	ipRate, err := finch.ParseBudget(o.callbackIP)
+	if err != nil {
+		return fmt.Errorf("--callback-rate-per-ip: %w", err)
+	}
+	o.Inbound.CallbackIPBurst = ipRate.Requests
+	o.Inbound.CallbackIPInterval = ipRate.Window / time.Duration(ipRate.Requests)
+	o.Inbound.AllowStatelessCallbacks = !o.requireState
+	return nil
+}
+
+// DefaultManagerOptions are the options cmd/manager runs with when given no
+// flags (addresses included).
+func DefaultManagerOptions() ManagerOptions {
+	var o ManagerOptions
+	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
+	o.BindFlags(fs)
+	if err := o.Complete(); err != nil {
+		panic(err) // the defaults above parse
+	}
+	return o
+}
+
+// NewManager builds the manager with everything cmd/manager runs: the
+// scheme and cache the controllers rely on, both controllers, the inbound
+// server and the health checks. cmd/manager, the tests and the benchmarks
+// all use it, so none of them wires a different operator.
+func NewManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) (ctrl.Manager, *Operator, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = DefaultKubeQPS, DefaultKubeBurst
+	if o.KubeQPS > 0 {
+		cfg.QPS = float32(o.KubeQPS)
+	}
+	if o.KubeBurst > 0 {
+		cfg.Burst = o.KubeBurst
+	}
+	mo := o.Manager
+	mo.Scheme = scheme.Scheme
+	mo.Cache = CacheOptions()
+	if mo.Metrics.BindAddress == "" {
+		mo.Metrics = metricsserver.Options{BindAddress: "0"}
+	}
+	mgr, err := ctrl.NewManager(cfg, mo)
+	if err != nil {
+		return nil, nil, fmt.Errorf("new manager: %w", err)
+	}
+	op, err := Setup(ctx, mgr, o.Controllers)
+	if err != nil {
+		return nil, nil, err
+	}
+	in := o.Inbound
+	in.Client, in.APIReader, in.Apps = mgr.GetClient(), mgr.GetAPIReader(), op.Apps
+	in.Recorder = mgr.GetEventRecorder(EventSource)
+	op.Inbound = inbound.New(in)
+	if o.InboundAddr != "" && o.InboundAddr != "0" {
+		if err := mgr.Add(op.Inbound.Runnable(o.InboundAddr)); err != nil {
+			return nil, nil, fmt.Errorf("inbound server: %w", err)
+		}
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, nil, err
+	}
+	return mgr, op, nil
+}
+
+// EventSource is the reporting controller of every Event the operator records.
+const EventSource = "finch-operator"

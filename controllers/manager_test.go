@@ -1,0 +1,52 @@
+package controllers
+
+import (
+	"flag"
+	"testing"
+	"time"
+
+	"github.com/connectops/finch-operator/internal/inbound"
+)
+
+// cmd/manager, the tests and the benchmarks start from the same defaults.
+func TestManagerDefaults(t *testing.T) {
+	o := DefaultManagerOptions()
+	if o.KubeQPS != DefaultKubeQPS || o.KubeBurst != DefaultKubeBurst || o.Controllers.MaxConcurrentReconciles != DefaultWorkers {
+		t.Errorf("defaults: qps %v burst %d workers %d", o.KubeQPS, o.KubeBurst, o.Controllers.MaxConcurrentReconciles)
+	}
+	if o.Controllers.IPBudget != DefaultIPBudget || o.Inbound.CallbackExchanges != inbound.DefaultCallbackExchanges {
+		t.Errorf("budgets: ip %+v callback %+v", o.Controllers.IPBudget, o.Inbound.CallbackExchanges)
+	}
+	if o.Inbound.CallbackIPBurst != 10 || o.Inbound.CallbackIPInterval != 6*time.Second || o.Inbound.AllowStatelessCallbacks {
+		t.Errorf("callback limits: %+v", o.Inbound)
+	}
+	if o.InboundAddr != DefaultInboundAddr || !o.Manager.LeaderElectionReleaseOnCancel {
+		t.Errorf("manager: inbound %q, release on cancel %v", o.InboundAddr, o.Manager.LeaderElectionReleaseOnCancel)
+	}
+}
+
+func TestManagerFlags(t *testing.T) {
+	var o ManagerOptions
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	o.BindFlags(fs)
+	if err := fs.Parse([]string{"--kube-api-qps=200", "--finch-ip-budget=450/5m", "--callback-require-state=false", "--trusted-proxies=10.0.0.0/8"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if o.KubeQPS != 200 || o.Controllers.IPBudget.Requests != 450 || !o.Inbound.AllowStatelessCallbacks || len(o.Inbound.TrustedProxies) != 1 {
+		t.Errorf("parsed: %+v", o)
+	}
+	for _, bad := range [][]string{{"--finch-ip-budget=lots"}, {"--callback-rate-per-ip=0/1m"}, {"--trusted-proxies=not-a-cidr"}} {
+		var o ManagerOptions
+		fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+		o.BindFlags(fs)
+		if err := fs.Parse(bad); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Complete(); err == nil {
+			t.Errorf("%v: want an error naming the flag", bad)
+		}
+	}
+}
