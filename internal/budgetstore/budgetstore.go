@@ -27,6 +27,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -122,7 +123,7 @@ func (j *Journal) Load(ctx context.Context) (map[string][]finch.Claim, error) {
 func (j *Journal) Update(ctx context.Context, fn func(map[string][]finch.Claim) (map[string][]finch.Claim, error)) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for range maxConflicts {
+	for attempt := range maxConflicts {
 		cm := j.cached
 		if cm == nil {
 			var err error
@@ -149,6 +150,14 @@ func (j *Journal) Update(ctx context.Context, fn func(map[string][]finch.Claim) 
 		j.cached = nil // read again: someone else wrote, or the write's outcome is unknown
 		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("write budget ConfigMap %s: %w", j.key, err)
+		}
+		// Writers that lost a race wait a random, growing moment before the
+		// next attempt, so the same one does not lose every time (seen with
+		// three writers in lockstep on a busy machine).
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("write budget ConfigMap %s: %w", j.key, ctx.Err())
+		case <-time.After(time.Duration(rand.Int64N(int64(attempt+1) * int64(5*time.Millisecond)))):
 		}
 	}
 	return fmt.Errorf("write budget ConfigMap %s: still conflicting after %d attempts", j.key, maxConflicts)
