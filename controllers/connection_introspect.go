@@ -63,6 +63,26 @@ func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState
 		return r.finchError(s, "introspect", err)
 	}
 	wasConnected := st.ConnectionStatus != nil && st.ConnectionStatus.Status == finch.StatusConnected
+	cs := recordIntrospection(st, info)
+	st.LastIntrospectionTime = &metav1.Time{Time: s.now}
+	st.TokenVersion = s.token.Version
+	if cs.Status == finch.StatusConnected {
+		if st.ConnectedAt == nil {
+			st.ConnectedAt = &metav1.Time{Time: s.now}
+			if st.FirstSessionTime != nil {
+				timeToConnect.Observe(s.now.Sub(st.FirstSessionTime.Time).Seconds())
+			}
+		}
+		if !wasConnected {
+			events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonConnected, "Introspect", fmt.Sprintf("Finch reports connection %s connected (provider %s)", st.ConnectionID, st.ProviderID))
+		}
+	}
+	return nil
+}
+
+// recordIntrospection copies what Finch said about the connection into
+// status (never the token) and returns the connection status it derived.
+func recordIntrospection(st *finchv1.FinchConnectionStatus, info *finch.Introspection) *finchv1.ConnectionStatus {
 	st.ConnectionID = info.ConnectionID
 	cs := &finchv1.ConnectionStatus{Status: info.Status(), Message: info.ConnectionStatus.Message}
 	if info.StatusDerived() {
@@ -98,20 +118,7 @@ func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState
 	st.GrantedProducts = info.Products
 	st.AccountID = info.AccountID
 	st.CompanyID = info.CompanyID
-	st.LastIntrospectionTime = &metav1.Time{Time: s.now}
-	st.TokenVersion = s.token.Version
-	if cs.Status == finch.StatusConnected {
-		if st.ConnectedAt == nil {
-			st.ConnectedAt = &metav1.Time{Time: s.now}
-			if st.FirstSessionTime != nil {
-				timeToConnect.Observe(s.now.Sub(st.FirstSessionTime.Time).Seconds())
-			}
-		}
-		if !wasConnected {
-			events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonConnected, "Introspect", fmt.Sprintf("Finch reports connection %s connected (provider %s)", st.ConnectionID, st.ProviderID))
-		}
-	}
-	return nil
+	return cs
 }
 
 // nextIntrospection is when the connection is due for a health check: the
