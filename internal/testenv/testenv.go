@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -51,6 +52,11 @@ func New() (*envtest.Environment, error) {
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
 		Scheme:                Scheme,
+		// envtest's default of 20 s is too short when several test packages
+		// start their own kube-apiserver on a busy 2-core machine (TestInstall
+		// failed so once in three runs with both cores kept busy).
+		ControlPlaneStartTimeout: 3 * time.Minute,
+		ControlPlaneStopTimeout:  time.Minute,
 	}, nil
 }
 
