@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -51,26 +52,15 @@ func run() int {
 	var b benchConfig
 	var s soakConfig
 	mode := flag.String("mode", "bench", "bench (scale and economy) or soak (resilience)")
-	flag.IntVar(&c.n, "n", 0, "FinchConnections (default 2000 for bench, 500 for soak)")
-	flag.IntVar(&c.workers, "workers", controllers.DefaultWorkers, "the manager's --max-concurrent-reconciles (also the bench's create/patch concurrency)")
-	flag.StringVar(&c.managerBin, "manager", filepath.Join(testenv.RepoRoot(), "bin", "manager"), "the manager binary")
-	managerArgs := flag.String("manager-args", "", "extra manager flags, space-separated (e.g. \"--kube-api-qps=200 --kube-api-burst=400\")")
-	managerEnv := flag.String("manager-env", "", "extra environment for the manager processes, space-separated (e.g. \"GOGC=50 GOMEMLIMIT=150MiB\")")
-	flag.BoolVar(&c.inProcess, "in-process", false, "bench: run the controllers inside the bench (for -cpuprofile/-memprofile; RSS is then not measured)")
-	flag.StringVar(&c.runDir, "run-dir", "", "directory for logs and results (default bin/bench-runs/<mode>-<time>)")
-	flag.DurationVar(&c.timeout, "timeout", 0, "overall limit (default 45m for bench, 20m for soak)")
-	flag.Float64Var(&c.reauthFrac, "storm-fraction", 0.1, "fraction of connections connected and then flipped to reauth")
-	flag.StringVar(&crdDir, "crd-dir", "", "CRD directory to install (default config/crd/bases)")
+	c.bindFlags()
 	b.bindFlags()
 	s.bindFlags()
 	verbose := flag.Bool("v", false, "log the in-process controllers and client-go")
 	flag.Parse()
 	setupLogs(*verbose)
 
-	c.managerEnv = strings.Fields(*managerEnv)
-	c.managerArgs = strings.Fields(*managerArgs)
 	// -workers is the manager's concurrency unless its args say otherwise.
-	if c.workers != controllers.DefaultWorkers && !strings.Contains(*managerArgs, "max-concurrent-reconciles") {
+	if c.workers != controllers.DefaultWorkers && !slices.ContainsFunc(c.managerArgs, func(a string) bool { return strings.Contains(a, "max-concurrent-reconciles") }) {
 		c.managerArgs = append(c.managerArgs, fmt.Sprintf("--max-concurrent-reconciles=%d", c.workers))
 	}
 	if c.runDir == "" {
@@ -105,6 +95,25 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+func (c *common) bindFlags() {
+	flag.IntVar(&c.n, "n", 0, "FinchConnections (default 2000 for bench, 500 for soak)")
+	flag.IntVar(&c.workers, "workers", controllers.DefaultWorkers, "the manager's --max-concurrent-reconciles (also the bench's create/patch concurrency)")
+	flag.StringVar(&c.managerBin, "manager", filepath.Join(testenv.RepoRoot(), "bin", "manager"), "the manager binary")
+	flag.Func("manager-args", "extra manager flags, space-separated (e.g. \"--kube-api-qps=200 --kube-api-burst=400\")", func(v string) error {
+		c.managerArgs = strings.Fields(v)
+		return nil
+	})
+	flag.Func("manager-env", "extra environment for the manager processes, space-separated (e.g. \"GOGC=50 GOMEMLIMIT=150MiB\")", func(v string) error {
+		c.managerEnv = strings.Fields(v)
+		return nil
+	})
+	flag.BoolVar(&c.inProcess, "in-process", false, "bench: run the controllers inside the bench (for -cpuprofile/-memprofile; RSS is then not measured)")
+	flag.StringVar(&c.runDir, "run-dir", "", "directory for logs and results (default bin/bench-runs/<mode>-<time>)")
+	flag.DurationVar(&c.timeout, "timeout", 0, "overall limit (default 45m for bench, 20m for soak)")
+	flag.Float64Var(&c.reauthFrac, "storm-fraction", 0.1, "fraction of connections connected and then flipped to reauth")
+	flag.StringVar(&crdDir, "crd-dir", "", "CRD directory to install (default config/crd/bases)")
 }
 
 func setupLogs(verbose bool) {

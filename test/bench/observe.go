@@ -12,7 +12,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -46,22 +46,13 @@ func waitAppsReady(ctx context.Context, h *harness, timeout time.Duration, names
 			app := &finchv1.FinchApp{}
 			err := h.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: appA}, app)
 			// NotFound: not created in this run.
-			return apierrors.IsNotFound(err) || err == nil && conditionTrue(app.Status.Conditions, finchv1.ConditionReady), nil
+			return apierrors.IsNotFound(err) || err == nil && meta.IsStatusConditionTrue(app.Status.Conditions, finchv1.ConditionReady), nil
 		})
 		if err := timedOut(err, "FinchApp %s/%s not Ready after %v", ns, appA, timeout); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func conditionTrue(conds []metav1.Condition, typ string) bool {
-	for _, c := range conds {
-		if c.Type == typ {
-			return c.Status == metav1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // waitQuiet waits until the operator has nothing to do: both work queues

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -358,7 +359,7 @@ func (s *soakRun) checkConverged(items []finchv1.FinchConnection, flipped map[ty
 		if flipped[client.ObjectKeyFromObject(&c)] {
 			want, kind = finchv1.PhaseReauthRequired, finchv1.SessionReauthenticate
 		}
-		if st.Phase != want || st.Session == nil || st.Session.Kind != kind || conditionTrue(st.Conditions, finchv1.ConditionStalled) || st.ObservedGeneration != c.Generation {
+		if st.Phase != want || st.Session == nil || st.Session.Kind != kind || meta.IsStatusConditionTrue(st.Conditions, finchv1.ConditionStalled) || st.ObservedGeneration != c.Generation {
 			bad = append(bad, fmt.Sprintf("%s: phase %s", c.Name, st.Phase))
 		}
 	}

@@ -47,7 +47,6 @@ func tReauth(s *connState) time.Time    { return s.reauthAt }
 type tracker struct {
 	mu   sync.Mutex
 	objs map[types.NamespacedName]*connState
-	c    cache.Cache
 }
 
 func startTracker(ctx context.Context, cfg *rest.Config) (*tracker, error) {
@@ -55,7 +54,7 @@ func startTracker(ctx context.Context, cfg *rest.Config) (*tracker, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tracker{objs: map[types.NamespacedName]*connState{}, c: c}
+	t := &tracker{objs: map[types.NamespacedName]*connState{}}
 	inf, err := c.GetInformer(ctx, &finchv1.FinchConnection{})
 	if err != nil {
 		return nil, err
