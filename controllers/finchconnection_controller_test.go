@@ -539,6 +539,14 @@ var _ = Describe("Finch budget", func() {
 			app.Spec.RateLimit = &finchv1.RateLimit{Requests: 2, Window: &metav1.Duration{Duration: time.Hour}}
 			return k8sClient.Update(ctx, app)
 		}).Should(Succeed())
+		// Connections created before the operator has seen the new rateLimit
+		// would rightly spend the old one: wait until the app reports it.
+		Eventually(func(g Gomega) {
+			app := &finchv1.FinchApp{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
+			g.Expect(app.Spec.RateLimit).NotTo(BeNil())
+			g.Expect(app.Status.ObservedGeneration).To(Equal(app.Generation))
+		}).Should(Succeed())
 		s.sim.SetRateLimit(clientID, finchsim.RateLimit{Requests: 2, Window: time.Hour})
 		for _, n := range []string{"a", "b", "c", "d"} {
 			s.newConn(n, n+"-1")
