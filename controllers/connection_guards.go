@@ -40,7 +40,7 @@ func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState
 		if !apierrors.IsNotFound(err) {
 			return retry(fmt.Errorf("get FinchApp: %w", err))
 		}
-		return r.appMissing(ctx, s, key)
+		return r.appMissing(s, key)
 	}
 	resolved, err := r.Apps.Get(ctx, app)
 	if err != nil {
@@ -61,17 +61,11 @@ func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState
 
 // appMissing handles a FinchApp the cache does not have. A FinchApp applied
 // together with its connections (kubectl apply -f dir/, a GitOps sync) may
-// reach the cache after them: the connection then waits, without a status
-// write or a Warning, for the app's watch event, and reports AppNotFound only
-// when the app is still missing after the grace period.
-func (r *FinchConnectionReconciler) appMissing(ctx context.Context, s *syncState, key types.NamespacedName) *outcome {
-	err := r.APIReader.Get(ctx, key, &finchv1.FinchApp{})
-	if err == nil {
-		return &outcome{unseen: true, requeue: time.Second} // the cache lags: its watch event follows
-	}
-	if !apierrors.IsNotFound(err) {
-		return retry(fmt.Errorf("get FinchApp: %w", err))
-	}
+// reach the cache after them: a connection never reconciled before waits,
+// without a status write or a Warning, for the app's watch event, and
+// reports AppNotFound only when the app is still missing after the grace
+// period. No API call: the app's watch event is what ends the wait.
+func (r *FinchConnectionReconciler) appMissing(s *syncState, key types.NamespacedName) *outcome {
 	grace := r.ConnectGrace
 	if grace <= 0 {
 		grace = defaultConnectGrace
