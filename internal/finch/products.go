@@ -1,8 +1,11 @@
 package finch
 
-// MissingProducts lists the products of want that granted lacks. Deduction
-// and benefits are one product under two names (Finch's product list; the
-// SDKs accept both), so either grants both.
+// MissingProducts lists the products of want that granted lacks. "benefits"
+// is taken as the older name of the "deduction" scope, so either grants both
+// (the rule the operator has had since its first version). Unverified:
+// developer.tryfinch.com now also describes a separate Benefits product
+// (closed beta, /products/benefits/Overview, "How Benefits differs from
+// Deductions"); for an app that uses it, this alias could hide a missing grant.
 func MissingProducts(want, granted []string) []string {
 	have := map[string]bool{}
 	for _, p := range granted {
