@@ -1,8 +1,20 @@
-# syntax=docker/dockerfile:1
-# Build the manager binary
-FROM --platform=$BUILDPLATFORM golang:1.26 AS builder
+# Build the manager binary.
+#
+# The two bases are build arguments so a machine without registry access can
+# build from local stand-ins (hack/image-bases.sh, used by `make docker-build`
+# and `make test-e2e`); the defaults are the real images.
+#
+# No `# syntax=` line: it would make every BuildKit build fetch the
+# docker/dockerfile frontend from Docker Hub, and this file needs nothing
+# beyond the frontend built into the engine.
+ARG BUILDER_IMAGE=golang:1.26
+ARG RUNTIME_IMAGE=gcr.io/distroless/static:nonroot
+
+FROM --platform=$BUILDPLATFORM ${BUILDER_IMAGE} AS builder
 ARG TARGETOS
 ARG TARGETARCH
+# The module proxy the build downloads from (empty: Go's default).
+ARG GOPROXY
 
 WORKDIR /workspace
 # Copy the Go module manifests first and download the modules, so this layer
@@ -19,7 +31,7 @@ RUN CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
 
 # Use distroless as minimal base image to package the manager binary.
 # Refer to https://github.com/GoogleContainerTools/distroless for more details.
-FROM gcr.io/distroless/static:nonroot
+FROM ${RUNTIME_IMAGE}
 WORKDIR /
 COPY --from=builder /workspace/manager /manager
 USER 65532:65532

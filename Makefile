@@ -1,6 +1,7 @@
 # finch-connect-operator
 #
-#   make test   - unit, envtest and end-to-end tests (builds the envtest control plane once)
+#   make test   - unit and envtest tests (builds the envtest control plane once)
+#   make test-e2e - the container image, run as the Deployment runs it (needs a Docker engine or root)
 #   make verify - generated files, go.mod, gofmt, go vet and golangci-lint (what CI checks before tests)
 #   make demo   - one-command local demo on a real API server and the Finch simulator
 #   make help   - everything else
@@ -63,6 +64,10 @@ helm: ## Build the helm CLI from the Go module proxy into bin/helm (no-op when p
 test: envtest helm ## Run all tests against a real API server (envtest) and the Finch simulator.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) ./hack/test.sh $(GO_TEST_FLAGS) ./...
 
+.PHONY: test-e2e
+test-e2e: envtest helm build-installer ## Build the image and run it as the Deployment does (needs root or a Docker engine).
+	./hack/test-e2e.sh
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	./hack/fuzz.sh $${FUZZTIME:-30s}
@@ -91,13 +96,14 @@ soak: envtest build ## Resilience soak under Finch faults and manager kills (SOA
 	./hack/soak.sh
 
 .PHONY: docker-build
-docker-build: ## Build the container image (needs a Docker engine).
-	docker build -t $(IMG) .
+docker-build: ## Build the container image (needs a Docker engine; makes local bases when no registry answers).
+	IMG=$(IMG) ./hack/docker-build.sh
 
 .PHONY: build-installer
 build-installer: manifests ## Write dist/install.yaml (CRDs, RBAC, Deployment, Services).
 	mkdir -p dist
-	kubectl kustomize config/default > dist/install.yaml
+	kubectl kustomize config/default | sed 's#^\( *image: \)ghcr.io/connectops/finch-operator:latest$$#\1$(IMG)#' > dist/install.yaml
+	@[ "$$(grep -c '^ *image: $(IMG)$$' dist/install.yaml)" = 1 ] || { echo "build-installer: the Deployment's image was not set to $(IMG)" >&2; exit 1; }
 
 .PHONY: install
 install: manifests ## Install the CRDs into the cluster in ~/.kube/config.

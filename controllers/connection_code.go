@@ -154,10 +154,16 @@ func (r *FinchConnectionReconciler) ensureFinalizer(ctx context.Context, conn *f
 	if controllerutil.ContainsFinalizer(conn, Finalizer) {
 		return nil
 	}
+	// Patch a copy: Patch refreshes its object from the server's answer,
+	// which would throw away the status this pass has built so far (the
+	// redirect flow's first pass lost status.tokenSecretRef that way).
+	obj := conn.DeepCopy()
 	patch := client.MergeFrom(conn.DeepCopy())
-	controllerutil.AddFinalizer(conn, Finalizer)
-	if err := r.Patch(ctx, conn, patch); err != nil {
+	controllerutil.AddFinalizer(obj, Finalizer)
+	if err := r.Patch(ctx, obj, patch); err != nil {
 		return fmt.Errorf("add finalizer: %w", err)
 	}
+	conn.Finalizers = obj.Finalizers
+	conn.ResourceVersion = obj.ResourceVersion
 	return nil
 }

@@ -34,8 +34,8 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 
-step "go vet"
-go vet ./...
+step "go vet (with the e2e build tag, so test/e2e is checked too)"
+go vet -tags e2e ./...
 
 step "golangci-lint (make lint; built into bin/ from the Go module proxy on first use)"
 make --no-print-directory lint

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
 )
@@ -44,6 +45,11 @@ func TestRedirectFlowAndWebhookReauth(t *testing.T) {
 	connID := simConns[0].ID
 	g.Expect(conn.Status.ConnectionID).To(Equal(connID))
 	g.Expect(conn.Status.ConnectionStatus.Status).To(Equal("connected"))
+	// The pass that first sees the token adds the finalizer; that write must
+	// not cost the status it built (it once dropped tokenSecretRef).
+	g.Expect(conn.Status.TokenSecretRef).NotTo(BeNil(), "Connected names the token Secret")
+	g.Expect(conn.Status.TokenSecretRef.Name).To(Equal("acme-finch-token"))
+	g.Expect(conn.Finalizers).To(ContainElement(controllers.Finalizer))
 	sec := &corev1.Secret{}
 	g.Expect(f.e.k8s.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: "acme-finch-token"}, sec)).To(Succeed())
 	g.Expect(metav1.IsControlledBy(sec, conn)).To(BeTrue())

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Makes sure the Dockerfile's two base images exist in the local Docker engine and prints the
+# build arguments that select them (one `--build-arg NAME=VALUE` per line).
+#
+#   BUILDER_IMAGE  default golang:1.26
+#   RUNTIME_IMAGE  default gcr.io/distroless/static:nonroot
+#
+# Each base is used as is when the engine has it or can pull it. Where no registry is reachable
+# (this project's CI machines), a stand-in is made from what the machine has and imported under a
+# local name:
+#   builder  the installed Go toolchain (GOROOT), CA certificates and a static busybox for the
+#            RUN shell, with golang's environment (PATH, GOPATH=/go, GOTOOLCHAIN=local);
+#   runtime  scratch plus distroless' nonroot user and group (65532), CA certificates, tzdata and
+#            the world-writable /tmp and /home/nonroot that distroless ships.
+# A stand-in is rebuilt when its inputs change (the Go version, the certificate bundle).
+set -euo pipefail
+
+BUILDER_IMAGE=${BUILDER_IMAGE:-golang:1.26}
+RUNTIME_IMAGE=${RUNTIME_IMAGE:-gcr.io/distroless/static:nonroot}
+LOCAL_BUILDER=finch-operator.local/golang:stand-in
+LOCAL_RUNTIME=finch-operator.local/distroless-static:stand-in
+PULL_TIMEOUT=${PULL_TIMEOUT:-60}
+
+log() { echo "image-bases: $*" >&2; }
+
+# have_or_pull succeeds when the engine has the image or pulls it within PULL_TIMEOUT.
+have_or_pull() {
+  docker image inspect "$1" >/dev/null 2>&1 && return 0
+  [ "${OFFLINE:-0}" = 1 ] && return 1
+  log "pulling $1"
+  timeout "$PULL_TIMEOUT" docker pull -q "$1" >/dev/null 2>&1
+}
+
+# stand_in_current succeeds when image $1 exists with label finch-operator.stand-in=$2.
+stand_in_current() {
+  [ "$(docker image inspect -f '{{index .Config.Labels "finch-operator.stand-in"}}' "$1" 2>/dev/null)" = "$2" ]
+}
+
+certs() {
+  local f
+  for f in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem; do
+    [ -f "$f" ] && { echo "$f"; return; }
+  done
+  log "no CA certificate bundle on this machine (install ca-certificates)"; exit 1
+}
+
+busybox() {
+  local f
+  for f in /bin/busybox /usr/bin/busybox; do
+    # A dynamically linked busybox would need the host's libc in the image.
+    if [ -x "$f" ] && ! (command -v ldd >/dev/null && ldd "$f" >/dev/null 2>&1); then echo "$f"; return; fi
+  done
+  log "no static busybox on this machine: apt-get install -y busybox-static"; exit 1
+}
+
+# owner_flags: as root the staged ownership goes in as is (/home/nonroot is 65532's, as in
+# distroless); otherwise everything becomes root's, not the invoking user's.
+owner_flags() { [ "$(id -u)" = 0 ] && echo --numeric-owner || echo "--owner=0 --group=0 --numeric-owner"; }
+
+make_builder() {
+  local goroot version bundle bb key stage
+  goroot=$(go env GOROOT)
+  version=$(go env GOVERSION)
+  bundle=$(certs)
+  bb=$(busybox)
+  key="$version $(sha256sum "$bundle" | cut -c1-16)"
+  if stand_in_current "$LOCAL_BUILDER" "$key"; then echo "$LOCAL_BUILDER"; return; fi
+  log "making the builder stand-in $LOCAL_BUILDER from $goroot ($version), $bundle and $bb"
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' RETURN
+  mkdir -p "$stage/bin" "$stage/etc/ssl/certs" "$stage/tmp" "$stage/root" "$stage/go" "$stage/usr/local"
+  chmod 1777 "$stage/tmp"
+  cp "$bb" "$stage/bin/busybox"
+  local a
+  for a in sh cat cp ls mkdir mv rm env tar; do ln -s busybox "$stage/bin/$a"; done
+  cp "$bundle" "$stage/etc/ssl/certs/ca-certificates.crt"
+  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
+  printf 'root:x:0:\n' >"$stage/etc/group"
+  # GOROOT goes in as /usr/local/go, where golang's image keeps it.
+  # One archive: the staged files ("./…") and GOROOT renamed to usr/local/go.
+  tar -cf - $(owner_flags) -C "$stage" . \
+    -C "$(dirname "$goroot")" --transform "s,^$(basename "$goroot"),usr/local/go," "$(basename "$goroot")" \
+    | docker import \
+      --change 'ENV PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'ENV GOPATH=/go' --change 'ENV GOTOOLCHAIN=local' --change 'ENV HOME=/root' \
+      --change 'WORKDIR /go' --change "LABEL finch-operator.stand-in=\"$key\"" \
+      - "$LOCAL_BUILDER" >/dev/null
+  echo "$LOCAL_BUILDER"
+}
+
+make_runtime() {
+  local bundle zoneinfo key stage
+  bundle=$(certs)
+  zoneinfo=/usr/share/zoneinfo
+  [ -d "$zoneinfo" ] || { log "no $zoneinfo on this machine (install tzdata)"; exit 1; }
+  key="$(sha256sum "$bundle" | cut -c1-16) $(du -s "$zoneinfo" | cut -f1)"
+  if stand_in_current "$LOCAL_RUNTIME" "$key"; then echo "$LOCAL_RUNTIME"; return; fi
+  log "making the runtime stand-in $LOCAL_RUNTIME (scratch, user 65532, $bundle, $zoneinfo)"
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' RETURN
+  mkdir -p "$stage/etc/ssl/certs" "$stage/usr/share" "$stage/tmp" "$stage/home/nonroot" "$stage/root"
+  chmod 1777 "$stage/tmp"
+  chmod 700 "$stage/root"
+  cp "$bundle" "$stage/etc/ssl/certs/ca-certificates.crt"
+  cp -r "$zoneinfo" "$stage/usr/share/zoneinfo"
+  # distroless/static's /etc/passwd and /etc/group.
+  cat >"$stage/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/sbin/nologin
+nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin
+nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin
+EOF
+  cat >"$stage/etc/group" <<'EOF'
+root:x:0:
+nobody:x:65534:
+tty:x:5:
+staff:x:50:
+nonroot:x:65532:
+EOF
+  [ "$(id -u)" = 0 ] && chown 65532:65532 "$stage/home/nonroot"
+  tar -cf - $(owner_flags) -C "$stage" . \
+    | docker import \
+      --change 'USER 65532' --change 'WORKDIR /home/nonroot' \
+      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+      --change "LABEL finch-operator.stand-in=\"$key\"" \
+      - "$LOCAL_RUNTIME" >/dev/null
+  echo "$LOCAL_RUNTIME"
+}
+
+builder=$BUILDER_IMAGE
+if ! have_or_pull "$BUILDER_IMAGE"; then
+  log "$BUILDER_IMAGE is not available; using a stand-in"
+  builder=$(make_builder)
+fi
+runtime=$RUNTIME_IMAGE
+if ! have_or_pull "$RUNTIME_IMAGE"; then
+  log "$RUNTIME_IMAGE is not available; using a stand-in"
+  runtime=$(make_runtime)
+fi
+echo "--build-arg BUILDER_IMAGE=$builder"
+echo "--build-arg RUNTIME_IMAGE=$runtime"
