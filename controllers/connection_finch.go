@@ -23,16 +23,21 @@ const maxBudgetBlock = 5 * time.Second
 // (nil: call now).
 func deferForBudget(s *syncState, endpoint string) *outcome {
 	var d time.Duration
-	if s.app.Budget != nil {
-		d = s.app.Budget.Delay(endpoint)
-	}
 	if s.app.IPGuard != nil {
-		d = max(d, s.app.IPGuard.Delay())
+		d = s.app.IPGuard.Delay()
+	}
+	if d > maxBudgetBlock {
+		// The operator-wide IP guard keeps no line: spread its waiters.
+		d += time.Duration(rand.Int64N(int64(d/10) + 1))
+	} else if s.app.Budget != nil {
+		// A place in the app's line for the endpoint: a backlog comes back
+		// one per free slot and leaves the workers to employers' hand-offs.
+		d = s.app.Budget.Queue(endpoint, maxBudgetBlock)
 	}
 	if d <= maxBudgetBlock {
 		return nil
 	}
-	o := &outcome{requeue: d + time.Duration(rand.Int64N(int64(d/10)+1)), deferred: true}
+	o := &outcome{requeue: d, deferred: true}
 	o.wait = &reason{finchv1.ReasonBudgetWait, fmt.Sprintf("waiting for FinchApp %q's request budget for %s (spec.rateLimit); next attempt in about %s",
 		s.conn.AppName(), endpoint, o.requeue.Round(time.Second))}
 	return o

@@ -93,7 +93,7 @@ func (r *FinchConnectionReconciler) summarize(ctx context.Context, orig *finchv1
 		setConnectionConditions(conn, gen)
 	}
 	r.emitTransition(orig, conn)
-	return result
+	return scheduled(result)
 }
 
 // recordFailure counts a failed attempt in status.retry (persisted, so a

@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"encoding/json"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -563,6 +565,58 @@ var _ = Describe("Finch budget", func() {
 		}).Should(Equal(2))
 		s.quiet()
 		Expect(s.calls(epSessions)).To(Equal(2))
+		Expect(s.sim.Responses(epSessions, 429)).To(BeZero())
+	})
+
+	It("gives a backlog places in line, one slot apart, while an employer's hand-off goes first", func() {
+		s := newScenario()
+		Eventually(func() error {
+			app := &finchv1.FinchApp{}
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
+			app.Spec.RateLimit = &finchv1.RateLimit{Requests: 2, Window: &metav1.Duration{Duration: time.Hour}}
+			return k8sClient.Update(ctx, app)
+		}).Should(Succeed())
+		Eventually(func(g Gomega) {
+			app := &finchv1.FinchApp{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
+			g.Expect(app.Spec.RateLimit).NotTo(BeNil())
+			g.Expect(app.Status.ObservedGeneration).To(Equal(app.Generation))
+		}).Should(Succeed())
+		s.sim.SetRateLimit(clientID, finchsim.RateLimit{Requests: 2, Window: time.Hour})
+		s.newConn("first", "first-1")
+		first := s.waitPhase("first", finchv1.PhaseAwaitingConnect)
+		s.newConn("second", "second-1")
+		s.waitPhase("second", finchv1.PhaseAwaitingConnect)
+		backlog := []string{"w1", "w2", "w3", "w4"}
+		for _, n := range backlog {
+			s.newConn(n, n+"-1")
+		}
+		// Each waiter is told when it comes back: its own place, about one
+		// slot (an hour / 2) after the one before, not all at the same time.
+		nextRE := regexp.MustCompile(`next attempt in about (\S+)$`)
+		var waits []time.Duration
+		Eventually(func(g Gomega) {
+			waits = waits[:0]
+			for _, n := range backlog {
+				r := meta.FindStatusCondition(s.get(n).Status.Conditions, finchv1.ConditionReady)
+				g.Expect(r).NotTo(BeNil())
+				g.Expect(r.Reason).To(Equal(finchv1.ReasonBudgetWait))
+				m := nextRE.FindStringSubmatch(r.Message)
+				g.Expect(m).NotTo(BeNil(), r.Message)
+				d, err := time.ParseDuration(m[1])
+				g.Expect(err).NotTo(HaveOccurred())
+				waits = append(waits, d)
+			}
+		}).Should(Succeed())
+		slices.Sort(waits)
+		for i := 1; i < len(waits); i++ {
+			Expect(waits[i]-waits[i-1]).To(BeNumerically(">=", 29*time.Minute), "places one slot apart: %v", waits)
+		}
+		// The employer of the first connection finishes Connect meanwhile.
+		s.handOverCode("first", first.Status.Session.ID)
+		s.waitPhase("first", finchv1.PhaseConnected)
+		s.quiet()
+		Expect(s.calls(epSessions)).To(Equal(2), "the backlog spent nothing beyond the budget")
 		Expect(s.sim.Responses(epSessions, 429)).To(BeZero())
 	})
 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -92,6 +94,37 @@ func stripForCache(in any) (any, error) {
 	return out, err
 }
 
+// newSecretMetadataSlimmer returns the secret metadata cache's transform: it
+// keeps only what the operator reads of an arbitrary Secret (its key, its
+// resourceVersion, whether it carries the connection label, and a pending
+// deletion) and shares the type and namespace strings between objects.
+func newSecretMetadataSlimmer() toolscache.TransformFunc {
+	var mu sync.Mutex
+	namespaces := map[string]string{}
+	return func(in any) (any, error) {
+		m, ok := in.(*metav1.PartialObjectMetadata)
+		if !ok {
+			return in, nil // a tombstone (DeletedFinalStateUnknown) passes as is
+		}
+		mu.Lock()
+		ns, seen := namespaces[m.Namespace]
+		if !seen {
+			ns = m.Namespace
+			namespaces[ns] = ns
+		}
+		mu.Unlock()
+		out := &metav1.PartialObjectMetadata{TypeMeta: secretTypeMeta}
+		out.Name, out.Namespace, out.ResourceVersion = m.Name, ns, m.ResourceVersion
+		out.DeletionTimestamp = m.DeletionTimestamp
+		if v, ok := m.Labels[finchv1.ConnectionLabel]; ok {
+			out.Labels = map[string]string{finchv1.ConnectionLabel: v}
+		}
+		return out, nil
+	}
+}
+
+var secretTypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
+
 // Setup registers the indexes and both controllers with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, error) {
 	if opts.MaxConcurrentReconciles <= 0 {
@@ -103,12 +136,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	if err := index.Setup(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("field indexes: %w", err)
 	}
-	// A second cache holds the metadata of every Secret: it finds FinchApp
-	// credentials and migrated token Secrets, which carry no operator label,
-	// at about 1 KiB per Secret instead of whole objects.
+	// A second cache knows every Secret by name: it finds FinchApp
+	// credentials and migrated token Secrets, which carry no operator label.
+	// It watches metadata only and keeps name, namespace, resourceVersion and
+	// the operator's label (newSecretMetadataSlimmer), so the Secrets of every
+	// other workload in the cluster cost a few hundred bytes each.
 	secretMeta, err := cache.New(mgr.GetConfig(), cache.Options{
 		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
-		DefaultTransform: stripForCache,
+		DefaultTransform: newSecretMetadataSlimmer(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("secret metadata cache: %w", err)
@@ -165,6 +200,18 @@ func requestAnnotationsChanged() predicate.Predicate {
 	}
 }
 
+// annotationChanged passes updates that change annotation a.
+func annotationChanged(a string) predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.GetAnnotations()[a] != e.ObjectNew.GetAnnotations()[a]
+		},
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
 func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache.Cache, workers int) error {
 	c := mgr.GetClient()
 	byIndex := func(ns, index, value string) []reconcile.Request {
@@ -178,13 +225,20 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMet
 		}
 		return reqs
 	}
-	// Token and code Secrets (labelled) map to their connection by label.
-	labelledSecret := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+	// Token and code Secrets (labelled) map to their connection by label, in
+	// the employer lane: a code handed over or a token stored by the callback
+	// is an employer waiting.
+	labelledSecret := enqueueEmployer(func(_ context.Context, o client.Object) []reconcile.Request {
 		name := o.GetLabels()[finchv1.ConnectionLabel]
 		if name == "" {
 			return nil
 		}
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+	})
+	// A webhook the inbound server recorded (Finch saying the connection
+	// needs re-authentication) also goes in the employer lane.
+	webhookRecorded := enqueueEmployer(func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(o)}}
 	})
 	// Unlabelled Secrets (a migrated token) map by the token Secret name.
 	unlabelledToken := handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
@@ -218,6 +272,7 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMet
 			return byIndex(o.GetNamespace(), index.ConnectionApp, o.GetName())
 		}), builder.WithPredicates(appChanged)).
 		Watches(&finchv1.FinchConnection{}, siblings).
+		Watches(&finchv1.FinchConnection{}, webhookRecorded, builder.WithPredicates(annotationChanged(finchv1.WebhookEventAnnotation))).
 		WatchesRawSource(source.Kind(secretMeta, secretMetadata(), unlabelledToken)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,6 +66,7 @@ type Budget struct {
 	window  time.Duration          // cfg.Window plus margin
 	starts  map[string][]time.Time // per endpoint, ascending; past starts and future reservations
 	changed chan struct{}          // closed by SetConfig to make waiters re-reserve
+	line    map[string][]time.Time // per endpoint, ascending: places given by Queue
 
 	// Journal state, unused without a journal.
 	journal  BudgetJournal
@@ -386,7 +388,66 @@ func (b *Budget) release(endpoint string, at time.Time) {
 func (b *Budget) Delay(endpoint string) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.delayLocked(endpoint, time.Now())
+}
+
+// Queue is Delay for callers that come back later instead of blocking: it
+// returns 0 when a request to endpoint can start within maxBlock (the caller
+// goes on and Waits), or how long the caller should stay away, having given
+// it the next place in the endpoint's line. Places are one slot apart
+// (Window/Requests), so a backlog of waiters comes back about one per free
+// slot instead of all at once each time a slot frees (which would keep every
+// worker busy re-deferring, or blocked in Wait, while an employer waits). A
+// place that has come due goes to whoever asks first; one nobody came back
+// for lapses after a few slots.
+func (b *Budget) Queue(endpoint string, maxBlock time.Duration) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	now := time.Now()
+	// The budget's own window (with its margin): places one interval apart
+	// never get ahead of the slots the budget will really grant.
+	interval := b.window / time.Duration(b.cfg.Requests)
+	if b.line == nil {
+		b.line = map[string][]time.Time{}
+	}
+	line := b.line[endpoint]
+	lapse := now.Add(-max(3*interval, 10*time.Second))
+	for len(line) > 0 && line[0].Before(lapse) {
+		line = line[1:]
+	}
+	d := b.delayLocked(endpoint, now)
+	if len(line) > 0 && !line[0].After(now) {
+		line = line[1:] // a place that came due: this caller's (or as good)
+		if d <= maxBlock {
+			b.line[endpoint] = line
+			return 0
+		}
+		// It waited its turn: its next place is where the budget frees,
+		// not at the back of the line.
+		at := now.Add(d)
+		i, _ := slices.BinarySearchFunc(line, at, func(a, b time.Time) int { return a.Compare(b) })
+		b.line[endpoint] = slices.Insert(line, i, at)
+		return d
+	} else if len(line) == 0 && d <= maxBlock {
+		b.line[endpoint] = line
+		return 0
+	}
+	at := now.Add(d)
+	if n := len(line); n > 0 && line[n-1].Add(interval).After(at) {
+		at = line[n-1].Add(interval)
+	}
+	b.line[endpoint] = append(line, at)
+	return at.Sub(now)
+}
+
+// Waiting is how many places the endpoint's line holds (for metrics and tests).
+func (b *Budget) Waiting(endpoint string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.line[endpoint])
+}
+
+func (b *Budget) delayLocked(endpoint string, now time.Time) time.Duration {
 	cut := now.Add(-b.window)
 	var live []time.Time
 	for _, t := range b.starts[endpoint] {

@@ -626,3 +626,88 @@ func TestBudgetJournalWritesPerWindow(t *testing.T) {
 	t.Logf("%d slots, %d journal writes in %d windows: %.1f writes per window (chunk %d of %d)",
 		len(all), writes, windows, float64(writes)/windows, (n+3)/4, n)
 }
+
+// A backlog waits in line: each waiter is given its own place, one slot
+// apart, instead of all coming back when the next slot frees; a place that
+// came due goes to the next caller; places nobody came back for lapse.
+func TestBudgetQueueGivesPlacesOneSlotApart(t *testing.T) {
+	b := NewBudget(BudgetConfig{Requests: 10, Window: time.Second}) // a slot every 100 ms
+	ctx := context.Background()
+	for range 10 {
+		if err := b.Wait(ctx, "ep"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const maxBlock = 50 * time.Millisecond
+	var prev time.Duration
+	start := time.Now()
+	var firstDue time.Time
+	for i := range 30 {
+		d := b.Queue("ep", maxBlock)
+		if d <= maxBlock {
+			t.Fatalf("waiter %d may go now (%v) with the window full", i, d)
+		}
+		if i == 0 {
+			firstDue = time.Now().Add(d)
+		}
+		if i > 0 && d-prev < 95*time.Millisecond {
+			t.Fatalf("waiter %d comes back %v after waiter %d: places must be a slot apart", i, d-prev, i-1)
+		}
+		prev = d
+	}
+	if n := b.Waiting("ep"); n != 30 {
+		t.Fatalf("line holds %d places, want 30", n)
+	}
+	if d := b.Queue("other", maxBlock); d != 0 {
+		t.Errorf("another endpoint waits %v behind this one's line", d)
+	}
+	// The first waiter comes back at its place and goes.
+	time.Sleep(time.Until(firstDue))
+	if d := b.Queue("ep", 200*time.Millisecond); d != 0 {
+		t.Fatalf("the first waiter, back at its place %v after the start, is told to wait %v more", time.Since(start), d)
+	}
+	if n := b.Waiting("ep"); n != 29 {
+		t.Errorf("after the first waiter came back the line holds %d places, want 29", n)
+	}
+	// A newcomer queues behind the line, not in front of it.
+	if d := b.Queue("ep", maxBlock); d < 28*95*time.Millisecond {
+		t.Errorf("a newcomer is told to come back in %v, ahead of 29 waiters", d)
+	}
+	// A waiter back at its place that still cannot go (the budget was spent
+	// elsewhere) keeps a place at the front, not at the back.
+	for range 10 {
+		if err := b.Wait(ctx, "ep"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.mu.Lock()
+	b.line["ep"][0] = time.Now().Add(-time.Millisecond)
+	back := b.line["ep"][len(b.line["ep"])-1]
+	b.mu.Unlock()
+	d := b.Queue("ep", 0)
+	if d <= 0 || time.Now().Add(d).After(back) {
+		t.Errorf("a due waiter that cannot go is sent %v away, behind the line's last place", d)
+	}
+	// Places nobody came back for lapse (after max(3 slots, 10 s)).
+	b.mu.Lock()
+	for i := range b.line["ep"] {
+		b.line["ep"][i] = b.line["ep"][i].Add(-time.Hour)
+	}
+	b.mu.Unlock()
+	b.Queue("ep", time.Hour)
+	if n := b.Waiting("ep"); n != 0 {
+		t.Errorf("lapsed places kept: %d", n)
+	}
+}
+
+func TestBudgetQueueEmptyLineAndFreeBudgetGoesAtOnce(t *testing.T) {
+	b := NewBudget(BudgetConfig{Requests: 10, Window: time.Second})
+	for i := range 10 {
+		if d := b.Queue("ep", time.Second); d != 0 {
+			t.Fatalf("caller %d told to wait %v with budget free", i, d)
+		}
+	}
+	if b.Waiting("ep") != 0 {
+		t.Errorf("places given with budget free: %d", b.Waiting("ep"))
+	}
+}

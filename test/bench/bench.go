@@ -23,6 +23,8 @@ import (
 
 type benchConfig struct {
 	common
+	busyConfig
+	backlogConfig
 	gcWait       time.Duration
 	bareQPS      float64 // <= 0: unthrottled
 	bareEvents   bool    // also measure the bare client plus one Event per object
@@ -37,6 +39,8 @@ type benchConfig struct {
 }
 
 func (b *benchConfig) bindFlags() {
+	b.busyConfig.bindFlags()
+	b.backlogConfig.bindFlags()
 	flag.DurationVar(&b.gcWait, "gc-wait", 130*time.Second, "how long to wait for a GC cycle before reading heap in use")
 	flag.Float64Var(&b.bareQPS, "bare-qps", 0, "client-side QPS of the bare client (0: unthrottled)")
 	flag.BoolVar(&b.bareEvents, "bare-events", false, "also run the bare client with one Event per object (what the operator's SessionCreated Event costs)")
@@ -44,7 +48,7 @@ func (b *benchConfig) bindFlags() {
 	flag.IntVar(&b.econRequests, "econ-requests", 600, "economy budget: requests per window (FinchApp.spec.rateLimit and simulator limit)")
 	flag.DurationVar(&b.econWindow, "econ-window", 10*time.Second, "economy budget window")
 	b.skip = map[string]bool{}
-	flag.Func("skip", "comma-separated phases to skip: bare,memory,storm,restart,econ", func(v string) error {
+	flag.Func("skip", "comma-separated phases to skip: bare,busy,memory,storm,restart,econ,backlog", func(v string) error {
 		for _, s := range strings.Split(v, ",") {
 			if s = strings.TrimSpace(s); s != "" {
 				b.skip[s] = true
@@ -74,7 +78,7 @@ func (cfg benchConfig) run(ctx context.Context) *report {
 		cfg.econN = cfg.n
 	}
 	if cfg.timeout == 0 {
-		cfg.timeout = 45 * time.Minute
+		cfg.timeout = 90 * time.Minute
 	}
 	rep := newReport(fmt.Sprintf("finch-operator bench (N=%d)", cfg.n), cfg.common)
 	if cfg.inProcess {
@@ -120,11 +124,13 @@ func bench(ctx context.Context, cfg benchConfig, rep *report) error {
 	}{
 		{"bare", "bare client", b.bareClient},
 		{"", "", b.startOperator},
+		{"busy", "busy cluster", b.busy},
 		{"", "", b.phaseA},
 		{"memory", "", b.memory},
 		{"storm", "webhook storm", b.storm},
 		{"restart", "", b.restart},
 		{"econ", "economy", b.economy},
+		{"backlog", "backlog", b.backlog},
 	} {
 		if cfg.skip[p.skip] {
 			continue

@@ -111,7 +111,7 @@ func (c *common) bindFlags() {
 	})
 	flag.BoolVar(&c.inProcess, "in-process", false, "bench: run the controllers inside the bench (for -cpuprofile/-memprofile; RSS is then not measured)")
 	flag.StringVar(&c.runDir, "run-dir", "", "directory for logs and results (default bin/bench-runs/<mode>-<time>)")
-	flag.DurationVar(&c.timeout, "timeout", 0, "overall limit (default 45m for bench, 20m for soak)")
+	flag.DurationVar(&c.timeout, "timeout", 0, "overall limit (default 90m for bench, 20m for soak)")
 	flag.Float64Var(&c.reauthFrac, "storm-fraction", 0.1, "fraction of connections connected and then flipped to reauth")
 	flag.StringVar(&crdDir, "crd-dir", "", "CRD directory to install (default config/crd/bases)")
 }

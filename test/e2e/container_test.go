@@ -334,6 +334,19 @@ func (r *replica) procStatus() (map[string]string, error) {
 	return m, nil
 }
 
+// environ is the environment of the container's entrypoint.
+func (r *replica) environ() ([]string, error) {
+	pid, err := r.pid()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), nil
+}
+
 // diff is what the container changed in its image's filesystem (`docker
 // diff`), less the mount points the engine made for the manifest's mounts
 // (the ServiceAccount directory, emptyDirs) and their parents.

@@ -459,6 +459,18 @@ func (e *e2e) startReplica(t *testing.T, i int) *replica {
 	if e.pod.Seccomp == "" && st["Seccomp"] != "2" {
 		errorf(t, "Seccomp = %q, want 2 (filtered: seccompProfile RuntimeDefault)", st["Seccomp"])
 	}
+	env, err := r.environ()
+	if err != nil {
+		fatalf(t, "read the replica's environment: %v", err)
+	}
+	for _, want := range e.pod.Env {
+		if !slices.Contains(env, want) {
+			errorf(t, "the manager's environment lacks %s (from the manifest's env)", want)
+		}
+	}
+	if len(e.pod.Env) > 0 {
+		logf("env from the manifest: %s", strings.Join(e.pod.Env, " "))
+	}
 	logf("pid %s: uid %s gid %s, CapEff %s, NoNewPrivs %s, Seccomp %s; args %s",
 		st["Pid"], st["Uid"], st["Gid"], st["CapEff"], st["NoNewPrivs"], st["Seccomp"], strings.Join(e.pod.CommandArgs(r.ip), " "))
 	return r
