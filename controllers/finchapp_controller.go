@@ -15,7 +15,6 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -28,6 +27,7 @@ import (
 	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/index"
+	"github.com/connectops/finch-operator/internal/secretnames"
 )
 
 // countsDelay coalesces recounts of an app's connections by phase.
@@ -175,11 +175,11 @@ func (r *FinchAppReconciler) countConnections(ctx context.Context, app *finchv1.
 	return c, nil
 }
 
-func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache.Cache) error {
+func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretNames *secretnames.Index) error {
 	c := mgr.GetClient()
-	appsForSecret := handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
+	appsForSecret := func(ctx context.Context, e secretnames.Event) []reconcile.Request {
 		list := &finchv1.FinchAppList{}
-		if err := c.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index.AppSecret: o.GetName()}); err != nil {
+		if err := c.List(ctx, list, client.InNamespace(e.Key.Namespace), client.MatchingFields{index.AppSecret: e.Key.Name}); err != nil {
 			return nil
 		}
 		reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -187,7 +187,7 @@ func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
 		}
 		return reqs
-	})
+	}
 	// Only a phase change (or a new or deleted connection) changes the counts.
 	// Recounts are delayed and coalesced: a burst of a thousand connections
 	// changing phase costs one status write per countsDelay, not a thousand.
@@ -215,7 +215,7 @@ func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache
 		Named("finchapp").
 		For(&finchv1.FinchApp{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&finchv1.FinchConnection{}, connections).
-		WatchesRawSource(source.Kind(secretMeta, secretMetadata(), appsForSecret)).
+		WatchesRawSource(secretNames.Source(appsForSecret)).
 		WatchesRawSource(source.Channel(r.penalties, &handler.EnqueueRequestForObject{})).
 		Complete(r)
 }

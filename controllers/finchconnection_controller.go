@@ -42,7 +42,7 @@ type FinchConnectionReconciler struct {
 	client.Client
 	// APIReader reads uncached (migrated token Secrets, FinchApp Secrets).
 	APIReader client.Reader
-	// SecretMetadata sees the metadata of every Secret (not just labelled ones).
+	// SecretMetadata answers whether any Secret (not just labelled ones) exists.
 	SecretMetadata client.Reader
 	Apps           *apps.Registry
 	Recorder       recorder.EventRecorder

@@ -253,6 +253,18 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 		Expect(s.getSecret("legacy-finch-token").ResourceVersion).To(Equal(before))
 	})
 
+	It("adopts a migrated token Secret put in place after the FinchConnection (no label, found by name)", func() {
+		s := newScenario()
+		s.newConn("late", "late-001")
+		s.waitPhase("late", finchv1.PhaseAwaitingConnect)
+		token, connID := s.tokenFromElsewhere("late-001")
+		// An unlabelled Secret: only the operator's index of every Secret's
+		// name sees it arrive, and that event brings the connection along.
+		s.createSecret("late-finch-token", map[string]string{"access_token": token})
+		c := s.waitPhase("late", finchv1.PhaseConnected)
+		Expect(c.Status.ConnectionID).To(Equal(connID))
+	})
+
 	It("refuses to overwrite a Secret it does not own, before spending the code", func() {
 		s := newScenario()
 		s.createSecret("acme-finch-token", map[string]string{"something": "else"})
@@ -610,7 +622,7 @@ var _ = Describe("Finch budget", func() {
 		}).Should(Succeed())
 		slices.Sort(waits)
 		for i := 1; i < len(waits); i++ {
-			Expect(waits[i]-waits[i-1]).To(BeNumerically(">=", 29*time.Minute), "places one slot apart: %v", waits)
+			Expect(waits[i]-waits[i-1]).To(BeNumerically(">=", 25*time.Minute), "places about one slot apart: %v", waits)
 		}
 		// The employer of the first connection finishes Connect meanwhile.
 		s.handOverCode("first", first.Status.Session.ID)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -24,13 +22,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/index"
+	"github.com/connectops/finch-operator/internal/secretnames"
 )
 
 // Options configure the controllers.
@@ -57,8 +55,8 @@ var DefaultIPBudget = finch.BudgetConfig{Requests: 900, Window: 5 * time.Minute}
 type Operator struct {
 	Apps        *apps.Registry
 	Connections *FinchConnectionReconciler
-	// SecretMetadata is a metadata-only cache of every Secret.
-	SecretMetadata cache.Cache
+	// SecretNames knows every Secret by name (existence only).
+	SecretNames *secretnames.Index
 	// Inbound is the callback and webhook server (set by NewManager).
 	Inbound *inbound.Server
 }
@@ -94,37 +92,6 @@ func stripForCache(in any) (any, error) {
 	return out, err
 }
 
-// newSecretMetadataSlimmer returns the secret metadata cache's transform: it
-// keeps only what the operator reads of an arbitrary Secret (its key, its
-// resourceVersion, whether it carries the connection label, and a pending
-// deletion) and shares the type and namespace strings between objects.
-func newSecretMetadataSlimmer() toolscache.TransformFunc {
-	var mu sync.Mutex
-	namespaces := map[string]string{}
-	return func(in any) (any, error) {
-		m, ok := in.(*metav1.PartialObjectMetadata)
-		if !ok {
-			return in, nil // a tombstone (DeletedFinalStateUnknown) passes as is
-		}
-		mu.Lock()
-		ns, seen := namespaces[m.Namespace]
-		if !seen {
-			ns = m.Namespace
-			namespaces[ns] = ns
-		}
-		mu.Unlock()
-		out := &metav1.PartialObjectMetadata{TypeMeta: secretTypeMeta}
-		out.Name, out.Namespace, out.ResourceVersion = m.Name, ns, m.ResourceVersion
-		out.DeletionTimestamp = m.DeletionTimestamp
-		if v, ok := m.Labels[finchv1.ConnectionLabel]; ok {
-			out.Labels = map[string]string{finchv1.ConnectionLabel: v}
-		}
-		return out, nil
-	}
-}
-
-var secretTypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
-
 // Setup registers the indexes and both controllers with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, error) {
 	if opts.MaxConcurrentReconciles <= 0 {
@@ -136,19 +103,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	if err := index.Setup(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("field indexes: %w", err)
 	}
-	// A second cache knows every Secret by name: it finds FinchApp
-	// credentials and migrated token Secrets, which carry no operator label.
-	// It watches metadata only and keeps name, namespace, resourceVersion and
-	// the operator's label (newSecretMetadataSlimmer), so the Secrets of every
-	// other workload in the cluster cost a few hundred bytes each.
-	secretMeta, err := cache.New(mgr.GetConfig(), cache.Options{
-		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
-		DefaultTransform: newSecretMetadataSlimmer(),
-	})
+	// Every Secret by name (not by object): it finds FinchApp credentials and
+	// migrated token Secrets, which carry no operator label, at about 100 B
+	// per Secret of any other workload in the cluster.
+	secretNames, err := secretnames.New(mgr.GetConfig(), mgr.GetHTTPClient(), finchv1.ConnectionLabel)
 	if err != nil {
-		return nil, fmt.Errorf("secret metadata cache: %w", err)
+		return nil, fmt.Errorf("secret names: %w", err)
 	}
-	if err := mgr.Add(secretMeta); err != nil {
+	if err := mgr.Add(secretNames); err != nil {
 		return nil, err
 	}
 	if opts.IPBudget.Requests <= 0 || opts.IPBudget.Window <= 0 {
@@ -157,28 +119,22 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	op := &Operator{
 		Apps: &apps.Registry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
 			IPGuard: finch.NewIPGuard(opts.IPBudget)},
-		SecretMetadata: secretMeta,
+		SecretNames: secretNames,
 	}
 	penalties := make(chan event.GenericEvent, 64)
 	op.Connections = &FinchConnectionReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), SecretMetadata: secretMeta,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), SecretMetadata: secretNames,
 		Apps: op.Apps, Recorder: mgr.GetEventRecorder("finch-operator"), Now: opts.Now, RetryBase: opts.RetryBase,
 		penalties: penalties,
 	}
-	if err := op.Connections.setupWithManager(mgr, secretMeta, opts.MaxConcurrentReconciles); err != nil {
+	if err := op.Connections.setupWithManager(mgr, secretNames, opts.MaxConcurrentReconciles); err != nil {
 		return nil, fmt.Errorf("FinchConnection controller: %w", err)
 	}
 	apps := &FinchAppReconciler{Client: mgr.GetClient(), Apps: op.Apps, Recorder: mgr.GetEventRecorder("finch-operator"), penalties: penalties}
-	if err := apps.setupWithManager(mgr, secretMeta); err != nil {
+	if err := apps.setupWithManager(mgr, secretNames); err != nil {
 		return nil, fmt.Errorf("FinchApp controller: %w", err)
 	}
 	return op, nil
-}
-
-func secretMetadata() *metav1.PartialObjectMetadata {
-	m := &metav1.PartialObjectMetadata{}
-	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	return m
 }
 
 // requestAnnotationsChanged passes updates that change a request annotation,
@@ -212,7 +168,7 @@ func annotationChanged(a string) predicate.Predicate {
 	}
 }
 
-func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMeta cache.Cache, workers int) error {
+func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretNames *secretnames.Index, workers int) error {
 	c := mgr.GetClient()
 	byIndex := func(ns, index, value string) []reconcile.Request {
 		list := &finchv1.FinchConnectionList{}
@@ -241,12 +197,12 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMet
 		return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(o)}}
 	})
 	// Unlabelled Secrets (a migrated token) map by the token Secret name.
-	unlabelledToken := handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
-		if o.GetLabels()[finchv1.ConnectionLabel] != "" {
+	unlabelledToken := func(_ context.Context, e secretnames.Event) []reconcile.Request {
+		if e.Labelled {
 			return nil // the labelled watch covers it
 		}
-		return byIndex(o.GetNamespace(), index.ConnectionTokenSecret, o.GetName())
-	})
+		return byIndex(e.Key.Namespace, index.ConnectionTokenSecret, e.Key.Name)
+	}
 	// A FinchApp's spec or readiness change fans out to its connections.
 	appChanged := predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
@@ -273,7 +229,7 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretMet
 		}), builder.WithPredicates(appChanged)).
 		Watches(&finchv1.FinchConnection{}, siblings).
 		Watches(&finchv1.FinchConnection{}, webhookRecorded, builder.WithPredicates(annotationChanged(finchv1.WebhookEventAnnotation))).
-		WatchesRawSource(source.Kind(secretMeta, secretMetadata(), unlabelledToken)).
+		WatchesRawSource(secretNames.Source(unlabelledToken)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }

@@ -650,7 +650,7 @@ func TestBudgetQueueGivesPlacesOneSlotApart(t *testing.T) {
 		if i == 0 {
 			firstDue = time.Now().Add(d)
 		}
-		if i > 0 && d-prev < 95*time.Millisecond {
+		if i > 0 && d-prev < 85*time.Millisecond {
 			t.Fatalf("waiter %d comes back %v after waiter %d: places must be a slot apart", i, d-prev, i-1)
 		}
 		prev = d
@@ -670,7 +670,7 @@ func TestBudgetQueueGivesPlacesOneSlotApart(t *testing.T) {
 		t.Errorf("after the first waiter came back the line holds %d places, want 29", n)
 	}
 	// A newcomer queues behind the line, not in front of it.
-	if d := b.Queue("ep", maxBlock); d < 28*95*time.Millisecond {
+	if d := b.Queue("ep", maxBlock); d < 28*85*time.Millisecond {
 		t.Errorf("a newcomer is told to come back in %v, ahead of 29 waiters", d)
 	}
 	// A waiter back at its place that still cannot go (the budget was spent
