@@ -116,7 +116,14 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		c := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionRateLimited)
 		events.Record(r.Recorder, app, corev1.EventTypeWarning, c.Reason, "FinchCall", c.Message)
 	}
-	return result, client.IgnoreNotFound(r.Status().Update(ctx, app))
+	if err := r.Status().Update(ctx, app); apierrors.IsConflict(err) {
+		// Expected (see above): recount from the newer object, without
+		// logging an error for it.
+		return ctrl.Result{RequeueAfter: staleCacheDelay}, nil
+	} else if err != nil {
+		return result, client.IgnoreNotFound(err)
+	}
+	return result, nil
 }
 
 // penaltyCondition shows Finch's per-IP penalty (finch_api_ip_rl) on the app:

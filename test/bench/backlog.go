@@ -108,12 +108,12 @@ func (b *benchRun) backlog(ctx context.Context) error {
 	// token or reauth call): one event per 1.25 slots keeps every endpoint
 	// within its budget.
 	pace := rl.Window / time.Duration(rl.Requests) * 5 / 4
-	logf("backlog: %d hand-offs and %d webhooks, alternating, one per %v", k, k, pace)
 	// The setup's introspections leave the app's window first, and the
 	// earlier phases' calls the operator-wide IP budget's, so the hand-offs
 	// meet only the backlog, not budget spent before it.
 	sleepUntil(ctx, lowered.Add(rl.Window+2*time.Second))
 	sleepUntil(ctx, phaseStart.Add(controllers.DefaultIPBudget.Window))
+	logf("backlog: %d hand-offs and %d webhooks, alternating, one per %v", k, k, pace)
 	m0, err := b.mark(ctx, sim)
 	if err != nil {
 		return err
