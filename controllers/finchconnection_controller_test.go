@@ -547,21 +547,7 @@ var _ = Describe("Errors", func() {
 var _ = Describe("Finch budget", func() {
 	It("spends at most the app's budget and defers the rest without blocking or 429s", func() {
 		s := newScenario()
-		Eventually(func() error {
-			app := &finchv1.FinchApp{}
-			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
-			app.Spec.RateLimit = &finchv1.RateLimit{Requests: 2, Window: &metav1.Duration{Duration: time.Hour}}
-			return k8sClient.Update(ctx, app)
-		}).Should(Succeed())
-		// Connections created before the operator has seen the new rateLimit
-		// would rightly spend the old one: wait until the app reports it.
-		Eventually(func(g Gomega) {
-			app := &finchv1.FinchApp{}
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
-			g.Expect(app.Spec.RateLimit).NotTo(BeNil())
-			g.Expect(app.Status.ObservedGeneration).To(Equal(app.Generation))
-		}).Should(Succeed())
-		s.sim.SetRateLimit(clientID, finchsim.RateLimit{Requests: 2, Window: time.Hour})
+		s.setAppBudget(2, time.Hour)
 		for _, n := range []string{"a", "b", "c", "d"} {
 			s.newConn(n, n+"-1")
 		}
@@ -582,19 +568,7 @@ var _ = Describe("Finch budget", func() {
 
 	It("gives a backlog places in line, one slot apart, while an employer's hand-off goes first", func() {
 		s := newScenario()
-		Eventually(func() error {
-			app := &finchv1.FinchApp{}
-			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
-			app.Spec.RateLimit = &finchv1.RateLimit{Requests: 2, Window: &metav1.Duration{Duration: time.Hour}}
-			return k8sClient.Update(ctx, app)
-		}).Should(Succeed())
-		Eventually(func(g Gomega) {
-			app := &finchv1.FinchApp{}
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
-			g.Expect(app.Spec.RateLimit).NotTo(BeNil())
-			g.Expect(app.Status.ObservedGeneration).To(Equal(app.Generation))
-		}).Should(Succeed())
-		s.sim.SetRateLimit(clientID, finchsim.RateLimit{Requests: 2, Window: time.Hour})
+		s.setAppBudget(2, time.Hour)
 		s.newConn("first", "first-1")
 		first := s.waitPhase("first", finchv1.PhaseAwaitingConnect)
 		s.newConn("second", "second-1")

@@ -185,6 +185,25 @@ func newScenario() *scenario {
 	return s
 }
 
+// setAppBudget sets the scenario app's spec.rateLimit and the simulator's
+// limit to requests per window, and waits until the operator has seen it:
+// connections created before would rightly spend the old budget.
+func (s *scenario) setAppBudget(requests int, window time.Duration) {
+	Eventually(func() error {
+		app := &finchv1.FinchApp{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
+		app.Spec.RateLimit = &finchv1.RateLimit{Requests: int32(requests), Window: &metav1.Duration{Duration: window}}
+		return k8sClient.Update(ctx, app)
+	}).Should(Succeed())
+	Eventually(func(g Gomega) {
+		app := &finchv1.FinchApp{}
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(s.app), app)).To(Succeed())
+		g.Expect(app.Spec.RateLimit).NotTo(BeNil())
+		g.Expect(app.Status.ObservedGeneration).To(Equal(app.Generation))
+	}).Should(Succeed())
+	s.sim.SetRateLimit(clientID, finchsim.RateLimit{Requests: requests, Window: window})
+}
+
 func (s *scenario) createSecret(name string, data map[string]string) *corev1.Secret {
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.ns}, StringData: data}
 	Expect(k8sClient.Create(ctx, sec)).To(Succeed())

@@ -442,13 +442,6 @@ func (b *Budget) Queue(endpoint string, maxBlock time.Duration) time.Duration {
 	return at.Sub(now)
 }
 
-// Waiting is how many places the endpoint's line holds (for metrics and tests).
-func (b *Budget) Waiting(endpoint string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.line[endpoint])
-}
-
 func (b *Budget) delayLocked(endpoint string, now time.Time) time.Duration {
 	cut := now.Add(-b.window)
 	var live []time.Time

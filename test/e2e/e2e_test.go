@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,9 +30,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finchsim"
@@ -896,32 +893,18 @@ func sampleSecret(t *testing.T, name string) map[string]string {
 
 func decode(t *testing.T, data []byte) []*unstructured.Unstructured {
 	t.Helper()
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out
-			}
-			fatal(t, err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
+	objs, err := testenv.DecodeManifests(data)
+	if err != nil {
+		fatal(t, err)
 	}
+	return objs
 }
 
 func encode(t *testing.T, objs []*unstructured.Unstructured) []byte {
 	t.Helper()
-	var b bytes.Buffer
-	for _, o := range objs {
-		y, err := yaml.Marshal(o.Object)
-		if err != nil {
-			fatal(t, err)
-		}
-		b.WriteString("---\n")
-		b.Write(y)
+	data, err := testenv.EncodeManifests(objs)
+	if err != nil {
+		fatal(t, err)
 	}
-	return b.Bytes()
+	return data
 }

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,9 +19,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/connectops/finch-operator/internal/testenv"
 )
@@ -552,45 +549,20 @@ func kubectlPath(env *envtest.Environment) string {
 
 func decode(t *testing.T, data []byte) []*unstructured.Unstructured {
 	t.Helper()
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			t.Fatalf("decoding manifests: %v", err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		// Normalise numbers to int64 as the API machinery does.
-		raw, err := u.MarshalJSON()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := &unstructured.Unstructured{}
-		if err := n.UnmarshalJSON(raw); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, n)
+	objs, err := testenv.DecodeManifests(data)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return objs
 }
 
 func encode(t *testing.T, objs []*unstructured.Unstructured) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	for _, o := range objs {
-		data, err := yaml.Marshal(o.Object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf.WriteString("---\n")
-		buf.Write(data)
+	data, err := testenv.EncodeManifests(objs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return data
 }
 
 func readObjects(t *testing.T, path string) []*unstructured.Unstructured {
