@@ -24,9 +24,10 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate CRDs and RBAC from kubebuilder markers (and copy the CRDs into the Helm chart).
+manifests: ## Generate CRDs and RBAC from kubebuilder markers (and copy the CRDs, alerts and dashboard into the Helm chart).
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/..." paths="./controllers/..." paths="./internal/..." output:crd:artifacts:config=config/crd/bases
 	./hack/sync-chart-crds.sh
+	./hack/sync-monitoring.sh
 
 .PHONY: generate
 generate: ## Generate DeepCopy methods.
@@ -60,8 +61,12 @@ envtest: ## Build kube-apiserver and etcd from the Go module proxy into bin/k8s 
 helm: ## Build the helm CLI from the Go module proxy into bin/helm (no-op when present).
 	./hack/helm.sh
 
+.PHONY: promtool
+promtool: ## Build promtool (alerting rule checks and unit tests) from the Go module proxy into bin/promtool (no-op when present).
+	./hack/promtool.sh
+
 .PHONY: test
-test: envtest helm ## Run all tests against a real API server (envtest) and the Finch simulator.
+test: envtest helm promtool ## Run all tests against a real API server (envtest) and the Finch simulator.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) ./hack/test.sh $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-e2e
@@ -75,9 +80,10 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager and the Finch simulator into bin/.
+build: ## Build the manager, the Finch simulator and the kubectl finch plugin into bin/.
 	CGO_ENABLED=0 go build -trimpath -o bin/manager ./cmd/manager
 	CGO_ENABLED=0 go build -trimpath -o bin/finchsim ./cmd/finchsim
+	CGO_ENABLED=0 go build -trimpath -o bin/kubectl-finch ./cmd/kubectl-finch
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in ~/.kube/config.

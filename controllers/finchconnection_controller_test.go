@@ -173,9 +173,18 @@ var _ = Describe("Token and introspection (steps 4-5)", func() {
 		total := writesIn(s.ns)
 		GinkgoWriter.Printf("API writes to reach AwaitingConnect: %v\nAPI writes through Connected: %v\n", toAwaiting, total)
 		Expect(toAwaiting["status patch FinchConnection"]).To(Equal(1), "one status write per FinchConnection to reach AwaitingConnect")
-		Expect(toAwaiting).To(HaveLen(4), "nothing but the connection's status, the app's counts, and once per app its callback Secret and budget ConfigMap")
+		for kind := range toAwaiting {
+			Expect([]string{"status patch FinchConnection", "status update FinchApp", "create Secret", "create ConfigMap", "update ConfigMap", "create Event", "patch Event"}).
+				To(ContainElement(kind), "nothing but the connection's status, the app's counts, Events, and once per app its callback Secret and budget claims")
+		}
 		Expect(toAwaiting["create Secret"]).To(Equal(1), "the app's callback Secret")
 		Expect(toAwaiting["create ConfigMap"]).To(Equal(1), "the app's persisted budget claims")
+		Expect(toAwaiting["update ConfigMap"]).To(BeNumerically("<=", 1), "at most one claim renewal on a slow machine")
+		// Events go through the manager's client too (events.Recorder): the
+		// connection's SessionCreated and the app's Ready, and a repeat of the
+		// latter (a status update conflict) is a series patch, not a new Event.
+		Expect(toAwaiting["create Event"]).To(Equal(2))
+		Expect(toAwaiting["patch Event"]).To(BeNumerically("<=", 1))
 		// finalizer + token Secret + code Secret deletion + one status patch per pass.
 		Expect(total["status patch FinchConnection"]).To(BeNumerically("<=", 3))
 		Expect(total["patch FinchConnection"]).To(Equal(1))

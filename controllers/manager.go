@@ -4,10 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -43,8 +46,8 @@ type ManagerOptions struct {
 	KubeBurst int
 
 	// flag values parsed by Complete.
-	ipBudget, callbackExchanges, callbackIP, trustedProxies string
-	requireState                                            bool
+	ipBudget, callbackExchanges, callbackIP, trustedProxies, watchNamespaces string
+	requireState                                                             bool
 }
 
 // BindFlags registers cmd/manager's flags on fs, with the defaults above.
@@ -57,6 +60,7 @@ func (o *ManagerOptions) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&m.LeaderElection, "leader-elect", false, "Enable leader election so only one replica reconciles (every replica serves the inbound endpoints).")
 	fs.StringVar(&m.LeaderElectionID, "leader-election-id", "finch-operator.connectops.dev", "Name of the leader election Lease.")
 	fs.StringVar(&m.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	fs.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches; empty: all. With a list, every cache, watch and Secret read is scoped to those namespaces, so Roles there (no ClusterRole) are enough.")
 	fs.IntVar(&o.Controllers.MaxConcurrentReconciles, "max-concurrent-reconciles", DefaultWorkers, "FinchConnection reconciles run in parallel (Finch calls stay within each FinchApp's budget).")
 	fs.Float64Var(&o.KubeQPS, "kube-api-qps", DefaultKubeQPS, "Client-side QPS limit toward the Kubernetes API server (API Priority and Fairness protects the server; see docs/benchmarks.md).")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", DefaultKubeBurst, "Client-side burst toward the Kubernetes API server.")
@@ -100,7 +104,28 @@ func (o *ManagerOptions) Complete() error {
 	o.Inbound.CallbackIPBurst = ipRate.Requests
 	o.Inbound.CallbackIPInterval = ipRate.Window / time.Duration(ipRate.Requests)
 	o.Inbound.AllowStatelessCallbacks = !o.requireState
+	if o.Controllers.WatchNamespaces, err = parseNamespaces(o.watchNamespaces); err != nil {
+		return fmt.Errorf("--watch-namespaces: %w", err)
+	}
 	return nil
+}
+
+// parseNamespaces reads a comma-separated list of namespace names.
+func parseNamespaces(v string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, ns := range strings.Split(v, ",") {
+		ns = strings.TrimSpace(ns)
+		if ns == "" || seen[ns] {
+			continue
+		}
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return nil, fmt.Errorf("%q is not a namespace name: %s", ns, strings.Join(errs, "; "))
+		}
+		seen[ns] = true
+		out = append(out, ns)
+	}
+	return out, nil
 }
 
 // DefaultManagerOptions are the options cmd/manager runs with when given no
@@ -131,6 +156,12 @@ func NewManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) (ctrl.M
 	mo := o.Manager
 	mo.Scheme = scheme.Scheme
 	mo.Cache = CacheOptions()
+	if ns := o.Controllers.WatchNamespaces; len(ns) > 0 {
+		mo.Cache.DefaultNamespaces = map[string]cache.Config{}
+		for _, n := range ns {
+			mo.Cache.DefaultNamespaces[n] = cache.Config{}
+		}
+	}
 	if mo.Metrics.BindAddress == "" {
 		mo.Metrics = metricsserver.Options{BindAddress: "0"}
 	}
@@ -144,7 +175,8 @@ func NewManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) (ctrl.M
 	}
 	in := o.Inbound
 	in.Client, in.APIReader, in.Apps = mgr.GetClient(), mgr.GetAPIReader(), op.Apps
-	in.Recorder = mgr.GetEventRecorder(EventSource)
+	in.Namespaces = o.Controllers.WatchNamespaces
+	in.Recorder = op.Events
 	op.Inbound = inbound.New(in)
 	if o.InboundAddr != "" && o.InboundAddr != "0" {
 		if err := mgr.Add(op.Inbound.Runnable(o.InboundAddr)); err != nil {

@@ -9,13 +9,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -25,6 +22,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
+	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/index"
@@ -35,6 +33,9 @@ import (
 type Options struct {
 	// MaxConcurrentReconciles for the FinchConnection controller (default 10).
 	MaxConcurrentReconciles int
+	// WatchNamespaces restricts the controllers to these namespaces (none:
+	// all). NewManager scopes the manager's cache to the same list.
+	WatchNamespaces []string
 	// HTTPClient for Finch calls (nil: the Finch client's default).
 	HTTPClient *http.Client
 	// Now is the clock (nil: time.Now).
@@ -57,39 +58,10 @@ type Operator struct {
 	Connections *FinchConnectionReconciler
 	// SecretNames knows every Secret by name (existence only).
 	SecretNames *secretnames.Index
+	// Events records the Events of the controllers and the inbound server.
+	Events *events.Recorder
 	// Inbound is the callback and webhook server (set by NewManager).
 	Inbound *inbound.Server
-}
-
-// CacheOptions are the manager cache settings the controllers rely on: only
-// Secrets labelled for a connection are cached whole (token and code Secrets),
-// and managed fields are dropped from every cached object.
-func CacheOptions() cache.Options {
-	hasConn, _ := labels.NewRequirement(finchv1.ConnectionLabel, selection.Exists, nil)
-	return cache.Options{
-		DefaultTransform: stripForCache,
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.NewSelector().Add(*hasConn)},
-		},
-	}
-}
-
-// lastApplied is kubectl's client-side apply annotation: a full copy of the
-// object that the operator never reads.
-const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
-
-// stripForCache drops what the operator never reads from cached objects:
-// managed fields and kubectl's last-applied copy (which would double the
-// memory of every FinchConnection applied with client-side kubectl apply).
-func stripForCache(in any) (any, error) {
-	out, err := cache.TransformStripManagedFields()(in)
-	if obj, ok := out.(client.Object); ok && err == nil {
-		if a := obj.GetAnnotations(); a[lastApplied] != "" {
-			delete(a, lastApplied)
-			obj.SetAnnotations(a)
-		}
-	}
-	return out, err
 }
 
 // Setup registers the indexes and both controllers with the manager.
@@ -106,11 +78,17 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	// Every Secret by name (not by object): it finds FinchApp credentials and
 	// migrated token Secrets, which carry no operator label, at about 100 B
 	// per Secret of any other workload in the cluster.
-	secretNames, err := secretnames.New(mgr.GetConfig(), mgr.GetHTTPClient(), finchv1.ConnectionLabel)
+	secretNames, err := secretnames.New(mgr.GetConfig(), mgr.GetHTTPClient(), finchv1.ConnectionLabel, opts.WatchNamespaces...)
 	if err != nil {
 		return nil, fmt.Errorf("secret names: %w", err)
 	}
 	if err := mgr.Add(secretNames); err != nil {
+		return nil, err
+	}
+	// One Event writer for the controllers and the inbound server, with
+	// bounded memory (events.Recorder says why not client-go's).
+	rec := &events.Recorder{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Controller: EventSource}
+	if err := mgr.Add(rec); err != nil {
 		return nil, err
 	}
 	if opts.IPBudget.Requests <= 0 || opts.IPBudget.Window <= 0 {
@@ -120,17 +98,18 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 		Apps: &apps.Registry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
 			IPGuard: finch.NewIPGuard(opts.IPBudget)},
 		SecretNames: secretNames,
+		Events:      rec,
 	}
 	penalties := make(chan event.GenericEvent, 64)
 	op.Connections = &FinchConnectionReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), SecretMetadata: secretNames,
-		Apps: op.Apps, Recorder: mgr.GetEventRecorder("finch-operator"), Now: opts.Now, RetryBase: opts.RetryBase,
+		Apps: op.Apps, Recorder: rec, Now: opts.Now, RetryBase: opts.RetryBase,
 		penalties: penalties,
 	}
 	if err := op.Connections.setupWithManager(mgr, secretNames, opts.MaxConcurrentReconciles); err != nil {
 		return nil, fmt.Errorf("FinchConnection controller: %w", err)
 	}
-	apps := &FinchAppReconciler{Client: mgr.GetClient(), Apps: op.Apps, Recorder: mgr.GetEventRecorder("finch-operator"), penalties: penalties}
+	apps := &FinchAppReconciler{Client: mgr.GetClient(), Apps: op.Apps, Recorder: rec, penalties: penalties}
 	if err := apps.setupWithManager(mgr, secretNames); err != nil {
 		return nil, fmt.Errorf("FinchApp controller: %w", err)
 	}
@@ -172,7 +151,10 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretNam
 	c := mgr.GetClient()
 	byIndex := func(ns, index, value string) []reconcile.Request {
 		list := &finchv1.FinchConnectionList{}
-		if err := c.List(context.Background(), list, client.InNamespace(ns), client.MatchingFields{index: value}); err != nil {
+		// Only the names are read: no deep copy (an app change lists all
+		// of its connections).
+		if err := c.List(context.Background(), list, client.InNamespace(ns), client.MatchingFields{index: value},
+			client.UnsafeDisableDeepCopy); err != nil {
 			return nil
 		}
 		reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -201,7 +183,13 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretNam
 		if e.Labelled {
 			return nil // the labelled watch covers it
 		}
-		return byIndex(e.Key.Namespace, index.ConnectionTokenSecret, e.Key.Name)
+		reqs := byIndex(e.Key.Namespace, index.ConnectionTokenSecret, e.Key.Name)
+		if name := finchv1.DefaultTokenSecretOwner(e.Key.Name); name != "" {
+			// The connection may not exist or may name another Secret: the
+			// reconcile reads its own token Secret and finds nothing to do.
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: e.Key.Namespace, Name: name}})
+		}
+		return reqs
 	}
 	// A FinchApp's spec or readiness change fans out to its connections.
 	appChanged := predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.Funcs{

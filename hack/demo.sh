@@ -5,8 +5,11 @@
 #   globex  connects through the embedded flow (code handed over as a labelled Secret);
 #   initech connects and is deleted with deletionPolicy Disconnect.
 #
+# It ends with the day-2 view of the kubectl plugin (bin/kubectl-finch): `kubectl finch funnel`,
+# `kubectl finch status acme` and `kubectl finch get`.
+#
 # Needs only Go, kubectl, curl, bash and coreutils. `make demo` first builds the control plane
-# (`make envtest`) and bin/manager + bin/finchsim (`make build`).
+# (`make envtest`) and bin/manager, bin/finchsim and bin/kubectl-finch (`make build`).
 #
 # Environment:
 #   DEMO_KEEP=1       keep everything running after the story until Ctrl-C
@@ -154,7 +157,7 @@ wait_http() {
 
 prepare() {
   local b
-  for b in "$assets/kube-apiserver" "$assets/etcd" bin/manager bin/finchsim; do
+  for b in "$assets/kube-apiserver" "$assets/etcd" bin/manager bin/finchsim bin/kubectl-finch; do
     [ -x "$b" ] || { echo "demo: $b is missing; run \`make demo\` (it builds it first)" >&2; exit 1; }
   done
   [ -n "$KUBECTL" ] || { echo "demo: no kubectl on PATH or in $assets; run \`make envtest\`" >&2; exit 1; }
@@ -412,6 +415,19 @@ story_disconnect() {
   run kubectl get fconn,fapp -n "$ns"
 }
 
+# kubectl runs bin/kubectl-finch as `kubectl finch` once bin/ is on PATH.
+finch_plugin() { PATH="$root/bin:$PATH" "$KUBECTL" finch "$@"; }
+
+story_plugin() {
+  step "6. the day-2 view: the kubectl finch plugin (bin/kubectl-finch on PATH)"
+  say "per FinchApp: where the employers are, drop-off and the median time to connect"
+  printf '%s$ kubectl finch funnel%s\n' "$dim" "$off"
+  finch_plugin funnel -n "$ns" || fail "kubectl finch funnel failed"
+  say "one employer's whole story (the token Secret's value is never read):"
+  printf '%s$ kubectl finch status acme%s\n' "$dim" "$off"
+  finch_plugin status acme -n "$ns" || fail "kubectl finch status acme failed" acme
+}
+
 poke_around() {
   step "done in $(($(date +%s) - started))s"
   if [ "$DEMO_KEEP" = 1 ]; then
@@ -421,6 +437,7 @@ poke_around() {
   fi
   say "  export KUBECONFIG=$KUBECONFIG"
   say "  kubectl get fconn,fapp -A"
+  say "  PATH=$root/bin:\$PATH kubectl finch get    # or: status acme, funnel, link, reauth, resync, ..."
   say "  kubectl describe fconn acme"
   say "  curl -s $sim_url/_sim/state        # the simulator's sessions and connections"
   say "  curl -s http://127.0.0.1:$metrics_port/metrics | grep ^finch   # operator metrics"
@@ -439,7 +456,11 @@ main() {
   story_embedded_flow
   story_reauth
   story_disconnect
+  story_plugin
   poke_around
+  step "the demo's FinchConnections"
+  printf '%s$ kubectl finch get%s\n' "$dim" "$off"
+  finch_plugin get -n "$ns" || fail "kubectl finch get failed"
   finished=1
   if [ "$DEMO_KEEP" = 1 ]; then
     # Return when any of the three dies (or on Ctrl-C, through the traps).

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# Builds golangci-lint v2 from the Go module proxy into bin/golangci-lint (no
-# internet is needed beyond the module proxy). A no-op when bin/golangci-lint
-# exists and reports GOLANGCI_LINT_VERSION (bumping the pin rebuilds it).
-# `go install pkg@version` builds in module-aware mode outside this repo's
-# module, so go.mod and go.sum are left untouched. It is built with the
+# Builds golangci-lint v2 from the Go module proxy into bin/golangci-lint
+# (hack/go-install-tool.sh). A no-op when bin/golangci-lint exists and reports
+# GOLANGCI_LINT_VERSION (bumping the pin rebuilds it). It is built with the
 # project's Go toolchain, so it understands the Go version in go.mod.
 set -euo pipefail
 
@@ -15,10 +13,7 @@ if [ -x "$root/bin/golangci-lint" ] &&
   exit 0
 fi
 
-mkdir -p "$root/bin"
-echo "golangci-lint: building golangci-lint ${GOLANGCI_LINT_VERSION} into bin/golangci-lint (first time takes several minutes)" >&2
-cd "$root/bin"
-GOBIN="$root/bin" GOFLAGS="${GOFLAGS:-} -trimpath" CGO_ENABLED=0 \
-  go install -ldflags "-s -w" \
-  "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@${GOLANGCI_LINT_VERSION}"
-"$root/bin/golangci-lint" version >&2
+# shellcheck source=hack/go-install-tool.sh
+. "$root/hack/go-install-tool.sh"
+go_install_tool golangci-lint "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@${GOLANGCI_LINT_VERSION}" \
+  "" "several minutes" version

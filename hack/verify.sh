@@ -9,6 +9,9 @@ cd "$root"
 
 step() { printf '\n=== %s\n' "$*"; }
 
+# make manifests also regenerates the chart's copies of the CRDs, alerts and
+# dashboard and the kustomize PrometheusRule (hack/sync-chart-crds.sh,
+# hack/sync-monitoring.sh), so a stale copy fails here.
 step "generated code and manifests are committed (make generate manifests)"
 make --no-print-directory generate manifests >/dev/null
 if [ -n "$(git status --porcelain)" ]; then

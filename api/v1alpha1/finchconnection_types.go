@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"strings"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -413,7 +415,23 @@ func (c *FinchConnection) TokenSecretName() string {
 	if c.Spec.TokenSecretRef != nil && c.Spec.TokenSecretRef.Name != "" {
 		return c.Spec.TokenSecretRef.Name
 	}
-	return c.Name + "-finch-token"
+	return c.Name + defaultTokenSecretSuffix
+}
+
+// defaultTokenSecretSuffix names a connection's token Secret when
+// spec.tokenSecretRef is unset.
+const defaultTokenSecretSuffix = "-finch-token"
+
+// DefaultTokenSecretOwner is the FinchConnection whose default token Secret
+// name is secret, if secret has that form ("" otherwise). With it, only
+// connections that set spec.tokenSecretRef need an index entry to be found
+// from their Secret.
+func DefaultTokenSecretOwner(secret string) string {
+	name, ok := strings.CutSuffix(secret, defaultTokenSecretSuffix)
+	if !ok || name == "" {
+		return ""
+	}
+	return name
 }
 
 // DefaultMinutesToExpire is the session lifetime when spec.minutesToExpire is

@@ -627,11 +627,12 @@ func TestBudgetJournalWritesPerWindow(t *testing.T) {
 		len(all), writes, windows, float64(writes)/windows, (n+3)/4, n)
 }
 
-// A backlog waits in line: each waiter is given its own place, one slot
-// apart, instead of all coming back when the next slot frees; a place that
-// came due goes to the next caller; places nobody came back for lapse.
-func TestBudgetQueueGivesPlacesOneSlotApart(t *testing.T) {
-	b := NewBudget(BudgetConfig{Requests: 10, Window: time.Second}) // a slot every 100 ms
+// A backlog waits in line: each waiter is given its own place, the time the
+// next slot not promised to an earlier waiter frees, instead of all coming
+// back when the next slot frees; a place that came due goes to the next
+// caller; places nobody came back for lapse.
+func TestBudgetQueueGivesEachWaiterItsOwnSlot(t *testing.T) {
+	b := NewBudget(BudgetConfig{Requests: 10, Window: time.Second})
 	ctx := context.Background()
 	for range 10 {
 		if err := b.Wait(ctx, "ep"); err != nil {
@@ -642,6 +643,7 @@ func TestBudgetQueueGivesPlacesOneSlotApart(t *testing.T) {
 	var prev time.Duration
 	start := time.Now()
 	var firstDue time.Time
+	var places []time.Time
 	for i := range 30 {
 		d := b.Queue("ep", maxBlock)
 		if d <= maxBlock {
@@ -650,10 +652,21 @@ func TestBudgetQueueGivesPlacesOneSlotApart(t *testing.T) {
 		if i == 0 {
 			firstDue = time.Now().Add(d)
 		}
-		if i > 0 && d-prev < 85*time.Millisecond {
-			t.Fatalf("waiter %d comes back %v after waiter %d: places must be a slot apart", i, d-prev, i-1)
+		if d < prev-time.Millisecond {
+			t.Fatalf("waiter %d comes back %v before waiter %d: the line is in order", i, prev-d, i-1)
 		}
 		prev = d
+		places = append(places, time.Now().Add(d))
+	}
+	// The 10 starts came in a burst, so their slots free in a burst one
+	// window later: 10 waiters per window, each window after the last.
+	for i, p := range places {
+		if want := start.Add(time.Duration(i/10+1) * time.Second); p.Before(want) {
+			t.Errorf("waiter %d comes back at +%v, before its slot frees (+%v)", i, p.Sub(start), want.Sub(start))
+		}
+	}
+	if got := maxInWindow(places, b.window-time.Millisecond); got > 10 {
+		t.Errorf("%d places within one window: more waiters than slots", got)
 	}
 	if n := waiting(b, "ep"); n != 30 {
 		t.Fatalf("line holds %d places, want 30", n)
@@ -669,8 +682,18 @@ func TestBudgetQueueGivesPlacesOneSlotApart(t *testing.T) {
 	if n := waiting(b, "ep"); n != 29 {
 		t.Errorf("after the first waiter came back the line holds %d places, want 29", n)
 	}
-	// A newcomer queues behind the line, not in front of it.
-	if d := b.Queue("ep", maxBlock); d < 28*85*time.Millisecond {
+	// The rest of the first window's waiters come back and go too (their
+	// slots freed together); then a newcomer queues behind the line.
+	time.Sleep(time.Until(places[9]))
+	for i := 1; i < 10; i++ {
+		if d := b.Queue("ep", 200*time.Millisecond); d != 0 {
+			t.Fatalf("waiter %d, back at its place, is told to wait %v more", i, d)
+		}
+	}
+	if n := waiting(b, "ep"); n != 20 {
+		t.Errorf("after the first window's waiters came back the line holds %d places, want 20", n)
+	}
+	if d := b.Queue("ep", maxBlock); time.Now().Add(d).Before(places[29]) {
 		t.Errorf("a newcomer is told to come back in %v, ahead of 29 waiters", d)
 	}
 	// A waiter back at its place that still cannot go (the budget was spent

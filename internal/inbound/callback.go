@@ -107,7 +107,10 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
 	app := &finchv1.FinchApp{}
-	err := s.cfg.Client.Get(ctx, key, app)
+	var err error = apierrors.NewNotFound(finchv1.GroupVersion.WithResource("finchapps").GroupResource(), name)
+	if s.watched(ns) {
+		err = s.cfg.Client.Get(ctx, key, app)
+	}
 	var resolved *apps.App
 	if err == nil {
 		resolved, err = s.cfg.Apps.Get(ctx, app)

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,6 +94,10 @@ type Config struct {
 	APIReader client.Reader
 	// Apps resolves a FinchApp into its Finch client and webhook secret.
 	Apps *apps.Registry
+	// Namespaces the operator watches (--watch-namespaces; none: all). A
+	// callback or webhook for an app elsewhere is refused like an unknown
+	// app, without reading anything.
+	Namespaces []string
 	// Recorder records Events (nil: none).
 	Recorder recorder.EventRecorder
 	// MaxBodyBytes bounds a webhook body (default 1 MiB); larger is answered 413.
@@ -206,6 +211,11 @@ func New(cfg Config) *Server {
 
 // Handler returns the server's routes.
 func (s *Server) Handler() http.Handler { return s.mux }
+
+// watched reports whether ns is one the operator watches.
+func (s *Server) watched(ns string) bool {
+	return len(s.cfg.Namespaces) == 0 || slices.Contains(s.cfg.Namespaces, ns)
+}
 
 func handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -96,6 +96,10 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), apiTimeout)
 	defer cancel()
 	app := &finchv1.FinchApp{}
+	if !s.watched(key.Namespace) {
+		s.logRejected(log, "", "FinchApp in a namespace the operator does not watch")
+		return http.StatusUnauthorized, webhookUnauthorized
+	}
 	if err := s.cfg.Client.Get(ctx, key, app); err != nil {
 		if apierrors.IsNotFound(err) {
 			s.logRejected(log, "", "no such FinchApp")

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -33,7 +34,9 @@ const (
 	// session published in status, so the callback finds the connection a
 	// signed state names without scanning the app's connections.
 	ConnectionSession = "finch.connectops.dev/app-session"
-	// ConnectionTokenSecret indexes FinchConnections by token Secret name.
+	// ConnectionTokenSecret indexes FinchConnections by the token Secret
+	// name set in spec.tokenSecretRef (default names are not indexed; see
+	// finchv1.DefaultTokenSecretOwner).
 	ConnectionTokenSecret = "finch.connectops.dev/token-secret"
 	// AppSecret indexes FinchApps by the Secrets they read.
 	AppSecret = "finch.connectops.dev/secret"
@@ -58,33 +61,71 @@ func sessionID(c *finchv1.FinchConnection) string {
 	return c.Status.Session.ID
 }
 
+// fieldIndexName and namespacedKey are how controller-runtime's cache reader
+// looks an index up for client.List with InNamespace and MatchingFields
+// (pkg/cache/internal: FieldIndexName, KeyToNamespacedKey). The envtest in
+// this package fails if they change.
+func fieldIndexName(field string) string { return "field:" + field }
+
+func namespacedKey(ns, value string) string { return ns + "/" + value }
+
+// connectionIndexes are the FinchConnection indexes. Most values are unique
+// per connection, and client-go keeps a set per value (about 250 B), so
+// every index here is one someone looks up.
+var connectionIndexes = []struct {
+	name string
+	fn   func(*finchv1.FinchConnection) []string
+}{
+	{ConnectionApp, func(c *finchv1.FinchConnection) []string { return []string{c.AppName()} }},
+	{ConnectionCustomer, func(c *finchv1.FinchConnection) []string {
+		return []string{AppScoped(c.AppName(), c.Spec.CustomerID)}
+	}},
+	{ConnectionID, func(c *finchv1.FinchConnection) []string { return appScopedIfSet(c, c.Status.ConnectionID) }},
+	{ConnectionCompanyID, func(c *finchv1.FinchConnection) []string { return appScopedIfSet(c, c.Status.CompanyID) }},
+	{ConnectionAccountID, func(c *finchv1.FinchConnection) []string { return appScopedIfSet(c, c.Status.AccountID) }},
+	{ConnectionSession, func(c *finchv1.FinchConnection) []string { return appScopedIfSet(c, sessionID(c)) }},
+	// Only a name set in spec: a default name maps back to its connection
+	// by finchv1.DefaultTokenSecretOwner, no index needed.
+	{ConnectionTokenSecret, func(c *finchv1.FinchConnection) []string {
+		if c.Spec.TokenSecretRef == nil || c.Spec.TokenSecretRef.Name == "" {
+			return nil
+		}
+		return []string{c.Spec.TokenSecretRef.Name}
+	}},
+}
+
 // Setup registers the field indexes every controller and the inbound server
 // rely on.
+//
+// The FinchConnection indexes hold each value under the object's namespace
+// only. controller-runtime's IndexField also files every value under an
+// all-namespaces key, for List without InNamespace, which this operator
+// never does on them: that copy doubled the indexes, about 2 KiB of 8 per
+// connection at 10,000 (docs/benchmarks.md).
 func Setup(ctx context.Context, mgr manager.Manager) error {
-	idx := mgr.GetFieldIndexer()
-	conn := func(f func(*finchv1.FinchConnection) []string) client.IndexerFunc {
-		return func(o client.Object) []string { return f(o.(*finchv1.FinchConnection)) }
+	inf, err := mgr.GetCache().GetInformer(ctx, &finchv1.FinchConnection{})
+	if err != nil {
+		return fmt.Errorf("FinchConnection informer: %w", err)
 	}
-	indexes := []struct {
-		name string
-		fn   client.IndexerFunc
-	}{
-		{ConnectionApp, conn(func(c *finchv1.FinchConnection) []string { return []string{c.AppName()} })},
-		{ConnectionCustomer, conn(func(c *finchv1.FinchConnection) []string {
-			return []string{AppScoped(c.AppName(), c.Spec.CustomerID)}
-		})},
-		{ConnectionID, conn(func(c *finchv1.FinchConnection) []string { return appScopedIfSet(c, c.Status.ConnectionID) })},
-		{ConnectionCompanyID, conn(func(c *finchv1.FinchConnection) []string { return appScopedIfSet(c, c.Status.CompanyID) })},
-		{ConnectionAccountID, conn(func(c *finchv1.FinchConnection) []string { return appScopedIfSet(c, c.Status.AccountID) })},
-		{ConnectionSession, conn(func(c *finchv1.FinchConnection) []string { return appScopedIfSet(c, sessionID(c)) })},
-		{ConnectionTokenSecret, conn(func(c *finchv1.FinchConnection) []string { return []string{c.TokenSecretName()} })},
-	}
-	for _, i := range indexes {
-		if err := idx.IndexField(ctx, &finchv1.FinchConnection{}, i.name, i.fn); err != nil {
-			return fmt.Errorf("index %s: %w", i.name, err)
+	indexers := toolscache.Indexers{}
+	for _, i := range connectionIndexes {
+		indexers[fieldIndexName(i.name)] = func(obj any) ([]string, error) {
+			c, ok := obj.(*finchv1.FinchConnection)
+			if !ok {
+				return nil, fmt.Errorf("index %s: unexpected %T", i.name, obj)
+			}
+			vals := i.fn(c)
+			for n, v := range vals {
+				vals[n] = namespacedKey(c.Namespace, v)
+			}
+			return vals, nil
 		}
 	}
-	return idx.IndexField(ctx, &finchv1.FinchApp{}, AppSecret, func(o client.Object) []string {
+	if err := inf.AddIndexers(indexers); err != nil {
+		return fmt.Errorf("FinchConnection indexes: %w", err)
+	}
+	// FinchApps are few: the standard index.
+	return mgr.GetFieldIndexer().IndexField(ctx, &finchv1.FinchApp{}, AppSecret, func(o client.Object) []string {
 		app := o.(*finchv1.FinchApp)
 		// The callback Secret too: deleting it (a rotation) reloads the app.
 		names := []string{app.Spec.CredentialsSecretRef.Name, finchv1.CallbackSecretName(app.Name)}

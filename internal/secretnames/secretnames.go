@@ -10,7 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -41,47 +43,72 @@ type Event struct {
 // Index is the set of Secret keys. It is a manager Runnable, a
 // client.Reader for Get (existence only), and the source of controller events.
 type Index struct {
-	label string
-	lw    toolscache.ListerWatcher
+	label  string
+	lws    map[string]toolscache.ListerWatcher // by namespace ("": all)
+	stores map[string]*store                   // the reflectors' stores, by namespace
 
 	mu       sync.RWMutex
 	keys     map[string]bool // "namespace/name" -> carries label
 	handlers []func(Event)
 	synced   chan struct{}
-	once     sync.Once
+	pending  int // namespaces whose initial list is not in yet
 	started  atomic.Bool
 }
 
-// New returns an Index of every Secret, remembering whether each carries label.
-func New(cfg *rest.Config, httpClient *http.Client, label string) (*Index, error) {
+// New returns an Index of every Secret in namespaces (none: the whole
+// cluster), remembering whether each carries label. With namespaces it lists
+// and watches each of them, so it needs no cluster-wide access to Secrets.
+func New(cfg *rest.Config, httpClient *http.Client, label string, namespaces ...string) (*Index, error) {
 	mc, err := metadata.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
 		return nil, fmt.Errorf("metadata client: %w", err)
 	}
-	ri := mc.Resource(secrets)
-	return NewWithListerWatcher(toolscache.ToListWatcherWithWatchListSemantics(&toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return ri.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return ri.Watch(ctx, o)
-		},
-	}, ri), label), nil
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	lws := map[string]toolscache.ListerWatcher{}
+	for _, ns := range namespaces {
+		ri := mc.Resource(secrets).Namespace(ns)
+		lws[ns] = toolscache.ToListWatcherWithWatchListSemantics(&toolscache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return ri.List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return ri.Watch(ctx, o)
+			},
+		}, ri)
+	}
+	return newIndex(lws, label), nil
 }
 
-// NewWithListerWatcher is New with another source of Secret metadata.
+// NewWithListerWatcher is New with another source of Secret metadata (all
+// namespaces).
 func NewWithListerWatcher(lw toolscache.ListerWatcher, label string) *Index {
-	return &Index{label: label, lw: lw, keys: map[string]bool{}, synced: make(chan struct{})}
+	return newIndex(map[string]toolscache.ListerWatcher{metav1.NamespaceAll: lw}, label)
 }
 
-// Start runs the watch until ctx ends (manager.Runnable).
+func newIndex(lws map[string]toolscache.ListerWatcher, label string) *Index {
+	x := &Index{label: label, lws: lws, stores: map[string]*store{}, keys: map[string]bool{}, synced: make(chan struct{}), pending: len(lws)}
+	for ns := range lws {
+		x.stores[ns] = &store{x: x, ns: ns}
+	}
+	return x
+}
+
+// Start runs the watches until ctx ends (manager.Runnable).
 func (x *Index) Start(ctx context.Context) error {
 	if !x.started.CompareAndSwap(false, true) {
 		return errors.New("secretnames: already started")
 	}
-	r := toolscache.NewReflectorWithOptions(x.lw, &metav1.PartialObjectMetadata{}, (*store)(x),
-		toolscache.ReflectorOptions{Name: "secret names"})
-	r.RunWithContext(ctx)
+	var wg sync.WaitGroup
+	for ns, lw := range x.lws {
+		wg.Go(func() {
+			r := toolscache.NewReflectorWithOptions(lw, &metav1.PartialObjectMetadata{}, x.stores[ns],
+				toolscache.ReflectorOptions{Name: "secret names " + ns})
+			r.RunWithContext(ctx)
+		})
+	}
+	wg.Wait()
 	return nil
 }
 
@@ -154,15 +181,19 @@ func (s *eventSource) WaitForSync(ctx context.Context) error { return s.x.WaitFo
 
 func (s *eventSource) String() string { return "secret names" }
 
-// store is the Index as the reflector's store.
-type store Index
+// store is the Index as one namespace's reflector store ("": all).
+type store struct {
+	x      *Index
+	ns     string
+	synced bool // its initial list is in (guarded by x.mu)
+}
 
 func (s *store) labelled(obj any) (string, bool, error) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return "", false, fmt.Errorf("secretnames: unexpected %T", obj)
 	}
-	_, l := m.Labels[s.label]
+	_, l := m.Labels[s.x.label]
 	return m.Namespace + "/" + m.Name, l, nil
 }
 
@@ -171,10 +202,11 @@ func (s *store) set(obj any) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.keys[key] = l
-	hs := s.handlers
-	s.mu.Unlock()
+	x := s.x
+	x.mu.Lock()
+	x.keys[key] = l
+	hs := x.handlers
+	x.mu.Unlock()
 	emit(hs, key, l)
 	return nil
 }
@@ -190,17 +222,19 @@ func (s *store) Delete(obj any) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	delete(s.keys, key)
-	hs := s.handlers
-	s.mu.Unlock()
+	x := s.x
+	x.mu.Lock()
+	delete(x.keys, key)
+	hs := x.handlers
+	x.mu.Unlock()
 	emit(hs, key, l)
 	return nil
 }
 
-// Replace takes a full list (the initial one, or a relist after the watch
-// lost its place): keys that vanished are deleted, new ones added. A relist's
-// changes are delivered as events; the initial list's are not.
+// Replace takes a full list of the store's namespace (the initial one, or a
+// relist after the watch lost its place): keys that vanished are deleted,
+// new ones added. A relist's changes are delivered as events; the initial
+// list's are not.
 func (s *store) Replace(list []any, _ string) error {
 	next := make(map[string]bool, len(list))
 	for _, o := range list {
@@ -210,16 +244,31 @@ func (s *store) Replace(list []any, _ string) error {
 		}
 		next[key] = l
 	}
-	s.mu.Lock()
-	prev := s.keys
-	s.keys = next
-	hs := s.handlers
-	s.mu.Unlock()
-	select {
-	case <-s.synced:
-	default:
-		hs = nil // the initial list: the controllers' own initial lists cover it
+	x := s.x
+	x.mu.Lock()
+	var prev map[string]bool
+	if s.ns == metav1.NamespaceAll {
+		prev, x.keys = x.keys, next
+	} else {
+		prefix := s.ns + "/"
+		prev = map[string]bool{}
+		for k, l := range x.keys {
+			if strings.HasPrefix(k, prefix) {
+				prev[k] = l
+				delete(x.keys, k)
+			}
+		}
+		maps.Copy(x.keys, next)
 	}
+	hs := x.handlers
+	if !s.synced {
+		hs = nil // the initial list: the controllers' own initial lists cover it
+		s.synced = true
+		if x.pending--; x.pending == 0 {
+			close(x.synced)
+		}
+	}
+	x.mu.Unlock()
 	if len(hs) > 0 {
 		for k, l := range prev {
 			if _, ok := next[k]; !ok {
@@ -232,7 +281,6 @@ func (s *store) Replace(list []any, _ string) error {
 			}
 		}
 	}
-	s.once.Do(func() { close(s.synced) })
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,7 +80,7 @@ func TestIndexFollowsSecrets(t *testing.T) {
 	// The reflector's part is covered against a real API server (the
 	// controllers' suite); from here the test plays the reflector.
 	cancel()
-	st := (*store)(x)
+	st := x.stores[""]
 	// Live events reach the controller's queue; the initial list is not replayed.
 	if err := st.Add(secret("b", "migrated", "11", false)); err != nil {
 		t.Fatal(err)
@@ -127,7 +128,7 @@ func BenchmarkIndexBytesPerSecret(b *testing.B) {
 		for i := range list {
 			list[i] = secret(fmt.Sprintf("busy-%03d", i%200), fmt.Sprintf("workload-%05d", i), "1", false)
 		}
-		if err := (*store)(x).Replace(list, "1"); err != nil {
+		if err := x.stores[""].Replace(list, "1"); err != nil {
 			b.Fatal(err)
 		}
 		list = nil //nolint:ineffassign,wastedassign // the decoded objects are garbage once indexed
@@ -135,5 +136,36 @@ func BenchmarkIndexBytesPerSecret(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/secret")
 		runtime.KeepAlive(x)
+	}
+}
+
+// With namespaces (--watch-namespaces), each namespace has its own list and
+// watch: the Index is synced once all are, and one namespace's relist leaves
+// the others' Secrets alone.
+func TestIndexPerNamespace(t *testing.T) {
+	x := newIndex(map[string]toolscache.ListerWatcher{"a": nil, "b": nil}, label)
+	if err := x.stores["a"].Replace([]any{secret("a", "creds", "1", false)}, "1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-x.synced:
+		t.Fatal("synced with one of two namespaces listed")
+	default:
+	}
+	if err := x.stores["b"].Replace([]any{secret("b", "creds", "2", false), secret("b", "token", "3", true)}, "3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.WaitForSync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.stores["a"].Replace([]any{secret("a", "other", "4", false)}, "4"); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]bool{"a/creds": false, "a/other": true, "b/creds": true, "b/token": true} {
+		ns, name, _ := strings.Cut(key, "/")
+		err := x.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &metav1.PartialObjectMetadata{})
+		if got := err == nil; got != want {
+			t.Errorf("%s known = %v, want %v (err %v)", key, got, want, err)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
+	"testing"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -70,4 +71,20 @@ func Start(env *envtest.Environment) (*rest.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// StartForTest starts an API server with the operator's CRDs for one test and
+// stops it when the test ends.
+func StartForTest(t testing.TB) *rest.Config {
+	t.Helper()
+	env, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Start(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	return cfg
 }

@@ -124,14 +124,11 @@ func TestE2E(t *testing.T) {
 			}
 			return decode(t, b)
 		}},
-		{"helm", func(t *testing.T) []*unstructured.Unstructured {
-			var out, errb bytes.Buffer
-			cmd := exec.Command(*helmBin, "template", helmName, filepath.Join(testenv.RepoRoot(), "charts", "finch-operator"), "--namespace", helmNS)
-			cmd.Stdout, cmd.Stderr = &out, &errb
-			if err := cmd.Run(); err != nil {
-				fatalf(t, "helm template: %v: %s", err, errb.String())
-			}
-			return decode(t, out.Bytes())
+		{"helm", func(t *testing.T) []*unstructured.Unstructured { return helmTemplate(t) }},
+		// A namespace-scoped install: Roles in the watched namespace only, so
+		// the watchdog fails the run on any read or write it does not cover.
+		{"helm-namespaced", func(t *testing.T) []*unstructured.Unstructured {
+			return helmTemplate(t, "rbac.namespaced=true", "watchNamespaces={"+storyNS+"}")
 		}},
 	}
 	for _, f := range flavors {
@@ -184,6 +181,21 @@ func testImage(t *testing.T) *imageConfig {
 	logf("files: %s", strings.Join(groups, ", "))
 	logf("image size %.1f MiB", float64(img.Size)/(1<<20))
 	return img
+}
+
+// helmTemplate renders the chart with the given --set values.
+func helmTemplate(t *testing.T, set ...string) []*unstructured.Unstructured {
+	args := []string{"template", helmName, filepath.Join(testenv.RepoRoot(), "charts", "finch-operator"), "--namespace", helmNS}
+	for _, v := range set {
+		args = append(args, "--set", v)
+	}
+	var out, errb bytes.Buffer
+	cmd := exec.Command(*helmBin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		fatalf(t, "helm template: %v: %s", err, errb.String())
+	}
+	return decode(t, out.Bytes())
 }
 
 // e2e is one install flavor's world: control plane, simulator, replicas.

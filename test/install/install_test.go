@@ -74,6 +74,11 @@ func TestInstall(t *testing.T) {
 	t.Run("chart CRDs match config/crd/bases", testChartCRDs)
 	t.Run("chart ClusterRole matches config/rbac/role.yaml", testChartClusterRole)
 	t.Run("chart leader election Role matches config/rbac", testChartLeaderElectionRole)
+	t.Run("user roles: chart matches config/rbac, aggregated, no Secrets", testUserRoles)
+	t.Run("helm chart, namespaced: Roles in the watched namespaces, no cluster-wide grant", testChartNamespaced)
+	t.Run("alerts and dashboard: derived copies are current", testMonitoringCopies)
+	t.Run("alerts and dashboard: kustomize", func(t *testing.T) { testKustomizeMonitoring(t, c) })
+	t.Run("alerts and dashboard: helm chart", func(t *testing.T) { testHelmMonitoring(t, c) })
 }
 
 func testKustomizeDefault(t *testing.T, c *cluster) {
@@ -133,7 +138,8 @@ func testKustomizeDefault(t *testing.T, c *cluster) {
 
 // testKustomizeOptional renders the opt-in components (ServiceMonitor,
 // NetworkPolicies) and validates the NetworkPolicies on the server (the
-// ServiceMonitor CRD is not installed in envtest).
+// ServiceMonitor CRD is not installed in envtest). testKustomizeMonitoring
+// covers the rest of config/prometheus and config/grafana.
 func testKustomizeOptional(t *testing.T, c *cluster) {
 	policies := decode(t, c.run(t, nil, "kustomize", filepath.Join(root, "config", "network-policy")))
 	if len(policies) != 3 {
@@ -148,10 +154,8 @@ func testKustomizeOptional(t *testing.T, c *cluster) {
 	c.run(t, encode(t, policies), "apply", "--dry-run=server", "-f", "-")
 
 	monitors := decode(t, c.run(t, nil, "kustomize", filepath.Join(root, "config", "prometheus")))
-	if len(monitors) != 1 || monitors[0].GetKind() != "ServiceMonitor" {
-		t.Fatalf("config/prometheus renders %v, want one ServiceMonitor", keys(monitors))
-	}
-	endpoints, _, _ := unstructured.NestedSlice(monitors[0].Object, "spec", "endpoints")
+	monitor := find(t, monitors, "ServiceMonitor", "controller-manager-metrics-monitor")
+	endpoints, _, _ := unstructured.NestedSlice(monitor.Object, "spec", "endpoints")
 	if len(endpoints) != 1 || endpoints[0].(map[string]any)["port"] != "metrics" {
 		t.Errorf("ServiceMonitor endpoints %v, want the metrics port", endpoints)
 	}
@@ -210,6 +214,10 @@ func testHelmChart(t *testing.T, c *cluster) {
 			"ServiceAccount/" + helmNamespace + "/finch-operator",
 			"ClusterRole//finch-operator-manager",
 			"ClusterRoleBinding//finch-operator-manager",
+			"ClusterRole//finch-operator-finchapp-editor",
+			"ClusterRole//finch-operator-finchapp-viewer",
+			"ClusterRole//finch-operator-finchconnection-editor",
+			"ClusterRole//finch-operator-finchconnection-viewer",
 			"Role/" + helmNamespace + "/finch-operator-leader-election",
 			"RoleBinding/" + helmNamespace + "/finch-operator-leader-election",
 			"Service/" + helmNamespace + "/finch-operator-metrics",
@@ -345,6 +353,95 @@ func testChartLeaderElectionRole(t *testing.T) {
 	kustomize := find(t, readObjects(t, filepath.Join(root, "config", "rbac", "leader_election_role.yaml")), "Role", "leader-election-role")
 	chart := find(t, helmTemplate(t), "Role", "finch-operator-leader-election")
 	compareRules(t, "charts/finch-operator/templates/leader-election-role.yaml", chart, "config/rbac/leader_election_role.yaml", kustomize)
+}
+
+// testChartNamespaced renders the chart as a namespace-scoped install: the
+// manager's rules (the generated ones) in a Role and RoleBinding per watched
+// namespace, no ClusterRole or ClusterRoleBinding that grants the operator
+// anything, and --watch-namespaces on the manager.
+func testChartNamespaced(t *testing.T) {
+	objs := helmTemplate(t, "rbac.namespaced=true", "watchNamespaces={tenant-a,tenant-b}")
+	generated := find(t, readObjects(t, filepath.Join(root, "config", "rbac", "role.yaml")), "ClusterRole", "manager-role")
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ClusterRoleBinding":
+			t.Errorf("namespaced install renders %s", key(o))
+		case "ClusterRole":
+			for g := range grants(t, o) {
+				if !strings.HasPrefix(g, "finch.connectops.dev|") {
+					t.Errorf("namespaced install renders %s granting %s", key(o), g)
+				}
+			}
+		}
+	}
+	for _, ns := range []string{"tenant-a", "tenant-b"} {
+		role := findIn(t, objs, "Role", ns, "finch-operator-manager")
+		compareRules(t, "the chart's Role in "+ns, role, "config/rbac/role.yaml (generated)", generated)
+		binding := findIn(t, objs, "RoleBinding", ns, "finch-operator-manager")
+		subjects, _, _ := unstructured.NestedSlice(binding.Object, "subjects")
+		if len(subjects) != 1 || subjects[0].(map[string]any)["namespace"] != helmNamespace {
+			t.Errorf("RoleBinding in %s binds %v, want the release's ServiceAccount", ns, subjects)
+		}
+	}
+	dep := find(t, objs, "Deployment", "finch-operator")
+	args, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	if !strings.Contains(fmt.Sprint(args), "--watch-namespaces=tenant-a,tenant-b") {
+		t.Errorf("the manager does not get --watch-namespaces: %v", args)
+	}
+	// Without watchNamespaces a namespaced install is refused, not cluster-wide.
+	cmd := exec.Command(helmBinary, "template", helmRelease, chartDir, "--set", "rbac.namespaced=true")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "rbac.namespaced needs watchNamespaces") {
+		t.Errorf("rbac.namespaced without watchNamespaces: err %v, output %s", err, out)
+	}
+}
+
+func findIn(t *testing.T, objs []*unstructured.Unstructured, kind, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetNamespace() == ns && o.GetName() == name {
+			return o
+		}
+	}
+	t.Fatalf("no %s %s/%s among %v", kind, ns, name, keys(objs))
+	return nil
+}
+
+// testUserRoles checks the editor and viewer roles people get: the chart's
+// and config/rbac's grant the same and aggregate into the same built-in roles
+// (admin and edit manage FinchConnections, only admin FinchApps, view reads),
+// and none grants anything outside finch.connectops.dev (no Secrets).
+func testUserRoles(t *testing.T) {
+	requireHelm(t)
+	rendered := helmTemplate(t)
+	want := map[string][]string{
+		"finchconnection-editor": {"admin", "edit"},
+		"finchconnection-viewer": {"view"},
+		"finchapp-editor":        {"admin"},
+		"finchapp-viewer":        {"admin", "edit", "view"},
+	}
+	for name, to := range want {
+		file := strings.ReplaceAll(name, "-", "_") + "_role.yaml"
+		kustomize := find(t, readObjects(t, filepath.Join(root, "config", "rbac", file)), "ClusterRole", name+"-role")
+		chart := find(t, rendered, "ClusterRole", "finch-operator-"+name)
+		compareRules(t, "charts/finch-operator/templates/user-roles.yaml ("+name+")", chart, "config/rbac/"+file, kustomize)
+		for _, obj := range []*unstructured.Unstructured{kustomize, chart} {
+			var got []string
+			for k, v := range obj.GetLabels() {
+				if role, ok := strings.CutPrefix(k, "rbac.authorization.k8s.io/aggregate-to-"); ok && v == "true" {
+					got = append(got, role)
+				}
+			}
+			sort.Strings(got)
+			if strings.Join(got, ",") != strings.Join(to, ",") {
+				t.Errorf("%s (%s) aggregates to %v, want %v", obj.GetName(), obj.GetLabels()["app.kubernetes.io/managed-by"], got, to)
+			}
+			for g := range grants(t, obj) {
+				if !strings.HasPrefix(g, "finch.connectops.dev|") {
+					t.Errorf("%s grants %s: user roles grant only finch.connectops.dev resources", obj.GetName(), g)
+				}
+			}
+		}
+	}
 }
 
 // compareRules compares two RBAC roles as sets of (apiGroup, resource, verb,

@@ -1,0 +1,146 @@
+// Package kubectlfinch is the `kubectl finch` plugin: day-2 commands for
+// FinchConnections (get, funnel, status, link, reauth, resync, suspend,
+// resume, handoff, adopt). It speaks only to the Kubernetes API, with the
+// names the operator understands taken from api/v1alpha1, and never prints an
+// access token, an authorization code or a client secret.
+package kubectlfinch
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/scheme"
+)
+
+// DefaultWaitTimeout bounds --wait: the operator acts within seconds unless
+// Finch or the API server is slow or the request is deferred for budget.
+const DefaultWaitTimeout = 2 * time.Minute
+
+// Options are what every command shares: the standard kubectl connection
+// flags, the streams, and the clock (tests and relative times use it).
+type Options struct {
+	genericiooptions.IOStreams
+	ConfigFlags *genericclioptions.ConfigFlags
+	// Now is the clock for relative times ("in 3d", "expired 2h ago").
+	Now func() time.Time
+	// PollInterval is how often --wait re-reads the objects.
+	PollInterval time.Duration
+
+	client client.Client
+}
+
+// NewCommand returns the root command; cmd/kubectl-finch executes it.
+func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{
+		IOStreams:    streams,
+		ConfigFlags:  genericclioptions.NewConfigFlags(true),
+		Now:          time.Now,
+		PollInterval: 500 * time.Millisecond,
+	}
+	cmd := &cobra.Command{
+		Use:   "kubectl-finch",
+		Short: "Day-2 operations for Finch employer connections (FinchConnection, FinchApp)",
+		Long: `kubectl finch shows where each employer is in the Finch Connect journey and
+performs the operator's documented actions (annotations, spec.suspend, code and
+token Secrets) for you.
+
+It never prints an access token, an authorization code or a client secret.`,
+		Example: `  kubectl finch get -A                       # every connection, with the next step
+  kubectl finch funnel                       # per FinchApp: awaiting, connected, drop-off, time to connect
+  kubectl finch status acme                  # the whole story of one employer
+  kubectl finch link acme | pbcopy           # the Connect URL to send the employer
+  kubectl finch reauth acme --wait           # issue a reauthentication session and print its link
+  kubectl finch handoff globex --code-file - # embedded flow: hand the code from onSuccess over
+  kubectl finch adopt legacy --token-file t  # migration: adopt a token you already hold`,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl finch"},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cmd.CompletionOptions.HiddenDefaultCmd = true
+	cmd.SetIn(streams.In)
+	cmd.SetOut(streams.Out)
+	cmd.SetErr(streams.ErrOut)
+	o.ConfigFlags.AddFlags(cmd.PersistentFlags())
+	cmd.AddCommand(
+		newGetCommand(o),
+		newFunnelCommand(o),
+		newStatusCommand(o),
+		newLinkCommand(o),
+		newReauthCommand(o),
+		newResyncCommand(o),
+		newSuspendCommand(o, true),
+		newSuspendCommand(o, false),
+		newHandoffCommand(o),
+		newAdoptCommand(o),
+	)
+	return cmd
+}
+
+// Client returns the API client (built once from the kubeconfig flags).
+func (o *Options) Client() (client.Client, error) {
+	if o.client != nil {
+		return o.client, nil
+	}
+	cfg, err := o.ConfigFlags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme.Scheme})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the API server: %w", err)
+	}
+	o.client = c
+	return c, nil
+}
+
+// Namespace is -n, else the kubeconfig context's namespace, else "default".
+func (o *Options) Namespace() (string, error) {
+	ns, _, err := o.ConfigFlags.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return "", fmt.Errorf("namespace from kubeconfig: %w", err)
+	}
+	return ns, nil
+}
+
+// getConnection reads one FinchConnection, with an error that says what to
+// do when it does not exist.
+func (o *Options) getConnection(ctx context.Context, name string) (*finchv1.FinchConnection, error) {
+	c, err := o.Client()
+	if err != nil {
+		return nil, err
+	}
+	ns, err := o.Namespace()
+	if err != nil {
+		return nil, err
+	}
+	conn := &finchv1.FinchConnection{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, conn); err != nil {
+		return nil, connectionError(err, ns, name)
+	}
+	return conn, nil
+}
+
+func connectionError(err error, ns, name string) error {
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("FinchConnection %q not found in namespace %q (kubectl finch get -n %s lists them)", name, ns, ns)
+	}
+	return fmt.Errorf("get FinchConnection %s/%s: %w", ns, name, err)
+}
+
+// exactArgs is cobra.ExactArgs with an error that names what is missing.
+func exactArgs(what string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("expected exactly one %s, got %d arguments", what, len(args))
+		}
+		return nil
+	}
+}

@@ -1,0 +1,148 @@
+package install_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+// The alerting rules and the Grafana dashboard live once, under config/
+// (test/monitoring checks their content); these tests check that every way
+// of installing them renders that content unchanged.
+
+var (
+	rulesSource     = filepath.Join(root, "config", "prometheus", "finch-operator.rules.yaml")
+	dashboardSource = filepath.Join(root, "config", "grafana", "finch-operator-dashboard.json")
+)
+
+const syncFix = "run ./hack/sync-monitoring.sh (make manifests runs it)"
+
+// rulesSpec is the rules file as a PrometheusRule's spec.
+func rulesSpec(t *testing.T) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(rulesSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec map[string]any
+	if err := yaml.Unmarshal(raw, &spec); err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+func dashboard(t *testing.T) any {
+	t.Helper()
+	raw, err := os.ReadFile(dashboardSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d any
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("%s: %v", dashboardSource, err)
+	}
+	return d
+}
+
+// checkDashboardConfigMap checks a ConfigMap carries the dashboard for Grafana's sidecar.
+func checkDashboardConfigMap(t *testing.T, cm *unstructured.Unstructured) {
+	t.Helper()
+	if got := cm.GetLabels()["grafana_dashboard"]; got != "1" {
+		t.Errorf("ConfigMap %s: label grafana_dashboard=%q, want \"1\" (Grafana's sidecar selects it)", cm.GetName(), got)
+	}
+	data, _, _ := unstructured.NestedStringMap(cm.Object, "data")
+	if len(data) != 1 {
+		t.Fatalf("ConfigMap %s has keys %v, want one dashboard", cm.GetName(), reflect.ValueOf(data).MapKeys())
+	}
+	var got any
+	if err := json.Unmarshal([]byte(data["finch-operator.json"]), &got); err != nil {
+		t.Fatalf("ConfigMap %s: finch-operator.json is not JSON: %v", cm.GetName(), err)
+	}
+	if !reflect.DeepEqual(got, dashboard(t)) {
+		t.Errorf("ConfigMap %s: the dashboard differs from %s", cm.GetName(), dashboardSource)
+	}
+}
+
+func checkPrometheusRule(t *testing.T, what string, pr *unstructured.Unstructured) {
+	t.Helper()
+	if !reflect.DeepEqual(pr.Object["spec"], rulesSpec(t)) {
+		t.Errorf("%s: the PrometheusRule's spec differs from %s: %s", what, rulesSource, syncFix)
+	}
+}
+
+// testMonitoringCopies fails while a derived copy of the rules or the
+// dashboard is stale.
+func testMonitoringCopies(t *testing.T) {
+	for src, dst := range map[string]string{
+		rulesSource:     filepath.Join(chartDir, "files", "monitoring", "finch-operator.rules.yaml"),
+		dashboardSource: filepath.Join(chartDir, "files", "monitoring", "finch-operator-dashboard.json"),
+	} {
+		a, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(dst)
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s is stale or missing: %s", dst, syncFix)
+		}
+	}
+	objs := readObjects(t, filepath.Join(root, "config", "prometheus", "prometheusrule.yaml"))
+	checkPrometheusRule(t, "config/prometheus/prometheusrule.yaml", find(t, objs, "PrometheusRule", "controller-manager-alerts"))
+}
+
+// testKustomizeMonitoring renders config/prometheus (ServiceMonitor and
+// PrometheusRule; their CRDs are not in envtest) and config/grafana, whose
+// ConfigMap the API server validates.
+func testKustomizeMonitoring(t *testing.T, c *cluster) {
+	objs := decode(t, c.run(t, nil, "kustomize", filepath.Join(root, "config", "prometheus")))
+	if got := sorted(keys(objs)); !reflect.DeepEqual(got, []string{
+		"PrometheusRule/system/controller-manager-alerts", "ServiceMonitor/system/controller-manager-metrics-monitor",
+	}) {
+		t.Fatalf("config/prometheus renders %v", got)
+	}
+	checkPrometheusRule(t, "config/prometheus", find(t, objs, "PrometheusRule", "controller-manager-alerts"))
+
+	cms := decode(t, c.run(t, nil, "kustomize", filepath.Join(root, "config", "grafana")))
+	if len(cms) != 1 || cms[0].GetKind() != "ConfigMap" {
+		t.Fatalf("config/grafana renders %v, want one ConfigMap", keys(cms))
+	}
+	checkDashboardConfigMap(t, cms[0])
+	cms[0].SetNamespace(kustomizeNamespace)
+	c.run(t, encode(t, cms), "apply", "--dry-run=server", "-f", "-")
+}
+
+// testHelmMonitoring renders the chart's PrometheusRule and dashboard
+// ConfigMap (off by default) and validates the ConfigMap on the server.
+func testHelmMonitoring(t *testing.T, c *cluster) {
+	requireHelm(t)
+	for _, o := range helmTemplate(t) {
+		if o.GetKind() == "PrometheusRule" || o.GetKind() == "ConfigMap" {
+			t.Errorf("%s rendered with default values", key(o))
+		}
+	}
+	objs := helmTemplate(t, "prometheusRule.enabled=true", "prometheusRule.labels.release=kube-prometheus-stack",
+		"grafanaDashboard.enabled=true", "grafanaDashboard.annotations.grafana_folder=Finch")
+	pr := find(t, objs, "PrometheusRule", helmRelease)
+	checkPrometheusRule(t, "the chart", pr)
+	if pr.GetLabels()["release"] != "kube-prometheus-stack" || pr.GetNamespace() != helmNamespace {
+		t.Errorf("PrometheusRule labels %v, namespace %q", pr.GetLabels(), pr.GetNamespace())
+	}
+	cm := find(t, objs, "ConfigMap", helmRelease+"-dashboard")
+	checkDashboardConfigMap(t, cm)
+	if cm.GetAnnotations()["grafana_folder"] != "Finch" {
+		t.Errorf("dashboard ConfigMap annotations %v lack grafana_folder", cm.GetAnnotations())
+	}
+	c.run(t, encode(t, []*unstructured.Unstructured{cm}), "apply", "--dry-run=server", "-f", "-")
+
+	// The ConfigMap can go to Grafana's namespace.
+	objs = helmTemplate(t, "grafanaDashboard.enabled=true", "grafanaDashboard.namespace=monitoring")
+	if ns := find(t, objs, "ConfigMap", helmRelease+"-dashboard").GetNamespace(); ns != "monitoring" {
+		t.Errorf("dashboard ConfigMap in namespace %q, want monitoring", ns)
+	}
+}
