@@ -575,7 +575,7 @@ var _ = Describe("Finch budget", func() {
 		Expect(s.sim.Responses(epSessions, 429)).To(BeZero())
 	})
 
-	It("gives a backlog places in line, one slot apart, while an employer's hand-off goes first", func() {
+	It("gives a backlog places in line, one per slot as slots free, while an employer's hand-off goes first", func() {
 		s := newScenario()
 		s.setAppBudget(2, time.Hour)
 		s.newConn("first", "first-1")
@@ -586,8 +586,9 @@ var _ = Describe("Finch budget", func() {
 		for _, n := range backlog {
 			s.newConn(n, n+"-1")
 		}
-		// Each waiter is told when it comes back: its own place, about one
-		// slot (an hour / 2) after the one before, not all at the same time.
+		// Each waiter is told when it comes back: its own place, when a slot
+		// not promised to an earlier waiter frees (an hour after the call that
+		// holds it), so never more waiters in a window than it has slots.
 		nextRE := regexp.MustCompile(`next attempt in about (\S+)$`)
 		var waits []time.Duration
 		Eventually(func(g Gomega) {
@@ -604,8 +605,9 @@ var _ = Describe("Finch budget", func() {
 			}
 		}).Should(Succeed())
 		slices.Sort(waits)
-		for i := 1; i < len(waits); i++ {
-			Expect(waits[i]-waits[i-1]).To(BeNumerically(">=", 25*time.Minute), "places about one slot apart: %v", waits)
+		Expect(waits[0]).To(BeNumerically(">=", 55*time.Minute), "no place before the first slot frees: %v", waits)
+		for i := 2; i < len(waits); i++ {
+			Expect(waits[i]-waits[i-2]).To(BeNumerically(">=", 55*time.Minute), "at most 2 places (the budget) per hour: %v", waits)
 		}
 		// The employer of the first connection finishes Connect meanwhile.
 		s.handOverCode("first", first.Status.Session.ID)
