@@ -27,7 +27,12 @@ func TestRecorderOnARealAPIServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	obj := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "employer"}}
+	// A namespace of its own: the API server records Events of its own in
+	// "default".
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "recorder"}}); err != nil {
+		t.Fatal(err)
+	}
+	obj := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "recorder", Name: "employer"}}
 	if err := k8s.Create(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
@@ -43,10 +48,15 @@ func TestRecorderOnARealAPIServer(t *testing.T) {
 	var got []eventsv1.Event
 	waitFor(t, func() bool {
 		list := &eventsv1.EventList{}
-		if err := k8s.List(ctx, list, client.InNamespace("default")); err != nil {
+		if err := k8s.List(ctx, list, client.InNamespace("recorder")); err != nil {
 			t.Fatal(err)
 		}
-		got = list.Items
+		got = got[:0]
+		for _, e := range list.Items {
+			if e.Regarding.UID == obj.UID {
+				got = append(got, e)
+			}
+		}
 		if len(got) != 2 {
 			return false
 		}
