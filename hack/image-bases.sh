@@ -14,6 +14,9 @@
 #            the world-writable /tmp and /home/nonroot that distroless ships.
 # A stand-in is rebuilt when its inputs change (the Go version, the certificate bundle).
 set -euo pipefail
+# A failure inside $(…) (a missing busybox, say) must stop the script, not
+# leave an empty value behind.
+shopt -s inherit_errexit
 
 BUILDER_IMAGE=${BUILDER_IMAGE:-golang:1.26}
 RUNTIME_IMAGE=${RUNTIME_IMAGE:-gcr.io/distroless/static:nonroot}
@@ -44,12 +47,24 @@ certs() {
   log "no CA certificate bundle on this machine (install ca-certificates)"; exit 1
 }
 
-busybox() {
+static_busybox() {
   local f
   for f in /bin/busybox /usr/bin/busybox; do
     # A dynamically linked busybox would need the host's libc in the image.
-    if [ -x "$f" ] && ! (command -v ldd >/dev/null && ldd "$f" >/dev/null 2>&1); then echo "$f"; return; fi
+    if [ -x "$f" ] && ! (command -v ldd >/dev/null && ldd "$f" >/dev/null 2>&1); then echo "$f"; return 0; fi
   done
+  return 1
+}
+
+busybox() {
+  static_busybox && return
+  # A fresh machine: install it, as hack/docker-engine.sh installs docker.io.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "no static busybox on this machine: installing Debian's busybox-static (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >&2 ||
+      { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >&2; }
+    static_busybox && return
+  fi
   log "no static busybox on this machine: apt-get install -y busybox-static"; exit 1
 }
 
