@@ -12,7 +12,7 @@
 #            RUN shell, with golang's environment (PATH, GOPATH=/go, GOTOOLCHAIN=local);
 #   runtime  scratch plus distroless' nonroot user and group (65532), CA certificates, tzdata and
 #            the world-writable /tmp and /home/nonroot that distroless ships.
-# A stand-in is rebuilt when its inputs change (the Go version, the certificate bundle).
+# A stand-in is rebuilt when its inputs change (the Go version, the certificate bundle, busybox).
 set -euo pipefail
 # A failure inside $(…) (a missing busybox, say) must stop the script, not
 # leave an empty value behind.
@@ -78,7 +78,7 @@ make_builder() {
   version=$(go env GOVERSION)
   bundle=$(certs)
   bb=$(busybox)
-  key="$version $(sha256sum "$bundle" | cut -c1-16)"
+  key="$version $(sha256sum "$bundle" | cut -c1-16) $(sha256sum "$bb" | cut -c1-16)"
   if stand_in_current "$LOCAL_BUILDER" "$key"; then echo "$LOCAL_BUILDER"; return; fi
   log "making the builder stand-in $LOCAL_BUILDER from $goroot ($version), $bundle and $bb"
   stage=$(mktemp -d)
