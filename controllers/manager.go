@@ -176,7 +176,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) (ctrl.M
 	in := o.Inbound
 	in.Client, in.APIReader, in.Apps = mgr.GetClient(), mgr.GetAPIReader(), op.Apps
 	in.Namespaces = o.Controllers.WatchNamespaces
-	in.Recorder = op.Events
+	in.Recorder = op.Events.NonBlocking() // handlers never wait for room in the Event queue
 	op.Inbound = inbound.New(in)
 	if o.InboundAddr != "" && o.InboundAddr != "0" {
 		if err := mgr.Add(op.Inbound.Runnable(o.InboundAddr)); err != nil {

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 )
 
 // Recorder writes events.k8s.io/v1 Events, as controller-runtime's recorder
@@ -107,12 +108,32 @@ func (r *Recorder) init() {
 
 // Eventf records an Event about regarding (events.EventRecorder).
 func (r *Recorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
-	r.AnnotatedEventf(regarding, related, nil, eventtype, reason, action, note, args...)
+	r.record(true, regarding, related, nil, eventtype, reason, action, note, args...)
 }
 
 // AnnotatedEventf is Eventf with annotations on the Event
 // (events.AnnotatedEventRecorder).
 func (r *Recorder) AnnotatedEventf(regarding, related runtime.Object, annotations map[string]string, eventtype, reason, action, note string, args ...any) {
+	r.record(true, regarding, related, annotations, eventtype, reason, action, note, args...)
+}
+
+// NonBlocking records through the same queue and writers but never waits for
+// room in a full queue: for the inbound server's handlers, whose callers
+// (Finch, an employer's browser) time out, and which must not slow down
+// when the API server already does.
+func (r *Recorder) NonBlocking() recorder.EventRecorder { return nonBlocking{r} }
+
+type nonBlocking struct{ r *Recorder }
+
+func (n nonBlocking) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
+	n.r.record(false, regarding, related, nil, eventtype, reason, action, note, args...)
+}
+
+func (n nonBlocking) AnnotatedEventf(regarding, related runtime.Object, annotations map[string]string, eventtype, reason, action, note string, args ...any) {
+	n.r.record(false, regarding, related, annotations, eventtype, reason, action, note, args...)
+}
+
+func (r *Recorder) record(wait bool, regarding, related runtime.Object, annotations map[string]string, eventtype, reason, action, note string, args ...any) {
 	r.init()
 	log := logf.Log.WithName("events")
 	ref, err := reference.GetReference(r.Scheme, regarding)
@@ -149,7 +170,7 @@ func (r *Recorder) AnnotatedEventf(regarding, related runtime.Object, annotation
 			}
 			p := &pending{series: e, count: e.count}
 			r.mu.Unlock()
-			r.enqueue(p)
+			r.enqueue(p, wait)
 			return
 		}
 		r.order.Remove(el)
@@ -184,14 +205,18 @@ func (r *Recorder) AnnotatedEventf(regarding, related runtime.Object, annotation
 		Type:                eventtype,
 	}
 	entry.ns = ns
-	r.enqueue(&pending{event: ev, series: entry})
+	r.enqueue(&pending{event: ev, series: entry}, wait)
 }
 
-func (r *Recorder) enqueue(p *pending) {
+func (r *Recorder) enqueue(p *pending, wait bool) {
 	select {
 	case r.queue <- p:
 		return
 	default:
+	}
+	if !wait {
+		r.drop(p)
+		return
 	}
 	// Full: the API server is slower than Events come (a burst of new
 	// connections). Waiting a little slows the reconciles that record them,
@@ -201,13 +226,17 @@ func (r *Recorder) enqueue(p *pending) {
 	select {
 	case r.queue <- p:
 	case <-t.C:
-		r.mu.Lock()
-		r.dropped++
-		r.mu.Unlock()
-		eventsDropped.Inc()
-		if p.event != nil {
-			r.forget(p.series) // a repeat must not count on an Event never written
-		}
+		r.drop(p)
+	}
+}
+
+func (r *Recorder) drop(p *pending) {
+	r.mu.Lock()
+	r.dropped++
+	r.mu.Unlock()
+	eventsDropped.Inc()
+	if p.event != nil {
+		r.forget(p.series) // a repeat must not count on an Event never written
 	}
 }
 

@@ -94,6 +94,15 @@ func TestRecorderOnARealAPIServer(t *testing.T) {
 	if small.Dropped() != 7 {
 		t.Errorf("dropped = %d, want 7", small.Dropped())
 	}
+	// The inbound server's recorder never waits, even with a long MaxWait.
+	patient := &Recorder{Client: k8s, Scheme: testenv.Scheme, Controller: "finch-operator", QueueSize: 1, MaxWait: time.Hour}
+	start = time.Now()
+	for i := range 3 {
+		Record(patient.NonBlocking(), obj, corev1.EventTypeNormal, "Test", "Test", fmt.Sprintf("event %d", i))
+	}
+	if d := time.Since(start); d > time.Second || patient.Dropped() != 2 {
+		t.Errorf("NonBlocking with a full queue: took %v, dropped %d (want at once, 2)", d, patient.Dropped())
+	}
 	if small.order.Len() > 2 || len(small.series) != small.order.Len() {
 		t.Errorf("series remembered = %d/%d, want at most SeriesSize 2", small.order.Len(), len(small.series))
 	}

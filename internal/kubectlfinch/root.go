@@ -110,14 +110,23 @@ func (o *Options) Namespace() (string, error) {
 	return ns, nil
 }
 
+// clientIn is the client and the namespace a single-object command works in.
+func (o *Options) clientIn() (client.Client, string, error) {
+	c, err := o.Client()
+	if err != nil {
+		return nil, "", err
+	}
+	ns, err := o.Namespace()
+	if err != nil {
+		return nil, "", err
+	}
+	return c, ns, nil
+}
+
 // getConnection reads one FinchConnection, with an error that says what to
 // do when it does not exist.
 func (o *Options) getConnection(ctx context.Context, name string) (*finchv1.FinchConnection, error) {
-	c, err := o.Client()
-	if err != nil {
-		return nil, err
-	}
-	ns, err := o.Namespace()
+	c, ns, err := o.clientIn()
 	if err != nil {
 		return nil, err
 	}

@@ -112,11 +112,7 @@ func (h *handoffOptions) run(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	c, err := h.Client()
-	if err != nil {
-		return err
-	}
-	ns, err := h.Namespace()
+	c, ns, err := h.clientIn()
 	if err != nil {
 		return err
 	}
@@ -217,11 +213,7 @@ func (a *adoptOptions) run(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	c, err := a.Client()
-	if err != nil {
-		return err
-	}
-	ns, err := a.Namespace()
+	c, ns, err := a.clientIn()
 	if err != nil {
 		return err
 	}
