@@ -55,9 +55,15 @@ func (r *FinchConnectionReconciler) reconcileDelete(ctx context.Context, conn *f
 }
 
 func (r *FinchConnectionReconciler) disconnect(ctx context.Context, conn *finchv1.FinchConnection, token string) error {
-	app := &finchv1.FinchApp{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: conn.Namespace, Name: conn.AppName()}, app); err != nil {
-		return fmt.Errorf("get FinchApp %q: %w", conn.AppName(), err)
+	// No namespace admission check for a ClusterFinchApp: /disconnect
+	// authenticates with the connection's own token, which its namespace
+	// holds anyway, so a namespace no longer allowed may still clean up.
+	var app finchv1.AppObject = &finchv1.FinchApp{}
+	if conn.UsesClusterApp() {
+		app = &finchv1.ClusterFinchApp{}
+	}
+	if err := r.Get(ctx, conn.AppKey(), app.(client.Object)); err != nil {
+		return fmt.Errorf("get %s: %w", conn.AppDescription(), err)
 	}
 	resolved, err := r.Apps.Get(ctx, app)
 	if err != nil {

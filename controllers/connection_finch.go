@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -23,23 +24,29 @@ const maxBudgetBlock = 5 * time.Second
 // (nil: call now).
 func deferForBudget(s *syncState, endpoint string) *outcome {
 	var d time.Duration
+	placed := false
 	if s.app.IPGuard != nil {
 		d = s.app.IPGuard.Delay()
 	}
-	if d > maxBudgetBlock {
+	switch {
+	case d > maxBudgetBlock:
 		// The operator-wide IP guard keeps no line: spread its waiters.
 		d += time.Duration(rand.Int64N(int64(d/10) + 1))
-	} else if s.app.Budget != nil {
+	case s.app.Budget != nil:
 		// A place in the app's line for the endpoint: a backlog comes back
 		// one per free slot and leaves the workers to employers' hand-offs.
-		d = s.app.Budget.Queue(endpoint, maxBudgetBlock)
-	}
-	if d <= maxBudgetBlock {
+		// Namespaces sharing a ClusterFinchApp take turns (round robin), so
+		// one namespace's backlog never starves another's.
+		if d = s.app.Budget.Queue(endpoint, s.conn.Namespace, s.conn.Namespace+"/"+s.conn.Name, maxBudgetBlock); d == 0 {
+			return nil
+		}
+		placed = true
+	default:
 		return nil
 	}
-	o := &outcome{requeue: d, deferred: true}
-	o.wait = &reason{finchv1.ReasonBudgetWait, fmt.Sprintf("waiting for FinchApp %q's request budget for %s (spec.rateLimit); next attempt in about %s",
-		s.conn.AppName(), endpoint, o.requeue.Round(time.Second))}
+	o := &outcome{requeue: d, deferred: true, placed: placed}
+	o.wait = &reason{finchv1.ReasonBudgetWait, fmt.Sprintf("waiting for %s's request budget for %s (spec.rateLimit); next attempt in about %s",
+		s.conn.AppDescription(), endpoint, max(o.requeue, time.Second).Round(time.Second))}
 	return o
 }
 
@@ -51,7 +58,8 @@ func (r *FinchConnectionReconciler) finchError(s *syncState, what string, err er
 		if finch.IsInvalidClient(err) {
 			s.app.RejectCredentials()
 			return stalled(finchv1.ReasonInvalidCredentials,
-				"Finch rejected the client credentials of FinchApp %q (invalid_client): fix its credentials Secret (the sandbox, development and production apps have different credentials)", s.conn.AppName())
+				"Finch rejected the client credentials of %s (invalid_client): fix its credentials Secret %s/%s (the sandbox, development and production apps have different credentials)",
+				s.conn.AppDescription(), s.app.SecretNamespace, s.app.Spec.CredentialsSecretRef.Name)
 		}
 		return stalled(finchv1.ReasonFinchRejected, "Finch rejected the request to %s: %s. Fix the FinchConnection spec and apply it again", what, finchMessage(err))
 	case finch.ClassRateLimited:
@@ -80,13 +88,19 @@ func finchMessage(err error) string {
 // reportPenalty wakes the FinchApp controller so the app shows Finch's per-IP
 // penalty (condition RateLimited) while every call waits it out.
 func (r *FinchConnectionReconciler) reportPenalty(conn *finchv1.FinchConnection) {
-	if r.penalties == nil {
+	ch := r.penalties
+	var app client.Object = &finchv1.FinchApp{}
+	if conn.UsesClusterApp() {
+		ch, app = r.clusterPenalties, &finchv1.ClusterFinchApp{}
+	}
+	if ch == nil {
 		return
 	}
-	app := &finchv1.FinchApp{}
-	app.Namespace, app.Name = conn.Namespace, conn.AppName()
+	key := conn.AppKey()
+	app.SetNamespace(key.Namespace)
+	app.SetName(key.Name)
 	select {
-	case r.penalties <- event.GenericEvent{Object: app}:
+	case ch <- event.GenericEvent{Object: app}:
 	default: // already pending: one wake-up is enough
 	}
 }

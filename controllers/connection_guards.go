@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
@@ -31,41 +32,88 @@ func (r *FinchConnectionReconciler) skipSuspended(_ context.Context, s *syncStat
 	return nil
 }
 
-// resolveApp finds the FinchApp and its Finch client.
+// resolveApp finds the FinchApp or ClusterFinchApp and its Finch client.
 func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState) *outcome {
 	conn := s.conn
-	key := types.NamespacedName{Namespace: conn.Namespace, Name: conn.AppName()}
-	app := &finchv1.FinchApp{}
-	if err := r.Get(ctx, key, app); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return retry(fmt.Errorf("get FinchApp: %w", err))
-		}
-		return r.appMissing(s, key)
+	app, out := r.getApp(ctx, s)
+	if out != nil {
+		return out
 	}
 	resolved, err := r.Apps.Get(ctx, app)
 	if err != nil {
 		var cfgErr *apps.ConfigError
 		if errors.As(err, &cfgErr) {
-			return &outcome{wait: &reason{finchv1.ReasonAppNotReady, fmt.Sprintf("FinchApp %q is not usable: %s", app.Name, cfgErr.Message)}}
+			return &outcome{wait: &reason{finchv1.ReasonAppNotReady, fmt.Sprintf("%s is not usable: %s", conn.AppDescription(), cfgErr.Message)}}
 		}
 		return retry(err)
 	}
 	if resolved.CredentialsRejected() {
 		return stalled(finchv1.ReasonInvalidCredentials,
-			"Finch rejected the client credentials of FinchApp %q (invalid_client): fix Secret %s (the sandbox, development and production apps have different credentials)",
-			app.Name, app.Spec.CredentialsSecretRef.Name)
+			"Finch rejected the client credentials of %s (invalid_client): fix Secret %s/%s (the sandbox, development and production apps have different credentials)",
+			conn.AppDescription(), resolved.SecretNamespace, resolved.Spec.CredentialsSecretRef.Name)
 	}
 	s.app = resolved
 	return nil
 }
 
-// appMissing handles a FinchApp the cache does not have. A FinchApp applied
+// getApp reads the connection's app from the cache: its FinchApp, or a
+// ClusterFinchApp that admits the connection's namespace.
+func (r *FinchConnectionReconciler) getApp(ctx context.Context, s *syncState) (finchv1.AppObject, *outcome) {
+	conn := s.conn
+	key := conn.AppKey()
+	if !conn.UsesClusterApp() {
+		app := &finchv1.FinchApp{}
+		if err := r.Get(ctx, key, app); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return nil, retry(fmt.Errorf("get FinchApp: %w", err))
+			}
+			return nil, r.appMissing(s, fmt.Sprintf(
+				"FinchApp %q not found in namespace %s: create it or fix spec.appRef (the connection proceeds as soon as it exists)", key.Name, conn.Namespace))
+		}
+		return app, nil
+	}
+	if !r.ClusterApps {
+		return nil, stalled(finchv1.ReasonClusterAppUnavailable,
+			"spec.appRef names ClusterFinchApp %q, but this operator is installed namespace-scoped (--watch-namespaces) and cannot read cluster-scoped apps: use a FinchApp in namespace %s, or install the operator cluster-wide",
+			key.Name, conn.Namespace)
+	}
+	app := &finchv1.ClusterFinchApp{}
+	if err := r.Get(ctx, key, app); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return nil, retry(fmt.Errorf("get ClusterFinchApp: %w", err))
+		}
+		return nil, r.appMissing(s, fmt.Sprintf(
+			"ClusterFinchApp %q not found: create it or fix spec.appRef (the connection proceeds as soon as it exists)", key.Name))
+	}
+	ns := namespaceMeta()
+	if err := r.Get(ctx, types.NamespacedName{Name: conn.Namespace}, ns); err != nil {
+		return nil, retry(fmt.Errorf("get namespace %s: %w", conn.Namespace, err))
+	}
+	if ok, rules := apps.Admits(app.Spec.Conditions, conn.Namespace, ns.Labels); !ok {
+		// No Finch call, and nothing else: the namespace watch and the
+		// app's spec changes bring the connection back when this changes.
+		return nil, stalled(finchv1.ReasonNamespaceNotAllowed,
+			"ClusterFinchApp %q does not allow namespace %s (%s): ask its owner to allow this namespace in spec.conditions, or use a FinchApp in this namespace",
+			key.Name, conn.Namespace, rules)
+	}
+	return app, nil
+}
+
+// namespaceMeta is an empty Namespace read as metadata only (the cache keeps
+// no Namespace specs).
+func namespaceMeta() *metav1.PartialObjectMetadata {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return ns
+}
+
+// appMissing handles an app the cache does not have. An app applied
 // together with its connections (kubectl apply -f dir/, a GitOps sync) may
 // reach the cache after them: a connection never reconciled before waits,
 // without a status write or a Warning, for the app's watch event, and
 // reports AppNotFound only when the app is still missing after the grace
 // period. No API call: the app's watch event is what ends the wait.
-func (r *FinchConnectionReconciler) appMissing(s *syncState, key types.NamespacedName) *outcome {
+func (r *FinchConnectionReconciler) appMissing(s *syncState, message string) *outcome {
 	grace := r.ConnectGrace
 	if grace <= 0 {
 		grace = defaultConnectGrace
@@ -73,9 +121,7 @@ func (r *FinchConnectionReconciler) appMissing(s *syncState, key types.Namespace
 	if left := s.conn.CreationTimestamp.Add(grace).Sub(s.now); left > 0 && s.conn.Status.ObservedGeneration == 0 {
 		return &outcome{unseen: true, requeue: left}
 	}
-	return &outcome{wait: &reason{finchv1.ReasonAppNotFound, fmt.Sprintf(
-		"FinchApp %q not found in namespace %s: create it or fix spec.appRef (the connection proceeds as soon as it exists)",
-		key.Name, key.Namespace)}}
+	return &outcome{wait: &reason{finchv1.ReasonAppNotFound, message}}
 }
 
 // rejectDuplicate stalls the newer of two FinchConnections of one app with
@@ -84,17 +130,22 @@ func (r *FinchConnectionReconciler) appMissing(s *syncState, key types.Namespace
 func (r *FinchConnectionReconciler) rejectDuplicate(ctx context.Context, s *syncState) *outcome {
 	conn := s.conn
 	list := &finchv1.FinchConnectionList{}
-	if err := r.List(ctx, list, client.InNamespace(conn.Namespace),
-		client.MatchingFields{index.ConnectionCustomer: index.AppScoped(conn.AppName(), conn.Spec.CustomerID)}); err != nil {
+	// A ClusterFinchApp's connections are looked up across namespaces: one
+	// Finch application has one customer_id space.
+	if err := r.List(ctx, list, index.ForAppValue(conn.AppKey(), index.ConnectionCustomer, conn.Spec.CustomerID)...); err != nil {
 		return retry(fmt.Errorf("list connections by customer: %w", err))
 	}
 	other := index.Oldest(list.Items, nil)
 	if other == nil || other.UID == conn.UID || !index.Older(other, conn) {
 		return nil
 	}
+	name := fmt.Sprintf("%q", other.Name)
+	if other.Namespace != conn.Namespace {
+		name = fmt.Sprintf("%q in namespace %s", other.Name, other.Namespace)
+	}
 	return stalled(finchv1.ReasonDuplicateCustomerID,
-		"FinchConnection %q already uses customerID %q with FinchApp %q; this one makes no Finch calls. Delete one of them (a customer may use suffixes such as acme-1, acme-2 for separate connections)",
-		other.Name, conn.Spec.CustomerID, conn.AppName())
+		"FinchConnection %s already uses customerID %q with %s; this one makes no Finch calls. Delete one of them (a customer may use suffixes such as acme-1, acme-2 for separate connections)",
+		name, conn.Spec.CustomerID, conn.AppDescription())
 }
 
 // takeRequests reads the manual request annotations and what the last

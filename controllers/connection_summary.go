@@ -93,6 +93,9 @@ func (r *FinchConnectionReconciler) summarize(ctx context.Context, orig *finchv1
 		setConnectionConditions(conn, gen)
 	}
 	r.emitTransition(orig, conn)
+	if out.placed {
+		return placedInLine(result)
+	}
 	return scheduled(result)
 }
 

@@ -11,7 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -36,11 +35,17 @@ const countsDelay = 2 * time.Second
 // FinchAppReconciler checks a FinchApp's Secrets, (re)builds its Finch client
 // in the registry and counts its connections by phase.
 type FinchAppReconciler struct {
+	appStatus
+	// penalties names apps whose connections met Finch's per-IP penalty.
+	penalties <-chan event.GenericEvent
+}
+
+// appStatus is what the FinchApp and ClusterFinchApp controllers share: the
+// app's readiness, its public URLs and its connection counts.
+type appStatus struct {
 	client.Client
 	Apps     *apps.Registry
 	Recorder recorder.EventRecorder
-	// penalties names apps whose connections met Finch's per-IP penalty.
-	penalties <-chan event.GenericEvent
 }
 
 // +kubebuilder:rbac:groups=finch.connectops.dev,resources=finchapps,verbs=get;list;watch
@@ -56,16 +61,27 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, err
 	}
-	orig := app.DeepCopy()
-	st := &app.Status
-	gen := app.Generation
-	st.WebhookURL = apps.WebhookURL(app.Spec.PublicURL, req.NamespacedName)
+	return r.sync(ctx, app, func() error {
+		list, err := r.listConnections(ctx, app)
+		if err != nil {
+			return err
+		}
+		app.Status.Connections = countPhases(list.Items)
+		return nil
+	})
+}
 
-	counts, err := r.countConnections(ctx, app)
-	if err != nil {
+// sync publishes an app's status: count fills in the connection counts,
+// then the app is resolved and its conditions set; one update at the end.
+func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func() error) (ctrl.Result, error) {
+	orig := app.DeepCopyObject()
+	key := finchv1.AppKeyOf(app)
+	st := app.AppStatus()
+	gen := app.GetGeneration()
+	st.WebhookURL = apps.WebhookURL(app.AppSpec().PublicURL, key)
+	if err := count(); err != nil {
 		return ctrl.Result{}, err
 	}
-	st.Connections = counts
 
 	resolved, err := r.Apps.Load(ctx, app)
 	var cfgErr *apps.ConfigError
@@ -83,7 +99,8 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	switch {
 	case cfgErr != nil:
 	case resolved.CredentialsRejected():
-		msg := fmt.Sprintf("Finch rejected the client credentials in Secret %s (invalid_client): fix them; connections resume when the Secret changes", app.Spec.CredentialsSecretRef.Name)
+		msg := fmt.Sprintf("Finch rejected the client credentials in Secret %s/%s (invalid_client): fix them; connections resume when the Secret changes",
+			resolved.SecretNamespace, app.AppSpec().CredentialsSecretRef.Name)
 		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, finchv1.ReasonInvalidCredentials, msg)
 		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonInvalidCredentials, msg)
 		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonInvalidCredentials, msg)
@@ -98,25 +115,26 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	st.ObservedGeneration = gen
 	result := r.penaltyCondition(app)
-	if equality.Semantic.DeepEqual(orig.Status, app.Status) {
+	if equality.Semantic.DeepEqual(orig, app) {
 		return result, nil
 	}
-	if r.Recorder != nil && readyStatus(orig) != readyStatus(app) {
+	was := orig.(finchv1.AppObject)
+	if r.Recorder != nil && readyStatus(was) != readyStatus(app) {
 		typ := corev1.EventTypeNormal
 		if readyStatus(app) != metav1.ConditionTrue {
 			typ = corev1.EventTypeWarning
 		}
-		c := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionReady)
+		c := meta.FindStatusCondition(st.Conditions, finchv1.ConditionReady)
 		events.Record(r.Recorder, app, typ, c.Reason, "Reconcile", c.Message)
+	}
+	if r.Recorder != nil && conditionStatus(was, finchv1.ConditionRateLimited) != conditionStatus(app, finchv1.ConditionRateLimited) &&
+		conditionStatus(app, finchv1.ConditionRateLimited) == metav1.ConditionTrue {
+		c := meta.FindStatusCondition(st.Conditions, finchv1.ConditionRateLimited)
+		events.Record(r.Recorder, app, corev1.EventTypeWarning, c.Reason, "FinchCall", c.Message)
 	}
 	// An update, not a merge patch: counts from a stale cache must conflict
 	// and be recomputed, not be merged into newer ones.
-	if r.Recorder != nil && conditionStatus(orig, finchv1.ConditionRateLimited) != conditionStatus(app, finchv1.ConditionRateLimited) &&
-		conditionStatus(app, finchv1.ConditionRateLimited) == metav1.ConditionTrue {
-		c := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionRateLimited)
-		events.Record(r.Recorder, app, corev1.EventTypeWarning, c.Reason, "FinchCall", c.Message)
-	}
-	if err := r.Status().Update(ctx, app); apierrors.IsConflict(err) {
+	if err := r.Status().Update(ctx, app.(client.Object)); apierrors.IsConflict(err) {
 		// Expected (see above): recount from the newer object, without
 		// logging an error for it.
 		return ctrl.Result{RequeueAfter: staleCacheDelay}, nil
@@ -129,60 +147,50 @@ func (r *FinchAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 // penaltyCondition shows Finch's per-IP penalty (finch_api_ip_rl) on the app:
 // every Finch call of the operator waits until it ends, and the condition is
 // cleared then.
-func (r *FinchAppReconciler) penaltyCondition(app *finchv1.FinchApp) ctrl.Result {
-	conds := &app.Status.Conditions
+func (r *appStatus) penaltyCondition(app finchv1.AppObject) ctrl.Result {
+	conds := &app.AppStatus().Conditions
 	var until time.Time
 	if r.Apps.IPGuard != nil {
 		until = r.Apps.IPGuard.PausedUntil()
 	}
 	if left := time.Until(until); left > 0 {
-		setCondition(conds, app.Generation, finchv1.ConditionRateLimited, metav1.ConditionTrue, finchv1.ReasonIPRateLimited, fmt.Sprintf(
+		setCondition(conds, app.GetGeneration(), finchv1.ConditionRateLimited, metav1.ConditionTrue, finchv1.ReasonIPRateLimited, fmt.Sprintf(
 			"Finch answered 429 finch_api_ip_rl: the operator's address exceeded Finch's per-IP limit (1,000 requests per 5 minutes), so every Finch call of every app waits until %s. Lower --finch-ip-budget or the apps' spec.rateLimit if this recurs",
 			until.UTC().Format(time.RFC3339)))
 		return ctrl.Result{RequeueAfter: left + time.Second}
 	}
 	if meta.FindStatusCondition(*conds, finchv1.ConditionRateLimited) != nil {
-		setCondition(conds, app.Generation, finchv1.ConditionRateLimited, metav1.ConditionFalse, finchv1.ReasonSucceeded, "no Finch rate-limit penalty in force")
+		setCondition(conds, app.GetGeneration(), finchv1.ConditionRateLimited, metav1.ConditionFalse, finchv1.ReasonSucceeded, "no Finch rate-limit penalty in force")
 	}
 	return ctrl.Result{}
 }
 
-func conditionStatus(app *finchv1.FinchApp, typ string) metav1.ConditionStatus {
-	if c := meta.FindStatusCondition(app.Status.Conditions, typ); c != nil {
+func conditionStatus(app finchv1.AppObject, typ string) metav1.ConditionStatus {
+	if c := meta.FindStatusCondition(app.AppStatus().Conditions, typ); c != nil {
 		return c.Status
 	}
 	return ""
 }
 
-func (r *FinchAppReconciler) countConnections(ctx context.Context, app *finchv1.FinchApp) (finchv1.ConnectionCounts, error) {
+// listConnections lists an app's connections, read-only: no deep copy (at
+// 10,000 connections a copying List held about 18 MB for every app status
+// update).
+func (r *appStatus) listConnections(ctx context.Context, app finchv1.AppObject) (*finchv1.FinchConnectionList, error) {
 	list := &finchv1.FinchConnectionList{}
-	// Read-only, so no deep copy: at 10,000 connections a copying List held
-	// about 18 MB for every app status update.
-	if err := r.List(ctx, list, client.InNamespace(app.Namespace), client.MatchingFields{index.ConnectionApp: app.Name},
-		client.UnsafeDisableDeepCopy); err != nil {
-		return finchv1.ConnectionCounts{}, fmt.Errorf("list connections: %w", err)
+	opts := append(index.ForApp(finchv1.AppKeyOf(app)), client.UnsafeDisableDeepCopy)
+	if err := r.List(ctx, list, opts...); err != nil {
+		return nil, fmt.Errorf("list connections: %w", err)
 	}
+	return list, nil
+}
+
+// countPhases counts connections by phase.
+func countPhases(items []finchv1.FinchConnection) finchv1.ConnectionCounts {
 	var c finchv1.ConnectionCounts
-	for i := range list.Items {
-		c.Total++
-		switch list.Items[i].Status.Phase {
-		case finchv1.PhaseAwaitingConnect:
-			c.AwaitingConnect++
-		case finchv1.PhaseConnecting:
-			c.Connecting++
-		case finchv1.PhaseConnected:
-			c.Connected++
-		case finchv1.PhaseReauthRequired:
-			c.ReauthRequired++
-		case finchv1.PhaseError:
-			c.Error++
-		case finchv1.PhaseDisconnected:
-			c.Disconnected++
-		default:
-			c.Pending++
-		}
+	for i := range items {
+		c.Add(items[i].Status.Phase)
 	}
-	return c, nil
+	return c
 }
 
 func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretNames *secretnames.Index) error {
@@ -198,15 +206,27 @@ func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretNames *sec
 		}
 		return reqs
 	}
-	// Only a phase change (or a new or deleted connection) changes the counts.
-	// Recounts are delayed and coalesced: a burst of a thousand connections
-	// changing phase costs one status write per countsDelay, not a thousand.
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("finchapp").
+		For(&finchv1.FinchApp{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&finchv1.FinchConnection{}, recountApp(false)).
+		WatchesRawSource(secretNames.Source(appsForSecret)).
+		WatchesRawSource(source.Channel(r.penalties, &handler.EnqueueRequestForObject{})).
+		Complete(r)
+}
+
+// recountApp enqueues the app of a connection whose phase changed (or that
+// was created or deleted): the FinchApps' (cluster false) or the
+// ClusterFinchApps' controller. Recounts are delayed and coalesced: a burst
+// of a thousand connections changing phase costs one status write per
+// countsDelay, not a thousand.
+func recountApp(cluster bool) handler.EventHandler {
 	recount := func(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		if conn, ok := o.(*finchv1.FinchConnection); ok {
-			q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: conn.Namespace, Name: conn.AppName()}}, countsDelay)
+		if conn, ok := o.(*finchv1.FinchConnection); ok && conn.UsesClusterApp() == cluster {
+			q.AddAfter(reconcile.Request{NamespacedName: conn.AppKey()}, countsDelay)
 		}
 	}
-	connections := handler.Funcs{
+	return handler.Funcs{
 		CreateFunc: func(_ context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			recount(e.Object, q)
 		},
@@ -221,11 +241,4 @@ func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretNames *sec
 			recount(e.Object, q)
 		},
 	}
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("finchapp").
-		For(&finchv1.FinchApp{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&finchv1.FinchConnection{}, connections).
-		WatchesRawSource(secretNames.Source(appsForSecret)).
-		WatchesRawSource(source.Channel(r.penalties, &handler.EnqueueRequestForObject{})).
-		Complete(r)
 }

@@ -56,8 +56,12 @@ type FinchConnectionReconciler struct {
 	// AppNotFound (default 5s).
 	ConnectGrace time.Duration
 
-	// penalties wakes the FinchApp controller when Finch's per-IP penalty starts.
-	penalties chan<- event.GenericEvent
+	// ClusterApps says ClusterFinchApps can be used (a cluster-wide install).
+	ClusterApps bool
+
+	// penalties and clusterPenalties wake the FinchApp and ClusterFinchApp
+	// controllers when Finch's per-IP penalty starts.
+	penalties, clusterPenalties chan<- event.GenericEvent
 
 	phases phaseTracker
 	// written remembers the resourceVersion of each connection's last write,
@@ -92,6 +96,7 @@ type outcome struct {
 	retryAfter time.Duration // a 429's Retry-After
 	suspended  bool
 	deferred   bool // nothing done yet (backoff or budget): come back at requeue
+	placed     bool // deferred to a place in the app's budget line: requeue is its slot
 	unseen     bool // nothing to record yet (the app is not in the cache): no write
 }
 
@@ -141,6 +146,7 @@ func (r *FinchConnectionReconciler) decisions() []step {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // Reconcile runs one pass of the lifecycle: the steps, then one
 // summarize-and-patch.

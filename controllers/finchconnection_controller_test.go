@@ -296,7 +296,7 @@ var _ = Describe("Already connected (step 3)", func() {
 		// says the connection already exists.
 		other := &finchv1.FinchApp{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: s.ns}, Spec: *s.app.Spec.DeepCopy()}
 		Expect(k8sClient.Create(ctx, other)).To(Succeed())
-		s.newConn("acme-again", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "other"} })
+		s.newConn("acme-again", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.AppReference{Name: "other"} })
 		c := s.waitCondition("acme-again", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonConnectionExists)
 		Expect(c.Status.ConnectionID).To(Equal(first.Status.ConnectionID))
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Message).To(ContainSubstring("acme-again-finch-token"))
@@ -498,7 +498,7 @@ var _ = Describe("Errors", func() {
 
 	It("waits for a missing FinchApp and its Secret, and proceeds when they appear (watched, not polled)", func() {
 		s := newScenario()
-		s.newConn("acme", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "later"} })
+		s.newConn("acme", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.AppReference{Name: "later"} })
 		c := s.waitCondition("acme", finchv1.ConditionReady, metav1.ConditionFalse, finchv1.ReasonAppNotFound)
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady).Message).To(ContainSubstring(`FinchApp "later" not found`))
 
@@ -515,7 +515,7 @@ var _ = Describe("Errors", func() {
 
 	It("applied just before its FinchApp (a GitOps sync), proceeds without an AppNotFound warning or extra writes", func() {
 		s := newScenario()
-		s.newConn("acme", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "together"} })
+		s.newConn("acme", "acme-001", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.AppReference{Name: "together"} })
 		Consistently(func() finchv1.Phase { return s.get("acme").Status.Phase }, 500*time.Millisecond).Should(BeEmpty(),
 			"a connection waiting for its app within the grace period writes no status")
 		app := &finchv1.FinchApp{ObjectMeta: metav1.ObjectMeta{Name: "together", Namespace: s.ns}, Spec: *s.app.Spec.DeepCopy()}
@@ -533,7 +533,7 @@ var _ = Describe("Errors", func() {
 		bad := &finchv1.FinchApp{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: s.ns}, Spec: *s.app.Spec.DeepCopy()}
 		bad.Spec.CredentialsSecretRef.Name = "bad-credentials"
 		Expect(k8sClient.Create(ctx, bad)).To(Succeed())
-		useBad := func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "bad"} }
+		useBad := func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.AppReference{Name: "bad"} }
 		s.newConn("a", "a-1", useBad)
 		s.waitCondition("a", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonInvalidCredentials)
 		s.newConn("b", "b-1", useBad)

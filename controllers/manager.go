@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -60,7 +61,8 @@ func (o *ManagerOptions) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&m.LeaderElection, "leader-elect", false, "Enable leader election so only one replica reconciles (every replica serves the inbound endpoints).")
 	fs.StringVar(&m.LeaderElectionID, "leader-election-id", "finch-operator.connectops.dev", "Name of the leader election Lease.")
 	fs.StringVar(&m.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
-	fs.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches; empty: all. With a list, every cache, watch and Secret read is scoped to those namespaces, so Roles there (no ClusterRole) are enough.")
+	fs.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches; empty: all. With a list, every cache, watch and Secret read is scoped to those namespaces, so Roles there (no ClusterRole) are enough; ClusterFinchApps are not served then.")
+	fs.StringVar(&o.Controllers.ClusterResourceNamespace, "cluster-resource-namespace", "", "Namespace holding the credentials and webhook Secrets of ClusterFinchApps (and their callback Secrets and budget ConfigMaps); default: the namespace the operator runs in.")
 	fs.IntVar(&o.Controllers.MaxConcurrentReconciles, "max-concurrent-reconciles", DefaultWorkers, "FinchConnection reconciles run in parallel (Finch calls stay within each FinchApp's budget).")
 	fs.Float64Var(&o.KubeQPS, "kube-api-qps", DefaultKubeQPS, "Client-side QPS limit toward the Kubernetes API server (API Priority and Fairness protects the server; see docs/benchmarks.md).")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", DefaultKubeBurst, "Client-side burst toward the Kubernetes API server.")
@@ -107,7 +109,28 @@ func (o *ManagerOptions) Complete() error {
 	if o.Controllers.WatchNamespaces, err = parseNamespaces(o.watchNamespaces); err != nil {
 		return fmt.Errorf("--watch-namespaces: %w", err)
 	}
+	if o.Controllers.ClusterResourceNamespace == "" {
+		o.Controllers.ClusterResourceNamespace = ownNamespace()
+	} else if errs := validation.IsDNS1123Label(o.Controllers.ClusterResourceNamespace); len(errs) > 0 {
+		return fmt.Errorf("--cluster-resource-namespace: %q is not a namespace name: %s", o.Controllers.ClusterResourceNamespace, strings.Join(errs, "; "))
+	}
 	return nil
+}
+
+// serviceAccountNamespace is where Kubernetes mounts the pod's namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// ownNamespace is the namespace the operator runs in: POD_NAMESPACE (the
+// downward API), else the service account's mount ("" outside a cluster).
+func ownNamespace() string {
+	if ns := strings.TrimSpace(os.Getenv("POD_NAMESPACE")); ns != "" {
+		return ns
+	}
+	b, err := os.ReadFile(serviceAccountNamespace)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // parseNamespaces reads a comma-separated list of namespace names.

@@ -18,15 +18,34 @@ import (
 //
 //   - employerPriority: an employer's or Finch's action on one connection (a
 //     code Secret handed over, a token written, a webhook recorded);
+//   - budgetPriority: a pass coming back at its place in a Finch budget's
+//     line (Budget.Queue), when its slot frees;
 //   - 0 (the default): spec changes, new connections, manual requests;
-//   - handler.LowPriority: what the operator scheduled itself (a pass
-//     deferred for the Finch budget, a backoff retry, the next session
-//     refresh or introspection), and the initial list after a restart.
+//   - handler.LowPriority: what the operator scheduled itself otherwise (a
+//     backoff retry, a wait for the operator-wide IP budget, the next
+//     session refresh or introspection), and the initial list after a
+//     restart.
 //
 // The queue keeps one entry per connection and raises it to the highest
 // priority asked for, so an employer's event on a connection that is waiting
 // for the budget moves it to the front.
 const employerPriority = 10
+
+// budgetPriority puts a pass that comes back for its budget slot ahead of
+// new work: behind a burst of new connections in the default lane the slot
+// went unused (10,000 created at once: no session for 50 s, 0.68 of the
+// budget used), and a fair place in the line is worth nothing if its owner
+// arrives after the slot has passed. These passes are few (one per slot,
+// plus early returns) and cheap.
+const budgetPriority = 1
+
+// placedInLine marks a result's requeue as a place in a budget's line.
+func placedInLine(r ctrl.Result) ctrl.Result {
+	if r.RequeueAfter > 0 {
+		r.Priority = ptr.To(budgetPriority)
+	}
+	return r
+}
 
 // scheduled marks a result's requeue as the operator's own schedule.
 func scheduled(r ctrl.Result) ctrl.Result {

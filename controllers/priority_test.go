@@ -63,4 +63,7 @@ func TestEmployerLaneJumpsTheBacklog(t *testing.T) {
 	if r := scheduled(ctrl.Result{}); r.Priority != nil {
 		t.Errorf("no requeue, priority %v", r.Priority)
 	}
+	if r := placedInLine(ctrl.Result{RequeueAfter: time.Second}); r.Priority == nil || *r.Priority <= 0 || *r.Priority >= employerPriority {
+		t.Errorf("a place in the budget line has priority %v, want between new work (0) and employers (%d)", r.Priority, employerPriority)
+	}
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"time"
 
@@ -45,7 +46,16 @@ type Options struct {
 	// IPBudget is the operator-wide Finch request budget shared by every app
 	// (one egress IP; default DefaultIPBudget).
 	IPBudget finch.BudgetConfig
+	// ClusterResourceNamespace holds the Secrets of ClusterFinchApps (as
+	// cert-manager's ClusterIssuers'); NewManager's default is the namespace
+	// the operator runs in. ClusterFinchApps are served only by a
+	// cluster-wide install (no WatchNamespaces).
+	ClusterResourceNamespace string
 }
+
+// clusterApps says whether ClusterFinchApps are served: only a cluster-wide
+// install may watch cluster-scoped kinds and Namespaces.
+func (o Options) clusterApps() bool { return len(o.WatchNamespaces) == 0 }
 
 // DefaultIPBudget stays under Finch's per-IP limit of 1,000 requests per 5
 // minutes (API-FACTS §8, finch-docs Rate-Limits.md), whose penalty is 60
@@ -72,7 +82,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if err := index.Setup(ctx, mgr); err != nil {
+	if err := index.Setup(ctx, mgr, opts.clusterApps()); err != nil {
 		return nil, fmt.Errorf("field indexes: %w", err)
 	}
 	// Every Secret by name (not by object): it finds FinchApp credentials and
@@ -96,22 +106,29 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	}
 	op := &Operator{
 		Apps: &apps.Registry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
-			IPGuard: finch.NewIPGuard(opts.IPBudget)},
+			IPGuard: finch.NewIPGuard(opts.IPBudget), ClusterResourceNamespace: opts.ClusterResourceNamespace},
 		SecretNames: secretNames,
 		Events:      rec,
 	}
-	penalties := make(chan event.GenericEvent, 64)
+	penalties, clusterPenalties := make(chan event.GenericEvent, 64), make(chan event.GenericEvent, 64)
 	op.Connections = &FinchConnectionReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), SecretMetadata: secretNames,
 		Apps: op.Apps, Recorder: rec, Now: opts.Now, RetryBase: opts.RetryBase,
-		penalties: penalties,
+		ClusterApps: opts.clusterApps(), penalties: penalties, clusterPenalties: clusterPenalties,
 	}
 	if err := op.Connections.setupWithManager(mgr, secretNames, opts.MaxConcurrentReconciles); err != nil {
 		return nil, fmt.Errorf("FinchConnection controller: %w", err)
 	}
-	apps := &FinchAppReconciler{Client: mgr.GetClient(), Apps: op.Apps, Recorder: rec, penalties: penalties}
+	shared := appStatus{Client: mgr.GetClient(), Apps: op.Apps, Recorder: rec}
+	apps := &FinchAppReconciler{appStatus: shared, penalties: penalties}
 	if err := apps.setupWithManager(mgr, secretNames); err != nil {
 		return nil, fmt.Errorf("FinchApp controller: %w", err)
+	}
+	if opts.clusterApps() {
+		cluster := &ClusterFinchAppReconciler{appStatus: shared, penalties: clusterPenalties}
+		if err := cluster.setupWithManager(mgr, secretNames); err != nil {
+			return nil, fmt.Errorf("ClusterFinchApp controller: %w", err)
+		}
 	}
 	return op, nil
 }
@@ -149,12 +166,11 @@ func annotationChanged(a string) predicate.Predicate {
 
 func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretNames *secretnames.Index, workers int) error {
 	c := mgr.GetClient()
-	byIndex := func(ns, index, value string) []reconcile.Request {
+	byIndex := func(opts ...client.ListOption) []reconcile.Request {
 		list := &finchv1.FinchConnectionList{}
 		// Only the names are read: no deep copy (an app change lists all
 		// of its connections).
-		if err := c.List(context.Background(), list, client.InNamespace(ns), client.MatchingFields{index: value},
-			client.UnsafeDisableDeepCopy); err != nil {
+		if err := c.List(context.Background(), list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
 			return nil
 		}
 		reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -183,7 +199,7 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretNam
 		if e.Labelled {
 			return nil // the labelled watch covers it
 		}
-		reqs := byIndex(e.Key.Namespace, index.ConnectionTokenSecret, e.Key.Name)
+		reqs := byIndex(client.InNamespace(e.Key.Namespace), client.MatchingFields{index.ConnectionTokenSecret: e.Key.Name})
 		if name := finchv1.DefaultTokenSecretOwner(e.Key.Name); name != "" {
 			// The connection may not exist or may name another Secret: the
 			// reconcile reads its own token Secret and finds nothing to do.
@@ -203,31 +219,66 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretNam
 		if !ok {
 			return
 		}
-		for _, req := range byIndex(conn.Namespace, index.ConnectionCustomer, index.AppScoped(conn.AppName(), conn.Spec.CustomerID)) {
+		for _, req := range byIndex(index.ForAppValue(conn.AppKey(), index.ConnectionCustomer, conn.Spec.CustomerID)...) {
 			q.Add(req)
 		}
 	}}
-	return ctrl.NewControllerManagedBy(mgr).
+	appConnections := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		return byIndex(index.ForApp(types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})...)
+	})
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("finchconnection").
 		For(&finchv1.FinchConnection{}, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, requestAnnotationsChanged()))).
 		Watches(&corev1.Secret{}, labelledSecret).
-		Watches(&finchv1.FinchApp{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return byIndex(o.GetNamespace(), index.ConnectionApp, o.GetName())
-		}), builder.WithPredicates(appChanged)).
+		Watches(&finchv1.FinchApp{}, appConnections, builder.WithPredicates(appChanged)).
 		Watches(&finchv1.FinchConnection{}, siblings).
 		Watches(&finchv1.FinchConnection{}, webhookRecorded, builder.WithPredicates(annotationChanged(finchv1.WebhookEventAnnotation))).
 		WatchesRawSource(secretNames.Source(unlabelledToken)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Complete(r)
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers})
+	if r.ClusterApps {
+		// A ClusterFinchApp's change (its conditions too) fans out to its
+		// connections in every namespace; a namespace's label change to
+		// its connections of cluster apps (they may be admitted now, or no
+		// longer).
+		nsConnections := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			list := &finchv1.FinchConnectionList{}
+			if err := c.List(ctx, list, client.InNamespace(o.GetName()), client.UnsafeDisableDeepCopy); err != nil {
+				return nil
+			}
+			var reqs []reconcile.Request
+			for i := range list.Items {
+				if list.Items[i].UsesClusterApp() {
+					reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+				}
+			}
+			return reqs
+		})
+		b = b.Watches(&finchv1.ClusterFinchApp{}, appConnections, builder.WithPredicates(appChanged)).
+			Watches(namespaceMeta(), nsConnections, builder.WithPredicates(labelsChanged()))
+	}
+	return b.Complete(r)
+}
+
+// labelsChanged passes label changes only (a namespace's labels decide
+// whether a ClusterFinchApp admits it).
+func labelsChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels())
+		},
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
 }
 
 func readyStatus(o client.Object) metav1.ConditionStatus {
-	app, ok := o.(*finchv1.FinchApp)
+	app, ok := o.(finchv1.AppObject)
 	if !ok {
 		return ""
 	}
-	if c := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionReady); c != nil {
+	if c := meta.FindStatusCondition(app.AppStatus().Conditions, finchv1.ConditionReady); c != nil {
 		return c.Status
 	}
 	return ""

@@ -55,6 +55,10 @@ var (
 	failStatusPatches atomic.Int32
 )
 
+// clusterResourceNamespace holds the ClusterFinchApps' Secrets, as the
+// operator's own namespace does in a cluster.
+const clusterResourceNamespace = "finch-system"
+
 const (
 	timeout  = 20 * time.Second
 	interval = 50 * time.Millisecond
@@ -79,6 +83,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	k8sClient, err = client.New(cfg, client.Options{Scheme: testenv.Scheme})
 	Expect(err).NotTo(HaveOccurred())
+	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: clusterResourceNamespace}})).To(Succeed())
 	startManager()
 })
 
@@ -136,7 +141,7 @@ func startManager() {
 				},
 			}), nil
 		},
-	}, Controllers: controllers.Options{Now: now, RetryBase: 100 * time.Millisecond}})
+	}, Controllers: controllers.Options{Now: now, RetryBase: 100 * time.Millisecond, ClusterResourceNamespace: clusterResourceNamespace}})
 	Expect(err).NotTo(HaveOccurred())
 	mgrCancel = mcancel
 	mgrDone = make(chan struct{})

@@ -3,6 +3,9 @@ package v1alpha1
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Condition types. Ready, Reconciling and Stalled follow kstatus so Flux,
@@ -71,12 +74,17 @@ const (
 // path segment and state key: <app>-finch-callback, shortened with a hash when
 // the name would exceed 253 characters.
 func CallbackSecretName(app string) string {
-	const suffix = "-finch-callback"
-	if len(app)+len(suffix) <= 253 {
-		return app + suffix
+	return shorten(app, "-finch-callback")
+}
+
+// shorten is name+suffix, shortened with a hash of name when it would exceed
+// 253 characters.
+func shorten(name, suffix string) string {
+	if len(name)+len(suffix) <= 253 {
+		return name + suffix
 	}
-	sum := sha256.Sum256([]byte(app))
-	return app[:253-len(suffix)-9] + "-" + hex.EncodeToString(sum[:4]) + suffix
+	sum := sha256.Sum256([]byte(name))
+	return name[:253-len(suffix)-9] + "-" + hex.EncodeToString(sum[:4]) + suffix
 }
 
 // LocalObjectReference names an object in the same namespace.
@@ -86,4 +94,43 @@ type LocalObjectReference struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +required
 	Name string `json:"name"`
+}
+
+// AppReference names the Finch application a FinchConnection uses.
+type AppReference struct {
+	// kind is FinchApp (in the connection's namespace) or ClusterFinchApp (cluster-scoped, shared by the
+	// namespaces its spec.conditions allow).
+	// +kubebuilder:validation:Enum=FinchApp;ClusterFinchApp
+	// +kubebuilder:default=FinchApp
+	// +optional
+	Kind string `json:"kind,omitempty"`
+
+	// name of the FinchApp or ClusterFinchApp.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+}
+
+// Kinds of Finch application a connection may use.
+const (
+	FinchAppKind        = "FinchApp"
+	ClusterFinchAppKind = "ClusterFinchApp"
+)
+
+// DescribeApp names an app key for messages: FinchApp "x" (a key with a
+// namespace) or ClusterFinchApp "x" (one without).
+func DescribeApp(key types.NamespacedName) string {
+	if key.Namespace == "" {
+		return fmt.Sprintf("%s %q", ClusterFinchAppKind, key.Name)
+	}
+	return fmt.Sprintf("%s %q", FinchAppKind, key.Name)
+}
+
+// ClusterCallbackSecretName is the name of a ClusterFinchApp's callback Secret
+// in the cluster resource namespace: <app>-finch-cluster-callback. Its suffix
+// differs from CallbackSecretName's, so a FinchApp in that namespace never
+// shares it.
+func ClusterCallbackSecretName(app string) string {
+	return shorten(app, "-finch-cluster-callback")
 }

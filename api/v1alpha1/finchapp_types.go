@@ -2,6 +2,8 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // FinchAppSpec describes one Finch application: its credentials and how the operator talks to Finch for it.
@@ -35,8 +37,9 @@ type FinchAppSpec struct {
 	RedirectURI string `json:"redirectURI,omitempty"`
 
 	// publicURL is the externally reachable base URL of the operator's inbound server (Ingress).
-	// It gives the callback URL <publicURL>/callback/<namespace>/<name> and the webhook URL
-	// <publicURL>/webhooks/<namespace>/<name>, published in status.
+	// It gives the callback URL <publicURL>/callback/<namespace>/<name>/... and the webhook URL
+	// <publicURL>/webhooks/<namespace>/<name> (a ClusterFinchApp: <publicURL>/cluster/callback/<name>/...
+	// and <publicURL>/cluster/webhooks/<name>), published in status.
 	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
 	// +kubebuilder:validation:MaxLength=2048
 	// +optional
@@ -71,7 +74,8 @@ type FinchAppSpec struct {
 
 // CredentialsSecretReference names the Secret and keys holding Finch client credentials.
 type CredentialsSecretReference struct {
-	// name of the Secret in the FinchApp's namespace.
+	// name of the Secret in the FinchApp's namespace (a ClusterFinchApp's: in the operator's cluster
+	// resource namespace).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +required
@@ -92,7 +96,8 @@ type CredentialsSecretReference struct {
 
 // WebhookSecretReference names the Secret and key holding the webhook signing secret.
 type WebhookSecretReference struct {
-	// name of the Secret in the FinchApp's namespace.
+	// name of the Secret in the FinchApp's namespace (a ClusterFinchApp's: in the operator's cluster
+	// resource namespace).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +required
@@ -183,6 +188,27 @@ type ConnectionCounts struct {
 	Disconnected int32 `json:"disconnected"`
 }
 
+// Add counts one connection in phase p.
+func (c *ConnectionCounts) Add(p Phase) {
+	c.Total++
+	switch p {
+	case PhaseAwaitingConnect:
+		c.AwaitingConnect++
+	case PhaseConnecting:
+		c.Connecting++
+	case PhaseConnected:
+		c.Connected++
+	case PhaseReauthRequired:
+		c.ReauthRequired++
+	case PhaseError:
+		c.Error++
+	case PhaseDisconnected:
+		c.Disconnected++
+	default:
+		c.Pending++
+	}
+}
+
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=fapp,categories=finch
@@ -217,4 +243,27 @@ type FinchAppList struct {
 
 func init() {
 	SchemeBuilder.Register(&FinchApp{}, &FinchAppList{})
+}
+
+// AppObject is what the operator reads of a FinchApp or a ClusterFinchApp.
+// +kubebuilder:object:generate=false
+type AppObject interface {
+	metav1.Object
+	runtime.Object
+	// AppSpec is the app's Finch configuration.
+	AppSpec() *FinchAppSpec
+	// AppStatus is the status the two kinds share.
+	AppStatus() *FinchAppStatus
+}
+
+// AppSpec is the app's Finch configuration.
+func (a *FinchApp) AppSpec() *FinchAppSpec { return &a.Spec }
+
+// AppStatus is the app's status.
+func (a *FinchApp) AppStatus() *FinchAppStatus { return &a.Status }
+
+// AppKeyOf is the key an app is known by: namespace and name for a FinchApp,
+// the name alone (no namespace) for a ClusterFinchApp.
+func AppKeyOf(app AppObject) types.NamespacedName {
+	return types.NamespacedName{Namespace: app.GetNamespace(), Name: app.GetName()}
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Product is a Finch product (data scope) an employer grants.
@@ -46,11 +47,12 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.connectFlow) || self.connectFlow != 'Embedded' || !has(self.redirectURI)",message="redirectURI is for the Redirect flow: an Embedded connection's sessions carry no redirect_uri (Finch rejects the code exchange otherwise)"
 // +kubebuilder:validation:XValidation:rule="has(self.tokenSecretRef) == has(oldSelf.tokenSecretRef) && (!has(self.tokenSecretRef) || self.tokenSecretRef.name == oldSelf.tokenSecretRef.name)",message="tokenSecretRef is immutable: the token Secret of a connection cannot be moved"
 type FinchConnectionSpec struct {
-	// appRef names the FinchApp (same namespace) whose credentials this connection uses. Immutable.
-	// +kubebuilder:default={name: default}
-	// +kubebuilder:validation:XValidation:rule="self.name == oldSelf.name",message="appRef is immutable: a connection belongs to one Finch application"
+	// appRef names the Finch application whose credentials this connection uses: a FinchApp in the same
+	// namespace (default) or a ClusterFinchApp. Immutable.
+	// +kubebuilder:default={kind: FinchApp, name: default}
+	// +kubebuilder:validation:XValidation:rule="self.name == oldSelf.name && (has(self.kind) ? self.kind : 'FinchApp') == (has(oldSelf.kind) ? oldSelf.kind : 'FinchApp')",message="appRef is immutable: a connection belongs to one Finch application"
 	// +optional
-	AppRef *LocalObjectReference `json:"appRef,omitempty"`
+	AppRef *AppReference `json:"appRef,omitempty"`
 
 	// customerID is your stable, unique identifier for this employer, sent to Finch as customer_id.
 	// Reuse it across retries; never change it (a new customer ID creates a duplicate connection). Immutable.
@@ -455,13 +457,36 @@ func (c *FinchConnection) ProductNames() []string {
 	return out
 }
 
-// AppName is the name of the FinchApp this connection uses.
+// AppName is the name of the FinchApp or ClusterFinchApp this connection uses.
 func (c *FinchConnection) AppName() string {
 	if c.Spec.AppRef == nil || c.Spec.AppRef.Name == "" {
 		return "default"
 	}
 	return c.Spec.AppRef.Name
 }
+
+// AppKind is the kind of the app this connection uses: FinchApp or ClusterFinchApp.
+func (c *FinchConnection) AppKind() string {
+	if c.Spec.AppRef == nil || c.Spec.AppRef.Kind == "" {
+		return FinchAppKind
+	}
+	return c.Spec.AppRef.Kind
+}
+
+// UsesClusterApp reports whether the connection uses a ClusterFinchApp.
+func (c *FinchConnection) UsesClusterApp() bool { return c.AppKind() == ClusterFinchAppKind }
+
+// AppKey is the key of the app this connection uses, as AppKeyOf gives it:
+// the connection's namespace for a FinchApp, none for a ClusterFinchApp.
+func (c *FinchConnection) AppKey() types.NamespacedName {
+	if c.UsesClusterApp() {
+		return types.NamespacedName{Name: c.AppName()}
+	}
+	return types.NamespacedName{Namespace: c.Namespace, Name: c.AppName()}
+}
+
+// AppDescription names the app for messages: FinchApp "x" or ClusterFinchApp "x".
+func (c *FinchConnection) AppDescription() string { return DescribeApp(c.AppKey()) }
 
 // +kubebuilder:object:root=true
 

@@ -42,4 +42,8 @@ const (
 	ReasonCallbackFlood       = "CallbackFlood"
 	ReasonUnmatchedCode       = "UnmatchedCode"
 	ReasonNotRequired         = "NotRequired"
+	// ReasonNamespaceNotAllowed: the ClusterFinchApp's spec.conditions do not admit the connection's namespace.
+	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
+	// ReasonClusterAppUnavailable: a namespace-scoped install cannot use a ClusterFinchApp.
+	ReasonClusterAppUnavailable = "ClusterAppUnavailable"
 )

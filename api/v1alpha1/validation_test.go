@@ -11,9 +11,11 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -37,6 +39,23 @@ func validConnection(ns string) *finchv1.FinchConnection {
 	}
 }
 
+// sampleObjects are the objects of a multi-document YAML file.
+func sampleObjects(file string) []*unstructured.Unstructured {
+	data, err := os.ReadFile(file)
+	Expect(err).NotTo(HaveOccurred())
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			return out
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
 var _ = Describe("samples in config/samples", func() {
 	It("are accepted by the API server", func() {
 		ns := newNamespace()
@@ -45,17 +64,7 @@ var _ = Describe("samples in config/samples", func() {
 		Expect(files).NotTo(BeEmpty())
 		kinds := map[string]int{}
 		for _, f := range files {
-			data, err := os.ReadFile(f)
-			Expect(err).NotTo(HaveOccurred())
-			dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-			for {
-				u := &unstructured.Unstructured{}
-				if err := dec.Decode(&u.Object); err != nil {
-					break
-				}
-				if len(u.Object) == 0 {
-					continue
-				}
+			for _, u := range sampleObjects(f) {
 				u.SetNamespace(ns)
 				Expect(k8sClient.Create(ctx, u)).To(Succeed(), "sample %s %s/%s", f, u.GetKind(), u.GetName())
 				kinds[u.GetKind()]++
@@ -63,6 +72,23 @@ var _ = Describe("samples in config/samples", func() {
 		}
 		Expect(kinds).To(HaveKeyWithValue("FinchApp", 1))
 		Expect(kinds).To(HaveKeyWithValue("FinchConnection", 3))
+	})
+
+	It("include a ClusterFinchApp used from a tenant namespace, accepted as written", func() {
+		sys := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "finch-operator-system"}}
+		if err := k8sClient.Create(ctx, sys); err != nil && !apierrors.IsAlreadyExists(err) {
+			Expect(err).NotTo(HaveOccurred())
+		}
+		f := filepath.Join(testenv.RepoRoot(), "config", "samples", "multi-tenant", "platform.yaml")
+		kinds := map[string]int{}
+		for _, u := range sampleObjects(f) {
+			Expect(k8sClient.Create(ctx, u)).To(Succeed(), "sample %s %s/%s", f, u.GetKind(), u.GetName())
+			kinds[u.GetKind()]++
+		}
+		Expect(kinds).To(Equal(map[string]int{"Secret": 2, "ClusterFinchApp": 1, "Namespace": 1, "FinchConnection": 1}))
+		conn := &finchv1.FinchConnection{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: "payroll-team", Name: "umbrella"}, conn)).To(Succeed())
+		Expect(conn.UsesClusterApp()).To(BeTrue())
 	})
 })
 
@@ -161,7 +187,10 @@ var _ = Describe("invalid FinchConnections are rejected at apply time", func() {
 			Expect(err.Error()).To(ContainSubstring(wantMsg))
 		},
 		Entry("changed customerID", func(c *finchv1.FinchConnection) { c.Spec.CustomerID = "customer-2" }, "customerID is immutable"),
-		Entry("changed appRef", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "other"} }, "appRef is immutable"),
+		Entry("changed appRef", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.AppReference{Name: "other"} }, "appRef is immutable"),
+		Entry("changed appRef.kind", func(c *finchv1.FinchConnection) {
+			c.Spec.AppRef = &finchv1.AppReference{Kind: finchv1.ClusterFinchAppKind, Name: "default"}
+		}, "appRef is immutable"),
 		Entry("changed tokenSecretRef", func(c *finchv1.FinchConnection) { c.Spec.TokenSecretRef.Name = "other" }, "tokenSecretRef is immutable"),
 		Entry("removed tokenSecretRef", func(c *finchv1.FinchConnection) { c.Spec.TokenSecretRef = nil }, "tokenSecretRef is immutable"),
 	)
@@ -227,3 +256,40 @@ func writeKubeconfig(env *envtest.Environment) string {
 	Expect(os.WriteFile(path, data, 0o600)).To(Succeed())
 	return path
 }
+
+var _ = Describe("ClusterFinchApp and appRef.kind", func() {
+	clusterApp := func(conds ...finchv1.ClusterFinchAppCondition) *finchv1.ClusterFinchApp {
+		return &finchv1.ClusterFinchApp{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "platform-"},
+			Spec: finchv1.ClusterFinchAppSpec{
+				FinchAppSpec: finchv1.FinchAppSpec{CredentialsSecretRef: finchv1.CredentialsSecretReference{Name: "creds"}},
+				Conditions:   conds,
+			},
+		}
+	}
+
+	It("accepts conditions by selector, by names, or none", func() {
+		for _, a := range []*finchv1.ClusterFinchApp{
+			clusterApp(),
+			clusterApp(finchv1.ClusterFinchAppCondition{Namespaces: []string{"a", "b"}}),
+			clusterApp(finchv1.ClusterFinchAppCondition{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"t": "x"}}}),
+		} {
+			Expect(k8sClient.Create(ctx, a)).To(Succeed())
+			Expect(a.Spec.APIURL).To(Equal("https://api.tryfinch.com"), "the FinchApp defaults apply")
+		}
+	})
+
+	It("rejects a condition that names no namespace", func() {
+		err := k8sClient.Create(ctx, clusterApp(finchv1.ClusterFinchAppCondition{}))
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring("needs namespaceSelector or namespaces"))
+	})
+
+	It("rejects an appRef.kind that is neither FinchApp nor ClusterFinchApp", func() {
+		c := validConnection(newNamespace())
+		c.Spec.AppRef = &finchv1.AppReference{Kind: "Issuer", Name: "default"}
+		err := k8sClient.Create(ctx, c)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`Unsupported value: "Issuer"`))
+	})
+})

@@ -1,5 +1,6 @@
--- Argo CD health check for finch.connectops.dev/FinchApp
--- (argocd-cm key: resource.customizations.health.finch.connectops.dev_FinchApp).
+-- Argo CD health check for finch.connectops.dev/FinchApp and ClusterFinchApp
+-- (argocd-cm keys: resource.customizations.health.finch.connectops.dev_FinchApp
+-- and resource.customizations.health.finch.connectops.dev_ClusterFinchApp).
 --
 --   Progressing  no status yet, or status.observedGeneration < metadata.generation
 --                ("Waiting for the operator")

@@ -44,13 +44,17 @@ func (e *ConfigError) Error() string { return e.Message }
 // App is everything needed to act for one FinchApp: a Finch client
 // built from its current credentials and the app's public endpoints.
 type App struct {
-	Key           types.NamespacedName
-	Generation    int64
-	Client        finch.API
-	Budget        *finch.Budget  // shared by every client of the app
-	IPGuard       *finch.IPGuard // shared by every app (nil: none)
-	WebhookSecret string         // base64; empty when none is configured
-	Spec          finchv1.FinchAppSpec
+	// Key is the app's key (finchv1.AppKeyOf): no namespace for a ClusterFinchApp.
+	Key types.NamespacedName
+	// SecretNamespace is where the app's Secrets live: its own namespace, or
+	// the cluster resource namespace for a ClusterFinchApp.
+	SecretNamespace string
+	Generation      int64
+	Client          finch.API
+	Budget          *finch.Budget  // shared by every client of the app
+	IPGuard         *finch.IPGuard // shared by every app (nil: none)
+	WebhookSecret   string         // base64; empty when none is configured
+	Spec            finchv1.FinchAppSpec
 	// CallbackSecret names the Secret holding the callback path segment and state key.
 	CallbackSecret string
 	callbackPath   string // random path segment of the callback URL
@@ -168,7 +172,8 @@ func (a *App) IntrospectionInterval() time.Duration {
 }
 
 // CallbackURL is the redirect-flow callback of an app under publicURL ("" without
-// one): /callback/<namespace>/<name>/<random path segment>.
+// one): /callback/<namespace>/<name>/<random path segment>, or for a
+// ClusterFinchApp /cluster/callback/<name>/<random path segment>.
 func CallbackURL(publicURL string, app types.NamespacedName, pathSegment string) string {
 	u := joinURL(publicURL, "callback", app)
 	if u == "" || pathSegment == "" {
@@ -177,10 +182,16 @@ func CallbackURL(publicURL string, app types.NamespacedName, pathSegment string)
 	return u + "/" + url.PathEscape(pathSegment)
 }
 
-// WebhookURL is the webhook endpoint of an app under publicURL ("" without one).
+// WebhookURL is the webhook endpoint of an app under publicURL ("" without
+// one): /webhooks/<namespace>/<name>, or /cluster/webhooks/<name>.
 func WebhookURL(publicURL string, app types.NamespacedName) string {
 	return joinURL(publicURL, "webhooks", app)
 }
+
+// ClusterPathPrefix starts the inbound paths of ClusterFinchApps. It is no
+// namespace's name in practice and never confuses the router: namespaced
+// paths have one more segment.
+const ClusterPathPrefix = "cluster"
 
 func joinURL(base, kind string, app types.NamespacedName) string {
 	if base == "" {
@@ -190,7 +201,20 @@ func joinURL(base, kind string, app types.NamespacedName) string {
 	if err != nil {
 		return ""
 	}
+	if app.Namespace == "" {
+		return u.JoinPath(ClusterPathPrefix, kind, app.Name).String()
+	}
 	return u.JoinPath(kind, app.Namespace, app.Name).String()
+}
+
+// KeyString is an app key as metrics and logs show it: namespace/name for a
+// FinchApp, ClusterFinchApp/name for a ClusterFinchApp (a namespace name is
+// lower case, so the two never meet).
+func KeyString(key types.NamespacedName) string {
+	if key.Namespace == "" {
+		return finchv1.ClusterFinchAppKind + "/" + key.Name
+	}
+	return key.String()
 }
 
 // Registry builds and caches one Finch client per FinchApp. Clients of the
@@ -209,6 +233,10 @@ type Registry struct {
 	// IPGuard is the operator-wide budget and per-IP penalty shared by every
 	// app's client (nil: none).
 	IPGuard *finch.IPGuard
+	// ClusterResourceNamespace holds the Secrets of ClusterFinchApps (and
+	// their callback Secrets and budget ConfigMaps); tenants' namespaces never
+	// do. Empty: ClusterFinchApps cannot be used.
+	ClusterResourceNamespace string
 
 	cbMu    sync.Mutex // serialises callback Secret creation
 	mu      sync.Mutex
@@ -217,44 +245,59 @@ type Registry struct {
 }
 
 // Get returns the resolved app, loading it if it is unknown or its spec changed.
-func (r *Registry) Get(ctx context.Context, app *finchv1.FinchApp) (*App, error) {
-	key := client.ObjectKeyFromObject(app)
+func (r *Registry) Get(ctx context.Context, app finchv1.AppObject) (*App, error) {
+	key := finchv1.AppKeyOf(app)
 	r.mu.Lock()
 	cur := r.apps[key]
 	r.mu.Unlock()
-	if cur != nil && cur.Generation == app.Generation {
+	if cur != nil && cur.Generation == app.GetGeneration() {
 		return cur, nil
 	}
 	return r.Load(ctx, app)
 }
 
+// SecretNamespace is where app's Secrets live: its namespace, or the cluster
+// resource namespace for a ClusterFinchApp ("" when none is configured).
+func (r *Registry) SecretNamespace(app finchv1.AppObject) string {
+	if ns := app.GetNamespace(); ns != "" {
+		return ns
+	}
+	return r.ClusterResourceNamespace
+}
+
 // Load reads the app's Secrets and (re)builds its client when anything changed.
-func (r *Registry) Load(ctx context.Context, app *finchv1.FinchApp) (*App, error) {
-	key := client.ObjectKeyFromObject(app)
-	creds, err := r.readSecret(ctx, app.Namespace, app.Spec.CredentialsSecretRef.Name, "CredentialsSecretNotFound", "credentials")
+func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error) {
+	key := finchv1.AppKeyOf(app)
+	spec := app.AppSpec()
+	ns := r.SecretNamespace(app)
+	if ns == "" {
+		r.Forget(key)
+		return nil, &ConfigError{Reason: "NoClusterResourceNamespace", Message: "the operator has no cluster resource namespace (--cluster-resource-namespace) to read this ClusterFinchApp's Secrets from"}
+	}
+	creds, err := r.readSecret(ctx, ns, spec.CredentialsSecretRef.Name, "CredentialsSecretNotFound", "credentials")
 	if err != nil {
 		r.Forget(key)
 		return nil, err
 	}
-	idKey := orDefault(app.Spec.CredentialsSecretRef.ClientIDKey, "client_id")
-	secretKey := orDefault(app.Spec.CredentialsSecretRef.ClientSecretKey, "client_secret")
+	idKey := orDefault(spec.CredentialsSecretRef.ClientIDKey, "client_id")
+	secretKey := orDefault(spec.CredentialsSecretRef.ClientSecretKey, "client_secret")
 	for _, k := range []string{idKey, secretKey} {
 		if len(creds.Data[k]) == 0 {
 			r.Forget(key)
 			return nil, &ConfigError{Reason: "CredentialsKeyMissing", Message: fmt.Sprintf(
-				"Secret %s/%s has no key %q: add the Finch application's %s under that key", app.Namespace, creds.Name, k, keyMeaning(k, idKey))}
+				"Secret %s/%s has no key %q: add the Finch application's %s under that key", ns, creds.Name, k, keyMeaning(k, idKey))}
 		}
 	}
 	version := creds.ResourceVersion
-	cb, err := r.callbackSecret(ctx, app)
+	cb, err := r.callbackSecret(ctx, app, ns)
 	if err != nil {
 		r.Forget(key)
 		return nil, err
 	}
 	version += "/" + cb.ResourceVersion
 	var webhookSecret string
-	if ref := app.Spec.WebhookSecretRef; ref != nil {
-		hook, err := r.readSecret(ctx, app.Namespace, ref.Name, "WebhookSecretNotFound", "webhook")
+	if ref := spec.WebhookSecretRef; ref != nil {
+		hook, err := r.readSecret(ctx, ns, ref.Name, "WebhookSecretNotFound", "webhook")
 		if err != nil {
 			r.Forget(key)
 			return nil, err
@@ -264,21 +307,21 @@ func (r *Registry) Load(ctx context.Context, app *finchv1.FinchApp) (*App, error
 		if _, err := base64.StdEncoding.DecodeString(webhookSecret); err != nil || webhookSecret == "" {
 			r.Forget(key)
 			return nil, &ConfigError{Reason: "WebhookSecretInvalid", Message: fmt.Sprintf(
-				"Secret %s/%s key %q must hold the base64 webhook secret shown in the Finch dashboard", app.Namespace, hook.Name, k)}
+				"Secret %s/%s key %q must hold the base64 webhook secret shown in the Finch dashboard", ns, hook.Name, k)}
 		}
 		version += "/" + hook.ResourceVersion
 	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if cur := r.apps[key]; cur != nil && cur.Generation == app.Generation && cur.secretVersion == version {
+	if cur := r.apps[key]; cur != nil && cur.Generation == app.GetGeneration() && cur.secretVersion == version {
 		return cur, nil
 	}
 	if r.budgets == nil {
 		r.budgets = map[types.NamespacedName]*finch.Budget{}
 		r.apps = map[types.NamespacedName]*App{}
 	}
-	budgetCfg := budgetConfig(app.Spec.RateLimit)
+	budgetCfg := budgetConfig(spec.RateLimit)
 	budget := r.budgets[key]
 	if budget == nil {
 		budget = finch.NewBudget(budgetCfg)
@@ -288,30 +331,37 @@ func (r *Registry) Load(ctx context.Context, app *finchv1.FinchApp) (*App, error
 			// counts what the previous process spent in the window and never
 			// exceeds Finch's limit (claims of a quarter window's allowance:
 			// about 4 writes per window at full rate).
-			ref := metav1.OwnerReference{APIVersion: finchv1.GroupVersion.String(), Kind: "FinchApp", Name: app.Name, UID: app.UID}
-			j := budgetstore.New(r.Writer, key, budgetstore.Options{Reader: r.Reader, Owner: &ref})
+			opts := budgetstore.Options{Reader: r.Reader}
+			kind := finchv1.FinchAppKind
+			if key.Namespace == "" {
+				kind, opts.Name = finchv1.ClusterFinchAppKind, budgetstore.ClusterConfigMapName(key.Name)
+			}
+			if app.GetUID() != "" {
+				opts.Owner = &metav1.OwnerReference{APIVersion: finchv1.GroupVersion.String(), Kind: kind, Name: key.Name, UID: app.GetUID()}
+			}
+			j := budgetstore.New(r.Writer, types.NamespacedName{Namespace: ns, Name: key.Name}, opts)
 			if err := budget.AttachJournal(ctx, j); err != nil {
-				logf.FromContext(ctx).Error(err, "load the app's Finch budget claims; calls wait for the first successful write", "finchApp", key.String())
+				logf.FromContext(ctx).Error(err, "load the app's Finch budget claims; calls wait for the first successful write", "app", KeyString(key))
 			}
 		}
 	} else {
 		budget.SetConfig(budgetCfg)
 	}
 	fc, err := finch.New(finch.Config{
-		BaseURL:      app.Spec.APIURL,
-		APIVersion:   app.Spec.APIVersion,
+		BaseURL:      spec.APIURL,
+		APIVersion:   spec.APIVersion,
 		ClientID:     string(creds.Data[idKey]),
 		ClientSecret: string(creds.Data[secretKey]),
 		HTTPClient:   r.HTTPClient,
 		Budget:       budget,
 		IPGuard:      r.IPGuard,
-		MetricsApp:   key.String(),
+		MetricsApp:   KeyString(key),
 	})
 	if err != nil {
 		return nil, &ConfigError{Reason: "InvalidAPIURL", Message: fmt.Sprintf("spec.apiURL: %v", err)}
 	}
-	res := &App{Key: key, Generation: app.Generation, Client: fc, Budget: budget, IPGuard: r.IPGuard, WebhookSecret: webhookSecret,
-		Spec: *app.Spec.DeepCopy(), secretVersion: version,
+	res := &App{Key: key, SecretNamespace: ns, Generation: app.GetGeneration(), Client: fc, Budget: budget, IPGuard: r.IPGuard, WebhookSecret: webhookSecret,
+		Spec: *spec.DeepCopy(), secretVersion: version,
 		CallbackSecret: cb.Name, callbackPath: string(cb.Data[finchv1.CallbackPathKey]), stateKey: cb.Data[finchv1.CallbackStateKey]}
 	r.apps[key] = res
 	return res, nil
@@ -341,24 +391,24 @@ func (r *Registry) readSecret(ctx context.Context, ns, name, notFoundReason, wha
 // random values when it does not exist. The values are random rather than
 // derived from the client secret so that rotating credentials does not change
 // the callback URL allow-listed in the Finch dashboard.
-func (r *Registry) callbackSecret(ctx context.Context, app *finchv1.FinchApp) (*corev1.Secret, error) {
+func (r *Registry) callbackSecret(ctx context.Context, app finchv1.AppObject, ns string) (*corev1.Secret, error) {
 	// One get-or-create at a time: the app controller and the first
 	// connections load an app together, and one create is enough.
 	r.cbMu.Lock()
 	defer r.cbMu.Unlock()
-	key := types.NamespacedName{Namespace: app.Namespace, Name: finchv1.CallbackSecretName(app.Name)}
+	key := types.NamespacedName{Namespace: ns, Name: CallbackSecretName(app)}
 	sec := &corev1.Secret{}
 	err := r.Reader.Get(ctx, key, sec)
 	if apierrors.IsNotFound(err) && r.Writer != nil {
 		sec = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{finchv1.AppLabel: app.Name}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{finchv1.AppLabel: app.GetName()}},
 			Type:       corev1.SecretTypeOpaque,
 			Data: map[string][]byte{
 				finchv1.CallbackPathKey:  []byte(randomToken(24)),
 				finchv1.CallbackStateKey: []byte(randomToken(48)),
 			},
 		}
-		if app.UID != "" {
+		if app.GetUID() != "" {
 			if err := controllerutil.SetOwnerReference(app, sec, r.Writer.Scheme()); err != nil {
 				return nil, fmt.Errorf("callback Secret owner: %w", err)
 			}
@@ -381,6 +431,15 @@ func (r *Registry) callbackSecret(ctx context.Context, app *finchv1.FinchApp) (*
 			key, finchv1.CallbackPathKey, finchv1.CallbackStateKey)}
 	}
 	return sec, nil
+}
+
+// CallbackSecretName is the name of an app's callback Secret (in its
+// SecretNamespace).
+func CallbackSecretName(app finchv1.AppObject) string {
+	if app.GetNamespace() == "" {
+		return finchv1.ClusterCallbackSecretName(app.GetName())
+	}
+	return finchv1.CallbackSecretName(app.GetName())
 }
 
 // randomToken is n random URL-safe characters (6 bits each).

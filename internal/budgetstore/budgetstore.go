@@ -66,6 +66,8 @@ type Options struct {
 	// Owner, if set, becomes the ConfigMap's owner reference (typically the
 	// FinchApp, so the claims go when the app goes).
 	Owner *metav1.OwnerReference
+	// Name overrides the ConfigMap's name (default ConfigMapName of the app).
+	Name string
 }
 
 // Journal is a finch.BudgetJournal stored in one ConfigMap. It is safe for
@@ -88,19 +90,33 @@ func New(c client.Client, app types.NamespacedName, opts Options) *Journal {
 	if r == nil {
 		r = c
 	}
-	return &Journal{c: c, r: r, key: types.NamespacedName{Namespace: app.Namespace, Name: ConfigMapName(app.Name)}, owner: opts.Owner}
+	name := opts.Name
+	if name == "" {
+		name = ConfigMapName(app.Name)
+	}
+	return &Journal{c: c, r: r, key: types.NamespacedName{Namespace: app.Namespace, Name: name}, owner: opts.Owner}
 }
 
 // ConfigMapName is the name of FinchApp app's budget ConfigMap. Names too
 // long for the suffix are shortened with a hash, so every app has its own.
-func ConfigMapName(app string) string {
+func ConfigMapName(app string) string { return shorten(app, NameSuffix) }
+
+// ClusterConfigMapName is the name of ClusterFinchApp app's budget ConfigMap
+// in the cluster resource namespace. Its suffix differs from ConfigMapName's,
+// so a FinchApp of the same name in that namespace never shares it.
+func ClusterConfigMapName(app string) string { return shorten(app, ClusterNameSuffix) }
+
+// ClusterNameSuffix is appended to a ClusterFinchApp's name to name its ConfigMap.
+const ClusterNameSuffix = "-finch-cluster-budget"
+
+func shorten(app, suffix string) string {
 	const maxName = 253 // DNS subdomain
-	if len(app)+len(NameSuffix) <= maxName {
-		return app + NameSuffix
+	if len(app)+len(suffix) <= maxName {
+		return app + suffix
 	}
 	sum := sha256.Sum256([]byte(app))
 	h := hex.EncodeToString(sum[:4])
-	return app[:maxName-len(NameSuffix)-len(h)-1] + "-" + h + NameSuffix
+	return app[:maxName-len(suffix)-len(h)-1] + "-" + h + suffix
 }
 
 // Key is the ConfigMap the Journal uses.

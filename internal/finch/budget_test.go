@@ -3,6 +3,7 @@ package finch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -627,10 +628,11 @@ func TestBudgetJournalWritesPerWindow(t *testing.T) {
 		len(all), writes, windows, float64(writes)/windows, (n+3)/4, n)
 }
 
-// A backlog waits in line: each waiter is given its own place, the time the
-// next slot not promised to an earlier waiter frees, instead of all coming
-// back when the next slot frees; a place that came due goes to the next
-// caller; places nobody came back for lapse.
+// A backlog of one tenant waits in line (FIFO, as before the line was fair
+// across tenants): each waiter is given its own place, the time the next slot
+// not promised to an earlier waiter frees, instead of all coming back when the
+// next slot frees; a waiter back at its place goes; places nobody came back
+// for lapse.
 func TestBudgetQueueGivesEachWaiterItsOwnSlot(t *testing.T) {
 	b := NewBudget(BudgetConfig{Requests: 10, Window: time.Second})
 	ctx := context.Background()
@@ -645,7 +647,7 @@ func TestBudgetQueueGivesEachWaiterItsOwnSlot(t *testing.T) {
 	var firstDue time.Time
 	var places []time.Time
 	for i := range 30 {
-		d := b.Queue("ep", maxBlock)
+		d := b.Queue("ep", "ns", waiterID(i), maxBlock)
 		if d <= maxBlock {
 			t.Fatalf("waiter %d may go now (%v) with the window full", i, d)
 		}
@@ -671,12 +673,12 @@ func TestBudgetQueueGivesEachWaiterItsOwnSlot(t *testing.T) {
 	if n := waiting(b, "ep"); n != 30 {
 		t.Fatalf("line holds %d places, want 30", n)
 	}
-	if d := b.Queue("other", maxBlock); d != 0 {
+	if d := b.Queue("other", "ns", waiterID(0), maxBlock); d != 0 {
 		t.Errorf("another endpoint waits %v behind this one's line", d)
 	}
 	// The first waiter comes back at its place and goes.
 	time.Sleep(time.Until(firstDue))
-	if d := b.Queue("ep", 200*time.Millisecond); d != 0 {
+	if d := b.Queue("ep", "ns", waiterID(0), 200*time.Millisecond); d != 0 {
 		t.Fatalf("the first waiter, back at its place %v after the start, is told to wait %v more", time.Since(start), d)
 	}
 	if n := waiting(b, "ep"); n != 29 {
@@ -686,14 +688,14 @@ func TestBudgetQueueGivesEachWaiterItsOwnSlot(t *testing.T) {
 	// slots freed together); then a newcomer queues behind the line.
 	time.Sleep(time.Until(places[9]))
 	for i := 1; i < 10; i++ {
-		if d := b.Queue("ep", 200*time.Millisecond); d != 0 {
+		if d := b.Queue("ep", "ns", waiterID(i), 200*time.Millisecond); d != 0 {
 			t.Fatalf("waiter %d, back at its place, is told to wait %v more", i, d)
 		}
 	}
 	if n := waiting(b, "ep"); n != 20 {
 		t.Errorf("after the first window's waiters came back the line holds %d places, want 20", n)
 	}
-	if d := b.Queue("ep", maxBlock); time.Now().Add(d).Before(places[29]) {
+	if d := b.Queue("ep", "ns", "newcomer", maxBlock); time.Now().Add(d).Before(places[29]) {
 		t.Errorf("a newcomer is told to come back in %v, ahead of 29 waiters", d)
 	}
 	// A waiter back at its place that still cannot go (the budget was spent
@@ -704,20 +706,24 @@ func TestBudgetQueueGivesEachWaiterItsOwnSlot(t *testing.T) {
 		}
 	}
 	b.mu.Lock()
-	b.line["ep"][0] = time.Now().Add(-time.Millisecond)
-	back := b.line["ep"][len(b.line["ep"])-1]
+	b.line["ep"].byID[waiterID(10)].promise = time.Now().Add(-time.Millisecond)
+	back := b.line["ep"].byID["newcomer"].promise
 	b.mu.Unlock()
-	d := b.Queue("ep", 0)
+	d := b.Queue("ep", "ns", waiterID(10), 0)
 	if d <= 0 || time.Now().Add(d).After(back) {
 		t.Errorf("a due waiter that cannot go is sent %v away, behind the line's last place", d)
 	}
+	if n := waiting(b, "ep"); n != 21 {
+		t.Errorf("after a due waiter that cannot go came back the line holds %d places, want 21", n)
+	}
 	// Places nobody came back for lapse (after max(3 slots, 10 s)).
 	b.mu.Lock()
-	for i := range b.line["ep"] {
-		b.line["ep"][i] = b.line["ep"][i].Add(-time.Hour)
+	for _, w := range b.line["ep"].byID {
+		w.promise = w.promise.Add(-time.Hour)
 	}
+	b.line["ep"].sweepAt = time.Time{}
 	b.mu.Unlock()
-	b.Queue("ep", time.Hour)
+	b.Queue("ep", "ns", "late", time.Hour)
 	if n := waiting(b, "ep"); n != 0 {
 		t.Errorf("lapsed places kept: %d", n)
 	}
@@ -726,7 +732,7 @@ func TestBudgetQueueGivesEachWaiterItsOwnSlot(t *testing.T) {
 func TestBudgetQueueEmptyLineAndFreeBudgetGoesAtOnce(t *testing.T) {
 	b := NewBudget(BudgetConfig{Requests: 10, Window: time.Second})
 	for i := range 10 {
-		if d := b.Queue("ep", time.Second); d != 0 {
+		if d := b.Queue("ep", "ns", waiterID(i), time.Second); d != 0 {
 			t.Fatalf("caller %d told to wait %v with budget free", i, d)
 		}
 	}
@@ -739,5 +745,12 @@ func TestBudgetQueueEmptyLineAndFreeBudgetGoesAtOnce(t *testing.T) {
 func waiting(b *Budget, endpoint string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.line[endpoint])
+	if l := b.line[endpoint]; l != nil {
+		return len(l.byID)
+	}
+	return 0
 }
+
+// waiterID is the id of the i-th simulated waiter: each call of Queue in a
+// test stands for its own object unless it reuses an id.
+func waiterID(i int) string { return fmt.Sprintf("ns/conn-%d", i) }

@@ -278,6 +278,7 @@ func TestREADMEEmbedsScripts(t *testing.T) {
 	for key, file := range map[string]string{
 		"resource.customizations.health.finch.connectops.dev_FinchConnection": "health.lua",
 		"resource.customizations.health.finch.connectops.dev_FinchApp":        "finchapp-health.lua",
+		"resource.customizations.health.finch.connectops.dev_ClusterFinchApp": "finchapp-health.lua",
 	} {
 		if got, want := cm.Data[key], readScript(t, file); got != want {
 			t.Errorf("README snippet %s differs from %s: regenerate the snippet from the file", key, file)

@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -46,16 +45,15 @@ func (s *Server) handleBadCallback(w http.ResponseWriter, r *http.Request) {
 // sessions or connections exist. Refusals for a known app also draw from the
 // app's bucket for unverified traffic; once it is empty the answer is 429 and
 // the flood is reported on the FinchApp.
-func (s *Server) rejectCallback(w http.ResponseWriter, r *http.Request, app *finchv1.FinchApp, reason string) {
+func (s *Server) rejectCallback(w http.ResponseWriter, r *http.Request, app finchv1.AppObject, reason string) {
 	callbacksTotal.WithLabelValues(callbackInvalid).Inc()
 	callbackRejected.WithLabelValues(reason).Inc()
 	if app != nil {
-		key := client.ObjectKeyFromObject(app).String()
-		if ok, wait := s.appLimiter.Take(key); !ok {
+		if ok, wait := s.appLimiter.Take(appKey(app)); !ok {
 			callbackRejected.WithLabelValues(rejectAppRate).Inc()
 			s.limitedWarning(app, finchv1.ReasonCallbackFlood, "Callback", fmt.Sprintf(
-				"more than %d unverifiable callback requests in a burst for FinchApp %q (latest refused as %s): answering 429 to them; real employers' callbacks, which carry a state signed by the operator, are still served. Rate-limit the inbound Ingress (see the README, \"Exposing the inbound server\")",
-				s.cfg.CallbackAppBurst, app.Name, reason))
+				"more than %d unverifiable callback requests in a burst for %s (latest refused as %s): answering 429 to them; real employers' callbacks, which carry a state signed by the operator, are still served. Rate-limit the inbound Ingress (see the README, \"Exposing the inbound server\")",
+				s.cfg.CallbackAppBurst, describe(app), reason))
 			writeTooMany(w, wait)
 			return
 		}
@@ -73,7 +71,8 @@ func writeTooMany(w http.ResponseWriter, wait time.Duration) {
 }
 
 // handleCallback is the redirect flow: Finch Connect sent the employer's
-// browser to /callback/{namespace}/{app}/{path}?code=...&state=.... Before any
+// browser to /callback/{namespace}/{app}/{path}?code=...&state=... (a
+// ClusterFinchApp's: /cluster/callback/{app}/{path}). Before any
 // Finch call it checks, cheapest first: the caller's rate, the parameters, the
 // app's secret path segment, the state the operator signed for one of its
 // sessions, and that this session is live and not completed. Only then is the
@@ -90,11 +89,11 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		writeTooMany(w, wait)
 		return
 	}
-	ns, name, seg := r.PathValue("namespace"), r.PathValue("app"), r.PathValue("path")
+	key, validPath := pathApp(r)
+	seg := r.PathValue("path")
 	q := r.URL.Query()
 	codes, states := q["code"], q["state"]
-	if len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 ||
-		len(codes) != 1 || !validCode(codes[0]) || len(states) > 1 || len(states) == 1 && len(states[0]) > maxStateLen {
+	if !validPath || len(codes) != 1 || !validCode(codes[0]) || len(states) > 1 || len(states) == 1 && len(states[0]) > maxStateLen {
 		s.handleBadCallback(w, r)
 		return
 	}
@@ -102,15 +101,10 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if len(states) == 1 {
 		state = states[0]
 	}
-	key := types.NamespacedName{Namespace: ns, Name: name}
-	log := s.log.WithValues("callback", key.String())
+	log := s.log.WithValues("callback", apps.KeyString(key))
 
 	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
-	app := &finchv1.FinchApp{}
-	var err error = apierrors.NewNotFound(finchv1.GroupVersion.WithResource("finchapps").GroupResource(), name)
-	if s.watched(ns) {
-		err = s.cfg.Client.Get(ctx, key, app)
-	}
+	app, err := s.getApp(ctx, key)
 	var resolved *apps.App
 	if err == nil {
 		resolved, err = s.cfg.Apps.Get(ctx, app)
@@ -126,12 +120,12 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			// as for a bad link (nothing revealed), the administrator the reason.
 			log.Info("callback for an app that is not usable", "reason", cfgErr.Reason, "error", cfgErr.Message)
 			s.limitedWarning(app, finchv1.ReasonCallbackFailed, "Callback", fmt.Sprintf(
-				"an employer reached the callback but FinchApp %q is not usable (%s): %s; the authorization code was not exchanged, the employer must start again once it is fixed",
-				app.Name, cfgErr.Reason, cfgErr.Message))
+				"an employer reached the callback but %s is not usable (%s): %s; the authorization code was not exchanged, the employer must start again once it is fixed",
+				describe(app), cfgErr.Reason, cfgErr.Message))
 			s.rejectCallback(w, r, app, rejectUnknownApp)
 		default:
 			// The code was not spent: a reload later can still succeed.
-			log.Error(err, "callback: cannot read the FinchApp")
+			log.Error(err, "callback: cannot read the app")
 			callbacksTotal.WithLabelValues(callbackError).Inc()
 			writePage(w, pageUnavailable)
 		}
@@ -177,7 +171,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 // redeem checks the session a verified state names and spends the code. The
 // bool says whether the outcome is remembered for the code: every outcome is,
 // except a transient failure that a reload may still turn into a success.
-func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *apps.App, sessionID, code string) (outcome, bool) {
+func (s *Server) redeem(base context.Context, app finchv1.AppObject, resolved *apps.App, sessionID, code string) (outcome, bool) {
 	ctx, cancel := context.WithTimeout(base, apiTimeout)
 	conn, reason, err := s.sessionConnection(ctx, app, sessionID)
 	cancel()
@@ -192,7 +186,7 @@ func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *a
 	}
 	// A few exchanges per session, then one a minute: a leaked Connect link
 	// cannot drain the budget, and its employer can still finish after a wait.
-	if ok, wait := s.sessionLimiter.Take(client.ObjectKeyFromObject(app).String() + "\x00" + sessionID); !ok {
+	if ok, wait := s.sessionLimiter.Take(appKey(app) + "\x00" + sessionID); !ok {
 		callbackRejected.WithLabelValues(rejectSessionLocked).Inc()
 		return outcome{result: callbackInvalid, page: pageTooMany, retryAfter: wait}, false
 	}
@@ -207,8 +201,8 @@ func (s *Server) redeem(base context.Context, app *finchv1.FinchApp, resolved *a
 // app must have a session waiting for an employer, the exchange uses the
 // app's callback URL as redirect_uri, and the token response's customer_id
 // finds the connection.
-func (s *Server) redeemUnbound(base context.Context, app *finchv1.FinchApp, resolved *apps.App, code string) (outcome, bool) {
-	if n := app.Status.Connections; n.AwaitingConnect+n.ReauthRequired == 0 {
+func (s *Server) redeemUnbound(base context.Context, app finchv1.AppObject, resolved *apps.App, code string) (outcome, bool) {
+	if n := app.AppStatus().Connections; n.AwaitingConnect+n.ReauthRequired == 0 {
 		return outcome{reject: rejectNoSession}, false
 	}
 	if out, ok := s.takeExchange(base, app); !ok {
@@ -220,16 +214,16 @@ func (s *Server) redeemUnbound(base context.Context, app *finchv1.FinchApp, reso
 // takeExchange takes a slot of the app's ceiling for callback exchanges, which
 // keeps callbacks from spending the app's whole token budget: reconciles
 // (embedded hand-offs) always keep the rest of it.
-func (s *Server) takeExchange(base context.Context, app *finchv1.FinchApp) (outcome, bool) {
-	appKey := client.ObjectKeyFromObject(app).String()
-	if wait := s.exchangeBudget(appKey).Delay(callbackBudgetKey); wait > 0 {
-		callbackExchanges.WithLabelValues(appKey, exchangeCeiling).Inc()
+func (s *Server) takeExchange(base context.Context, app finchv1.AppObject) (outcome, bool) {
+	key := appKey(app)
+	if wait := s.exchangeBudget(key).Delay(callbackBudgetKey); wait > 0 {
+		callbackExchanges.WithLabelValues(key, exchangeCeiling).Inc()
 		s.limitedWarning(app, finchv1.ReasonCallbackFlood, "ExchangeCode", fmt.Sprintf(
-			"the callback reached its ceiling of %d code exchanges per %s for FinchApp %q (--callback-exchanges); an employer was asked to retry in %s",
-			s.cfg.CallbackExchanges.Requests, s.cfg.CallbackExchanges.Window, app.Name, wait.Round(time.Second)))
+			"the callback reached its ceiling of %d code exchanges per %s for %s (--callback-exchanges); an employer was asked to retry in %s",
+			s.cfg.CallbackExchanges.Requests, s.cfg.CallbackExchanges.Window, describe(app), wait.Round(time.Second)))
 		return outcome{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
 	}
-	if err := s.exchangeBudget(appKey).Wait(base, callbackBudgetKey); err != nil {
+	if err := s.exchangeBudget(key).Wait(base, callbackBudgetKey); err != nil {
 		return outcome{result: callbackError, page: pageUnavailable}, false
 	}
 	return outcome{}, true
@@ -239,23 +233,23 @@ func (s *Server) takeExchange(base context.Context, app *finchv1.FinchApp) (outc
 // checks the session can still produce a code: not expired, and not completed
 // (its token Secret was not already written from it). reason is set when the
 // callback must be refused.
-func (s *Server) sessionConnection(ctx context.Context, app *finchv1.FinchApp, sessionID string) (*finchv1.FinchConnection, string, error) {
+func (s *Server) sessionConnection(ctx context.Context, app finchv1.AppObject, sessionID string) (*finchv1.FinchConnection, string, error) {
+	key := finchv1.AppKeyOf(app)
 	publishes := func(c *finchv1.FinchConnection) bool {
-		return c.AppName() == app.Name && c.Status.Session != nil && c.Status.Session.ID == sessionID
+		return c.AppKey() == key && c.Status.Session != nil && c.Status.Session.ID == sessionID
 	}
 	list := &finchv1.FinchConnectionList{}
-	if err := s.cfg.Client.List(ctx, list, client.InNamespace(app.Namespace),
-		client.MatchingFields{index.ConnectionSession: index.AppScoped(app.Name, sessionID)}); err != nil {
+	if err := s.cfg.Client.List(ctx, list, index.ForAppValue(key, index.ConnectionSession, sessionID)...); err != nil {
 		return nil, "", fmt.Errorf("list FinchConnections by session: %w", err)
 	}
 	conn := index.Oldest(list.Items, publishes)
-	missKey := client.ObjectKeyFromObject(app).String() + "\x00" + sessionID
+	missKey := appKey(app) + "\x00" + sessionID
 	if conn == nil && !s.sessionMisses.Contains(missKey) {
 		// The state is the operator's own, so the session existed: the cache
 		// may just lag the status write that published it (a busy API
 		// server). Ask the API server before refusing a real employer; only
 		// verified states get here, so this cannot be driven by a flood.
-		if err := s.cfg.APIReader.List(ctx, list, client.InNamespace(app.Namespace)); err != nil {
+		if err := s.cfg.APIReader.List(ctx, list, connectionScope(key)...); err != nil {
 			return nil, "", fmt.Errorf("list FinchConnections (uncached): %w", err)
 		}
 		conn = index.Oldest(list.Items, publishes)
@@ -287,9 +281,9 @@ func (s *Server) sessionConnection(ctx context.Context, app *finchv1.FinchApp, s
 // section 4.1.3) and stores the token for conn, or, when conn is nil or the
 // token is another customer's, for the connection the response names. The
 // bool says whether the outcome should be remembered for the code.
-func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved *apps.App, code, redirectURI string, conn *finchv1.FinchConnection) (outcome, bool) {
-	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String())
-	appKey := client.ObjectKeyFromObject(app).String()
+func (s *Server) exchange(base context.Context, app finchv1.AppObject, resolved *apps.App, code, redirectURI string, conn *finchv1.FinchConnection) (outcome, bool) {
+	appKey := appKey(app)
+	log := s.log.WithValues("callback", appKey)
 	var sess *finchv1.Session
 	if conn != nil {
 		sess = conn.Status.Session
@@ -350,8 +344,8 @@ func (s *Server) exchange(base context.Context, app *finchv1.FinchApp, resolved 
 	s.event(conn, corev1.EventTypeNormal, finchv1.ReasonTokenStored, "ExchangeCode", fmt.Sprintf(
 		"the employer finished Finch Connect (redirect flow); access token for connection %s stored in Secret %s",
 		resp.ConnectionID, conn.TokenSecretName()))
-	if app.Spec.SuccessURL != "" {
-		return outcome{result: callbackConnected, redirect: app.Spec.SuccessURL}, true
+	if u := app.AppSpec().SuccessURL; u != "" {
+		return outcome{result: callbackConnected, redirect: u}, true
 	}
 	return outcome{result: callbackConnected, page: pageConnected}, true
 }
@@ -370,8 +364,8 @@ func (s *Server) exchangeBudget(app string) *finch.Budget {
 
 // exchangeFailed maps a failed exchange to the employer's page; the detail
 // goes to the log and a (rate-limited) Warning Event on the FinchApp.
-func (s *Server) exchangeFailed(app *finchv1.FinchApp, resolved *apps.App, err error) outcome {
-	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String())
+func (s *Server) exchangeFailed(app finchv1.AppObject, resolved *apps.App, err error) outcome {
+	log := s.log.WithValues("callback", appKey(app))
 	// finch errors never carry the code or the client secret (the client redacts them).
 	switch {
 	case finch.IsInvalidGrant(err):
@@ -384,8 +378,8 @@ func (s *Server) exchangeFailed(app *finchv1.FinchApp, resolved *apps.App, err e
 		msg := fmt.Sprintf("Finch rejected the code exchange at the callback: %v; the employer was asked to contact you", err)
 		if finch.IsInvalidClient(err) {
 			resolved.RejectCredentials()
-			msg = fmt.Sprintf("Finch rejected the client credentials of FinchApp %q (invalid_client) while exchanging an authorization code: fix Secret %s; the employer must then start again",
-				app.Name, app.Spec.CredentialsSecretRef.Name)
+			msg = fmt.Sprintf("Finch rejected the client credentials of %s (invalid_client) while exchanging an authorization code: fix Secret %s/%s; the employer must then start again",
+				describe(app), resolved.SecretNamespace, app.AppSpec().CredentialsSecretRef.Name)
 		}
 		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode", msg)
 		return outcome{result: callbackCodeRejected, page: pageContactAdmin}
@@ -402,7 +396,8 @@ func (s *Server) exchangeFailed(app *finchv1.FinchApp, resolved *apps.App, err e
 // being deleted are skipped; among several the oldest wins (the controller
 // stalls newer duplicates). A miss in the cache is checked against the API
 // server, which may know a FinchConnection created moments ago.
-func (s *Server) findConnection(ctx context.Context, app *finchv1.FinchApp, resp *finch.TokenResponse) (*finchv1.FinchConnection, error) {
+func (s *Server) findConnection(ctx context.Context, app finchv1.AppObject, resp *finch.TokenResponse) (*finchv1.FinchConnection, error) {
+	key := finchv1.AppKeyOf(app)
 	lookups := []struct{ index, value string }{
 		{index.ConnectionCustomer, resp.CustomerID},
 		{index.ConnectionID, resp.ConnectionID},
@@ -412,8 +407,7 @@ func (s *Server) findConnection(ctx context.Context, app *finchv1.FinchApp, resp
 			continue
 		}
 		list := &finchv1.FinchConnectionList{}
-		if err := s.cfg.Client.List(ctx, list, client.InNamespace(app.Namespace),
-			client.MatchingFields{l.index: index.AppScoped(app.Name, l.value)}); err != nil {
+		if err := s.cfg.Client.List(ctx, list, index.ForAppValue(key, l.index, l.value)...); err != nil {
 			return nil, fmt.Errorf("list FinchConnections: %w", err)
 		}
 		if c := index.Oldest(list.Items, func(*finchv1.FinchConnection) bool { return true }); c != nil {
@@ -421,19 +415,19 @@ func (s *Server) findConnection(ctx context.Context, app *finchv1.FinchApp, resp
 		}
 	}
 	list := &finchv1.FinchConnectionList{}
-	if err := s.cfg.APIReader.List(ctx, list, client.InNamespace(app.Namespace)); err != nil {
+	if err := s.cfg.APIReader.List(ctx, list, connectionScope(key)...); err != nil {
 		return nil, fmt.Errorf("list FinchConnections (uncached): %w", err)
 	}
 	if resp.CustomerID != "" {
 		if c := index.Oldest(list.Items, func(c *finchv1.FinchConnection) bool {
-			return c.AppName() == app.Name && c.Spec.CustomerID == resp.CustomerID
+			return c.AppKey() == key && c.Spec.CustomerID == resp.CustomerID
 		}); c != nil {
 			return c, nil
 		}
 	}
 	if resp.ConnectionID != "" {
 		if c := index.Oldest(list.Items, func(c *finchv1.FinchConnection) bool {
-			return c.AppName() == app.Name && c.Status.ConnectionID == resp.ConnectionID
+			return c.AppKey() == key && c.Status.ConnectionID == resp.ConnectionID
 		}); c != nil {
 			return c, nil
 		}
@@ -444,8 +438,8 @@ func (s *Server) findConnection(ctx context.Context, app *finchv1.FinchApp, resp
 // unmatched handles a valid code whose customer has no FinchConnection: the
 // token is not stored. It is revoked only when nothing claims its connection,
 // because a disconnect kills the connection for good.
-func (s *Server) unmatched(ctx context.Context, app *finchv1.FinchApp, resolved *apps.App, resp *finch.TokenResponse) outcome {
-	log := s.log.WithValues("callback", client.ObjectKeyFromObject(app).String(),
+func (s *Server) unmatched(ctx context.Context, app finchv1.AppObject, resolved *apps.App, resp *finch.TokenResponse) outcome {
+	log := s.log.WithValues("callback", appKey(app),
 		"customerID", resp.CustomerID, "connectionID", resp.ConnectionID)
 	var fate string
 	claim, err := s.connectionClaim(ctx, resp.ConnectionID)
@@ -466,9 +460,13 @@ func (s *Server) unmatched(ctx context.Context, app *finchv1.FinchApp, resolved 
 		}
 	}
 	log.Info("redirect flow: no FinchConnection for the customer; token not stored", "outcome", fate)
+	where := fmt.Sprintf("in namespace %s with appRef %q", app.GetNamespace(), app.GetName())
+	if app.GetNamespace() == "" {
+		where = fmt.Sprintf("in any namespace with appRef ClusterFinchApp %q", app.GetName())
+	}
 	s.warning(app, finchv1.ReasonUnmatchedCode, "ExchangeCode", fmt.Sprintf(
-		"an employer finished Finch Connect for customer_id %q (connection %s), but no FinchConnection in namespace %s with appRef %q has that customerID or connection; the access token was not stored and %s. Create a FinchConnection for this customer and send the employer its Connect link",
-		resp.CustomerID, resp.ConnectionID, app.Namespace, app.Name, fate))
+		"an employer finished Finch Connect for customer_id %q (connection %s), but no FinchConnection %s has that customerID or connection; the access token was not stored and %s. Create a FinchConnection for this customer and send the employer its Connect link",
+		resp.CustomerID, resp.ConnectionID, where, fate))
 	return outcome{result: callbackUnmatched, page: pageReceived}
 }
 
@@ -599,3 +597,9 @@ func (s *Server) limitedWarning(obj client.Object, reason, action, note string) 
 		s.warning(obj, reason, action, note)
 	}
 }
+
+// appKey is an app's key as metrics, limits and logs use it (apps.KeyString).
+func appKey(app finchv1.AppObject) string { return apps.KeyString(finchv1.AppKeyOf(app)) }
+
+// describe names an app for messages: FinchApp "x" or ClusterFinchApp "x".
+func describe(app finchv1.AppObject) string { return finchv1.DescribeApp(finchv1.AppKeyOf(app)) }

@@ -179,7 +179,7 @@ func TestCallbackSuccessURL(t *testing.T) {
 	g := f.g
 	f.createApp("branded", func(a *finchv1.FinchApp) { a.Spec.SuccessURL = "https://example.com/connected" })
 	f.newConnection("branded", "branded", func(c *finchv1.FinchConnection) {
-		c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "branded"}
+		c.Spec.AppRef = &finchv1.AppReference{Name: "branded"}
 	})
 	conn := f.waitSession("branded", finchv1.SessionConnect)
 	// Follow the simulator's redirect to the callback, stop at ours.

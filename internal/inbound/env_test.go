@@ -71,6 +71,9 @@ var (
 	shared  *sharedEnv
 )
 
+// clusterResourceNamespace holds the Secrets of the tests' ClusterFinchApps.
+const clusterResourceNamespace = "finch-system"
+
 // fuzzKubeconfigEnv carries the coordinator's API server to fuzz workers.
 const fuzzKubeconfigEnv = "INBOUND_FUZZ_KUBECONFIG"
 
@@ -174,7 +177,7 @@ func startWorkerEnv(kubeconfig string) (*sharedEnv, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	if err := index.Setup(ctx, e.mgr); err != nil {
+	if err := index.Setup(ctx, e.mgr, true); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -184,7 +187,7 @@ func startWorkerEnv(kubeconfig string) (*sharedEnv, error) {
 	}
 	in := unlimited()
 	in.Client, in.APIReader = e.mgr.GetClient(), e.mgr.GetAPIReader()
-	in.Apps = &apps.Registry{Reader: e.mgr.GetAPIReader(), Writer: e.k8s}
+	in.Apps = &apps.Registry{Reader: e.mgr.GetAPIReader(), Writer: e.k8s, ClusterResourceNamespace: clusterResourceNamespace}
 	in.Recorder = e.mgr.GetEventRecorder(controllers.EventSource)
 	e.op = &controllers.Operator{Apps: in.Apps, Inbound: inbound.New(in)}
 	return e.serve(ctx)
@@ -220,9 +223,10 @@ func startEnv() (*sharedEnv, error) {
 			Metrics:                metricsserver.Options{BindAddress: "0"},
 			HealthProbeBindAddress: "0",
 		},
-		Inbound:   unlimited(),
-		KubeQPS:   float64(cfg.QPS),
-		KubeBurst: cfg.Burst,
+		Inbound:     unlimited(),
+		KubeQPS:     float64(cfg.QPS),
+		KubeBurst:   cfg.Burst,
+		Controllers: controllers.Options{ClusterResourceNamespace: clusterResourceNamespace},
 	})
 	if err != nil {
 		cancel()
@@ -230,6 +234,10 @@ func startEnv() (*sharedEnv, error) {
 	}
 	e.k8s, err = client.New(cfg, client.Options{Scheme: testenv.Scheme})
 	if err != nil {
+		cancel()
+		return fail(err)
+	}
+	if err := e.k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: clusterResourceNamespace}}); err != nil {
 		cancel()
 		return fail(err)
 	}

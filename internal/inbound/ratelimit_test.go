@@ -107,7 +107,7 @@ func TestCallbackFloodCostsAtMostTheCeiling(t *testing.T) {
 	cb := f.callbackURL("busy")
 	conns := map[string]*finchv1.FinchConnection{}
 	for _, name := range []string{"victim", "employer", "other-1", "other-2"} {
-		f.newConnection(name, name, func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "busy"} })
+		f.newConnection(name, name, func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.AppReference{Name: "busy"} })
 	}
 	for _, name := range []string{"victim", "employer", "other-1", "other-2"} {
 		conns[name] = f.waitSession(name, finchv1.SessionConnect)
@@ -176,7 +176,7 @@ func TestCallbackStatelessMode(t *testing.T) {
 	g.Expect(status).To(Equal(http.StatusBadRequest), "no session is waiting: refused")
 	g.Expect(f.sim.Calls("POST /auth/token")).To(BeZero())
 
-	f.newConnection("plain", "plain", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.LocalObjectReference{Name: "lenient"} })
+	f.newConnection("plain", "plain", func(c *finchv1.FinchConnection) { c.Spec.AppRef = &finchv1.AppReference{Name: "lenient"} })
 	conn := f.waitSession("plain", finchv1.SessionConnect)
 	g.Eventually(func(g Gomega) {
 		app := &finchv1.FinchApp{}

@@ -1,8 +1,9 @@
 // Package inbound is the operator's public HTTP server: the redirect-flow
 // callback that employers' browsers reach after Finch Connect
 // (GET /callback/{namespace}/{app}/{path}), the Finch webhook receiver
-// (POST /webhooks/{namespace}/{app}) and a health check for the Ingress
-// (GET /healthz).
+// (POST /webhooks/{namespace}/{app}), the same two for ClusterFinchApps
+// (GET /cluster/callback/{app}/{path}, POST /cluster/webhooks/{app}) and a
+// health check for the Ingress (GET /healthz).
 //
 // Every replica serves it (the Service may route to any pod). The callback
 // exchanges the code and writes the token Secret itself; the webhook receiver
@@ -22,15 +23,20 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/finch"
 )
@@ -95,8 +101,9 @@ type Config struct {
 	// Apps resolves a FinchApp into its Finch client and webhook secret.
 	Apps *apps.Registry
 	// Namespaces the operator watches (--watch-namespaces; none: all). A
-	// callback or webhook for an app elsewhere is refused like an unknown
-	// app, without reading anything.
+	// callback or webhook for an app elsewhere, or for a ClusterFinchApp when
+	// the list is set, is refused like an unknown app, without reading
+	// anything.
 	Namespaces []string
 	// Recorder records Events (nil: none).
 	Recorder recorder.EventRecorder
@@ -134,6 +141,7 @@ type Config struct {
 // What the inbound server reads and writes (a subset of the controllers' rules,
 // listed so the server's needs stay visible in the generated ClusterRole):
 // +kubebuilder:rbac:groups=finch.connectops.dev,resources=finchapps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=finch.connectops.dev,resources=clusterfinchapps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=finch.connectops.dev,resources=finchconnections,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -200,9 +208,12 @@ func New(cfg Config) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /callback/{namespace}/{app}/{path}", s.instrument(routeCallback, http.HandlerFunc(s.handleCallback)))
+	mux.Handle("GET /"+apps.ClusterPathPrefix+"/callback/{app}/{path}", s.instrument(routeCallback, http.HandlerFunc(s.handleCallback)))
 	// Any other shape of callback URL gets the same page as a bad parameter.
 	mux.Handle("/callback/", s.instrument(routeCallback, http.HandlerFunc(s.handleBadCallback)))
+	mux.Handle("/"+apps.ClusterPathPrefix+"/callback/", s.instrument(routeCallback, http.HandlerFunc(s.handleBadCallback)))
 	mux.Handle("POST /webhooks/{namespace}/{app}", s.instrument(routeWebhook, http.HandlerFunc(s.handleWebhook)))
+	mux.Handle("POST /"+apps.ClusterPathPrefix+"/webhooks/{app}", s.instrument(routeWebhook, http.HandlerFunc(s.handleWebhook)))
 	mux.Handle("GET /healthz", s.instrument(routeHealthz, http.HandlerFunc(handleHealthz)))
 	mux.Handle("/", s.instrument(routeOther, http.NotFoundHandler()))
 	s.mux = mux
@@ -215,6 +226,48 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // watched reports whether ns is one the operator watches.
 func (s *Server) watched(ns string) bool {
 	return len(s.cfg.Namespaces) == 0 || slices.Contains(s.cfg.Namespaces, ns)
+}
+
+// pathApp is the app key a callback or webhook path names: namespace and
+// name, or for the /cluster/ routes (no namespace in the path) a
+// ClusterFinchApp's name alone. ok is false when the path holds no valid
+// names.
+func pathApp(r *http.Request) (key types.NamespacedName, ok bool) {
+	key = types.NamespacedName{Namespace: r.PathValue("namespace"), Name: r.PathValue("app")}
+	if len(validation.IsDNS1123Subdomain(key.Name)) > 0 {
+		return key, false
+	}
+	if key.Namespace == "" {
+		return key, strings.HasPrefix(r.URL.Path, "/"+apps.ClusterPathPrefix+"/")
+	}
+	return key, len(validation.IsDNS1123Label(key.Namespace)) == 0
+}
+
+// getApp reads the app a path names from the cache: a FinchApp in a watched
+// namespace, or a ClusterFinchApp when the operator watches all namespaces;
+// anything else is NotFound, without a read.
+func (s *Server) getApp(ctx context.Context, key types.NamespacedName) (finchv1.AppObject, error) {
+	if key.Namespace == "" {
+		app := &finchv1.ClusterFinchApp{}
+		if len(s.cfg.Namespaces) > 0 {
+			return app, apierrors.NewNotFound(finchv1.GroupVersion.WithResource("clusterfinchapps").GroupResource(), key.Name)
+		}
+		return app, s.cfg.Client.Get(ctx, key, app)
+	}
+	app := &finchv1.FinchApp{}
+	if !s.watched(key.Namespace) {
+		return app, apierrors.NewNotFound(finchv1.GroupVersion.WithResource("finchapps").GroupResource(), key.Name)
+	}
+	return app, s.cfg.Client.Get(ctx, key, app)
+}
+
+// connectionScope lists across the namespaces an app's connections may be
+// in: its own for a FinchApp, all for a ClusterFinchApp (uncached fallbacks).
+func connectionScope(key types.NamespacedName) []client.ListOption {
+	if key.Namespace == "" {
+		return nil
+	}
+	return []client.ListOption{client.InNamespace(key.Namespace)}
 }
 
 func handleHealthz(w http.ResponseWriter, _ *http.Request) {

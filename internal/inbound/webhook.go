@@ -13,8 +13,6 @@ import (
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
@@ -60,13 +58,11 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
-	ns, name := r.PathValue("namespace"), r.PathValue("app")
-	validPath := len(validation.IsDNS1123Label(ns)) == 0 && len(validation.IsDNS1123Subdomain(name)) == 0
+	key, validPath := pathApp(r)
 	log := s.log
 	if validPath { // anything else is arbitrary request text: keep it out of the log
-		log = log.WithValues("webhook", ns+"/"+name)
+		log = log.WithValues("webhook", apps.KeyString(key))
 	}
-	key := types.NamespacedName{Namespace: ns, Name: name}
 
 	// Until the FinchApp is known to exist, rejections share one log budget
 	// (scope ""): made-up app names must not each get their own.
@@ -95,20 +91,18 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	// is then a cheap duplicate instead of a lost event.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), apiTimeout)
 	defer cancel()
-	app := &finchv1.FinchApp{}
-	if !s.watched(key.Namespace) {
-		s.logRejected(log, "", "FinchApp in a namespace the operator does not watch")
-		return http.StatusUnauthorized, webhookUnauthorized
-	}
-	if err := s.cfg.Client.Get(ctx, key, app); err != nil {
+	// An app in a namespace the operator does not watch (or a cluster app
+	// in a namespace-scoped install) is not found, without a read.
+	app, err := s.getApp(ctx, key)
+	if err != nil {
 		if apierrors.IsNotFound(err) {
-			s.logRejected(log, "", "no such FinchApp")
+			s.logRejected(log, "", "no such app")
 			return http.StatusUnauthorized, webhookUnauthorized
 		}
-		log.Error(err, "webhook: cannot read the FinchApp")
+		log.Error(err, "webhook: cannot read the app")
 		return http.StatusInternalServerError, webhookError
 	}
-	scope := key.String() // the app exists: its rejections get their own budget
+	scope := apps.KeyString(key) // the app exists: its rejections get their own budget
 	resolved, err := s.cfg.Apps.Get(ctx, app)
 	if err != nil {
 		var cfgErr *apps.ConfigError
@@ -163,7 +157,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 		log.V(1).Info("webhook: event type not acted on")
 		return http.StatusOK, webhookIgnoredEventType
 	}
-	list, err := s.webhookTargets(ctx, ns, name, ev)
+	list, err := s.webhookTargets(ctx, key, ev)
 	if err != nil {
 		log.Error(err, "webhook: cannot list FinchConnections")
 		return http.StatusInternalServerError, webhookError
@@ -225,7 +219,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 // guide says both may change when the employer re-authenticates, so status
 // (set at token exchange and introspection) may hold older ones: a miss is
 // possible, and is acknowledged like an unknown connection.
-func (s *Server) webhookTargets(ctx context.Context, ns, app string, ev *finch.WebhookEvent) (*finchv1.FinchConnectionList, error) {
+func (s *Server) webhookTargets(ctx context.Context, app types.NamespacedName, ev *finch.WebhookEvent) (*finchv1.FinchConnectionList, error) {
 	type lookup struct{ index, value string }
 	lookups := []lookup{{index.ConnectionID, ev.ConnectionID}}
 	if ev.ConnectionID == "" {
@@ -239,8 +233,7 @@ func (s *Server) webhookTargets(ctx context.Context, ns, app string, ev *finch.W
 		if l.value == "" {
 			continue
 		}
-		if err := s.cfg.Client.List(ctx, list, client.InNamespace(ns),
-			client.MatchingFields{l.index: index.AppScoped(app, l.value)}); err != nil {
+		if err := s.cfg.Client.List(ctx, list, index.ForAppValue(app, l.index, l.value)...); err != nil {
 			return nil, err
 		}
 		if len(list.Items) > 0 {

@@ -245,7 +245,7 @@ func TestWebhookRejectedLogged(t *testing.T) {
 			big := append(bytes.Clone(body), bytes.Repeat([]byte(" "), inbound.DefaultMaxBodyBytes)...)
 			return f.signedWebhook(f.app, big, "msg_big", now(), f.webhookSecret)
 		}},
-		{"no such FinchApp", f.ns + "/nope", 401, func() *http.Request {
+		{"no such app", f.ns + "/nope", 401, func() *http.Request {
 			return f.signedWebhook("nope", body, "msg_nope", now(), f.webhookSecret)
 		}},
 		{"FinchApp has no webhookSecretRef", f.ns + "/nohook", 401, func() *http.Request {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sort"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,7 +34,7 @@ func TestLookupsThroughTheManagerCache(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if err := Setup(ctx, mgr); err != nil {
+	if err := Setup(ctx, mgr, true); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = mgr.Start(ctx) }()
@@ -62,26 +64,49 @@ func TestLookupsThroughTheManagerCache(t *testing.T) {
 		}
 	}
 
+	// And a ClusterFinchApp "shared" used from both namespaces.
+	for _, ns := range []string{"tenant-a", "tenant-b"} {
+		c := conn(ns, "shared-"+ns, "globex-001", nil)
+		c.Spec.AppRef = &finchv1.AppReference{Kind: finchv1.ClusterFinchAppKind, Name: "shared"}
+		if err := k8s.Create(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		c.Status = finchv1.FinchConnectionStatus{ConnectionID: "conn-" + c.Name}
+		if err := k8s.Status().Update(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	app := types.NamespacedName{Namespace: "tenant-a", Name: "default"}
+	shared := types.NamespacedName{Name: "shared"}
 	cases := []struct {
-		index, value string
-		want         []string // names in tenant-a
+		name string
+		opts []client.ListOption
+		want []string
 	}{
-		{ConnectionApp, "default", []string{"acme", "custom"}},
-		{ConnectionCustomer, AppScoped("default", "acme-001"), []string{"acme"}},
-		{ConnectionID, AppScoped("default", "conn-acme"), []string{"acme"}},
-		{ConnectionCompanyID, AppScoped("default", "co-custom"), []string{"custom"}},
-		{ConnectionAccountID, AppScoped("default", "acct-acme"), []string{"acme"}},
-		{ConnectionSession, AppScoped("default", "sess-custom"), []string{"custom"}},
-		{ConnectionTokenSecret, "vault-token", []string{"custom"}},
+		{"app", ForApp(app), []string{"acme", "custom"}},
+		{"customer", ForAppValue(app, ConnectionCustomer, "acme-001"), []string{"acme"}},
+		{"connection ID", ForAppValue(app, ConnectionID, "conn-acme"), []string{"acme"}},
+		{"company ID", ForAppValue(app, ConnectionCompanyID, "co-custom"), []string{"custom"}},
+		{"account ID", ForAppValue(app, ConnectionAccountID, "acct-acme"), []string{"acme"}},
+		{"session", ForAppValue(app, ConnectionSession, "sess-custom"), []string{"custom"}},
+		{"token Secret", []client.ListOption{client.InNamespace("tenant-a"), client.MatchingFields{ConnectionTokenSecret: "vault-token"}}, []string{"custom"}},
 		// Default token Secret names are not indexed (DefaultTokenSecretOwner).
-		{ConnectionTokenSecret, "acme-finch-token", nil},
-		{ConnectionCustomer, AppScoped("other-app", "acme-001"), nil},
+		{"default token Secret", []client.ListOption{client.InNamespace("tenant-a"), client.MatchingFields{ConnectionTokenSecret: "acme-finch-token"}}, nil},
+		{"other app", ForAppValue(types.NamespacedName{Namespace: "tenant-a", Name: "other-app"}, ConnectionCustomer, "acme-001"), nil},
+		// A ClusterFinchApp's connections: one customer_id space across
+		// namespaces, and never a namespaced FinchApp's of the same name.
+		{"cluster app", ForApp(shared), []string{"shared-tenant-a", "shared-tenant-b"}},
+		{"cluster customer", ForAppValue(shared, ConnectionCustomer, "globex-001"), []string{"shared-tenant-a", "shared-tenant-b"}},
+		{"cluster connection ID", ForAppValue(shared, ConnectionID, "conn-shared-tenant-b"), []string{"shared-tenant-b"}},
+		{"FinchApp named like the cluster app", ForAppValue(types.NamespacedName{Namespace: "tenant-a", Name: "shared"}, ConnectionCustomer, "globex-001"), nil},
+		{"cluster app named like the FinchApp", ForApp(types.NamespacedName{Name: "default"}), nil},
 	}
 	for _, tc := range cases {
-		t.Run(tc.index+"="+tc.value, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			deadline := time.Now().Add(30 * time.Second)
 			for {
-				got, err := names(ctx, k8s, tc.index, tc.value)
+				got, err := names(ctx, k8s, tc.opts)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -89,7 +114,7 @@ func TestLookupsThroughTheManagerCache(t *testing.T) {
 					return
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("List(InNamespace tenant-a, %s=%s) = %v, want %v", tc.index, tc.value, got, tc.want)
+					t.Fatalf("List(%v) = %v, want %v", tc.opts, got, tc.want)
 				}
 				time.Sleep(50 * time.Millisecond) // the cache catches up with the status writes
 			}
@@ -105,15 +130,16 @@ func conn(ns, name, customer string, token *finchv1.LocalObjectReference) *finch
 	}
 }
 
-func names(ctx context.Context, c client.Client, idx, value string) ([]string, error) {
+func names(ctx context.Context, c client.Client, opts []client.ListOption) ([]string, error) {
 	list := &finchv1.FinchConnectionList{}
-	if err := c.List(ctx, list, client.InNamespace("tenant-a"), client.MatchingFields{idx: value}); err != nil {
+	if err := c.List(ctx, list, opts...); err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, item := range list.Items {
 		out = append(out, item.Name)
 	}
+	sort.Strings(out)
 	return out, nil
 }
 

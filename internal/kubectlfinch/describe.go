@@ -87,9 +87,9 @@ func nextStep(conn *finchv1.FinchConnection, now time.Time) string {
 	if ready != nil && ready.Status != metav1.ConditionTrue {
 		switch ready.Reason {
 		case finchv1.ReasonAppNotFound:
-			return fmt.Sprintf("create FinchApp %q in this namespace", conn.AppName())
+			return appMissingStep(conn)
 		case finchv1.ReasonAppNotReady:
-			return fmt.Sprintf("fix FinchApp %q (kubectl describe fapp %s)", conn.AppName(), conn.AppName())
+			return fmt.Sprintf("fix %s (kubectl describe %s %s)", conn.AppDescription(), appResource(conn), conn.AppName())
 		case finchv1.ReasonCodeRejected:
 			return "the code was rejected: have the employer finish Finch Connect again"
 		case finchv1.ReasonBudgetWait:
@@ -127,16 +127,38 @@ func nextStep(conn *finchv1.FinchConnection, now time.Time) string {
 	return "see `kubectl finch status " + name + "`"
 }
 
+// appMissingStep is the next step when the connection's app does not exist.
+func appMissingStep(conn *finchv1.FinchConnection) string {
+	if conn.UsesClusterApp() {
+		return fmt.Sprintf("create %s (cluster-scoped), or fix spec.appRef", conn.AppDescription())
+	}
+	return fmt.Sprintf("create %s in this namespace", conn.AppDescription())
+}
+
+// duplicateStep is the next step for a DuplicateCustomerID: a ClusterFinchApp
+// has one customerID space across every namespace that uses it.
+func duplicateStep(conn *finchv1.FinchConnection) string {
+	where := ""
+	if conn.UsesClusterApp() {
+		where = " (in any namespace)"
+	}
+	return "another FinchConnection of the app" + where + " uses this customerID: give this one a distinct ID"
+}
+
 // stalledStep is the next step for a Stalled reason (README, "When things go wrong").
 func stalledStep(conn *finchv1.FinchConnection, reason string) string {
 	name := conn.Name
 	switch reason {
 	case finchv1.ReasonInvalidCredentials:
-		return fmt.Sprintf("Finch rejects FinchApp %q's credentials: fix its credentials Secret", conn.AppName())
+		return fmt.Sprintf("Finch rejects %s's credentials: fix its credentials Secret", conn.AppDescription())
 	case finchv1.ReasonFinchRejected:
 		return "Finch refused the request: fix the spec (`kubectl finch status " + name + "` shows Finch's message)"
 	case finchv1.ReasonDuplicateCustomerID:
-		return "another FinchConnection of the app uses this customerID: give this one a distinct ID"
+		return duplicateStep(conn)
+	case finchv1.ReasonNamespaceNotAllowed:
+		return fmt.Sprintf("%s does not allow this namespace: ask its owner to add it to spec.conditions, or use a FinchApp here", conn.AppDescription())
+	case finchv1.ReasonClusterAppUnavailable:
+		return fmt.Sprintf("this operator is installed namespace-scoped and cannot use %s: use a FinchApp in this namespace", conn.AppDescription())
 	case finchv1.ReasonConnectionExists:
 		return fmt.Sprintf("Finch already has this customer's connection: `kubectl finch adopt %s --token-file F`, or `kubectl finch reauth %s`", name, name)
 	case finchv1.ReasonTokenSecretNotOwned:

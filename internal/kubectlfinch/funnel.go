@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,14 +21,18 @@ import (
 
 type funnelOptions struct {
 	*Options
-	app           string
+	app           appFilter
 	output        string
 	allNamespaces bool
 }
 
-// Funnel is one FinchApp's connect funnel (the JSON of `funnel -o json`).
+// Funnel is one app's connect funnel (the JSON of `funnel -o json`).
 type Funnel struct {
-	Namespace  string `json:"namespace"`
+	// Namespace is the FinchApp's; empty for a ClusterFinchApp, whose funnel
+	// counts its connections in scope (with -A, in every namespace).
+	Namespace string `json:"namespace,omitempty"`
+	// Kind is FinchApp or ClusterFinchApp.
+	Kind       string `json:"kind"`
 	App        string `json:"app"`
 	Total      int    `json:"total"`
 	Awaiting   int    `json:"awaiting"`
@@ -48,8 +53,11 @@ func newFunnelCommand(o *Options) *cobra.Command {
 	f := &funnelOptions{Options: o}
 	cmd := &cobra.Command{
 		Use:   "funnel",
-		Short: "Per FinchApp: how many employers are awaiting, connecting, connected, in reauth, in error; drop-off; median time to connect",
-		Long: `Show the connect funnel of each FinchApp, counted from the FinchConnections' status:
+		Short: "Per FinchApp or ClusterFinchApp: how many employers are awaiting, connecting, connected, in reauth, in error; drop-off; median time to connect",
+		Long: `Show the connect funnel of each app, counted from the FinchConnections' status.
+A FinchApp is named by its name (NAMESPACE/NAME with -A); a ClusterFinchApp, as
+ClusterFinchApp/NAME, counts its connections in the namespace (-A: in every
+namespace, where ClusterFinchApps without connections show too).
 
   AWAITING     Pending or AwaitingConnect: the employer has not finished Finch Connect
   CONNECTING   the employer authenticated; Finch is still setting up the connection
@@ -61,13 +69,14 @@ func newFunnelCommand(o *Options) *cobra.Command {
   MEDIAN TTC   median time from the first Connect session to connected`,
 		Example: `  kubectl finch funnel
   kubectl finch funnel -A
-  kubectl finch funnel --app default -o json`,
+  kubectl finch funnel --app default -o json
+  kubectl finch funnel -A --app ClusterFinchApp/platform`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&f.app, "app", "", "only this FinchApp")
+	cmd.Flags().Var(&f.app, "app", "only this app: "+appFlagUsage)
 	cmd.Flags().StringVarP(&f.output, "output", "o", "", "output format: json")
 	cmd.Flags().BoolVarP(&f.allNamespaces, "all-namespaces", "A", false, "every namespace")
 	return cmd
@@ -77,11 +86,11 @@ func (f *funnelOptions) run(ctx context.Context) error {
 	if f.output != "" && f.output != "json" {
 		return fmt.Errorf("unknown output format %q: use json", f.output)
 	}
-	conns, err := listConnections(ctx, f.Options, f.allNamespaces, f.app)
+	conns, err := listConnections(ctx, f.Options, f.allNamespaces, &f.app)
 	if err != nil {
 		return err
 	}
-	apps, err := f.appNames(ctx)
+	apps, err := f.appsInScope(ctx)
 	if err != nil {
 		return err
 	}
@@ -95,14 +104,14 @@ func (f *funnelOptions) run(ctx context.Context) error {
 		return enc.Encode(funnels)
 	}
 	if len(funnels) == 0 {
-		_, err := fmt.Fprintln(f.ErrOut, "No FinchApps or FinchConnections found.")
+		_, err := fmt.Fprintln(f.ErrOut, "No FinchApps, ClusterFinchApps or FinchConnections found.")
 		return err
 	}
 	w := printers.GetNewTabWriter(f.Out)
 	fmt.Fprintln(w, "APP\tTOTAL\tAWAITING\tCONNECTING\tCONNECTED\tREAUTH\tERROR\tDROP-OFF\tMEDIAN TTC")
 	for _, fu := range funnels {
-		app := fu.App
-		if f.allNamespaces {
+		app := appLabel(fu.Kind, fu.App)
+		if f.allNamespaces && fu.Namespace != "" {
 			app = fu.Namespace + "/" + fu.App
 		}
 		ttc := "-"
@@ -115,13 +124,35 @@ func (f *funnelOptions) run(ctx context.Context) error {
 	return w.Flush()
 }
 
-// appNames lists the FinchApps in scope, so an app without connections still
-// shows. Someone allowed to read connections but not apps still gets the rest.
-func (f *funnelOptions) appNames(ctx context.Context) ([][2]string, error) {
+// appKey is an app in the funnel: a FinchApp's namespace, kind and name; a
+// ClusterFinchApp has no namespace.
+type appKey struct {
+	namespace, kind, name string
+}
+
+func connectionApp(conn *finchv1.FinchConnection) appKey {
+	k := conn.AppKey()
+	return appKey{namespace: k.Namespace, kind: conn.AppKind(), name: k.Name}
+}
+
+// appsInScope lists the apps in scope, so an app without connections still
+// shows: the FinchApps, and with -A the ClusterFinchApps. Someone allowed to
+// read connections but not apps still gets the rest.
+func (f *funnelOptions) appsInScope(ctx context.Context) ([]appKey, error) {
 	c, err := f.Client()
 	if err != nil {
 		return nil, err
 	}
+	out, err := f.finchApps(ctx, c)
+	if err != nil || !f.allNamespaces {
+		return out, err
+	}
+	cluster, err := f.clusterFinchApps(ctx, c)
+	return append(out, cluster...), err
+}
+
+// finchApps lists the FinchApps in scope (the namespace, or every one).
+func (f *funnelOptions) finchApps(ctx context.Context, c client.Client) ([]appKey, error) {
 	var opts []client.ListOption
 	if !f.allNamespaces {
 		ns, err := f.Namespace()
@@ -137,23 +168,44 @@ func (f *funnelOptions) appNames(ctx context.Context) ([][2]string, error) {
 		}
 		return nil, fmt.Errorf("list FinchApps: %w", err)
 	}
-	var out [][2]string
+	var out []appKey
 	for _, a := range list.Items {
-		if f.app == "" || a.Name == f.app {
-			out = append(out, [2]string{a.Namespace, a.Name})
+		if f.app.matches(finchv1.FinchAppKind, a.Name) {
+			out = append(out, appKey{namespace: a.Namespace, kind: finchv1.FinchAppKind, name: a.Name})
 		}
 	}
 	return out, nil
 }
 
-// computeFunnels counts conns per (namespace, app); apps lists apps to show
-// even without connections.
-func computeFunnels(conns []finchv1.FinchConnection, apps [][2]string, now time.Time) []Funnel {
-	byApp := map[[2]string]*Funnel{}
-	ttc := map[[2]string][]time.Duration{}
-	get := func(k [2]string) *Funnel {
+// clusterFinchApps lists the ClusterFinchApps. Reading them takes a
+// ClusterRoleBinding few users have, and an operator older than the kind has
+// no such resource: both leave them out.
+func (f *funnelOptions) clusterFinchApps(ctx context.Context, c client.Client) ([]appKey, error) {
+	list := &finchv1.ClusterFinchAppList{}
+	if err := c.List(ctx, list); err != nil {
+		if apierrors.IsForbidden(err) || meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list ClusterFinchApps: %w", err)
+	}
+	var out []appKey
+	for _, a := range list.Items {
+		if f.app.matches(finchv1.ClusterFinchAppKind, a.Name) {
+			out = append(out, appKey{kind: finchv1.ClusterFinchAppKind, name: a.Name})
+		}
+	}
+	return out, nil
+}
+
+// computeFunnels counts conns per app (a FinchApp per namespace, a
+// ClusterFinchApp across namespaces); apps lists apps to show even without
+// connections.
+func computeFunnels(conns []finchv1.FinchConnection, apps []appKey, now time.Time) []Funnel {
+	byApp := map[appKey]*Funnel{}
+	ttc := map[appKey][]time.Duration{}
+	get := func(k appKey) *Funnel {
 		if byApp[k] == nil {
-			byApp[k] = &Funnel{Namespace: k[0], App: k[1]}
+			byApp[k] = &Funnel{Namespace: k.namespace, Kind: k.kind, App: k.name}
 		}
 		return byApp[k]
 	}
@@ -162,21 +214,9 @@ func computeFunnels(conns []finchv1.FinchConnection, apps [][2]string, now time.
 	}
 	for i := range conns {
 		conn := &conns[i]
-		k := [2]string{conn.Namespace, conn.AppName()}
+		k := connectionApp(conn)
 		fu, st := get(k), &conn.Status
-		fu.Total++
-		switch st.Phase {
-		case "", finchv1.PhasePending, finchv1.PhaseAwaitingConnect:
-			fu.Awaiting++
-		case finchv1.PhaseConnecting:
-			fu.Connecting++
-		case finchv1.PhaseConnected:
-			fu.Connected++
-		case finchv1.PhaseReauthRequired:
-			fu.Reauth++
-		default:
-			fu.Error++
-		}
+		countPhase(fu, st.Phase)
 		if st.ConnectedAt == nil && st.FirstSessionTime != nil &&
 			!now.Before(st.FirstSessionTime.Add(time.Duration(conn.SessionMinutes())*time.Minute)) {
 			fu.DropOff++
@@ -194,15 +234,36 @@ func computeFunnels(conns []finchv1.FinchConnection, apps [][2]string, now time.
 		out = append(out, *fu)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		if out[i].Namespace != out[j].Namespace {
-			return out[i].Namespace < out[j].Namespace
+		a, b := out[i], out[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
 		}
-		return out[i].App < out[j].App
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		return a.App < b.App
 	})
 	if len(out) == 0 {
 		return nil
 	}
 	return out
+}
+
+// countPhase counts one connection in its funnel stage.
+func countPhase(fu *Funnel, phase finchv1.Phase) {
+	fu.Total++
+	switch phase {
+	case "", finchv1.PhasePending, finchv1.PhaseAwaitingConnect:
+		fu.Awaiting++
+	case finchv1.PhaseConnecting:
+		fu.Connecting++
+	case finchv1.PhaseConnected:
+		fu.Connected++
+	case finchv1.PhaseReauthRequired:
+		fu.Reauth++
+	default:
+		fu.Error++
+	}
 }
 
 func median(ds []time.Duration) time.Duration {

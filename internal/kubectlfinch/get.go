@@ -19,7 +19,7 @@ import (
 
 type getOptions struct {
 	*Options
-	app           string
+	app           appFilter
 	output        string
 	allNamespaces bool
 }
@@ -33,17 +33,19 @@ func newGetCommand(o *Options) *cobra.Command {
 ID, provider, when the published Connect session expires, and the next step a
 human should take.
 
-Output formats: the default table, -o wide (adds the FinchApp, age and Connect
-URL), -o yaml and -o json (the objects themselves; status never holds secrets).`,
+Output formats: the default table, -o wide (adds the app: a FinchApp's name, or
+ClusterFinchApp/NAME; age and Connect URL), -o yaml and -o json (the objects
+themselves; status never holds secrets).`,
 		Example: `  kubectl finch get
   kubectl finch get acme -o yaml
-  kubectl finch get -A --app default -o wide`,
+  kubectl finch get -A --app default -o wide
+  kubectl finch get -A --app ClusterFinchApp/platform`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.run(cmd.Context(), args)
 		},
 	}
-	cmd.Flags().StringVar(&g.app, "app", "", "only connections of this FinchApp (spec.appRef.name)")
+	cmd.Flags().Var(&g.app, "app", "only connections of this app: "+appFlagUsage)
 	cmd.Flags().StringVarP(&g.output, "output", "o", "", "output format: wide, yaml or json")
 	cmd.Flags().BoolVarP(&g.allNamespaces, "all-namespaces", "A", false, "list connections in every namespace")
 	return cmd
@@ -64,8 +66,8 @@ func (g *getOptions) run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if g.app != "" && conn.AppName() != g.app {
-			return fmt.Errorf("FinchConnection %q uses FinchApp %q, not %q", conn.Name, conn.AppName(), g.app)
+		if !g.app.matchesConnection(conn) {
+			return fmt.Errorf("FinchConnection %q uses %s, not %s", conn.Name, conn.AppDescription(), g.app.describe())
 		}
 		if g.output == "yaml" || g.output == "json" {
 			return printObject(g.Out, g.output, conn)
@@ -88,10 +90,10 @@ func (g *getOptions) run(ctx context.Context, args []string) error {
 
 // list returns the connections in scope (namespace or all, --app), sorted.
 func (g *getOptions) list(ctx context.Context) ([]finchv1.FinchConnection, error) {
-	return listConnections(ctx, g.Options, g.allNamespaces, g.app)
+	return listConnections(ctx, g.Options, g.allNamespaces, &g.app)
 }
 
-func listConnections(ctx context.Context, o *Options, all bool, app string) ([]finchv1.FinchConnection, error) {
+func listConnections(ctx context.Context, o *Options, all bool, app *appFilter) ([]finchv1.FinchConnection, error) {
 	c, err := o.Client()
 	if err != nil {
 		return nil, err
@@ -110,7 +112,7 @@ func listConnections(ctx context.Context, o *Options, all bool, app string) ([]f
 	}
 	out := list.Items[:0]
 	for _, conn := range list.Items {
-		if app == "" || conn.AppName() == app {
+		if app.matchesConnection(&conn) {
 			out = append(out, conn)
 		}
 	}
@@ -132,8 +134,8 @@ func (g *getOptions) noneFound() error {
 		}
 		where = "namespace " + ns
 	}
-	if g.app != "" {
-		where += " for FinchApp " + g.app
+	if g.app.isSet() {
+		where += " for " + g.app.kind + " " + g.app.name
 	}
 	_, err := fmt.Fprintf(g.ErrOut, "No FinchConnections found in %s.\n", where)
 	return err
@@ -160,7 +162,7 @@ func (g *getOptions) printTable(conns []finchv1.FinchConnection) error {
 			if st.Session != nil {
 				url = orDash(st.Session.ConnectURL)
 			}
-			row = []string{conn.Name, conn.Spec.CustomerID, conn.AppName(), orDash(string(st.Phase)), orDash(st.ConnectionID), orDash(st.ProviderID),
+			row = []string{conn.Name, conn.Spec.CustomerID, appColumn(conn), orDash(string(st.Phase)), orDash(st.ConnectionID), orDash(st.ProviderID),
 				sessionColumn(conn, now), duration.HumanDuration(now.Sub(conn.CreationTimestamp.Time)), nextStep(conn, now), url}
 		}
 		if g.allNamespaces {

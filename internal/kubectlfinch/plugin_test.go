@@ -40,7 +40,7 @@ var env *live.Env
 func TestMain(m *testing.M) {
 	logf.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	var err error
-	if env, err = live.Start(); err != nil {
+	if env, err = live.StartOptions(live.Options{Manager: withClusterResourceNamespace, Setup: createClusterResourceNamespace}); err != nil {
 		fmt.Fprintln(os.Stderr, "start the operator on envtest:", err)
 		os.Exit(1)
 	}
@@ -235,7 +235,7 @@ func TestGetLinkStatusFunnel(t *testing.T) {
 
 	r = w.ok("status", "acme")
 	contains(t, "status acme", r.stdout, "FinchConnection "+w.Namespace+"/acme", "acme-001 (Customer acme-001)",
-		"default (Ready=True)", "AwaitingConnect", "Connect "+acme.Status.Session.ID, "redirect flow", acme.Status.Session.ConnectURL,
+		`App:`, `FinchApp "default" (Ready=True)`, "AwaitingConnect", "Connect "+acme.Status.Session.ID, "redirect flow", acme.Status.Session.ConnectURL,
 		"acme-finch-token does not exist", "Conditions:", "AwaitingEmployer", "Recent events:", finchv1.ReasonSessionCreated,
 		"Next step:", "kubectl finch link acme")
 

@@ -63,7 +63,7 @@ type resyncOptions struct {
 	*Options
 	waitFlags
 	all, allNamespaces bool
-	app                string
+	app                appFilter
 }
 
 func newResyncCommand(o *Options) *cobra.Command {
@@ -77,7 +77,8 @@ employer gets its session refreshed if it changed or expired. The value is echoe
 in status.lastHandledReconcileAt once handled, which --wait waits for.
 
 --all resyncs every connection in the namespace (-A: in every namespace; --app:
-of one FinchApp). Each costs at most one Finch call, within the app's budget.`,
+of one FinchApp, or of a ClusterFinchApp as --app ClusterFinchApp/NAME). Each
+costs at most one Finch call, within the app's budget.`,
 		Example: `  kubectl finch resync acme --wait
   kubectl finch resync --all --app default`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -88,7 +89,7 @@ of one FinchApp). Each costs at most one Finch call, within the app's budget.`,
 				return r.runAll(cmd.Context())
 			case len(args) != 1:
 				return fmt.Errorf("expected exactly one FinchConnection NAME, or --all")
-			case r.allNamespaces || r.app != "":
+			case r.allNamespaces || r.app.isSet():
 				return fmt.Errorf("-A and --app go with --all")
 			}
 			return runRequest(cmd.Context(), o, args[0], finchv1.RequestedAtAnnotation, r.waitFlags,
@@ -97,7 +98,7 @@ of one FinchApp). Each costs at most one Finch call, within the app's budget.`,
 	}
 	cmd.Flags().BoolVar(&r.all, "all", false, "every connection in the namespace (see -A and --app)")
 	cmd.Flags().BoolVarP(&r.allNamespaces, "all-namespaces", "A", false, "with --all: in every namespace")
-	cmd.Flags().StringVar(&r.app, "app", "", "with --all: only connections of this FinchApp")
+	cmd.Flags().Var(&r.app, "app", "with --all: only connections of this app: "+appFlagUsage)
 	r.waitFlags.add(cmd, "handled the request")
 	return cmd
 }
@@ -148,7 +149,7 @@ func (o *Options) printReauthResult(conn *finchv1.FinchConnection) error {
 }
 
 func (r *resyncOptions) runAll(ctx context.Context) error {
-	conns, err := listConnections(ctx, r.Options, r.allNamespaces, r.app)
+	conns, err := listConnections(ctx, r.Options, r.allNamespaces, &r.app)
 	if err != nil {
 		return err
 	}

@@ -47,14 +47,14 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	}
 	cmd := &cobra.Command{
 		Use:   "kubectl-finch",
-		Short: "Day-2 operations for Finch employer connections (FinchConnection, FinchApp)",
+		Short: "Day-2 operations for Finch employer connections (FinchConnection, FinchApp, ClusterFinchApp)",
 		Long: `kubectl finch shows where each employer is in the Finch Connect journey and
 performs the operator's documented actions (annotations, spec.suspend, code and
 token Secrets) for you.
 
 It never prints an access token, an authorization code or a client secret.`,
 		Example: `  kubectl finch get -A                       # every connection, with the next step
-  kubectl finch funnel                       # per FinchApp: awaiting, connected, drop-off, time to connect
+  kubectl finch funnel                       # per app: awaiting, connected, drop-off, time to connect
   kubectl finch status acme                  # the whole story of one employer
   kubectl finch link acme | pbcopy           # the Connect URL to send the employer
   kubectl finch reauth acme --wait           # issue a reauthentication session and print its link

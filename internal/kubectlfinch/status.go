@@ -64,7 +64,7 @@ func (s *statusOptions) run(ctx context.Context, name string) error {
 		customer += " (" + conn.Spec.CustomerName + ")"
 	}
 	line("Customer", customer)
-	line("FinchApp", s.appLine(ctx, c, conn))
+	line("App", s.appLine(ctx, c, conn))
 	phase := orDash(string(st.Phase))
 	if conn.Spec.Suspend {
 		phase += " (suspended: no Finch calls)"
@@ -120,18 +120,24 @@ func (s *statusOptions) run(ctx context.Context, name string) error {
 	return nil
 }
 
-// appLine says whether the connection's FinchApp exists and is Ready.
+// appLine says whether the connection's FinchApp or ClusterFinchApp exists
+// and is Ready.
 func (s *statusOptions) appLine(ctx context.Context, c client.Client, conn *finchv1.FinchConnection) string {
-	app := &finchv1.FinchApp{}
-	err := c.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: conn.AppName()}, app)
+	what := conn.AppDescription()
+	app, err := getApp(ctx, c, conn)
 	switch {
 	case apierrors.IsNotFound(err):
-		return conn.AppName() + " (not found)"
+		return what + " (not found)"
 	case err != nil:
-		return conn.AppName() + " (cannot read: " + string(apierrors.ReasonForError(err)) + ")"
+		return what + " (" + cannotRead(conn, err) + ")"
 	}
+	return what + " (" + appReadiness(app.AppStatus().Conditions) + ")"
+}
+
+// appReadiness is an app's Ready condition and any Finch per-IP penalty.
+func appReadiness(conds []metav1.Condition) string {
 	ready := "Ready unknown"
-	for _, cond := range app.Status.Conditions {
+	for _, cond := range conds {
 		if cond.Type == finchv1.ConditionReady {
 			ready = "Ready=" + string(cond.Status)
 			if cond.Status != metav1.ConditionTrue {
@@ -142,7 +148,7 @@ func (s *statusOptions) appLine(ctx context.Context, c client.Client, conn *finc
 			ready += "; Finch per-IP penalty: " + cond.Message
 		}
 	}
-	return conn.AppName() + " (" + ready + ")"
+	return ready
 }
 
 func (s *statusOptions) sessionLines(line func(k, v string), conn *finchv1.FinchConnection, now time.Time) {

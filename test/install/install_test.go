@@ -70,6 +70,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("kustomize config/default", func(t *testing.T) { testKustomizeDefault(t, c) })
 	t.Run("kustomize optional components", func(t *testing.T) { testKustomizeOptional(t, c) })
+	t.Run("kustomize config/namespaced: Roles in the watched namespaces, no cluster-wide grant", func(t *testing.T) { testKustomizeNamespaced(t, c) })
 	t.Run("helm chart", func(t *testing.T) { testHelmChart(t, c) })
 	t.Run("chart CRDs match config/crd/bases", testChartCRDs)
 	t.Run("chart ClusterRole matches config/rbac/role.yaml", testChartClusterRole)
@@ -90,6 +91,7 @@ func testKustomizeDefault(t *testing.T, c *cluster) {
 
 	want := []string{
 		"Namespace//finch-operator-system",
+		"CustomResourceDefinition//clusterfinchapps.finch.connectops.dev",
 		"CustomResourceDefinition//finchapps.finch.connectops.dev",
 		"CustomResourceDefinition//finchconnections.finch.connectops.dev",
 		"ServiceAccount/finch-operator-system/finch-operator-controller-manager",
@@ -101,6 +103,8 @@ func testKustomizeDefault(t *testing.T, c *cluster) {
 		"ClusterRole//finch-operator-finchapp-viewer-role",
 		"ClusterRole//finch-operator-finchconnection-editor-role",
 		"ClusterRole//finch-operator-finchconnection-viewer-role",
+		"ClusterRole//finch-operator-clusterfinchapp-editor-role",
+		"ClusterRole//finch-operator-clusterfinchapp-viewer-role",
 		"Deployment/finch-operator-system/finch-operator-controller-manager",
 		"Service/finch-operator-system/finch-operator-controller-manager-metrics-service",
 		"Service/finch-operator-system/finch-operator-controller-manager-inbound",
@@ -134,6 +138,103 @@ func testKustomizeDefault(t *testing.T, c *cluster) {
 	c.run(t, encode(t, ns), "apply", "-f", "-")
 	out := c.run(t, encode(t, rest), "apply", "--dry-run=server", "-f", "-")
 	t.Logf("kubectl apply --dry-run=server (config/default):\n%s", out)
+}
+
+// testKustomizeNamespaced renders config/namespaced, the namespace-scoped
+// install: config/default without the manager's ClusterRole and
+// ClusterRoleBinding, with the generated rules (config/rbac/role.yaml) in a
+// Role and RoleBinding in each of the example namespaces tenant-a and
+// tenant-b, bound to the manager's ServiceAccount, and --watch-namespaces on
+// the manager. test/live's TestNamespacedInstallRBAC runs the manager under
+// exactly this RBAC.
+func testKustomizeNamespaced(t *testing.T, c *cluster) {
+	watched := []string{"tenant-a", "tenant-b"}
+	objs := decode(t, c.run(t, nil, "kustomize", filepath.Join(root, "config", "namespaced")))
+	defaults := decode(t, c.run(t, nil, "kustomize", filepath.Join(root, "config", "default")))
+	generated := find(t, readObjects(t, filepath.Join(root, "config", "rbac", "role.yaml")), "ClusterRole", "manager-role")
+
+	// config/default's objects but the manager's ClusterRole and
+	// ClusterRoleBinding, plus a Role and RoleBinding per watched namespace.
+	var want []string
+	for _, k := range keys(defaults) {
+		if k != "ClusterRole//finch-operator-manager-role" && k != "ClusterRoleBinding//finch-operator-manager-rolebinding" {
+			want = append(want, k)
+		}
+	}
+	for _, ns := range watched {
+		want = append(want, "Role/"+ns+"/finch-operator-manager-role", "RoleBinding/"+ns+"/finch-operator-manager-rolebinding")
+	}
+	if got := keys(objs); !reflect.DeepEqual(sorted(got), sorted(want)) {
+		t.Errorf("config/namespaced renders\n  %v\nwant\n  %v", sorted(got), sorted(want))
+	}
+
+	// Nothing cluster-wide for the manager: no ClusterRoleBinding at all, and
+	// the only ClusterRoles left (the user roles, bound to no one) grant
+	// finch.connectops.dev resources alone, no Secrets.
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ClusterRoleBinding":
+			t.Errorf("config/namespaced renders %s", key(o))
+		case "ClusterRole":
+			for g := range grants(t, o) {
+				if !strings.HasPrefix(g, "finch.connectops.dev|") {
+					t.Errorf("config/namespaced renders %s granting %s", key(o), g)
+				}
+			}
+		}
+		if ns := o.GetNamespace(); ns != "" && ns != kustomizeNamespace && !(slices.Contains(watched, ns) && (o.GetKind() == "Role" || o.GetKind() == "RoleBinding")) {
+			t.Errorf("config/namespaced renders %s: only the manager's Role and RoleBinding go outside %s", key(o), kustomizeNamespace)
+		}
+	}
+
+	sa := findIn(t, objs, "ServiceAccount", kustomizeNamespace, "finch-operator-controller-manager")
+	for _, ns := range watched {
+		role := findIn(t, objs, "Role", ns, "finch-operator-manager-role")
+		compareRules(t, "config/namespaced's Role in "+ns, role, "config/rbac/role.yaml (generated)", generated)
+		binding := findIn(t, objs, "RoleBinding", ns, "finch-operator-manager-rolebinding")
+		ref, _, _ := unstructured.NestedStringMap(binding.Object, "roleRef")
+		if ref["kind"] != "Role" || ref["name"] != role.GetName() {
+			t.Errorf("RoleBinding in %s refers to %v, want Role %s", ns, ref, role.GetName())
+		}
+		subjects, _, _ := unstructured.NestedSlice(binding.Object, "subjects")
+		wantSubjects := []any{map[string]any{"kind": "ServiceAccount", "name": sa.GetName(), "namespace": sa.GetNamespace()}}
+		if !reflect.DeepEqual(subjects, wantSubjects) {
+			t.Errorf("RoleBinding in %s binds %v, want the manager's ServiceAccount %v", ns, subjects, wantSubjects)
+		}
+	}
+	// Leader election stays in the operator's namespace, as in config/default.
+	compareRules(t, "config/namespaced's leader election Role",
+		findIn(t, objs, "Role", kustomizeNamespace, "finch-operator-leader-election-role"),
+		"config/rbac/leader_election_role.yaml", find(t, readObjects(t, filepath.Join(root, "config", "rbac", "leader_election_role.yaml")), "Role", "leader-election-role"))
+
+	dep := find(t, objs, "Deployment", "finch-operator-controller-manager")
+	checkDeployment(t, dep, "finch-operator-controller-manager", []string{
+		"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--inbound-bind-address=:8082",
+		"--watch-namespaces=" + strings.Join(watched, ","),
+	})
+	wantArgs := append(containerArgs(t, find(t, defaults, "Deployment", "finch-operator-controller-manager")), "--watch-namespaces="+strings.Join(watched, ","))
+	if args := containerArgs(t, dep); !reflect.DeepEqual(args, wantArgs) {
+		t.Errorf("manager args %v, want config/default's and --watch-namespaces: %v", args, wantArgs)
+	}
+
+	// The watched namespaces must exist (the overlay does not create them);
+	// then the whole install passes a server-side dry run.
+	var namespaces, rest []*unstructured.Unstructured
+	for _, ns := range watched {
+		namespaces = append(namespaces, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns},
+		}})
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" {
+			namespaces = append(namespaces, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	c.run(t, encode(t, namespaces), "apply", "-f", "-")
+	out := c.run(t, encode(t, rest), "apply", "--dry-run=server", "-f", "-")
+	t.Logf("kubectl apply --dry-run=server (config/namespaced):\n%s", out)
 }
 
 // testKustomizeOptional renders the opt-in components (ServiceMonitor,
@@ -209,6 +310,7 @@ func testHelmChart(t *testing.T, c *cluster) {
 	t.Run("defaults render the expected objects", func(t *testing.T) {
 		objs := helmTemplate(t)
 		want := []string{
+			"CustomResourceDefinition//clusterfinchapps.finch.connectops.dev",
 			"CustomResourceDefinition//finchapps.finch.connectops.dev",
 			"CustomResourceDefinition//finchconnections.finch.connectops.dev",
 			"ServiceAccount/" + helmNamespace + "/finch-operator",
@@ -218,6 +320,8 @@ func testHelmChart(t *testing.T, c *cluster) {
 			"ClusterRole//finch-operator-finchapp-viewer",
 			"ClusterRole//finch-operator-finchconnection-editor",
 			"ClusterRole//finch-operator-finchconnection-viewer",
+			"ClusterRole//finch-operator-clusterfinchapp-editor",
+			"ClusterRole//finch-operator-clusterfinchapp-viewer",
 			"Role/" + helmNamespace + "/finch-operator-leader-election",
 			"RoleBinding/" + helmNamespace + "/finch-operator-leader-election",
 			"Service/" + helmNamespace + "/finch-operator-metrics",
@@ -232,9 +336,9 @@ func testHelmChart(t *testing.T, c *cluster) {
 			"--leader-election-namespace=" + helmNamespace,
 			"--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--inbound-bind-address=:8082",
 			"--max-concurrent-reconciles=10", "--kube-api-qps=500", "--kube-api-burst=1000",
-			"--zap-log-level=info", "--zap-encoder=json",
+			"--zap-log-level=info", "--zap-encoder=json", "--cluster-resource-namespace=" + helmNamespace,
 		})
-		for _, crd := range []string{"finchapps.finch.connectops.dev", "finchconnections.finch.connectops.dev"} {
+		for _, crd := range []string{"clusterfinchapps.finch.connectops.dev", "finchapps.finch.connectops.dev", "finchconnections.finch.connectops.dev"} {
 			if got := find(t, objs, "CustomResourceDefinition", crd).GetAnnotations()["helm.sh/resource-policy"]; got != "keep" {
 				t.Errorf("CRD %s: helm.sh/resource-policy = %q, want keep", crd, got)
 			}
@@ -271,7 +375,8 @@ func testHelmChart(t *testing.T, c *cluster) {
 			svc, _, _ := unstructured.NestedString(pm, "backend", "service", "name")
 			got = append(got, fmt.Sprintf("%s %s -> %s", pm["pathType"], pm["path"], svc))
 		}
-		want := []string{"Prefix /callback -> finch-operator-inbound", "Prefix /webhooks -> finch-operator-inbound"}
+		want := []string{"Prefix /callback -> finch-operator-inbound", "Prefix /webhooks -> finch-operator-inbound",
+			"Prefix /cluster/callback -> finch-operator-inbound", "Prefix /cluster/webhooks -> finch-operator-inbound"}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("ingress paths %v, want %v", got, want)
 		}
@@ -418,6 +523,8 @@ func testUserRoles(t *testing.T) {
 		"finchconnection-viewer": {"view"},
 		"finchapp-editor":        {"admin"},
 		"finchapp-viewer":        {"admin", "edit", "view"},
+		"clusterfinchapp-editor": nil,
+		"clusterfinchapp-viewer": nil,
 	}
 	for name, to := range want {
 		file := strings.ReplaceAll(name, "-", "_") + "_role.yaml"

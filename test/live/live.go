@@ -11,8 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -52,6 +55,27 @@ func Start() (*Env, error) { return StartWith(nil) }
 // StartWith is Start with the manager's options changed by mutate (after
 // cmd/manager's defaults and the test's listeners are set).
 func StartWith(mutate func(*controllers.ManagerOptions)) (*Env, error) {
+	return StartOptions(Options{Manager: mutate})
+}
+
+// Options configure StartOptions.
+type Options struct {
+	// Manager changes the manager's options, as StartWith's mutate does.
+	Manager func(*controllers.ManagerOptions)
+	// Setup runs after the API server has started and before the manager
+	// does, with Env.Client, Env.Config and Env.Kubeconfig set (the admin's),
+	// for example to install RBAC the manager needs from its first request.
+	Setup func(ctx context.Context, e *Env) error
+	// ManagerConfig returns the rest.Config the manager runs with, given a
+	// copy of the admin's Env.Config (for example ImpersonateServiceAccount
+	// and a ForbiddenLog); nil: the admin's. Env.Config and Env.Client stay
+	// the admin's.
+	ManagerConfig func(*rest.Config) *rest.Config
+}
+
+// StartOptions is StartWith with a Setup step before the manager starts and
+// the manager's own rest.Config.
+func StartOptions(o Options) (*Env, error) {
 	env, err := testenv.New()
 	if err != nil {
 		return nil, err
@@ -61,14 +85,15 @@ func StartWith(mutate func(*controllers.ManagerOptions)) (*Env, error) {
 		return nil, fmt.Errorf("start envtest: %w", err)
 	}
 	e := &Env{Config: cfg, env: env}
-	if err := e.start(mutate); err != nil {
+	if err := e.start(o); err != nil {
 		_ = e.Stop()
 		return nil, err
 	}
 	return e, nil
 }
 
-func (e *Env) start(mutate func(*controllers.ManagerOptions)) error {
+func (e *Env) start(opts Options) error {
+	mutate := opts.Manager
 	var err error
 	if e.Client, err = client.New(e.Config, client.Options{Scheme: testenv.Scheme}); err != nil {
 		return err
@@ -96,8 +121,17 @@ func (e *Env) start(mutate func(*controllers.ManagerOptions)) error {
 	if mutate != nil {
 		mutate(&o)
 	}
+	if opts.Setup != nil {
+		if err := opts.Setup(context.Background(), e); err != nil {
+			return fmt.Errorf("setup: %w", err)
+		}
+	}
+	mgrConfig := e.Config
+	if opts.ManagerConfig != nil {
+		mgrConfig = opts.ManagerConfig(rest.CopyConfig(e.Config))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr, _, err := controllers.NewManager(ctx, e.Config, o)
+	mgr, _, err := controllers.NewManager(ctx, mgrConfig, o)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("new manager: %w", err)
@@ -234,6 +268,53 @@ func Poll(ctx context.Context, timeout time.Duration, cond func() (bool, error))
 		}
 	}
 }
+
+// ImpersonateServiceAccount returns a ManagerConfig under which the manager
+// acts as ServiceAccount namespace/name (the admin's credentials impersonate
+// it), so only that ServiceAccount's RBAC applies to its requests.
+func ImpersonateServiceAccount(namespace, name string) func(*rest.Config) *rest.Config {
+	return func(cfg *rest.Config) *rest.Config {
+		cfg = rest.CopyConfig(cfg)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + namespace + ":" + name}
+		return cfg
+	}
+}
+
+// ForbiddenLog records every 403 Forbidden response to the requests of the
+// rest.Configs it wraps. It is safe for concurrent use.
+type ForbiddenLog struct {
+	mu       sync.Mutex
+	requests []string
+}
+
+// Wrap returns a copy of cfg whose transport records 403 responses in l
+// (after any transport wrapper cfg already has).
+func (l *ForbiddenLog) Wrap(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err == nil && resp.StatusCode == http.StatusForbidden {
+				l.mu.Lock()
+				l.requests = append(l.requests, req.Method+" "+req.URL.String())
+				l.mu.Unlock()
+			}
+			return resp, err
+		})
+	})
+	return cfg
+}
+
+// Requests are the recorded requests ("METHOD URL"), in the order answered.
+func (l *ForbiddenLog) Requests() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.requests)
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
