@@ -173,6 +173,24 @@ var _ = Describe("ClusterFinchApp", func() {
 		Expect(w.sim.Calls("POST /connect/sessions")).To(Equal(2))
 	})
 
+	It("lets no namespace it does not admit squat on a customerID", func() {
+		w := newClusterWorld(func(a *finchv1.ClusterFinchApp) {
+			a.Spec.Conditions = []finchv1.ClusterFinchAppCondition{
+				{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"finch.example.com/tenant": "payroll"}}},
+			}
+		})
+		squatter := w.tenant(nil)
+		admitted := w.tenant(map[string]string{"finch.example.com/tenant": "payroll"})
+		// The outsider's connection is older, but it never reaches Finch, so
+		// it does not hold the customerID against the admitted one.
+		squatter.newConn("acme", "acme-001", w.useApp)
+		squatter.waitCondition("acme", finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonNamespaceNotAllowed)
+		admitted.newConn("acme", "acme-001", w.useApp)
+		c := admitted.waitPhase("acme", finchv1.PhaseAwaitingConnect)
+		Expect(meta.IsStatusConditionTrue(c.Status.Conditions, finchv1.ConditionStalled)).To(BeFalse(), "%v", c.Status.Conditions)
+		Expect(w.sim.Calls("POST /connect/sessions")).To(Equal(1))
+	})
+
 	It("rejects a change of appRef.kind like any change of app", func() {
 		s := newScenario()
 		c := s.newConn("acme", "acme-001")

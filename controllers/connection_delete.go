@@ -58,11 +58,8 @@ func (r *FinchConnectionReconciler) disconnect(ctx context.Context, conn *finchv
 	// No namespace admission check for a ClusterFinchApp: /disconnect
 	// authenticates with the connection's own token, which its namespace
 	// holds anyway, so a namespace no longer allowed may still clean up.
-	var app finchv1.AppObject = &finchv1.FinchApp{}
-	if conn.UsesClusterApp() {
-		app = &finchv1.ClusterFinchApp{}
-	}
-	if err := r.Get(ctx, conn.AppKey(), app.(client.Object)); err != nil {
+	app := finchv1.NewAppObject(conn.AppKey())
+	if err := r.Get(ctx, conn.AppKey(), app); err != nil {
 		return fmt.Errorf("get %s: %w", conn.AppDescription(), err)
 	}
 	resolved, err := r.Apps.Get(ctx, app)

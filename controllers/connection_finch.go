@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -89,14 +88,14 @@ func finchMessage(err error) string {
 // penalty (condition RateLimited) while every call waits it out.
 func (r *FinchConnectionReconciler) reportPenalty(conn *finchv1.FinchConnection) {
 	ch := r.penalties
-	var app client.Object = &finchv1.FinchApp{}
 	if conn.UsesClusterApp() {
-		ch, app = r.clusterPenalties, &finchv1.ClusterFinchApp{}
+		ch = r.clusterPenalties
 	}
 	if ch == nil {
 		return
 	}
 	key := conn.AppKey()
+	app := finchv1.NewAppObject(key)
 	app.SetNamespace(key.Namespace)
 	app.SetName(key.Name)
 	select {

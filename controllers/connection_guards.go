@@ -8,10 +8,7 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
@@ -52,7 +49,7 @@ func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState
 			"Finch rejected the client credentials of %s (invalid_client): fix Secret %s/%s (the sandbox, development and production apps have different credentials)",
 			conn.AppDescription(), resolved.SecretNamespace, resolved.Spec.CredentialsSecretRef.Name)
 	}
-	s.app = resolved
+	s.app, s.appObject = resolved, app
 	return nil
 }
 
@@ -85,11 +82,11 @@ func (r *FinchConnectionReconciler) getApp(ctx context.Context, s *syncState) (f
 		return nil, r.appMissing(s, fmt.Sprintf(
 			"ClusterFinchApp %q not found: create it or fix spec.appRef (the connection proceeds as soon as it exists)", key.Name))
 	}
-	ns := namespaceMeta()
-	if err := r.Get(ctx, types.NamespacedName{Name: conn.Namespace}, ns); err != nil {
-		return nil, retry(fmt.Errorf("get namespace %s: %w", conn.Namespace, err))
+	ok, rules, err := apps.Admitted(ctx, r.Client, app.Spec.Conditions, conn.Namespace)
+	if err != nil {
+		return nil, retry(err)
 	}
-	if ok, rules := apps.Admits(app.Spec.Conditions, conn.Namespace, ns.Labels); !ok {
+	if !ok {
 		// No Finch call, and nothing else: the namespace watch and the
 		// app's spec changes bring the connection back when this changes.
 		return nil, stalled(finchv1.ReasonNamespaceNotAllowed,
@@ -97,14 +94,6 @@ func (r *FinchConnectionReconciler) getApp(ctx context.Context, s *syncState) (f
 			key.Name, conn.Namespace, rules)
 	}
 	return app, nil
-}
-
-// namespaceMeta is an empty Namespace read as metadata only (the cache keeps
-// no Namespace specs).
-func namespaceMeta() *metav1.PartialObjectMetadata {
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	return ns
 }
 
 // appMissing handles an app the cache does not have. An app applied
@@ -135,7 +124,9 @@ func (r *FinchConnectionReconciler) rejectDuplicate(ctx context.Context, s *sync
 	if err := r.List(ctx, list, index.ForAppValue(conn.AppKey(), index.ConnectionCustomer, conn.Spec.CustomerID)...); err != nil {
 		return retry(fmt.Errorf("list connections by customer: %w", err))
 	}
-	other := index.Oldest(list.Items, nil)
+	// A connection in a namespace the ClusterFinchApp does not admit never
+	// reaches Finch: it must not hold the customerID against this one.
+	other := index.Oldest(list.Items, apps.AdmittedFilter(ctx, r.Client, s.appObject))
 	if other == nil || other.UID == conn.UID || !index.Older(other, conn) {
 		return nil
 	}

@@ -134,7 +134,7 @@ func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func(
 	}
 	// An update, not a merge patch: counts from a stale cache must conflict
 	// and be recomputed, not be merged into newer ones.
-	if err := r.Status().Update(ctx, app.(client.Object)); apierrors.IsConflict(err) {
+	if err := r.Status().Update(ctx, app); apierrors.IsConflict(err) {
 		// Expected (see above): recount from the newer object, without
 		// logging an error for it.
 		return ctrl.Result{RequeueAfter: staleCacheDelay}, nil

@@ -75,6 +75,7 @@ type syncState struct {
 	conn            *finchv1.FinchConnection
 	now             time.Time
 	app             *apps.App
+	appObject       finchv1.AppObject // the FinchApp or ClusterFinchApp app was resolved from
 	token           tokens.State
 	phase           finchv1.Phase // what Finch's connection status means (steps with a token)
 	nextCheck       time.Time     // when the connection is due for introspection

@@ -255,7 +255,7 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretNam
 			return reqs
 		})
 		b = b.Watches(&finchv1.ClusterFinchApp{}, appConnections, builder.WithPredicates(appChanged)).
-			Watches(namespaceMeta(), nsConnections, builder.WithPredicates(labelsChanged()))
+			Watches(apps.NamespaceMeta(), nsConnections, builder.WithPredicates(labelsChanged()))
 	}
 	return b.Complete(r)
 }

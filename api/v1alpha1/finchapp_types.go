@@ -262,6 +262,15 @@ func (a *FinchApp) AppSpec() *FinchAppSpec { return &a.Spec }
 // AppStatus is the app's status.
 func (a *FinchApp) AppStatus() *FinchAppStatus { return &a.Status }
 
+// NewAppObject is an empty app of the kind key names: a FinchApp for a key
+// with a namespace, a ClusterFinchApp for one without (as AppKeyOf gives them).
+func NewAppObject(key types.NamespacedName) AppObject {
+	if key.Namespace == "" {
+		return &ClusterFinchApp{}
+	}
+	return &FinchApp{}
+}
+
 // AppKeyOf is the key an app is known by: namespace and name for a FinchApp,
 // the name alone (no namespace) for a ClusterFinchApp.
 func AppKeyOf(app AppObject) types.NamespacedName {

@@ -235,8 +235,9 @@ func (s *Server) takeExchange(base context.Context, app finchv1.AppObject) (outc
 // callback must be refused.
 func (s *Server) sessionConnection(ctx context.Context, app finchv1.AppObject, sessionID string) (*finchv1.FinchConnection, string, error) {
 	key := finchv1.AppKeyOf(app)
+	admitted := apps.AdmittedFilter(ctx, s.cfg.Client, app)
 	publishes := func(c *finchv1.FinchConnection) bool {
-		return c.AppKey() == key && c.Status.Session != nil && c.Status.Session.ID == sessionID
+		return c.AppKey() == key && c.Status.Session != nil && c.Status.Session.ID == sessionID && admitted(c)
 	}
 	list := &finchv1.FinchConnectionList{}
 	if err := s.cfg.Client.List(ctx, list, index.ForAppValue(key, index.ConnectionSession, sessionID)...); err != nil {
@@ -398,6 +399,8 @@ func (s *Server) exchangeFailed(app finchv1.AppObject, resolved *apps.App, err e
 // server, which may know a FinchConnection created moments ago.
 func (s *Server) findConnection(ctx context.Context, app finchv1.AppObject, resp *finch.TokenResponse) (*finchv1.FinchConnection, error) {
 	key := finchv1.AppKeyOf(app)
+	// A ClusterFinchApp's token goes only to a namespace it admits.
+	admitted := apps.AdmittedFilter(ctx, s.cfg.Client, app)
 	lookups := []struct{ index, value string }{
 		{index.ConnectionCustomer, resp.CustomerID},
 		{index.ConnectionID, resp.ConnectionID},
@@ -410,7 +413,7 @@ func (s *Server) findConnection(ctx context.Context, app finchv1.AppObject, resp
 		if err := s.cfg.Client.List(ctx, list, index.ForAppValue(key, l.index, l.value)...); err != nil {
 			return nil, fmt.Errorf("list FinchConnections: %w", err)
 		}
-		if c := index.Oldest(list.Items, func(*finchv1.FinchConnection) bool { return true }); c != nil {
+		if c := index.Oldest(list.Items, admitted); c != nil {
 			return c, nil
 		}
 	}
@@ -420,14 +423,14 @@ func (s *Server) findConnection(ctx context.Context, app finchv1.AppObject, resp
 	}
 	if resp.CustomerID != "" {
 		if c := index.Oldest(list.Items, func(c *finchv1.FinchConnection) bool {
-			return c.AppKey() == key && c.Spec.CustomerID == resp.CustomerID
+			return c.AppKey() == key && c.Spec.CustomerID == resp.CustomerID && admitted(c)
 		}); c != nil {
 			return c, nil
 		}
 	}
 	if resp.ConnectionID != "" {
 		if c := index.Oldest(list.Items, func(c *finchv1.FinchConnection) bool {
-			return c.AppKey() == key && c.Status.ConnectionID == resp.ConnectionID
+			return c.AppKey() == key && c.Status.ConnectionID == resp.ConnectionID && admitted(c)
 		}); c != nil {
 			return c, nil
 		}

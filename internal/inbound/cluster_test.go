@@ -168,3 +168,32 @@ func TestClusterAppCallbackAndWebhook(t *testing.T) {
 	g.Expect(bytes.Contains([]byte(p.body), []byte(inbound.PageConnected))).To(BeFalse())
 	g.Expect(strings.Contains(p.finalURL, "/cluster/callback/")).To(BeTrue())
 }
+
+// A namespace the ClusterFinchApp stops admitting gets no token: a Connect
+// link it was sent before is refused at the callback, before any code
+// exchange, and nothing is written there.
+func TestClusterAppCallbackRefusesNamespaceNoLongerAdmitted(t *testing.T) {
+	f := newFixture(t)
+	g := f.g
+	app := f.createClusterApp(f.ns)
+	f.newConnection("acme", "acme-"+f.ns, app.use)
+	conn := f.waitSession("acme", finchv1.SessionConnect)
+
+	// Admit another namespace only, and wait until the server's cache sees it.
+	g.Eventually(func() error {
+		a := app.get(f)
+		a.Spec.Conditions = []finchv1.ClusterFinchAppCondition{{Namespaces: []string{"somewhere-else"}}}
+		return f.e.k8s.Update(f.ctx, a)
+	}).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		got := &finchv1.ClusterFinchApp{}
+		g.Expect(f.e.cached.Get(f.ctx, types.NamespacedName{Name: app.name}, got)).To(Succeed())
+		g.Expect(got.Spec.Conditions[0].Namespaces).To(Equal([]string{"somewhere-else"}))
+	}).Should(Succeed())
+
+	p := get(t, browser, conn.Status.Session.ConnectURL)
+	g.Expect(p.body).NotTo(Equal(inbound.PageConnected), "a namespace no longer admitted got a token")
+	g.Expect(f.sim.Calls(finchsim.EndpointToken)).To(Equal(0), "the code was exchanged")
+	err := f.e.k8s.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: conn.TokenSecretName()}, &corev1.Secret{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "token Secret: %v", err)
+}

@@ -247,15 +247,8 @@ func pathApp(r *http.Request) (key types.NamespacedName, ok bool) {
 // namespace, or a ClusterFinchApp when the operator watches all namespaces;
 // anything else is NotFound, without a read.
 func (s *Server) getApp(ctx context.Context, key types.NamespacedName) (finchv1.AppObject, error) {
-	if key.Namespace == "" {
-		app := &finchv1.ClusterFinchApp{}
-		if len(s.cfg.Namespaces) > 0 {
-			return app, apierrors.NewNotFound(finchv1.GroupVersion.WithResource("clusterfinchapps").GroupResource(), key.Name)
-		}
-		return app, s.cfg.Client.Get(ctx, key, app)
-	}
-	app := &finchv1.FinchApp{}
-	if !s.watched(key.Namespace) {
+	app := finchv1.NewAppObject(key)
+	if key.Namespace == "" && len(s.cfg.Namespaces) > 0 || key.Namespace != "" && !s.watched(key.Namespace) {
 		return app, apierrors.NewNotFound(finchv1.GroupVersion.WithResource("finchapps").GroupResource(), key.Name)
 	}
 	return app, s.cfg.Client.Get(ctx, key, app)

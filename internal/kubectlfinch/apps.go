@@ -39,10 +39,7 @@ func appResource(conn *finchv1.FinchConnection) string {
 // getApp reads the connection's app: its FinchApp in the connection's
 // namespace, or its ClusterFinchApp (cluster-scoped, no namespace).
 func getApp(ctx context.Context, c client.Client, conn *finchv1.FinchConnection) (finchv1.AppObject, error) {
-	var app finchv1.AppObject = &finchv1.FinchApp{}
-	if conn.UsesClusterApp() {
-		app = &finchv1.ClusterFinchApp{}
-	}
+	app := finchv1.NewAppObject(conn.AppKey())
 	if err := c.Get(ctx, conn.AppKey(), app); err != nil {
 		return nil, fmt.Errorf("get %s: %w", conn.AppDescription(), err)
 	}
