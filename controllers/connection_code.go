@@ -66,6 +66,12 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 	if st.Session != nil {
 		redirect, sessionID = st.Session.RedirectURI, st.Session.ID
 	}
+	if pc := pendingReauth(st); pc != nil {
+		// A reauthentication session may have been issued without its link
+		// being recorded: the code can only come from it (no live session
+		// is published while its intent is pending).
+		redirect, sessionID = pc.RedirectURI, ""
+	}
 	resp, err := s.app.Client.ExchangeCode(ctx, finch.TokenRequest{Code: code, RedirectURI: redirect})
 	if err != nil {
 		if finch.Classify(err) == finch.ClassTerminal {

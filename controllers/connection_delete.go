@@ -34,10 +34,10 @@ func (r *FinchConnectionReconciler) reconcileDelete(ctx context.Context, conn *f
 		return ctrl.Result{}, err
 	}
 	if conn.Spec.DeletionPolicy == finchv1.DeletionPolicyDisconnect && tok.Token != "" {
-		if err := r.disconnect(ctx, conn, tok.Token); err != nil {
-			return r.deleteFailed(ctx, orig, conn, now, err)
+		base, err := r.disconnectOnce(ctx, orig, conn, tok.Token, now)
+		if err != nil {
+			return r.deleteFailed(ctx, base, conn, now, err)
 		}
-		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonDisconnected, "Disconnect", fmt.Sprintf("disconnected connection %s at Finch", conn.Status.ConnectionID))
 	} else if tok.Exists && tok.Owned {
 		// Retain: the token outlives this object, so re-creating the
 		// FinchConnection adopts the same connection instead of a new one.
@@ -54,7 +54,46 @@ func (r *FinchConnectionReconciler) reconcileDelete(ctx context.Context, conn *f
 	return ctrl.Result{}, nil
 }
 
-func (r *FinchConnectionReconciler) disconnect(ctx context.Context, conn *finchv1.FinchConnection, token string) error {
+// disconnectOnce disconnects after a confirmed status write of the intent,
+// and returns the status the server has (the base of a later patch). The
+// intent found again means the answer to an earlier call was not recorded
+// (the finalizer removal after it was lost, or the operator stopped): the
+// call is then repeated, which is harmless. Disconnect revokes the token
+// (developer.tryfinch.com/implementation-guide/Backend-Application/Disconnect-Connections:
+// "the connection is permanently terminated and the access token is
+// revoked"), and Finch answers a revoked token 401 invalid_token_error
+// (developer.tryfinch.com/api-reference/development-guides/errors/Error-Types),
+// so a repeat reaches nothing else and reads as "already disconnected".
+func (r *FinchConnectionReconciler) disconnectOnce(ctx context.Context, orig, conn *finchv1.FinchConnection, token string, now time.Time) (*finchv1.FinchConnection, error) {
+	key := client.ObjectKeyFromObject(conn)
+	base := orig
+	pc := conn.Status.PendingCall
+	repeat := pc != nil && pc.Kind == finchv1.PendingDisconnect
+	if repeat {
+		if m, ok := r.recall(key, pc); ok && m.ok {
+			return base, nil // this process saw it succeed; only the write after it was lost
+		}
+	}
+	if !repeat {
+		pc = newIntent(finchv1.PendingDisconnect, now)
+		s := &syncState{conn: conn, now: now, base: orig}
+		s.writeStatus = func(ctx context.Context) error { return r.writeIntent(ctx, s) }
+		if err := r.recordIntent(ctx, s, pc); err != nil {
+			return s.base, err
+		}
+		base = s.base
+	}
+	r.remember(key, pc, callMemo{sent: true})
+	if err := r.disconnect(ctx, conn, token, repeat); err != nil {
+		conn.Status.PendingCall = nil // Finch answered (or failed): retried with a backoff
+		return base, err
+	}
+	r.remember(key, pc, callMemo{sent: true, ok: true})
+	events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonDisconnected, "Disconnect", fmt.Sprintf("disconnected connection %s at Finch", conn.Status.ConnectionID))
+	return base, nil
+}
+
+func (r *FinchConnectionReconciler) disconnect(ctx context.Context, conn *finchv1.FinchConnection, token string, repeat bool) error {
 	// No namespace admission check for a ClusterFinchApp: /disconnect
 	// authenticates with the connection's own token, which its namespace
 	// holds anyway, so a namespace no longer allowed may still clean up.
@@ -72,6 +111,8 @@ func (r *FinchConnectionReconciler) disconnect(ctx context.Context, conn *finchv
 	case finch.IsInvalidToken(err):
 		// Already revoked (a retry after a lost response, or disconnected
 		// elsewhere): nothing left to disconnect.
+	case finch.IsUnauthorized(err) && repeat:
+		// Our own earlier disconnect, whose answer was not recorded, revoked it.
 	case finch.IsUnauthorized(err):
 		// Finch's docs name no error for /disconnect; any 401 means the token
 		// is no longer accepted, and retrying cannot change that. Let the

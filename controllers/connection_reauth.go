@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/events"
@@ -23,6 +24,17 @@ func (r *FinchConnectionReconciler) settleSession(_ context.Context, s *syncStat
 	}
 	conn, st := s.conn, &s.conn.Status
 	s.phase = phaseForStatus(st.ConnectionStatus)
+	if pc := pendingReauth(st); pc != nil {
+		switch {
+		case pc.ReplacesTokenVersion != s.token.Version:
+			// A new token after the intent: the employer completed the
+			// session whose link was not recorded.
+			st.PendingCall = nil
+			events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonReauthCompleted, "Reauthenticate", "the employer re-authenticated; the new access token replaced the old one")
+		case s.now.Before(intentExpiry(conn, pc)):
+			s.phase = finchv1.PhaseReauthRequired // as a live session: until used or expired
+		}
+	}
 	sess := st.Session
 	if sess == nil {
 		return nil
@@ -73,7 +85,9 @@ func (r *FinchConnectionReconciler) reauthenticate(ctx context.Context, s *syncS
 }
 
 // ensureReauthSession mints a reauthentication session unless a live one is
-// recorded: the endpoint is not idempotent (step 6).
+// recorded, or one may have been issued without being recorded: the endpoint
+// is not idempotent (step 6), so the call follows a confirmed write of its
+// intent.
 func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *syncState) *outcome {
 	conn, st := s.conn, &s.conn.Status
 	if sess := st.Session; sess != nil && sess.Kind == finchv1.SessionReauthenticate {
@@ -82,6 +96,9 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 		}
 		sessionsExpired.Inc()
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionExpired, "Reauthenticate", fmt.Sprintf("reauthentication session %s expired unused", sess.ID))
+	}
+	if o := r.unrecordedReauth(s); o != nil {
+		return o
 	}
 	if o := deferForBudget(s, finch.EndpointReauthSession); o != nil {
 		return o
@@ -95,8 +112,32 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 	if redirect != "" {
 		req.RedirectURI = &redirect
 	}
+	key := client.ObjectKeyFromObject(conn)
+	prevProducts := st.ReauthProducts
+	if s.productsReauth {
+		// Written with the intent: a session that may exist for this list
+		// is not asked for again (and restored below if none was issued).
+		st.ReauthProducts = conn.ProductNames()
+	}
+	if st.Session != nil && st.Session.Kind == finchv1.SessionReauthenticate {
+		st.Session = nil // expired (reported above): written away with the intent
+	}
+	intent := newIntent(finchv1.PendingReauthenticate, s.now)
+	intent.ExpiresAt = &metav1.Time{Time: intent.StartedAt.Add(time.Duration(minutes) * time.Minute)}
+	intent.RedirectURI, intent.ReplacesTokenVersion = redirect, s.token.Version
+	if err := r.recordIntent(ctx, s, intent); err != nil {
+		st.ReauthProducts = prevProducts
+		return retry(fmt.Errorf("create reauthentication session: %w", err))
+	}
+	r.remember(key, intent, callMemo{sent: true})
 	resp, err := s.app.Client.Reauthenticate(ctx, req)
 	if err != nil {
+		// Finch answered, or the request failed: as crossplane records
+		// external-create-failed, the call is over and may be retried. A
+		// session Finch issued before a lost response was never published,
+		// so no employer holds its link.
+		st.PendingCall, st.ReauthProducts = nil, prevProducts
+		r.remember(key, intent, callMemo{sent: true})
 		return r.finchError(s, "create reauthentication session", err)
 	}
 	if st.Phase != finchv1.PhaseReauthRequired {
@@ -110,11 +151,8 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 		// The token the reauth replaces: a different token means it was completed.
 		ReplacesTokenVersion: s.token.Version,
 	}
-	if s.productsReauth {
-		// Persisted with the session, never without it: a deferred or failed
-		// call must be retried, a minted one must not be repeated.
-		st.ReauthProducts = conn.ProductNames()
-	}
+	st.PendingCall = nil
+	r.remember(key, intent, callMemo{sent: true, ok: true, session: st.Session.DeepCopy()})
 	sessionsIssued.WithLabelValues(string(finchv1.SessionReauthenticate)).Inc()
 	msg := fmt.Sprintf("Finch needs the employer to re-authenticate connection %s: send them status.session.connectURL (expires %s)",
 		st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))

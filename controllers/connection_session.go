@@ -29,7 +29,7 @@ func (r *FinchConnectionReconciler) connectWithoutToken(ctx context.Context, s *
 	conn, st := s.conn, &s.conn.Status
 	st.TokenSecretRef = nil
 	st.TokenVersion = ""
-	if st.ConnectionID != "" && s.forceReauth {
+	if st.ConnectionID != "" && (s.forceReauth || reauthUnderway(st, s.now)) {
 		return nil // a reauthentication session (step 6) gets the token back
 	}
 	if c := meta.FindStatusCondition(st.Conditions, finchv1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue &&
@@ -96,6 +96,16 @@ func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s 
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionCreated, "CreateSession", fmt.Sprintf("created Connect session %s (expires %s): send the employer status.session.connectURL", resp.SessionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
 	return &outcome{phase: finchv1.PhaseAwaitingConnect, requeue: jitterDown(refreshTime(st.Session).Sub(s.now))}
+}
+
+// reauthUnderway: a reauthentication session is published and live, or one
+// may have been issued (its intent is recorded): the connection waits for it
+// rather than asking for a Connect session Finch would refuse.
+func reauthUnderway(st *finchv1.FinchConnectionStatus, now time.Time) bool {
+	if sess := st.Session; sess != nil && sess.Kind == finchv1.SessionReauthenticate && now.Before(sess.ExpiresAt.Time) {
+		return true
+	}
+	return pendingReauth(st) != nil
 }
 
 func clearConnection(st *finchv1.FinchConnectionStatus) {

@@ -120,8 +120,9 @@ func (r *FinchConnectionReconciler) recordFailure(conn *finchv1.FinchConnection,
 	return rs, wait
 }
 
-// patchStatus writes the status once, only when it changed, remembers the
-// write for the stale-cache check, and updates the phase gauge.
+// patchStatus writes the status at the end of a pass, only when it changed
+// from orig (what the server has), remembers the write for the stale-cache
+// check, and updates the phase gauge.
 func (r *FinchConnectionReconciler) patchStatus(ctx context.Context, orig, conn *finchv1.FinchConnection, result ctrl.Result) (ctrl.Result, error) {
 	key := client.ObjectKeyFromObject(conn)
 	if !equality.Semantic.DeepEqual(orig.Status, conn.Status) {
@@ -134,6 +135,9 @@ func (r *FinchConnectionReconciler) patchStatus(ctx context.Context, orig, conn 
 	}
 	if conn.ResourceVersion != orig.ResourceVersion {
 		r.written.Store(key, conn.ResourceVersion)
+	}
+	if conn.Status.PendingCall == nil {
+		r.calls.Delete(key) // the call's result (or its end) is written
 	}
 	if conn.DeletionTimestamp.IsZero() {
 		r.phases.set(key, conn.Status.Phase)
@@ -286,6 +290,10 @@ func orDefault(v, def string) string {
 // connection does not grant (ProductsChanged).
 func reauthReason(conn *finchv1.FinchConnection) (string, string) {
 	st := &conn.Status
+	if pc := pendingReauth(st); pc != nil && st.Session == nil {
+		return finchv1.ReasonReauthUnrecorded, fmt.Sprintf("a reauthentication session may have been issued at %s without its link being recorded; see the Ready condition",
+			pc.StartedAt.UTC().Format(time.RFC3339))
+	}
 	if cs := st.ConnectionStatus; cs != nil && cs.Status == finch.StatusConnected && st.Session != nil && st.Session.Kind == finchv1.SessionReauthenticate {
 		if missing := finch.MissingProducts(conn.ProductNames(), st.GrantedProducts); len(missing) > 0 {
 			return finchv1.ReasonProductsChanged, fmt.Sprintf("spec.products asks for %s, which connection %s does not grant: the employer must re-authenticate to grant them; send them status.session.connectURL",

@@ -34,10 +34,12 @@ const (
 	pendingIntrospection = 15 * time.Minute
 )
 
-// FinchConnectionReconciler drives a FinchConnection through the lifecycle in
-// DESIGN.md. Every decision is taken from status, Secrets and the clock; each
-// Finch call's result lands in status (one patch per reconcile) before any
-// call that depends on it.
+// FinchConnectionReconciler drives a FinchConnection through the lifecycle.
+// Every decision is taken from status, Secrets and the clock; each Finch
+// call's result lands in status (one patch at the end of the pass) before any
+// call that depends on it, and a call that must not run twice (reauthenticate,
+// disconnect) comes after a status write of its intent within the pass
+// (connection_intent.go).
 type FinchConnectionReconciler struct {
 	client.Client
 	// APIReader reads uncached (migrated token Secrets, FinchApp Secrets).
@@ -68,6 +70,9 @@ type FinchConnectionReconciler struct {
 	// so a pass that reads an older copy from the cache waits instead of
 	// repeating a Finch call whose result it cannot see yet.
 	written sync.Map
+	// calls remembers, per connection, the call behind a status.pendingCall
+	// until a write without the intent is confirmed (callMemo).
+	calls sync.Map
 }
 
 // syncState carries one reconcile's inputs and findings from step to step.
@@ -84,6 +89,13 @@ type syncState struct {
 	webhookStatus   string        // connection status a verified webhook reported
 	productsReauth  bool          // the reauth asks for products added after connect
 	hadHint         bool
+
+	// base is the status last written (the object as read, or as an intent
+	// write left it): the pass's final patch is computed against it.
+	base *finchv1.FinchConnection
+	// writeStatus writes the status built so far, before a call that must
+	// not run twice (recordIntent).
+	writeStatus func(ctx context.Context) error
 }
 
 // outcome is what a step decided; summarize turns it into the phase,
@@ -157,6 +169,7 @@ func (r *FinchConnectionReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		if apierrors.IsNotFound(err) {
 			r.phases.forget(req.NamespacedName)
 			r.written.Delete(req.NamespacedName)
+			r.calls.Delete(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -172,12 +185,16 @@ func (r *FinchConnectionReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return r.reconcileDelete(ctx, conn)
 	}
 	orig := conn.DeepCopy()
-	s := &syncState{conn: conn, now: r.Now()}
+	s := &syncState{conn: conn, now: r.Now(), base: orig}
+	s.writeStatus = func(ctx context.Context) error { return r.writeIntent(ctx, s) }
 	out := r.run(ctx, s, r.steps())
 	if out.unseen {
 		return ctrl.Result{RequeueAfter: out.requeue}, nil
 	}
-	return r.patchStatus(ctx, orig, conn, r.summarize(ctx, orig, s, out))
+	// summarize compares with the object as read; the patch goes against
+	// what the server has (an intent write may have moved it on).
+	res := r.summarize(ctx, orig, s, out)
+	return r.patchStatus(ctx, s.base, conn, res)
 }
 
 // run runs steps in order until one decides the outcome.

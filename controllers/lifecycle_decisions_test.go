@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +23,12 @@ import (
 // times every class of answer Finch can give to the call that phase makes,
 // with a fixed clock and a fake Finch. The envtest + simulator suite covers
 // the same behaviour end to end; these tables pin each decision alone.
+//
+// Each row lists what the pass does in order: its Finch calls and, as
+// "WriteIntent", a status write of a call's intent within the pass (the
+// pass's final write is not listed). A call that must not run twice
+// (Reauthenticate, Disconnect) comes right after a WriteIntent, at most once
+// per pass; every row is checked for that (checkIntents).
 
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
@@ -159,8 +166,8 @@ type decision struct {
 	phase   finchv1.Phase
 	ready   string // Ready reason
 	stalled bool
-	retry   string // status.retry.reason ("": none)
-	calls   []string
+	retry   string        // status.retry.reason ("": none)
+	calls   []string      // Finch calls and intent writes, in order
 	minWait time.Duration // requeue bounds
 	maxWait time.Duration
 }
@@ -168,6 +175,9 @@ type decision struct {
 // expect is what a pass from st must decide when Finch answers a.
 func expect(st start, a answer) decision {
 	calls := []string{st.call}
+	if nonIdempotent[st.call] {
+		calls = []string{writeIntent, st.call}
+	}
 	same := st.setupPhase()
 	switch a {
 	case answerOK:
@@ -195,11 +205,74 @@ func expect(st start, a answer) decision {
 	case answerRevoked:
 		return decision{phase: st.revoked, ready: st.revokedR, stalled: true, calls: calls}
 	case answerReauth:
-		// Finch says reauth: the same pass mints the reauthentication session.
-		return decision{phase: finchv1.PhaseReauthRequired, ready: finchv1.ReasonAwaitingEmployer, calls: []string{"Introspect", "Reauthenticate"},
+		// Finch says reauth: the pass writes what introspection found and the
+		// intent, then mints the reauthentication session.
+		return decision{phase: finchv1.PhaseReauthRequired, ready: finchv1.ReasonAwaitingEmployer, calls: []string{"Introspect", writeIntent, "Reauthenticate"},
 			minWait: 14 * 24 * time.Hour, maxWait: 15 * 24 * time.Hour}
 	}
 	panic("unknown answer " + a.name)
+}
+
+// writeIntent marks a status write of a call's intent within a pass.
+const writeIntent = "WriteIntent"
+
+// nonIdempotent are the Finch calls that need an intent before them.
+var nonIdempotent = map[string]bool{"Reauthenticate": true, "Disconnect": true}
+
+// recordPass makes s write intents into a log shared with fake's calls, and
+// returns the pass's log: Finch calls and WriteIntent, in order. Each intent
+// write must carry the intent of the call that follows it.
+func recordPass(t *testing.T, fake *finchfake.API, s *syncState) func() []string {
+	type write struct {
+		at   int
+		kind finchv1.PendingCallKind
+	}
+	var writes []write
+	s.writeStatus = func(context.Context) error {
+		pc := s.conn.Status.PendingCall
+		if pc == nil {
+			t.Error("a status write before a call must carry status.pendingCall")
+			return nil
+		}
+		writes = append(writes, write{len(fake.Calls()), pc.Kind})
+		return nil
+	}
+	return func() []string {
+		calls := fake.Calls()
+		var out []string
+		for i := 0; i <= len(calls); i++ {
+			for _, w := range writes {
+				if w.at == i {
+					out = append(out, writeIntent)
+					if i < len(calls) && string(w.kind) != calls[i] {
+						t.Errorf("intent %s written before call %s", w.kind, calls[i])
+					}
+				}
+			}
+			if i < len(calls) {
+				out = append(out, calls[i])
+			}
+		}
+		return out
+	}
+}
+
+// checkIntents: at most one call that must not run twice per pass, right
+// after its intent write.
+func checkIntents(t *testing.T, log []string) {
+	t.Helper()
+	n := 0
+	for i, c := range log {
+		if !nonIdempotent[c] {
+			continue
+		}
+		if n++; n > 1 {
+			t.Errorf("pass %v makes more than one non-idempotent call", log)
+		}
+		if i == 0 || log[i-1] != writeIntent {
+			t.Errorf("pass %v calls %s without writing its intent first", log, c)
+		}
+	}
 }
 
 func (st start) setupPhase() finchv1.Phase {
@@ -240,12 +313,17 @@ func TestLifecycleDecisions(t *testing.T) {
 				if st.token != "" {
 					s.token = tokens.State{Exists: true, Token: st.token, Version: "7", Owned: true}
 				}
+				log := recordPass(t, fake, s)
 				out := r.run(context.Background(), s, r.decisions())
 				res := r.summarize(context.Background(), orig, s, out)
 
 				got := conn.Status
-				if fmt.Sprint(fake.Calls()) != fmt.Sprint(want.calls) {
-					t.Errorf("Finch calls = %v, want %v", fake.Calls(), want.calls)
+				if fmt.Sprint(log()) != fmt.Sprint(want.calls) {
+					t.Errorf("pass = %v, want %v", log(), want.calls)
+				}
+				checkIntents(t, log())
+				if got.PendingCall != nil {
+					t.Errorf("status.pendingCall = %+v after Finch answered, want none (the answer replaces it)", got.PendingCall)
 				}
 				if got.Phase != want.phase {
 					t.Errorf("phase = %s, want %s", got.Phase, want.phase)
@@ -344,20 +422,125 @@ func TestLifecycleExistingConnectionWithoutToken(t *testing.T) {
 			}
 			orig := conn.DeepCopy()
 			s := &syncState{conn: conn, now: t0, app: &apps.App{Client: fake, Spec: finchv1.FinchAppSpec{RedirectURI: "https://x/cb"}}}
+			log := recordPass(t, fake, s)
 			out := r.run(context.Background(), s, append([]step{r.takeRequests, r.waitBackoff}, r.decisions()...))
 			r.summarize(context.Background(), orig, s, out)
 			wantCalls, wantPhase := "[]", finchv1.PhaseError
 			if requested {
-				wantCalls, wantPhase = "[Reauthenticate]", finchv1.PhaseReauthRequired
+				wantCalls, wantPhase = "[WriteIntent Reauthenticate]", finchv1.PhaseReauthRequired
 			}
-			if got := fmt.Sprint(fake.Calls()); got != wantCalls {
-				t.Errorf("Finch calls = %s, want %s", got, wantCalls)
+			if got := fmt.Sprint(log()); got != wantCalls {
+				t.Errorf("pass = %s, want %s", got, wantCalls)
 			}
 			if conn.Status.Phase != wantPhase {
 				t.Errorf("phase = %s, want %s", conn.Status.Phase, wantPhase)
 			}
 			if requested && (conn.Status.Session == nil || conn.Status.Session.Kind != finchv1.SessionReauthenticate) {
 				t.Errorf("session = %+v, want a reauthentication session", conn.Status.Session)
+			}
+		})
+	}
+}
+
+// A reauthentication intent found without its session: a call may have issued
+// a session whose link was never recorded. The pass does not call again
+// until that session would have expired, unless this process saw the call's
+// result (a lost write: recorded now), the employer completed it (a new
+// token), or the user asks for a new link.
+func TestLifecycleReauthIntent(t *testing.T) {
+	intent := func(started time.Duration) func(st *finchv1.FinchConnectionStatus) {
+		return func(st *finchv1.FinchConnectionStatus) {
+			st.Phase = finchv1.PhaseReauthRequired
+			introspected(finch.StatusReauth, time.Minute)(st)
+			pc := newIntent(finchv1.PendingReauthenticate, t0.Add(-started))
+			pc.ExpiresAt = &metav1.Time{Time: pc.StartedAt.Add(14 * 24 * time.Hour)}
+			pc.RedirectURI, pc.ReplacesTokenVersion = "https://app.example.com/finch/callback", "7"
+			st.PendingCall = pc
+		}
+	}
+	minted := &finchv1.Session{ID: "sess_first", Kind: finchv1.SessionReauthenticate, ConnectURL: "https://connect.tryfinch.com/authorize?session=sess_first",
+		IssuedAt: metav1.Time{Time: t0.Add(-time.Hour)}, ExpiresAt: metav1.Time{Time: t0.Add(14*24*time.Hour - time.Hour)}, ReplacesTokenVersion: "7"}
+	cases := []struct {
+		name         string
+		setup        func(st *finchv1.FinchConnectionStatus)
+		tokenVersion string
+		annotations  map[string]string
+		memo         *callMemo // what this process saw of the call
+		wantCalls    string
+		wantPhase    finchv1.Phase
+		wantReady    string
+		wantSession  string        // status.session.id after the pass
+		wantWait     time.Duration // requeue, give or take jitter
+		jitter       time.Duration
+	}{
+		{name: "operator restarted: wait until the unrecorded session expires", setup: intent(time.Hour), tokenVersion: "7",
+			wantCalls: "[]", wantPhase: finchv1.PhaseReauthRequired, wantReady: finchv1.ReasonReauthUnrecorded, wantWait: 14*24*time.Hour - time.Hour},
+		{name: "same process, write lost after the call: its session is recorded, no call", setup: intent(time.Hour), tokenVersion: "7",
+			memo:      &callMemo{sent: true, ok: true, session: minted},
+			wantCalls: "[]", wantPhase: finchv1.PhaseReauthRequired, wantReady: finchv1.ReasonAwaitingEmployer, wantSession: "sess_first", wantWait: 14*24*time.Hour - time.Hour},
+		{name: "same process, the call was never sent: issue it", setup: intent(time.Hour), tokenVersion: "7",
+			memo:      &callMemo{},
+			wantCalls: "[WriteIntent Reauthenticate]", wantPhase: finchv1.PhaseReauthRequired, wantReady: finchv1.ReasonAwaitingEmployer, wantSession: "sess_r2", wantWait: 14 * 24 * time.Hour},
+		{name: "the unrecorded session would have expired: issue a new one", setup: intent(15 * 24 * time.Hour), tokenVersion: "7",
+			wantCalls: "[WriteIntent Reauthenticate]", wantPhase: finchv1.PhaseReauthRequired, wantReady: finchv1.ReasonAwaitingEmployer, wantSession: "sess_r2", wantWait: 14 * 24 * time.Hour},
+		{name: "reauthRequestedAt: the user asks for a new link", setup: intent(time.Hour), tokenVersion: "7",
+			annotations: map[string]string{finchv1.ReauthRequestedAtAnnotation: "again"},
+			wantCalls:   "[WriteIntent Reauthenticate]", wantPhase: finchv1.PhaseReauthRequired, wantReady: finchv1.ReasonAwaitingEmployer, wantSession: "sess_r2", wantWait: 14 * 24 * time.Hour},
+		{name: "a new token: the employer completed the unrecorded session", setup: intent(time.Hour), tokenVersion: "8",
+			wantCalls: "[Introspect]", wantPhase: finchv1.PhaseConnected, wantReady: finchv1.ReasonConnected, wantWait: 6 * time.Hour, jitter: time.Hour},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := fakeFinch("", answerOK, finch.StatusConnected)
+			r := &FinchConnectionReconciler{Now: func() time.Time { return t0 }}
+			conn := &finchv1.FinchConnection{
+				ObjectMeta: metav1.ObjectMeta{Name: "acme", Namespace: "payroll", Generation: 1, Annotations: tc.annotations, Finalizers: []string{Finalizer}},
+				Spec:       finchv1.FinchConnectionSpec{CustomerID: "acme-001", CustomerName: "Acme", Products: []finchv1.Product{"company"}},
+			}
+			tc.setup(&conn.Status)
+			if tc.memo != nil {
+				r.remember(types.NamespacedName{Namespace: "payroll", Name: "acme"}, conn.Status.PendingCall, *tc.memo)
+			}
+			orig := conn.DeepCopy()
+			s := &syncState{conn: conn, now: t0, app: &apps.App{Client: fake, Spec: finchv1.FinchAppSpec{RedirectURI: "https://app.example.com/finch/callback"}},
+				token: tokens.State{Exists: true, Token: "tok", Version: tc.tokenVersion, Owned: true}}
+			log := recordPass(t, fake, s)
+			out := r.run(context.Background(), s, append([]step{r.takeRequests, r.waitBackoff}, r.decisions()...))
+			res := r.summarize(context.Background(), orig, s, out)
+			if got := fmt.Sprint(log()); got != tc.wantCalls {
+				t.Errorf("pass = %s, want %s", got, tc.wantCalls)
+			}
+			checkIntents(t, log())
+			got := conn.Status
+			if got.Phase != tc.wantPhase {
+				t.Errorf("phase = %s, want %s", got.Phase, tc.wantPhase)
+			}
+			ready := meta.FindStatusCondition(got.Conditions, finchv1.ConditionReady)
+			if ready == nil || ready.Reason != tc.wantReady {
+				t.Fatalf("Ready = %+v, want reason %s", ready, tc.wantReady)
+			}
+			if tc.wantReady == finchv1.ReasonReauthUnrecorded {
+				for _, want := range []string{"may have been issued", got.PendingCall.ExpiresAt.UTC().Format(time.RFC3339), finchv1.ReauthRequestedAtAnnotation} {
+					if !strings.Contains(ready.Message, want) {
+						t.Errorf("Ready message %q does not say %q", ready.Message, want)
+					}
+				}
+				if meta.IsStatusConditionTrue(got.Conditions, finchv1.ConditionStalled) {
+					t.Error("waiting for the unrecorded session is not Stalled")
+				}
+			}
+			sessionID := ""
+			if got.Session != nil {
+				sessionID = got.Session.ID
+			}
+			if sessionID != tc.wantSession {
+				t.Errorf("session = %q, want %q", sessionID, tc.wantSession)
+			}
+			if (got.PendingCall != nil) != (tc.wantReady == finchv1.ReasonReauthUnrecorded) {
+				t.Errorf("status.pendingCall = %+v: it stays only while the unrecorded session may be live", got.PendingCall)
+			}
+			if res.RequeueAfter < tc.wantWait-tc.jitter || res.RequeueAfter > tc.wantWait+2*time.Second {
+				t.Errorf("requeue after %s, want %s", res.RequeueAfter, tc.wantWait)
 			}
 		})
 	}

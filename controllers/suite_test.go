@@ -53,6 +53,14 @@ var (
 	// failStatusPatches makes the next N FinchConnection status patches fail,
 	// as a crash between a Finch call and the status write would.
 	failStatusPatches atomic.Int32
+
+	// managerGen numbers the managers startManager starts; writeFault, when
+	// set, may drop a write of one of them (lostWriteAfter, crashAfter).
+	managerGen atomic.Int64
+	writeFault atomic.Pointer[func(gen int64, obj client.Object) error]
+	// crashedManagers are the managers crashAfter stopped (their shutdown
+	// may time out: the crashed reconcile never returns in time).
+	crashedManagers sync.Map
 )
 
 // clusterResourceNamespace holds the ClusterFinchApps' Secrets, as the
@@ -100,6 +108,14 @@ func now() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) 
 // startManager runs the operator's controllers as production wires them.
 func startManager() {
 	mctx, mcancel := context.WithCancel(ctx)
+	gen := managerGen.Add(1)
+	// fault drops a write when writeFault says so.
+	fault := func(obj client.Object) error {
+		if f := writeFault.Load(); f != nil {
+			return (*f)(gen, obj)
+		}
+		return nil
+	}
 	mgr, _, err := controllers.NewManager(mctx, cfg, controllers.ManagerOptions{Manager: ctrl.Options{
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -116,26 +132,44 @@ func startManager() {
 						failStatusPatches.Add(-1)
 						return errors.New("injected: status write lost")
 					}
+					if err := fault(obj); err != nil {
+						return err
+					}
 					countWrite(obj, "status patch")
 					return c.SubResource(sub).Patch(ctx, obj, p, opts...)
 				},
 				SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+					if err := fault(obj); err != nil {
+						return err
+					}
 					countWrite(obj, "status update")
 					return c.SubResource(sub).Update(ctx, obj, opts...)
 				},
 				Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					if err := fault(obj); err != nil {
+						return err
+					}
 					countWrite(obj, "create")
 					return c.Create(ctx, obj, opts...)
 				},
 				Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+					if err := fault(obj); err != nil {
+						return err
+					}
 					countWrite(obj, "update")
 					return c.Update(ctx, obj, opts...)
 				},
 				Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+					if err := fault(obj); err != nil {
+						return err
+					}
 					countWrite(obj, "patch")
 					return c.Patch(ctx, obj, p, opts...)
 				},
 				Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+					if err := fault(obj); err != nil {
+						return err
+					}
 					countWrite(obj, "delete")
 					return c.Delete(ctx, obj, opts...)
 				},
@@ -144,17 +178,87 @@ func startManager() {
 	}, Controllers: controllers.Options{Now: now, RetryBase: 100 * time.Millisecond, ClusterResourceNamespace: clusterResourceNamespace}})
 	Expect(err).NotTo(HaveOccurred())
 	mgrCancel = mcancel
-	mgrDone = make(chan struct{})
+	done := make(chan struct{})
+	mgrDone = done
 	go func() {
 		defer GinkgoRecover()
-		defer close(mgrDone)
-		Expect(mgr.Start(mctx)).To(Succeed())
+		defer close(done)
+		err := mgr.Start(mctx)
+		if _, crashed := crashedManagers.Load(gen); !crashed {
+			Expect(err).To(Succeed())
+		}
 	}()
 }
 
 func stopManager() {
 	mgrCancel()
 	Eventually(mgrDone).Should(BeClosed())
+}
+
+// lostWriteAfter drops the first write of a FinchConnection in the scenario
+// made after the simulator has received one more call to endpoint: the
+// status write (or finalizer removal) after that call is lost, as on an API
+// server timeout or conflict. The manager goes on.
+func (s *scenario) lostWriteAfter(endpoint string) {
+	before := s.sim.Calls(endpoint)
+	var fired atomic.Bool
+	f := func(_ int64, obj client.Object) error {
+		if _, ok := obj.(*finchv1.FinchConnection); !ok || obj.GetNamespace() != s.ns || s.sim.Calls(endpoint) <= before || !fired.CompareAndSwap(false, true) {
+			return nil
+		}
+		return errors.New("injected: the write after " + endpoint + " was lost")
+	}
+	writeFault.Store(&f)
+	DeferCleanup(func() { writeFault.Store(nil) })
+}
+
+// crashAfter stops the manager right after its next call to endpoint: at the
+// first write of a FinchConnection in the scenario after that call (its
+// status write, or the finalizer removal), the manager is cancelled, that
+// reconcile never returns (until the scenario ends) and every other write of
+// the manager is dropped, as if the process had died between the Finch call
+// and the write. restartAfterCrash starts a new manager meanwhile.
+func (s *scenario) crashAfter(endpoint string) {
+	before := s.sim.Calls(endpoint)
+	victim, cancel := managerGen.Load(), mgrCancel
+	var dead atomic.Bool
+	crashed, release := make(chan struct{}), make(chan struct{})
+	f := func(gen int64, obj client.Object) error {
+		if gen != victim {
+			return nil
+		}
+		if dead.Load() {
+			return errors.New("injected: the manager has crashed")
+		}
+		if _, ok := obj.(*finchv1.FinchConnection); !ok || obj.GetNamespace() != s.ns || s.sim.Calls(endpoint) <= before {
+			return nil
+		}
+		dead.Store(true)
+		crashedManagers.Store(victim, true)
+		cancel()
+		close(crashed)
+		<-release // a dead process makes no further call
+		return errors.New("injected: the manager crashed after " + endpoint)
+	}
+	writeFault.Store(&f)
+	crashChan = crashed
+	DeferCleanup(func() {
+		close(release)
+		writeFault.Store(nil)
+		if dead.Load() && managerGen.Load() == victim {
+			startManager() // a failed scenario must not leave the suite without a manager
+		}
+	})
+}
+
+// crashChan is closed when the manager crashAfter armed has crashed.
+var crashChan <-chan struct{}
+
+// restartAfterCrash waits for the crash and starts a new manager, with
+// nothing in memory: only what reached the API server and Finch.
+func restartAfterCrash() {
+	EventuallyWithOffset(1, crashChan).Should(BeClosed(), "the manager did not crash")
+	startManager()
 }
 
 // scenario is one isolated world: a namespace, a simulator and a FinchApp.

@@ -209,6 +209,40 @@ type Session struct {
 	ReplacesTokenVersion string `json:"replacesTokenVersion,omitempty"`
 }
 
+// PendingCallKind names a Finch call that must not run twice.
+// +kubebuilder:validation:Enum=Reauthenticate;Disconnect
+type PendingCallKind string
+
+const (
+	// PendingReauthenticate is POST /connect/sessions/reauthenticate: every call mints a new session.
+	PendingReauthenticate PendingCallKind = "Reauthenticate"
+	// PendingDisconnect is POST /disconnect.
+	PendingDisconnect PendingCallKind = "Disconnect"
+)
+
+// PendingCall is the intent of a Finch call that is not idempotent. The operator writes it to status,
+// and makes the call only once that write is confirmed; the call's result replaces it. Found without a
+// result, it means the call may have happened (the operator stopped, or the status write after the call
+// was lost), so the call is not repeated blindly.
+type PendingCall struct {
+	// kind of the call: Reauthenticate or Disconnect.
+	Kind PendingCallKind `json:"kind"`
+	// startedAt is when the intent was written; the call follows it.
+	StartedAt metav1.Time `json:"startedAt"`
+	// expiresAt is, for Reauthenticate, when the session the call may have issued expires (startedAt plus
+	// minutesToExpire); no other reauthentication session is issued before then unless requested.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// redirectURI is the redirect_uri the reauthentication session is requested with, so that a code
+	// from it can still be exchanged when its link was not recorded.
+	// +optional
+	RedirectURI string `json:"redirectURI,omitempty"`
+	// replacesTokenVersion is, for Reauthenticate, the resourceVersion of the token Secret the
+	// reauthentication replaces: a token of another version means the employer completed it.
+	// +optional
+	ReplacesTokenVersion string `json:"replacesTokenVersion,omitempty"`
+}
+
 // EntityStatus is one entity (legal employer) of a multi-entity connection.
 type EntityStatus struct {
 	// id is Finch's entity ID.
@@ -284,6 +318,11 @@ type FinchConnectionStatus struct {
 	// session is the Connect or re-authentication session currently published for the employer.
 	// +optional
 	Session *Session `json:"session,omitempty"`
+
+	// pendingCall is the intent of a non-idempotent Finch call (reauthenticate, disconnect) whose result
+	// is not recorded yet.
+	// +optional
+	PendingCall *PendingCall `json:"pendingCall,omitempty"`
 
 	// connectionID is Finch's stable identifier of the connection.
 	// +optional

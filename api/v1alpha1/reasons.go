@@ -46,4 +46,7 @@ const (
 	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
 	// ReasonClusterAppUnavailable: a namespace-scoped install cannot use a ClusterFinchApp.
 	ReasonClusterAppUnavailable = "ClusterAppUnavailable"
+	// ReasonReauthUnrecorded: a reauthentication session may have been issued but its link was not
+	// recorded (status.pendingCall without a session); no other is issued until it would expire.
+	ReasonReauthUnrecorded = "ReauthSessionUnrecorded"
 )

@@ -19,7 +19,8 @@ import (
 )
 
 const usageHeader = `finchsim serves an in-memory Finch API (Connect sessions, /auth/token, /introspect,
-/disconnect, PUT /sandbox/connections/accounts, signed account.updated webhooks) over HTTP.
+/disconnect, /disconnect-entity, PUT /sandbox/connections/accounts, signed account.updated
+webhooks) over HTTP.
 
 The Connect page is GET /authorize?session=<id>[&state=..][&provider=..][&auth_method=..][&status=..]:
 opening connect_url completes the session as the employer and redirects to the session's

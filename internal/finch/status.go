@@ -41,12 +41,21 @@ func WorstStatus(statuses ...string) string {
 }
 
 // Status is the connection's status: the top-level connection_status.status
-// when Finch sent one, else the WorstStatus of authentication_methods[] and
-// entities[] statuses. The SDKs mark connection_status required
-// (finch-api-go account.go Introspection.ConnectionStatus `api:"required"`),
-// but the Connection & Session ID Migration Guide's own /introspect example
-// carries only authentication_methods[].connection_status, so the client
-// must not read a missing top-level status as "no status".
+// when Finch sent one, else the WorstStatus of authentication_methods[]
+// statuses. The SDKs mark connection_status required (finch-api-go
+// account.go Introspection.ConnectionStatus `api:"required"`), but the
+// Connection & Session ID Migration Guide's own /introspect example carries
+// only authentication_methods[].connection_status, so the client must not
+// read a missing top-level status as "no status".
+//
+// Entities do not count: an entity's status is its own. POST
+// /disconnect-entity removes entities and leaves the others and the access
+// token working (developer.tryfinch.com/implementation-guide/Backend-Application/Disconnect-Connections,
+// /api-reference/management/disconnect-entity), so an entity reported
+// "disconnected" says nothing about the connection. (The caller still asks
+// for re-authentication when an entity reports reauth.) Only when no
+// authentication method has a status do the entities stand in, without the
+// removed ones.
 func (i *Introspection) Status() string {
 	if s := i.ConnectionStatus.Status; s != "" {
 		return s
@@ -56,7 +65,7 @@ func (i *Introspection) Status() string {
 
 // StatusDerived reports whether Finch sent no top-level
 // connection_status.status, so that Status (possibly "") was derived from the
-// authentication methods and entities.
+// authentication methods (or, without any, the entities).
 func (i *Introspection) StatusDerived() bool {
 	return i.ConnectionStatus.Status == ""
 }
@@ -82,14 +91,19 @@ func (i *Introspection) EffectiveConnectionStatus() ConnectionStatus {
 }
 
 func (i *Introspection) derivedStatuses() []string {
-	out := make([]string, 0, len(i.AuthenticationMethods)+len(i.Entities))
+	var out []string
 	for _, m := range i.AuthenticationMethods {
-		if m.ConnectionStatus != nil {
+		if m.ConnectionStatus != nil && m.ConnectionStatus.Status != "" {
 			out = append(out, m.ConnectionStatus.Status)
 		}
 	}
+	if len(out) > 0 {
+		return out
+	}
 	for _, e := range i.Entities {
-		out = append(out, e.Status)
+		if e.Status != StatusDisconnected {
+			out = append(out, e.Status)
+		}
 	}
 	return out
 }

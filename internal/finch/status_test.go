@@ -105,10 +105,18 @@ func TestIntrospectionStatusDerivation(t *testing.T) {
 		{"methods only", Introspection{
 			AuthenticationMethods: []AuthenticationMethod{method(StatusConnected), method(StatusReauth), {Type: "oauth"}},
 		}, StatusReauth, true, "reauth message"},
-		{"entities count", Introspection{
+		{"a removed entity does not disconnect the connection", Introspection{
 			AuthenticationMethods: []AuthenticationMethod{method(StatusConnected)},
 			Entities:              []Entity{{ID: "e1", Status: StatusConnected}, {ID: "e2", Status: StatusDisconnected}},
-		}, StatusDisconnected, true, ""},
+		}, StatusConnected, true, "connected message"},
+		{"entity statuses are the entities' own", Introspection{
+			AuthenticationMethods: []AuthenticationMethod{method(StatusConnected)},
+			Entities:              []Entity{{ID: "e1", Status: StatusPending}, {ID: "e2", Status: StatusErrorPermissions}},
+		}, StatusConnected, true, "connected message"},
+		{"no method status: the entities stand in, without removed ones", Introspection{
+			AuthenticationMethods: []AuthenticationMethod{{Type: "assisted"}},
+			Entities:              []Entity{{ID: "e1", Status: StatusConnected}, {ID: "e2", Status: StatusDisconnected}},
+		}, StatusConnected, true, ""},
 		{"nothing at all", Introspection{}, "", true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -55,6 +55,12 @@ func (s *Sim) complete(sessionID string, c Completion) (code, redirectURI string
 		}
 		conn.accountID = newUUID()
 		conn.products = cloneStrings(se.products)
+		// The employer may bring removed entities back (or add new ones): "a reauthentication
+		// session" re-adds a disconnected entity (developer.tryfinch.com
+		// /implementation-guide/Backend-Application/Disconnect-Connections).
+		for _, e := range c.Entities {
+			conn.readdEntity(e, status)
+		}
 	default:
 		key := custKey{se.clientID, se.customerID}
 		if id, ok := s.liveConn[key]; ok {
@@ -170,6 +176,41 @@ func (s *Sim) AddEntities(connectionID string, entities ...EntityInfo) ([]Entity
 		c.entities = append(c.entities, newEntity(e, c.status))
 	}
 	return c.entityInfos(), nil
+}
+
+// readdEntity puts an entity the employer selected in a reauthentication back on the connection:
+// an existing one (removed or not) takes its new status, an unknown one is added.
+func (c *connection) readdEntity(e EntityInfo, defaultStatus string) {
+	if len(c.entities) == 0 {
+		c.entities = []*entity{{id: c.entityID, status: c.status}}
+	}
+	for _, x := range c.entities {
+		if e.ID != "" && x.id == e.ID {
+			x.status = firstNonEmpty(e.Status, defaultStatus)
+			return
+		}
+	}
+	c.entities = append(c.entities, newEntity(e, defaultStatus))
+}
+
+// DisconnectEntities removes entities from a connection as POST /disconnect-entity does (see
+// handleDisconnectEntity), for callers that do not hold the connection's token.
+func (s *Sim) DisconnectEntities(connectionID string, entityIDs ...string) error {
+	s.mu.Lock()
+	c, err := s.liveConnectionLocked(connectionID)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	jobs, msg := s.disconnectEntitiesLocked(c, entityIDs)
+	s.mu.Unlock()
+	if msg != "" {
+		return fmt.Errorf("finchsim: %s", msg)
+	}
+	for _, j := range jobs {
+		s.dispatch(j)
+	}
+	return nil
 }
 
 // SetEntityStatus sets one entity's status (entities[].status adds "disconnected" to the

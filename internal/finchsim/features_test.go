@@ -207,6 +207,97 @@ func TestMultiEntityConnections(t *testing.T) {
 	}
 }
 
+// POST /disconnect-entity removes entities and leaves the others, the token and the connection's
+// status alone, with one account.updated per removed entity; a reauthentication can bring one back.
+func TestDisconnectEntity(t *testing.T) {
+	const secret = "c2VjcmV0"
+	var mu sync.Mutex
+	var bodies []string
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+	}))
+	defer recv.Close()
+	e := newEnv(t)
+	e.sim.AddApp(AppConfig{ClientID: testClientID, ClientSecret: testSecret, WebhookURL: recv.URL, WebhookSecret: secret})
+	const east, west, north = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222", "33333333-3333-4333-8333-333333333333"
+	sid, _ := e.createSession("multi", nil)
+	code, err := e.sim.CompleteSession(sid, Completion{Entities: []EntityInfo{{ID: east}, {ID: west}, {ID: north}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken  string `json:"access_token"`
+		ConnectionID string `json:"connection_id"`
+	}
+	_ = json.Unmarshal(e.exchange(code, "").body, &tok)
+	bearer := withBearer(tok.AccessToken)
+
+	// Validation: nothing changes.
+	expectError(t, e.do("POST", "/disconnect-entity", map[string]any{}, bearer), 400, "bad_request", "invalid_request")
+	expectError(t, e.do("POST", "/disconnect-entity", map[string]any{"entity_ids": []string{}}, bearer), 400, "bad_request", "invalid_request")
+	expectError(t, e.do("POST", "/disconnect-entity", map[string]any{"entity_ids": []string{"east"}}, bearer), 400, "bad_request", "invalid_request")
+	expectError(t, e.do("POST", "/disconnect-entity", map[string]any{"entity_ids": []string{west, "44444444-4444-4444-8444-444444444444"}}, bearer), 400, "bad_request", "invalid_request")
+	expectError(t, e.do("POST", "/disconnect-entity", map[string]any{"entity_ids": []string{east, west, north}}, bearer), 400, "bad_request", "invalid_request")
+	expectError(t, e.do("POST", "/disconnect-entity", map[string]any{"entity_ids": []string{west}}), 401, "unauthorized_request_error", "")
+	if ci, _ := e.sim.Connection(tok.ConnectionID); ci.Entities[1].Status != "connected" {
+		t.Fatalf("a refused request changed entities: %+v", ci.Entities)
+	}
+
+	r := e.do("POST", "/disconnect-entity", map[string]any{"entity_ids": []string{west, north}}, bearer)
+	if r.status != 200 || r.str(t, "status") != "success" {
+		t.Fatalf("disconnect-entity: %d %s", r.status, r.body)
+	}
+	e.sim.WaitWebhooks(5 * time.Second)
+	var in struct {
+		ConnectionStatus struct{ Status string } `json:"connection_status"`
+		Entities         []EntityInfo            `json:"entities"`
+	}
+	ir := e.introspect(tok.AccessToken)
+	if err := json.Unmarshal(ir.body, &in); err != nil || ir.status != 200 {
+		t.Fatalf("the token must stay valid: %d %s", ir.status, ir.body)
+	}
+	if in.ConnectionStatus.Status != "connected" || in.Entities[0].Status != "connected" || in.Entities[1].Status != "disconnected" || in.Entities[2].Status != "disconnected" {
+		t.Errorf("introspection after disconnect-entity: %s", ir.body)
+	}
+	mu.Lock()
+	all := strings.Join(bodies, "\n")
+	if len(bodies) != 2 || !strings.Contains(all, `"entity_id":"`+west+`"`) || !strings.Contains(all, `"entity_id":"`+north+`"`) ||
+		strings.Count(all, `"status":"disconnected"`) != 2 {
+		t.Errorf("one account.updated per removed entity, got %v", bodies)
+	}
+	mu.Unlock()
+	// A removed entity again: accepted, no second webhook; the last active one cannot go.
+	if r := e.do("POST", "/disconnect-entity", map[string]any{"entity_ids": []string{west}}, bearer); r.status != 200 {
+		t.Errorf("repeat: %d %s", r.status, r.body)
+	}
+	expectError(t, e.do("POST", "/disconnect-entity", map[string]any{"entity_ids": []string{east}}, bearer), 400, "bad_request", "invalid_request")
+	e.sim.WaitWebhooks(5 * time.Second)
+	mu.Lock()
+	if len(bodies) != 2 {
+		t.Errorf("a repeat sent a webhook: %v", bodies)
+	}
+	mu.Unlock()
+
+	// A reauthentication in which the employer selects west again brings it back.
+	rr := e.basic("POST", "/connect/sessions/reauthenticate", map[string]any{"connection_id": tok.ConnectionID})
+	if _, err := e.sim.CompleteSession(rr.str(t, "session_id"), Completion{Entities: []EntityInfo{{ID: west}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ci, _ := e.sim.Connection(tok.ConnectionID); ci.Entities[1].Status != "connected" || ci.Entities[2].Status != "disconnected" {
+		t.Errorf("after reauthentication: %+v", ci.Entities)
+	}
+
+	// A single-entity connection has nothing to remove but itself.
+	_, connID, tok2 := e.connect("single")
+	if err := e.sim.DisconnectEntities(connID, "55555555-5555-4555-8555-555555555555"); err == nil {
+		t.Error("DisconnectEntities accepted an unknown entity")
+	}
+	expectError(t, e.do("POST", "/disconnect-entity", map[string]any{"entity_ids": []string{"55555555-5555-4555-8555-555555555555"}}, withBearer(tok2)), 400, "bad_request", "invalid_request")
+}
+
 func TestSessionLinkFields(t *testing.T) {
 	e := newEnv(t)
 	_, connID, _ := e.connect("links")

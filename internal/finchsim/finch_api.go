@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/mail"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -611,6 +612,96 @@ func (s *Sim) disconnectLocked(c *connection) {
 	if s.liveConn[key] == c.id {
 		delete(s.liveConn, key)
 	}
+}
+
+// handleDisconnectEntity is POST /disconnect-entity (finch-api-node src/resources/account.ts
+// disconnectEntity, finch-api-go account.go DisconnectEntity): Bearer auth, body {entity_ids:
+// uuid[], at least one}, answer {"status": "success"}. "Disconnection is scoped to the
+// entity_id(s) provided in the request body. The entity(s) must belong to the connection
+// associated with the access_token used to call this endpoint. All other entities linked to the
+// same connection remain active and unaffected" (developer.tryfinch.com
+// /api-reference/management/disconnect-entity); "All other entities remain active and the access
+// token stays valid", with an account.updated webhook for each removed entity
+// (/implementation-guide/Backend-Application/Disconnect-Connections). The token and the
+// connection's status are untouched.
+//
+// Undocumented, chosen strictly: the request is all or nothing; an ID that is not a UUID or not an
+// entity of the token's connection, or one that would leave no entity (the docs send that case to
+// POST /disconnect), answers 400 bad_request / invalid_request (Error-Types' validation pair) and
+// changes nothing. An entity already removed is accepted again without a second webhook.
+func (s *Sim) handleDisconnectEntity(w http.ResponseWriter, r *http.Request, body []byte) {
+	if !checkVersion(w, r) {
+		return
+	}
+	var req struct {
+		EntityIDs []string `json:"entity_ids"`
+	}
+	if err := decodeJSON(body, &req); err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	if len(req.EntityIDs) == 0 {
+		badRequest(w, "entity_ids must contain at least one entity ID")
+		return
+	}
+	s.mu.Lock()
+	_, c, ok := s.tokenLocked(w, r)
+	if !ok {
+		s.mu.Unlock()
+		return
+	}
+	jobs, msg := s.disconnectEntitiesLocked(c, req.EntityIDs)
+	s.mu.Unlock()
+	if msg != "" {
+		badRequest(w, msg)
+		return
+	}
+	for _, j := range jobs {
+		s.dispatch(j)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "success"})
+}
+
+// disconnectEntitiesLocked removes entities of c (see handleDisconnectEntity) and prepares one
+// account.updated webhook per entity removed now. A non-empty message is a validation failure;
+// nothing changed then.
+func (s *Sim) disconnectEntitiesLocked(c *connection, ids []string) ([]*webhookJob, string) {
+	byID := map[string]*entity{}
+	for _, e := range c.entities {
+		byID[e.id] = e
+	}
+	remove := map[string]bool{}
+	for _, id := range ids {
+		if !isUUID(id) {
+			return nil, "entity_ids: " + strconv.Quote(id) + " is not a UUID"
+		}
+		if byID[id] == nil && id == c.entityID {
+			return nil, "entity " + id + " is the connection's only entity: use POST /disconnect to disconnect the connection"
+		}
+		if byID[id] == nil {
+			return nil, "entity " + id + " does not belong to the connection of this access token"
+		}
+		remove[id] = true
+	}
+	left := 0
+	for _, e := range c.entities {
+		if !remove[e.id] && e.status != "disconnected" {
+			left++
+		}
+	}
+	if left == 0 {
+		return nil, "entity_ids would disconnect every entity of the connection: use POST /disconnect to disconnect the connection"
+	}
+	var jobs []*webhookJob
+	for _, e := range c.entities {
+		if remove[e.id] && e.status != "disconnected" {
+			e.status = "disconnected"
+			if j := s.entityUpdatedLocked(c, e); j != nil {
+				jobs = append(jobs, j)
+			}
+		}
+	}
+	return jobs, ""
 }
 
 type sandboxAccountResponse struct {

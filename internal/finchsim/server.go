@@ -18,6 +18,7 @@ const (
 	EndpointToken         = "POST /auth/token"
 	EndpointIntrospect    = "GET /introspect"
 	EndpointDisconnect    = "POST /disconnect"
+	EndpointDisconnectEnt = "POST /disconnect-entity"
 	EndpointSandboxStatus = "PUT /sandbox/connections/accounts"
 	EndpointAuthorize     = "GET /authorize" // the Connect page; only faults naming it explicitly apply
 	EndpointAny           = "*"              // every Finch API endpoint (not /authorize, not /_sim/)
@@ -33,6 +34,7 @@ var apiRoutes = map[string]handlerFunc{
 	EndpointToken:         (*Sim).handleToken,
 	EndpointIntrospect:    (*Sim).handleIntrospect,
 	EndpointDisconnect:    (*Sim).handleDisconnect,
+	EndpointDisconnectEnt: (*Sim).handleDisconnectEntity,
 	EndpointSandboxStatus: (*Sim).handleSandboxStatus,
 }
 

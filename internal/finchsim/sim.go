@@ -1,5 +1,5 @@
 // Package finchsim is an in-memory Finch (Connect sessions, code exchange, introspection,
-// disconnect, sandbox connection status, account.updated webhooks) served over real HTTP in
+// disconnect, entity disconnect, sandbox connection status, account.updated webhooks) served over real HTTP in
 // Finch's wire format. Tests, the local demo and the benchmarks run the operator against it.
 //
 // It follows Finch's Connection & Session ID Migration Guide: the same customer_id refreshes and

@@ -138,6 +138,27 @@ func newUUID() string {
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
+// isUUID reports whether v is a UUID in its canonical 8-4-4-4-12 hex form (the docs type
+// entity IDs string<uuid>).
+func isUUID(v string) bool {
+	if len(v) != 36 {
+		return false
+	}
+	for i, r := range v {
+		switch i {
+		case 8, 13, 18, 23:
+			if r != '-' {
+				return false
+			}
+		default:
+			if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func randBase62(n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {

@@ -94,6 +94,12 @@ func nextStep(conn *finchv1.FinchConnection, now time.Time) string {
 			return "the code was rejected: have the employer finish Finch Connect again"
 		case finchv1.ReasonBudgetWait:
 			return "waiting in line for the app's Finch request budget; nothing to do"
+		case finchv1.ReasonReauthUnrecorded:
+			until := ""
+			if pc := st.PendingCall; pc != nil && pc.ExpiresAt != nil {
+				until = " until " + pc.ExpiresAt.UTC().Format(time.RFC3339)
+			}
+			return fmt.Sprintf("a reauthentication link may have been issued but was not recorded; the operator waits%s, or `kubectl finch reauth %s` issues a new one", until, name)
 		}
 	}
 	if r := st.Retry; r != nil {

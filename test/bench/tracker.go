@@ -21,6 +21,7 @@ type connState struct {
 	phase       finchv1.Phase
 	sessKind    finchv1.SessionKind
 	sessID      string
+	unrecorded  bool // a reauthentication may have been issued whose link was not recorded (status.pendingCall)
 	connID      string
 	gen, obsGen int64
 	firstSeen   time.Time
@@ -33,8 +34,10 @@ func (s *connState) awaiting() bool {
 	return s.phase == finchv1.PhaseAwaitingConnect && s.sessKind == finchv1.SessionConnect && s.obsGen == s.gen
 }
 func (s *connState) connected() bool { return s.phase == finchv1.PhaseConnected }
+// reauth: a reauthentication session is published, or one may have been
+// issued before a crash and the operator rightly waits for it.
 func (s *connState) reauth() bool {
-	return s.phase == finchv1.PhaseReauthRequired && s.sessKind == finchv1.SessionReauthenticate
+	return s.phase == finchv1.PhaseReauthRequired && (s.sessKind == finchv1.SessionReauthenticate || s.unrecorded)
 }
 
 // The times latest can take.
@@ -103,6 +106,7 @@ func (t *tracker) observe(o any) {
 	if st.Session != nil {
 		s.sessKind, s.sessID = st.Session.Kind, st.Session.ID
 	}
+	s.unrecorded = st.Session == nil && st.PendingCall != nil && st.PendingCall.Kind == finchv1.PendingReauthenticate
 	if s.awaitingAt.IsZero() && s.awaiting() {
 		s.awaitingAt = now
 	}
