@@ -34,6 +34,7 @@ func (s *connState) awaiting() bool {
 	return s.phase == finchv1.PhaseAwaitingConnect && s.sessKind == finchv1.SessionConnect && s.obsGen == s.gen
 }
 func (s *connState) connected() bool { return s.phase == finchv1.PhaseConnected }
+
 // reauth: a reauthentication session is published, or one may have been
 // issued before a crash and the operator rightly waits for it.
 func (s *connState) reauth() bool {
