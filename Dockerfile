@@ -15,6 +15,9 @@ ARG TARGETOS
 ARG TARGETARCH
 # The module proxy the build downloads from (empty: Go's default).
 ARG GOPROXY
+# The release stamped into the binary (internal/version); `make docker-build` passes them.
+ARG VERSION=devel
+ARG REVISION=
 
 WORKDIR /workspace
 # Copy the Go module manifests first and download the modules, so this layer
@@ -27,12 +30,26 @@ COPY . .
 
 # CGO off for a static binary; GOOS/GOARCH from buildx (--platform) when set.
 RUN CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags="-s -w" -o manager ./cmd/manager
+    go build -trimpath \
+      -ldflags="-s -w -X github.com/connectops/finch-operator/internal/version.version=${VERSION} -X github.com/connectops/finch-operator/internal/version.revision=${REVISION}" \
+      -o manager ./cmd/manager
 
 # Use distroless as minimal base image to package the manager binary.
 # Refer to https://github.com/GoogleContainerTools/distroless for more details.
 FROM ${RUNTIME_IMAGE}
+ARG VERSION=devel
+ARG REVISION=
+ARG CREATED=
+# OCI annotations (https://github.com/opencontainers/image-spec/blob/main/annotations.md).
+LABEL org.opencontainers.image.title="finch-operator" \
+      org.opencontainers.image.description="Kubernetes operator for Finch employer connections" \
+      org.opencontainers.image.source="https://github.com/connectops/finch-operator" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
 WORKDIR /
+COPY --from=builder /workspace/LICENSE /LICENSE
 COPY --from=builder /workspace/manager /manager
 USER 65532:65532
 

@@ -6,6 +6,11 @@
 #   make demo   - one-command local demo on a real API server and the Finch simulator
 #   make help   - everything else
 
+# One version, stamped everywhere (binaries, image labels, chart, Krew manifest):
+# a release tag vX.Y.Z; between tags `git describe` gives vX.Y.Z-N-gREV.
+VERSION ?= $(shell git describe --tags --match 'v*' --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -s -w -X github.com/connectops/finch-operator/internal/version.version=$(VERSION) -X github.com/connectops/finch-operator/internal/version.revision=$(REVISION)
 IMG ?= ghcr.io/connectops/finch-operator:latest
 K8S_VERSION ?= 1.37.2
 ENVTEST_DIR := $(CURDIR)/bin/k8s/$(K8S_VERSION)-$(shell go env GOOS)-$(shell go env GOARCH)
@@ -81,9 +86,9 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 
 .PHONY: build
 build: ## Build the manager, the Finch simulator and the kubectl finch plugin into bin/.
-	CGO_ENABLED=0 go build -trimpath -o bin/manager ./cmd/manager
-	CGO_ENABLED=0 go build -trimpath -o bin/finchsim ./cmd/finchsim
-	CGO_ENABLED=0 go build -trimpath -o bin/kubectl-finch ./cmd/kubectl-finch
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/manager ./cmd/manager
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/finchsim ./cmd/finchsim
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/kubectl-finch ./cmd/kubectl-finch
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in ~/.kube/config.
@@ -103,7 +108,7 @@ soak: envtest build ## Resilience soak under Finch faults and manager kills (SOA
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine; makes local bases when no registry answers).
-	IMG=$(IMG) ./hack/docker-build.sh
+	IMG=$(IMG) VERSION=$(VERSION) REVISION=$(REVISION) ./hack/docker-build.sh
 
 .PHONY: build-installer
 build-installer: manifests ## Write dist/install.yaml (CRDs, RBAC, Deployment, Services).

@@ -2,6 +2,8 @@
 # Builds the operator image from the Dockerfile: `make docker-build` and `make test-e2e`.
 #
 #   IMG           image name (default finch-operator:dev)
+#   VERSION, REVISION, CREATED
+#                 stamped into the binary and the OCI labels (default: git describe, HEAD, its commit time)
 #   BUILDER_IMAGE, RUNTIME_IMAGE
 #                 the Dockerfile's bases (default golang:1.26, gcr.io/distroless/static:nonroot);
 #                 hack/image-bases.sh uses them when the engine has or can pull them, else local
@@ -18,7 +20,12 @@ cd "$root"
 IMG=${IMG:-finch-operator:dev}
 
 mapfile -t bases < <("$root/hack/image-bases.sh")
-args=(--network host --build-arg "GOPROXY=$(go env GOPROXY)" -t "$IMG")
+VERSION=${VERSION:-$(git describe --tags --match 'v*' --always --dirty 2>/dev/null || echo devel)}
+REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || true)}
+# CREATED: the commit's time, so a rebuild of one commit labels the same image.
+CREATED=${CREATED:-$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)}
+args=(--network host --build-arg "GOPROXY=$(go env GOPROXY)" -t "$IMG"
+  --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "CREATED=$CREATED")
 for b in "${bases[@]}"; do read -r -a kv <<<"$b"; args+=("${kv[@]}"); done
 
 client_major() { "$1" version --format '{{.Client.Version}}' 2>/dev/null | cut -d. -f1; }

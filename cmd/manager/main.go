@@ -5,13 +5,16 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
 
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/version"
 )
 
 func main() {
@@ -19,12 +22,22 @@ func main() {
 	o.BindFlags(flag.CommandLine)
 	zo := zap.Options{}
 	zo.BindFlags(flag.CommandLine)
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("manager", version.Get())
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
 	log := ctrl.Log.WithName("setup")
 	if err := o.Complete(); err != nil {
 		log.Error(err, "invalid flag")
 		os.Exit(2)
+	}
+
+	if err := version.RegisterMetric(metrics.Registry); err != nil {
+		log.Error(err, "metrics")
+		os.Exit(1)
 	}
 
 	ctx := ctrl.SetupSignalHandler()
@@ -33,7 +46,7 @@ func main() {
 		log.Error(err, "set up the manager")
 		os.Exit(1)
 	}
-	log.Info("starting manager", "inbound", o.InboundAddr, "workers", o.Controllers.MaxConcurrentReconciles)
+	log.Info("starting manager", "version", version.Get().Version, "revision", version.Get().Revision, "inbound", o.InboundAddr, "workers", o.Controllers.MaxConcurrentReconciles)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager exited")
 		os.Exit(1)

@@ -80,6 +80,7 @@ It never prints an access token, an authorization code or a client secret.`,
 		newSuspendCommand(o, false),
 		newHandoffCommand(o),
 		newAdoptCommand(o),
+		newVersionCommand(o),
 	)
 	return cmd
 }
