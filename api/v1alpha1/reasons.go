@@ -46,4 +46,7 @@ const (
 	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
 	// ReasonClusterAppUnavailable: a namespace-scoped install cannot use a ClusterFinchApp.
 	ReasonClusterAppUnavailable = "ClusterAppUnavailable"
+	// ReasonAPIHostNotAllowed: the app's spec.apiURL names a host the operator may not call
+	// (--finch-api-hosts); no Finch call is made for it.
+	ReasonAPIHostNotAllowed = "APIHostNotAllowed"
 )
