@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -19,7 +20,12 @@ import (
 )
 
 // exchangeCode handles the embedded flow: the customer's backend handed over
-// an authorization code in a labelled Secret (step 4).
+// an authorization code in a labelled Secret (step 4). Like the redirect
+// callback (tokens.CodeSession, tokens.CheckToken), it spends a code only
+// while the connection publishes an open session, and stores the token only
+// if Finch says it is this connection's: a code Secret, which anyone allowed
+// to create Secrets in the namespace can write, never replaces a connected
+// employer's token with another's.
 func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncState) *outcome {
 	conn, st := s.conn, &s.conn.Status
 	codes, err := r.secrets().CodeSecrets(ctx, conn)
@@ -43,6 +49,22 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 		r.deleteCodeSecrets(ctx, codes)
 		return &outcome{}
 	}
+	if code == "" {
+		return r.refuseCode(ctx, conn, codes, fmt.Sprintf("Secret %s has no %q key", codeSecret.Name, finchv1.CodeKey))
+	}
+	// The code can only come from the session the connection publishes, so
+	// without an open one it is refused unspent: no Finch call.
+	sess, err := tokens.CodeSession(conn, tok.SessionID, s.now)
+	if pc := pendingReauth(st); err != nil && pc != nil && s.now.Before(intentExpiry(conn, pc)) {
+		// A reauthentication session may have been issued without its link
+		// being recorded (status.pendingCall): the code can come from it.
+		sess, err = &finchv1.Session{Kind: finchv1.SessionReauthenticate, RedirectURI: pc.RedirectURI, ExpiresAt: metav1.Time{Time: intentExpiry(conn, pc)}}, nil
+	}
+	if err != nil {
+		return r.refuseCode(ctx, conn, codes, fmt.Sprintf(
+			"code Secret %s was refused without being exchanged: %v, so the code cannot be this connection's; the connection keeps its token and state. Hand over a code only while status.session is published (set annotation %s for a reauthentication session)",
+			codeSecret.Name, err, finchv1.ReauthRequestedAtAnnotation))
+	}
 	if !tok.Writable() {
 		// Check before spending the single-use code: a token that cannot be
 		// stored would be lost.
@@ -50,48 +72,40 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 			"Secret %s exists but is neither owned by this FinchConnection nor labelled %s=%s; label it (or delete it) so the operator may store the new token, then hand over a fresh code",
 			conn.TokenSecretName(), finchv1.ConnectionLabel, conn.Name)
 	}
-	if code == "" {
-		r.deleteCodeSecrets(ctx, codes)
-		st.CodeExchangeError = fmt.Sprintf("Secret %s has no %q key", codeSecret.Name, finchv1.CodeKey)
-		events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonCodeRejected, "ExchangeCode", st.CodeExchangeError)
-		return &outcome{}
-	}
 	if err := r.ensureFinalizer(ctx, conn); err != nil {
 		return retry(err)
 	}
 	// Send exactly the redirect_uri of the session the code came from, none
 	// when it had none (RFC 6749 section 4.1.3; Finch sends redirect_uri only in
-	// the redirect flow). The code was produced by the session published now.
-	var redirect, sessionID string
-	if st.Session != nil {
-		redirect, sessionID = st.Session.RedirectURI, st.Session.ID
-	}
-	if pc := pendingReauth(st); pc != nil {
-		// A reauthentication session may have been issued without its link
-		// being recorded: the code can only come from it (no live session
-		// is published while its intent is pending).
-		redirect, sessionID = pc.RedirectURI, ""
-	}
-	resp, err := s.app.Client.ExchangeCode(ctx, finch.TokenRequest{Code: code, RedirectURI: redirect})
+	// the redirect flow).
+	resp, err := s.app.Client.ExchangeCode(ctx, finch.TokenRequest{Code: code, RedirectURI: sess.RedirectURI})
 	if err != nil {
 		if finch.Classify(err) == finch.ClassTerminal {
 			// A bad, used or expired code never becomes good: drop it and say so.
-			r.deleteCodeSecrets(ctx, codes)
 			if finch.IsInvalidGrant(err) && tok.Token != "" {
 				// Most likely our own earlier exchange of this code, whose
 				// clean-up was interrupted: the token is already stored.
+				r.deleteCodeSecrets(ctx, codes)
 				return &outcome{}
 			}
 			if finch.IsInvalidClient(err) {
 				s.app.RejectCredentials()
 			}
-			st.CodeExchangeError = fmt.Sprintf("Finch rejected the authorization code from Secret %s: %s", codeSecret.Name, finchMessage(err))
-			events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonCodeRejected, "ExchangeCode", st.CodeExchangeError+"; have the employer finish Finch Connect again and hand over the new code")
-			return &outcome{}
+			return r.refuseCode(ctx, conn, codes, fmt.Sprintf("Finch rejected the authorization code from Secret %s: %s", codeSecret.Name, finchMessage(err)),
+				"have the employer finish Finch Connect again and hand over the new code")
 		}
 		return r.finchError(s, "exchange authorization code", err)
 	}
-	if err := tokens.Store(ctx, r.Client, r.APIReader, conn, resp, tokens.Source{Flow: "embedded", CodeSecretUID: string(codeSecret.UID), SessionID: sessionID}); err != nil {
+	if err := tokens.CheckToken(conn, sess, resp); err != nil {
+		// Spent, but not this employer's: never stored, and not revoked
+		// either (it is another connection's, which may be in use).
+		log.Info("embedded flow: the code's token is not this connection's; not stored", "codeSecret", codeSecret.Name,
+			"customerID", resp.CustomerID, "connectionID", resp.ConnectionID)
+		return r.refuseCode(ctx, conn, codes, fmt.Sprintf(
+			"Finch exchanged the code from Secret %s, but %v (%q), so it was not stored: the connection keeps its token and connection ID. Have the employer finish Finch Connect from status.session.connectURL and hand over that code",
+			codeSecret.Name, err, conn.Spec.CustomerID))
+	}
+	if err := tokens.Store(ctx, r.Client, r.APIReader, conn, resp, tokens.Source{Flow: "embedded", CodeSecretUID: string(codeSecret.UID), SessionID: sess.ID}); err != nil {
 		log.Error(err, "token lost: the code was exchanged but the token could not be stored", "secret", conn.TokenSecretName())
 		events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonTokenStoreFailed, "StoreToken",
 			fmt.Sprintf("the access token could not be stored in Secret %s: %v; the employer must re-authenticate", conn.TokenSecretName(), err))
@@ -105,6 +119,20 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 	events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonTokenStored, "ExchangeCode",
 		fmt.Sprintf("exchanged the authorization code; access token stored in Secret %s", conn.TokenSecretName()))
 	// The token Secret's watch event brings the next pass (introspection).
+	return &outcome{}
+}
+
+// refuseCode drops the handed-over code Secrets and says why in status
+// (condition CodeRejected, see readiness) and a Warning Event, with advice
+// appended to the Event when given. The connection's token is untouched.
+func (r *FinchConnectionReconciler) refuseCode(ctx context.Context, conn *finchv1.FinchConnection, codes []corev1.Secret, why string, advice ...string) *outcome {
+	r.deleteCodeSecrets(ctx, codes)
+	conn.Status.CodeExchangeError = why
+	note := why
+	for _, a := range advice {
+		note += "; " + a
+	}
+	events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonCodeRejected, "ExchangeCode", note)
 	return &outcome{}
 }
 
@@ -144,7 +172,12 @@ func (r *FinchConnectionReconciler) guardToken(ctx context.Context, s *syncState
 	}
 	conn, st := s.conn, &s.conn.Status
 	st.TokenSecretRef = &finchv1.LocalObjectReference{Name: conn.TokenSecretName()}
-	st.CodeExchangeError = ""
+	if s.token.Version != st.TokenVersion {
+		// A token arrived since (the callback, an adoption): a refused code
+		// no longer matters. A refusal that left the token as it was stays
+		// shown until then, or until a resync (takeRequests).
+		st.CodeExchangeError = ""
+	}
 	// The finalizer lets deletion release an owned token Secret (Retain) or
 	// disconnect (Disconnect); a foreign, unlabelled Secret needs it only for the latter.
 	if s.token.Owned || s.token.Labelled || conn.Spec.DeletionPolicy == finchv1.DeletionPolicyDisconnect {

@@ -146,6 +146,7 @@ func (r *FinchConnectionReconciler) takeRequests(_ context.Context, s *syncState
 	if v := conn.Annotations[finchv1.RequestedAtAnnotation]; v != "" && v != conn.Status.LastHandledReconcileAt {
 		s.forceIntrospect = true
 		conn.Status.LastHandledReconcileAt = v
+		conn.Status.CodeExchangeError = "" // a resync acknowledges a refused code
 	}
 	if v := conn.Annotations[finchv1.ReauthRequestedAtAnnotation]; v != "" && v != conn.Status.LastHandledReauthAt {
 		s.forceReauth = true

@@ -162,6 +162,9 @@ func readiness(conn *finchv1.FinchConnection) (metav1.ConditionStatus, string, s
 	if st.Session == nil && (st.Phase == finchv1.PhaseAwaitingConnect || st.Phase == finchv1.PhaseReauthRequired) {
 		return metav1.ConditionUnknown, finchv1.ReasonProgressing, "working"
 	}
+	if msg, ok := refusedCode(st); ok {
+		return metav1.ConditionFalse, finchv1.ReasonCodeRejected, msg
+	}
 	switch st.Phase {
 	case finchv1.PhaseAwaitingConnect:
 		if st.CodeExchangeError != "" {
@@ -189,6 +192,24 @@ func readiness(conn *finchv1.FinchConnection) (metav1.ConditionStatus, string, s
 		}
 		return metav1.ConditionUnknown, finchv1.ReasonProgressing, "working"
 	}
+}
+
+// refusedCode is the Ready message of a connection that holds a token a
+// refused code did not replace (status.codeExchangeError, e.g. a code Secret
+// handed over without an open session, or another customer's code).
+func refusedCode(st *finchv1.FinchConnectionStatus) (string, bool) {
+	if st.CodeExchangeError == "" {
+		return "", false
+	}
+	advice := fmt.Sprintf("; set annotation %s (kubectl finch resync) to clear this message", finchv1.RequestedAtAnnotation)
+	switch st.Phase {
+	case finchv1.PhaseConnected, finchv1.PhaseConnecting:
+	case finchv1.PhaseReauthRequired:
+		advice = "; the reauthentication session is still open: have the employer finish it again" + advice
+	default:
+		return "", false
+	}
+	return st.CodeExchangeError + advice, true
 }
 
 // unapplied notes spec changes Finch cannot apply to a connected connection:

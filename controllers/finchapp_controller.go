@@ -114,7 +114,7 @@ func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func(
 		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSucceeded, "up to date")
 	}
 	st.ObservedGeneration = gen
-	result := r.penaltyCondition(app)
+	result := r.penaltyCondition(app, resolved)
 	if equality.Semantic.DeepEqual(orig, app) {
 		return result, nil
 	}
@@ -145,18 +145,19 @@ func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func(
 }
 
 // penaltyCondition shows Finch's per-IP penalty (finch_api_ip_rl) on the app:
-// every Finch call of the operator waits until it ends, and the condition is
-// cleared then.
-func (r *appStatus) penaltyCondition(app finchv1.AppObject) ctrl.Result {
+// every Finch call of the apps using its API host waits until it ends, and
+// the condition is cleared then.
+func (r *appStatus) penaltyCondition(app finchv1.AppObject, resolved *apps.App) ctrl.Result {
 	conds := &app.AppStatus().Conditions
 	var until time.Time
-	if r.Apps.IPGuard != nil {
-		until = r.Apps.IPGuard.PausedUntil()
+	host := ""
+	if resolved != nil && resolved.IPGuard != nil {
+		until, host = resolved.IPGuard.PausedUntil(), resolved.IPGuard.Host()
 	}
 	if left := time.Until(until); left > 0 {
 		setCondition(conds, app.GetGeneration(), finchv1.ConditionRateLimited, metav1.ConditionTrue, finchv1.ReasonIPRateLimited, fmt.Sprintf(
-			"Finch answered 429 finch_api_ip_rl: the operator's address exceeded Finch's per-IP limit (1,000 requests per 5 minutes), so every Finch call of every app waits until %s. Lower --finch-ip-budget or the apps' spec.rateLimit if this recurs",
-			until.UTC().Format(time.RFC3339)))
+			"Finch at %s answered 429 finch_api_ip_rl: the operator's address exceeded Finch's per-IP limit (1,000 requests per 5 minutes), so every Finch call of every app using %s waits until %s. Lower --finch-ip-budget or the apps' spec.rateLimit if this recurs",
+			host, host, until.UTC().Format(time.RFC3339)))
 		return ctrl.Result{RequeueAfter: left + time.Second}
 	}
 	if meta.FindStatusCondition(*conds, finchv1.ConditionRateLimited) != nil {

@@ -47,8 +47,8 @@ type ManagerOptions struct {
 	KubeBurst int
 
 	// flag values parsed by Complete.
-	ipBudget, callbackExchanges, callbackIP, trustedProxies, watchNamespaces string
-	requireState                                                             bool
+	ipBudget, callbackExchanges, callbackIP, trustedProxies, watchNamespaces, apiHosts string
+	requireState                                                                       bool
 }
 
 // BindFlags registers cmd/manager's flags on fs, with the defaults above.
@@ -67,7 +67,8 @@ func (o *ManagerOptions) BindFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.KubeQPS, "kube-api-qps", DefaultKubeQPS, "Client-side QPS limit toward the Kubernetes API server (API Priority and Fairness protects the server; see docs/benchmarks.md).")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", DefaultKubeBurst, "Client-side burst toward the Kubernetes API server.")
 	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "Comma-separated CIDRs of proxies (Ingress controller, load balancer) whose X-Forwarded-For the callback's per-address rate limit believes; empty: the peer address counts.")
-	fs.StringVar(&o.ipBudget, "finch-ip-budget", budgetFlag(DefaultIPBudget), "Operator-wide budget of Finch requests, REQUESTS/WINDOW, shared by every FinchApp (one egress IP): Finch allows 1000 per 5 minutes per IP and answers finch_api_ip_rl with a 60-minute penalty beyond.")
+	fs.StringVar(&o.ipBudget, "finch-ip-budget", budgetFlag(DefaultIPBudget), "Budget of Finch requests per Finch API host, REQUESTS/WINDOW, shared by every FinchApp calling it (one egress IP): Finch allows 1000 per 5 minutes per IP and answers finch_api_ip_rl with a 60-minute penalty beyond.")
+	fs.StringVar(&o.apiHosts, "finch-api-hosts", finch.DefaultAPIHost, "Comma-separated Finch API hosts a FinchApp's spec.apiURL may name: host (its default port), host:port, or host:* (any port; for local simulators). An app naming another host is Stalled (APIHostNotAllowed) and nothing is sent there.")
 	fs.StringVar(&o.callbackExchanges, "callback-exchanges", budgetFlag(inbound.DefaultCallbackExchanges), "Ceiling on code exchanges the redirect callback makes per FinchApp, REQUESTS/WINDOW; the rest of the app's token budget stays with reconciles (embedded hand-offs).")
 	fs.StringVar(&o.callbackIP, "callback-rate-per-ip", "10/1m", "Callbacks allowed per client address, BURST/REFILL-INTERVAL-FOR-THE-BURST (default: a burst of 10, refilled over a minute); beyond it the callback answers 429 with Retry-After.")
 	fs.BoolVar(&o.requireState, "callback-require-state", true, "Refuse redirect callbacks without the state the operator signed for the session. Set false only if Finch Connect does not return state for your app: such callbacks are then matched by the customer_id Finch echoes (within the same rate limits and exchange ceiling).")
@@ -95,6 +96,9 @@ func (o *ManagerOptions) Complete() error {
 	o.Inbound.TrustedProxies = proxies
 	if o.Controllers.IPBudget, err = finch.ParseBudget(o.ipBudget); err != nil {
 		return fmt.Errorf("--finch-ip-budget: %w", err)
+	}
+	if o.Controllers.FinchAPIHosts, err = finch.ParseAPIHosts(o.apiHosts); err != nil {
+		return fmt.Errorf("--finch-api-hosts: %w", err)
 	}
 	if o.Inbound.CallbackExchanges, err = finch.ParseBudget(o.callbackExchanges); err != nil {
 		return fmt.Errorf("--callback-exchanges: %w", err)

@@ -2,9 +2,11 @@ package controllers
 
 import (
 	"flag"
+	"net/url"
 	"testing"
 	"time"
 
+	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/inbound"
 )
 
@@ -23,13 +25,18 @@ func TestManagerDefaults(t *testing.T) {
 	if o.InboundAddr != DefaultInboundAddr || !o.Manager.LeaderElectionReleaseOnCancel {
 		t.Errorf("manager: inbound %q, release on cancel %v", o.InboundAddr, o.Manager.LeaderElectionReleaseOnCancel)
 	}
+	// Only Finch's own API host, unless the operator is told otherwise.
+	if got := o.Controllers.FinchAPIHosts.String(); got != finch.DefaultAPIHost {
+		t.Errorf("--finch-api-hosts default %q, want %q", got, finch.DefaultAPIHost)
+	}
 }
 
 func TestManagerFlags(t *testing.T) {
 	var o ManagerOptions
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	o.BindFlags(fs)
-	if err := fs.Parse([]string{"--kube-api-qps=200", "--finch-ip-budget=450/5m", "--callback-require-state=false", "--trusted-proxies=10.0.0.0/8"}); err != nil {
+	if err := fs.Parse([]string{"--kube-api-qps=200", "--finch-ip-budget=450/5m", "--callback-require-state=false", "--trusted-proxies=10.0.0.0/8",
+		"--finch-api-hosts=api.tryfinch.com, 127.0.0.1:8090"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := o.Complete(); err != nil {
@@ -38,7 +45,13 @@ func TestManagerFlags(t *testing.T) {
 	if o.KubeQPS != 200 || o.Controllers.IPBudget.Requests != 450 || !o.Inbound.AllowStatelessCallbacks || len(o.Inbound.TrustedProxies) != 1 {
 		t.Errorf("parsed: %+v", o)
 	}
-	for _, bad := range [][]string{{"--finch-ip-budget=lots"}, {"--callback-rate-per-ip=0/1m"}, {"--trusted-proxies=not-a-cidr"}} {
+	for raw, want := range map[string]bool{"https://api.tryfinch.com": true, "http://127.0.0.1:8090": true, "http://127.0.0.1:8091": false} {
+		if u, _ := url.Parse(raw); o.Controllers.FinchAPIHosts.Allows(u) != want {
+			t.Errorf("--finch-api-hosts: Allows(%s) = %v, want %v", raw, !want, want)
+		}
+	}
+	for _, bad := range [][]string{{"--finch-ip-budget=lots"}, {"--callback-rate-per-ip=0/1m"}, {"--trusted-proxies=not-a-cidr"},
+		{"--finch-api-hosts="}, {"--finch-api-hosts=https://api.tryfinch.com"}, {"--finch-api-hosts=api.tryfinch.com:0"}} {
 		var o ManagerOptions
 		fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 		o.BindFlags(fs)

@@ -43,9 +43,12 @@ type Options struct {
 	Now func() time.Time
 	// RetryBase is the first delay of the persisted backoff (default 5s).
 	RetryBase time.Duration
-	// IPBudget is the operator-wide Finch request budget shared by every app
-	// (one egress IP; default DefaultIPBudget).
+	// IPBudget is the Finch request budget of each Finch API host, shared by
+	// every app calling it (one egress IP; default DefaultIPBudget).
 	IPBudget finch.BudgetConfig
+	// FinchAPIHosts are the hosts a FinchApp's apiURL may name (the zero
+	// value: api.tryfinch.com only); tests and demos add their simulator's.
+	FinchAPIHosts finch.APIHosts
 	// ClusterResourceNamespace holds the Secrets of ClusterFinchApps (as
 	// cert-manager's ClusterIssuers'); NewManager's default is the namespace
 	// the operator runs in. ClusterFinchApps are served only by a
@@ -58,8 +61,9 @@ type Options struct {
 func (o Options) clusterApps() bool { return len(o.WatchNamespaces) == 0 }
 
 // DefaultIPBudget stays under Finch's per-IP limit of 1,000 requests per 5
-// minutes (API-FACTS §8, finch-docs Rate-Limits.md), whose penalty is 60
-// minutes of 429 finch_api_ip_rl for every app behind the address.
+// minutes (developer.tryfinch.com /api-reference/development-guides/Rate-Limits),
+// whose penalty is 60 minutes of 429 finch_api_ip_rl for every app behind the
+// address. It applies per Finch API host (one IPGuard each).
 var DefaultIPBudget = finch.BudgetConfig{Requests: 900, Window: 5 * time.Minute}
 
 // Operator holds what the controllers share with the inbound server.
@@ -106,7 +110,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	}
 	op := &Operator{
 		Apps: &apps.Registry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
-			IPGuard: finch.NewIPGuard(opts.IPBudget), ClusterResourceNamespace: opts.ClusterResourceNamespace},
+			IPGuards: finch.NewIPGuards(opts.IPBudget), APIHosts: opts.FinchAPIHosts, ClusterResourceNamespace: opts.ClusterResourceNamespace},
 		SecretNames: secretNames,
 		Events:      rec,
 	}

@@ -30,6 +30,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/testenv"
 )
@@ -62,6 +63,11 @@ var (
 	// may time out: the crashed reconcile never returns in time).
 	crashedManagers sync.Map
 )
+
+// simHosts allows the simulators' loopback address, on any port, as the
+// operator's Finch API hosts (--finch-api-hosts=127.0.0.1:*); any other host
+// (localhost included) is refused.
+var simHosts = finch.MustParseAPIHosts("127.0.0.1:*")
 
 // clusterResourceNamespace holds the ClusterFinchApps' Secrets, as the
 // operator's own namespace does in a cluster.
@@ -175,7 +181,9 @@ func startManager() {
 				},
 			}), nil
 		},
-	}, Controllers: controllers.Options{Now: now, RetryBase: 100 * time.Millisecond, ClusterResourceNamespace: clusterResourceNamespace}})
+	}, Controllers: controllers.Options{Now: now, RetryBase: 100 * time.Millisecond, ClusterResourceNamespace: clusterResourceNamespace,
+		// Every scenario's simulator listens on an ephemeral loopback port.
+		FinchAPIHosts: simHosts}})
 	Expect(err).NotTo(HaveOccurred())
 	mgrCancel = mcancel
 	done := make(chan struct{})

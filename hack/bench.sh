@@ -28,7 +28,8 @@ fi
 # Finch's 1,000). At that rate 50,000 new employers take Finch 4.6 hours from
 # one address whatever the operator does; the bench measures the operator, so
 # it raises it (the simulator enforces no per-IP limit unless asked). A
-# --finch-ip-budget in BENCH_MANAGER_ARGS wins.
+# --finch-ip-budget in BENCH_MANAGER_ARGS wins. (The bench itself adds
+# --finch-api-hosts=127.0.0.1:* so the manager may call its loopback simulators.)
 manager_args="--finch-ip-budget=1000000/5m ${BENCH_MANAGER_ARGS:-}"
 # GOMEMLIMIT as the chart and config/manager set it from the default memory
 # limit (1Gi, downward API); BENCH_MANAGER_ENV may override it.

@@ -242,7 +242,8 @@ start_manager() {
   step "starting the operator (bin/manager); inbound server on $inbound_url"
   "$helper" exec bin/manager --metrics-bind-address="127.0.0.1:$metrics_port" \
     --health-probe-bind-address="127.0.0.1:$probe_port" \
-    --inbound-bind-address="127.0.0.1:$inbound_port" >"$run_dir/manager.log" 2>&1 &
+    --inbound-bind-address="127.0.0.1:$inbound_port" \
+    --finch-api-hosts="127.0.0.1:$sim_port" >"$run_dir/manager.log" 2>&1 &
   mgr_pid=$!
   wait_http "http://127.0.0.1:$probe_port/readyz" "$mgr_pid" manager "$run_dir/manager.log"
   # /readyz can answer before the inbound listener is up; the simulator's webhooks need it.

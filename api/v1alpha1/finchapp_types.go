@@ -17,7 +17,9 @@ type FinchAppSpec struct {
 	// +optional
 	WebhookSecretRef *WebhookSecretReference `json:"webhookSecretRef,omitempty"`
 
-	// apiURL is the base URL of the Finch API.
+	// apiURL is the base URL of the Finch API. Its host must be one the operator allows
+	// (its --finch-api-hosts flag, default api.tryfinch.com); otherwise the app is Stalled with
+	// reason APIHostNotAllowed and nothing is sent there.
 	// +kubebuilder:default="https://api.tryfinch.com"
 	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
 	// +optional

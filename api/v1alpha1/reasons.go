@@ -49,4 +49,7 @@ const (
 	// ReasonReauthUnrecorded: a reauthentication session may have been issued but its link was not
 	// recorded (status.pendingCall without a session); no other is issued until it would expire.
 	ReasonReauthUnrecorded = "ReauthSessionUnrecorded"
+	// ReasonAPIHostNotAllowed: the app's spec.apiURL names a host the operator may not call
+	// (--finch-api-hosts); no Finch call is made for it.
+	ReasonAPIHostNotAllowed = "APIHostNotAllowed"
 )

@@ -52,7 +52,7 @@ type App struct {
 	Generation      int64
 	Client          finch.API
 	Budget          *finch.Budget  // shared by every client of the app
-	IPGuard         *finch.IPGuard // shared by every app (nil: none)
+	IPGuard         *finch.IPGuard // shared by every app calling the same API host (nil: none)
 	WebhookSecret   string         // base64; empty when none is configured
 	Spec            finchv1.FinchAppSpec
 	// CallbackSecret names the Secret holding the callback path segment and state key.
@@ -120,7 +120,7 @@ const stateSep = "."
 // SignState is the state parameter published with a session whose
 // redirect_uri is the operator's callback: the session ID and an HMAC of it
 // under a key only the operator holds. Finch Connect returns state unchanged
-// on the redirect (API-FACTS §9; developer.tryfinch.com
+// on the redirect (developer.tryfinch.com
 // /implementation-guide/Connect/Set-Up-Finch-Connect), so the callback can
 // reject, before any Finch call, a code that no session of ours produced.
 func (a *App) SignState(sessionID string) string {
@@ -230,9 +230,13 @@ type Registry struct {
 	Writer client.Client
 	// HTTPClient is used by every Finch client (nil: the client's default).
 	HTTPClient *http.Client
-	// IPGuard is the operator-wide budget and per-IP penalty shared by every
-	// app's client (nil: none).
-	IPGuard *finch.IPGuard
+	// IPGuards hold the per-IP budget and penalty of each Finch API host,
+	// shared by the clients of every app calling that host (nil: none).
+	IPGuards *finch.IPGuards
+	// APIHosts are the hosts an app's apiURL may name (the zero value:
+	// api.tryfinch.com only). An app naming another host is not usable and
+	// nothing is ever sent there.
+	APIHosts finch.APIHosts
 	// ClusterResourceNamespace holds the Secrets of ClusterFinchApps (and
 	// their callback Secrets and budget ConfigMaps); tenants' namespaces never
 	// do. Empty: ClusterFinchApps cannot be used.
@@ -269,6 +273,13 @@ func (r *Registry) SecretNamespace(app finchv1.AppObject) string {
 func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error) {
 	key := finchv1.AppKeyOf(app)
 	spec := app.AppSpec()
+	// The host first: a namespace may point its app anywhere, and an app
+	// the operator may not call needs no Secret read either.
+	apiURL, err := r.checkAPIURL(spec.APIURL)
+	if err != nil {
+		r.Forget(key)
+		return nil, err
+	}
 	ns := r.SecretNamespace(app)
 	if ns == "" {
 		r.Forget(key)
@@ -347,24 +358,53 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 	} else {
 		budget.SetConfig(budgetCfg)
 	}
+	var guard *finch.IPGuard
+	if r.IPGuards != nil {
+		if guard, err = r.IPGuards.For(apiURL); err != nil {
+			delete(r.apps, key)
+			return nil, &ConfigError{Reason: finchv1.ReasonAPIHostNotAllowed, Message: fmt.Sprintf(
+				"spec.apiURL: %v; no Finch call is made for this app: narrow the host:* entries of the operator's --finch-api-hosts", err)}
+		}
+	}
 	fc, err := finch.New(finch.Config{
-		BaseURL:      spec.APIURL,
+		BaseURL:      apiURL.String(),
 		APIVersion:   spec.APIVersion,
 		ClientID:     string(creds.Data[idKey]),
 		ClientSecret: string(creds.Data[secretKey]),
 		HTTPClient:   r.HTTPClient,
 		Budget:       budget,
-		IPGuard:      r.IPGuard,
+		IPGuard:      guard,
 		MetricsApp:   KeyString(key),
 	})
 	if err != nil {
+		delete(r.apps, key)
 		return nil, &ConfigError{Reason: "InvalidAPIURL", Message: fmt.Sprintf("spec.apiURL: %v", err)}
 	}
-	res := &App{Key: key, SecretNamespace: ns, Generation: app.GetGeneration(), Client: fc, Budget: budget, IPGuard: r.IPGuard, WebhookSecret: webhookSecret,
+	res := &App{Key: key, SecretNamespace: ns, Generation: app.GetGeneration(), Client: fc, Budget: budget, IPGuard: guard, WebhookSecret: webhookSecret,
 		Spec: *spec.DeepCopy(), secretVersion: version,
 		CallbackSecret: cb.Name, callbackPath: string(cb.Data[finchv1.CallbackPathKey]), stateKey: cb.Data[finchv1.CallbackStateKey]}
 	r.apps[key] = res
 	return res, nil
+}
+
+// checkAPIURL parses an app's apiURL (empty: Finch's) and refuses a host
+// the operator may not call (APIHosts).
+func (r *Registry) checkAPIURL(apiURL string) (*url.URL, error) {
+	if apiURL == "" {
+		apiURL = finch.DefaultBaseURL
+	}
+	u, err := url.Parse(apiURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		// The value is not repeated: it might carry user info.
+		return nil, &ConfigError{Reason: "InvalidAPIURL", Message: "spec.apiURL is not an absolute http(s) URL"}
+	}
+	if !r.APIHosts.Allows(u) {
+		host := finch.HostOf(u)
+		return nil, &ConfigError{Reason: finchv1.ReasonAPIHostNotAllowed, Message: fmt.Sprintf(
+			"spec.apiURL names host %s, which is not a Finch API host this operator may call (--finch-api-hosts=%s); no Finch call is made for this app. Use %s, or ask the operator's administrator to add %s to --finch-api-hosts",
+			host, r.APIHosts, finch.DefaultBaseURL, host)}
+	}
+	return u, nil
 }
 
 // Forget drops an app's client (the app was deleted or became unusable). The

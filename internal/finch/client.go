@@ -45,8 +45,9 @@ type Config struct {
 	MaxRetryWait time.Duration // longest Retry-After/backoff slept in-process, default 10s; longer returns the *Error so the caller requeues
 	Timeout      time.Duration // per attempt, default 30s
 	MetricsApp   string        // value of the "app" metric label (namespace/name of the FinchApp)
-	// IPGuard, shared by the Clients of every app, keeps the operator inside
-	// Finch's per-IP limit (see IPGuard). nil = no operator-wide guard.
+	// IPGuard, shared by the Clients of every app that calls the same API
+	// host (IPGuards.For), keeps the operator inside Finch's per-IP limit
+	// (see IPGuard). nil = no guard.
 	IPGuard *IPGuard
 	// ConnectBaseURL is the Connect host of the link the Client builds when a
 	// session response carries neither connect_url nor url; default
@@ -363,7 +364,7 @@ type attemptResult struct {
 }
 
 // do runs a call with bounded retries. Every attempt first takes a slot from
-// the app's budget and, with an IPGuard, from the guard's operator-wide one
+// the app's budget and, with an IPGuard, from the guard's per-host one
 // (waiting for them is not bounded by MaxRetryWait, only by ctx). During the
 // guard's per-IP penalty it sends nothing and returns the guard's local
 // *Error. It returns the last attempt's error: a *Error for HTTP failures, a
@@ -473,7 +474,7 @@ func (c *Client) attempt(ctx context.Context, cl *call) attemptResult {
 		case ipLimited:
 			// Error-Types: 429 finch_api_ip_rl is the per-IP penalty (60 min
 			// per the rate-limit docs). Never retried in-process: pause every
-			// Client sharing the guard instead.
+			// Client sharing this host's guard instead (at most MaxIPPenalty).
 			if c.guard != nil {
 				c.guard.penalize(fe.RetryAfter)
 			}

@@ -8,8 +8,9 @@
 //
 //   - a client-side sliding-window request budget per application and endpoint
 //     (Budget), so the operator never provokes a 429 by itself, and an
-//     operator-wide IPGuard for Finch's per-IP limit, which also stops every
-//     app's calls together during a finch_api_ip_rl penalty;
+//     IPGuard per Finch API host for Finch's per-IP limit, which also stops
+//     the calls of every app using that host during a finch_api_ip_rl penalty
+//     (at most Finch's documented 60 minutes);
 //   - retries only where they are safe (see the method docs), bounded in
 //     attempts and in how long the client sleeps in-process;
 //   - typed errors (Error) with helpers for the cases the controllers act on,

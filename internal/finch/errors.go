@@ -79,8 +79,8 @@ func asError(err error) (*Error, bool) {
 }
 
 // The error names and finch_codes below come from Finch's error table
-// (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types,
-// API-FACTS §8) unless a comment says otherwise. The SDKs treat error bodies
+// (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types)
+// unless a comment says otherwise. The SDKs treat error bodies
 // as opaque JSON (finch-api-go apierror.Error, finch-api-node APIError), so
 // they cannot confirm names; the helpers therefore branch on the status first
 // and keep the unknown safe (IsUnauthorized, Classify).
@@ -145,7 +145,7 @@ func IsInvalidToken(err error) bool {
 
 // IsUnauthorized reports any 401 from Finch, whatever its body. Finch's docs
 // do not say what every endpoint answers for a token that is already gone
-// (API-FACTS §8 lists the names seen, not a contract), so callers for which
+// (Error-Types lists the names seen, not a contract), so callers for which
 // any 401 means "nothing left to do" use this instead of IsInvalidToken: e.g.
 // the deletion path treats any 401 on POST /disconnect as "token already
 // revoked" rather than retrying forever. It is true for IsInvalidToken,
@@ -224,6 +224,11 @@ func Classify(err error) Class {
 
 const maxErrorMessage = 512
 
+// maxErrorCode bounds the name and finch_code kept from an error body: Finch's
+// are short identifiers, and a body that is not Finch's must not put more
+// than that into a condition through them.
+const maxErrorCode = 64
+
 // decodeError builds an *Error from a non-2xx response. The body is decoded
 // leniently: any field may be missing or of an unexpected type, and a body
 // that is not a JSON object becomes the Message (whitespace collapsed,
@@ -256,6 +261,8 @@ func decodeError(endpoint string, status int, h http.Header, body []byte, now ti
 	}
 	// Redact before truncating so a secret cut in half cannot slip through.
 	e.Message = truncate(redactAll(e.Message, redact), maxErrorMessage)
+	e.Name = truncate(redactAll(e.Name, redact), maxErrorCode)
+	e.FinchCode = truncate(redactAll(e.FinchCode, redact), maxErrorCode)
 	return e
 }
 

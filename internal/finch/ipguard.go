@@ -4,20 +4,28 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 )
 
-// Finch's per-IP limit (finch-docs Rate-Limits.md, API-FACTS §8): 1,000
-// requests per 5 minutes from one IP address, then a 60-minute penalty
+// Finch's per-IP limit (developer.tryfinch.com
+// /api-reference/development-guides/Rate-Limits, "IP Address Rate Limits"):
+// 1,000 requests per 5 minutes from one IP address, then a 60-minute penalty
 // answered with 429 rate_limit_exceeded_error / finch_api_ip_rl. Every app the
-// operator serves leaves through the same egress IP, so this limit is
-// operator-wide, unlike the per-app Budget.
+// operator serves leaves through the same egress IP, so this limit covers
+// every app that calls the same Finch API host, unlike the per-app Budget.
 var DefaultIPBudget = BudgetConfig{Requests: 1000, Window: 5 * time.Minute}
+
+// MaxIPPenalty is Finch's documented per-IP penalty (same page: 60 minutes).
+// A finch_api_ip_rl answer never pauses a guard for longer, whatever its
+// Retry-After says: a server that is not Finch, or a proxy, must not stop
+// the operator's calls for a day.
+const MaxIPPenalty = 60 * time.Minute
 
 // DefaultIPPenalty is how long the guard pauses after a finch_api_ip_rl answer
 // without Retry-After (Finch documents no Retry-After header).
-const DefaultIPPenalty = 60 * time.Minute
+const DefaultIPPenalty = MaxIPPenalty
 
 // finchCodeIPRateLimit is the finch_code of the per-IP 429
 // (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types:
@@ -28,19 +36,19 @@ const finchCodeIPRateLimit = "finch_api_ip_rl"
 // endpoint together.
 const ipBudgetKey = "*"
 
-// IPGuard keeps the operator inside Finch's per-IP limit. Share one IPGuard
-// between the Clients of every app (Config.IPGuard): each attempt of each of
+// IPGuard keeps the operator inside Finch's per-IP limit at one API host.
+// Share one IPGuard between the Clients of every app that calls that host
+// (Config.IPGuard; IPGuards hands them out per host): each attempt of each of
 // them takes a slot from the guard's Budget as well as from its app's, and
 // once any of them is answered 429 finch_api_ip_rl, all of them stop sending
 // until the penalty is over (see PausedUntil). Calls made during the pause
 // fail at once with a local *Error (Local true, StatusCode 429, FinchCode
 // finch_api_ip_rl), because a request sent while penalized is wasted and may
-// prolong the penalty.
-//
-// One IPGuard per process: its metrics (finch_api_ip_penalty_until_seconds)
-// are not labelled.
+// prolong the penalty. Only answers from the guard's own host reach it, so an
+// app pointed at another host cannot pause the apps that call Finch.
 type IPGuard struct {
 	budget *Budget
+	host   string           // the host key (HostKey): finch_api_ip_penalty_until_seconds's label
 	now    func() time.Time // the penalty clock; tests replace it
 
 	mu    sync.Mutex
@@ -60,6 +68,9 @@ func NewIPGuard(cfg BudgetConfig) *IPGuard {
 	}
 	return &IPGuard{budget: NewBudget(cfg), now: time.Now}
 }
+
+// Host is the guard's host key (HostKey; "" for a guard made by NewIPGuard).
+func (g *IPGuard) Host() string { return g.host }
 
 // Budget is the guard's operator-wide budget (one key for every endpoint), for
 // SetConfig and inspection.
@@ -106,15 +117,16 @@ func (g *IPGuard) expireLocked() bool {
 		return false
 	}
 	g.until = time.Time{}
-	ipPenaltyUntil.Set(0)
+	ipPenaltyUntil.WithLabelValues(g.host).Set(0)
 	return true
 }
 
 // penalize records a finch_api_ip_rl answer: pause until Retry-After if Finch
-// gave one, else for DefaultIPPenalty. A pause is only ever extended: a
-// shorter Retry-After seen later does not cut an earlier, longer one.
+// gave one, else for DefaultIPPenalty, and never beyond MaxIPPenalty. A pause
+// is only ever extended: a shorter Retry-After seen later does not cut an
+// earlier, longer one.
 func (g *IPGuard) penalize(retryAfter time.Duration) {
-	d := retryAfter
+	d := min(retryAfter, MaxIPPenalty)
 	if d <= 0 {
 		d = DefaultIPPenalty
 	}
@@ -125,7 +137,7 @@ func (g *IPGuard) penalize(retryAfter time.Duration) {
 		return
 	}
 	g.until = until
-	ipPenaltyUntil.Set(float64(until.UnixMilli()) / 1e3)
+	ipPenaltyUntil.WithLabelValues(g.host).Set(float64(until.UnixMilli()) / 1e3)
 	if g.timer != nil {
 		g.timer.Stop()
 	}
@@ -155,8 +167,8 @@ func (g *IPGuard) refuse(app, endpoint string) *Error {
 		StatusCode: http.StatusTooManyRequests,
 		Name:       "rate_limit_exceeded_error",
 		FinchCode:  finchCodeIPRateLimit,
-		Message: fmt.Sprintf("not sent: the operator is serving Finch's per-IP rate-limit penalty (finch_api_ip_rl) until %s; retry after %s",
-			until.UTC().Format(time.RFC3339), left.Round(time.Second)),
+		Message: fmt.Sprintf("not sent: the operator is serving Finch's per-IP rate-limit penalty (finch_api_ip_rl)%s until %s; retry after %s",
+			g.hostNote(), until.UTC().Format(time.RFC3339), left.Round(time.Second)),
 		RetryAfter: left,
 		Endpoint:   endpoint,
 		Local:      true,
@@ -169,4 +181,61 @@ func (g *IPGuard) refuse(app, endpoint string) *Error {
 func IsIPRateLimited(err error) bool {
 	var fe *Error
 	return errors.As(err, &fe) && fe.StatusCode == http.StatusTooManyRequests && fe.FinchCode == finchCodeIPRateLimit
+}
+
+// hostNote names the guard's host in messages (" at <host>"; "" without one).
+func (g *IPGuard) hostNote() string {
+	if g.host == "" {
+		return ""
+	}
+	return " at " + g.host
+}
+
+// MaxIPGuards bounds the guards an IPGuards holds. Only the hosts of
+// --finch-api-hosts get a guard, so the default list needs two (http and
+// https); the bound matters only for host:* entries, whose every port gets
+// its own.
+const MaxIPGuards = 1024
+
+// ErrTooManyHosts is returned by IPGuards.For once MaxIPGuards hosts have a
+// guard.
+var ErrTooManyHosts = fmt.Errorf("the operator already keeps Finch's per-IP limit for %d API hosts", MaxIPGuards)
+
+// IPGuards holds one IPGuard per Finch API host (scheme, host and port of
+// an app's apiURL), each made on first use with the same budget. Finch counts
+// its per-IP limit per service, so apps calling the same host share a guard,
+// and a 429 finch_api_ip_rl from one host pauses only the apps calling it.
+type IPGuards struct {
+	cfg    BudgetConfig
+	mu     sync.Mutex
+	guards map[string]*IPGuard
+}
+
+// NewIPGuards returns a set whose guards allow cfg.Requests per cfg.Window
+// each (non-positive fields: DefaultIPBudget's).
+func NewIPGuards(cfg BudgetConfig) *IPGuards {
+	return &IPGuards{cfg: cfg, guards: map[string]*IPGuard{}}
+}
+
+// For returns the guard of base URL u's host (HostKey), making it on first
+// use. It fails for a URL that is not absolute http(s), and with
+// ErrTooManyHosts once MaxIPGuards hosts have a guard.
+func (s *IPGuards) For(u *url.URL) (*IPGuard, error) {
+	key, err := HostKey(u)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g := s.guards[key]; g != nil {
+		return g, nil
+	}
+	if len(s.guards) >= MaxIPGuards {
+		return nil, ErrTooManyHosts
+	}
+	g := NewIPGuard(s.cfg)
+	g.host = key
+	s.guards[key] = g
+	ipPenaltyUntil.WithLabelValues(key).Set(0) // the host's series exists from its first app on
+	return g, nil
 }

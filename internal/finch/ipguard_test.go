@@ -3,15 +3,17 @@ package finch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // ipLimited answers Finch's per-IP 429 (Error-Types: rate_limit_exceeded_error
@@ -58,21 +60,6 @@ func guardClients(t *testing.T, rc *recorder, g *IPGuard) (a, b *Client) {
 	return a, b
 }
 
-func gaugeValue(t *testing.T, name string) float64 {
-	t.Helper()
-	mfs, err := metrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
-}
-
 func TestIPGuardStopsEveryClientAfterOneIPLimit(t *testing.T) {
 	clock := &fakeNow{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
 	g := NewIPGuard(BudgetConfig{Requests: 1000, Window: time.Minute})
@@ -95,7 +82,7 @@ func TestIPGuardStopsEveryClientAfterOneIPLimit(t *testing.T) {
 	if got := g.PausedUntil(); !got.Equal(wantUntil) {
 		t.Fatalf("PausedUntil = %v, want %v", got, wantUntil)
 	}
-	if got := gaugeValue(t, "finch_api_ip_penalty_until_seconds"); got != float64(wantUntil.Unix()) {
+	if got := hostGauge(t, ""); got != float64(wantUntil.Unix()) {
 		t.Errorf("penalty gauge = %v, want %d", got, wantUntil.Unix())
 	}
 
@@ -148,7 +135,7 @@ func TestIPGuardStopsEveryClientAfterOneIPLimit(t *testing.T) {
 	if !g.PausedUntil().IsZero() || g.Delay() != 0 {
 		t.Fatalf("after the penalty: PausedUntil %v, Delay %v", g.PausedUntil(), g.Delay())
 	}
-	if got := gaugeValue(t, "finch_api_ip_penalty_until_seconds"); got != 0 {
+	if got := hostGauge(t, ""); got != 0 {
 		t.Errorf("penalty gauge = %v after the penalty, want 0", got)
 	}
 	if _, err := a.Introspect(context.Background(), testToken); err != nil {
@@ -176,10 +163,114 @@ func TestIPGuardDefaultPenaltyAndNoShortening(t *testing.T) {
 	if want := clock.now().Add(time.Hour); !g.PausedUntil().Equal(want) {
 		t.Errorf("PausedUntil = %v after a shorter Retry-After, want still now+60m", g.PausedUntil())
 	}
-	g.penalize(2 * time.Hour)
-	if want := clock.now().Add(2 * time.Hour); !g.PausedUntil().Equal(want) {
-		t.Errorf("PausedUntil = %v, want extended to now+2h", g.PausedUntil())
+	clock.add(30 * time.Minute)
+	g.penalize(50 * time.Minute)
+	if want := clock.now().Add(50 * time.Minute); !g.PausedUntil().Equal(want) {
+		t.Errorf("PausedUntil = %v, want extended to now+50m", g.PausedUntil())
 	}
+}
+
+// A Retry-After beyond Finch's documented 60-minute penalty is cut to it: a
+// server that is not Finch (or a proxy) cannot pause the operator for a day.
+func TestIPGuardCapsThePenaltyAtFinchsSixtyMinutes(t *testing.T) {
+	clock := &fakeNow{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	g := NewIPGuard(BudgetConfig{})
+	g.now = clock.now
+	rc := &recorder{routes: map[string]http.HandlerFunc{"GET /introspect": ipLimited("86400")}}
+	a, _ := guardClients(t, rc, g)
+	_, err := a.Introspect(context.Background(), testToken)
+	if !IsIPRateLimited(err) {
+		t.Fatalf("%v, want the 429 finch_api_ip_rl", err)
+	}
+	if want := clock.now().Add(MaxIPPenalty); !g.PausedUntil().Equal(want) {
+		t.Errorf("PausedUntil = %v after Retry-After: 86400, want now+60m (%v)", g.PausedUntil(), want)
+	}
+	if d := g.Delay(); d != time.Hour {
+		t.Errorf("Delay = %v, want 1h", d)
+	}
+}
+
+// One guard per API host: scheme, host and port, the default port spelled
+// out; a penalty at one host leaves the others' guards alone.
+func TestIPGuardsOnePerHost(t *testing.T) {
+	s := NewIPGuards(BudgetConfig{Requests: 5, Window: time.Minute})
+	get := func(raw string) *IPGuard {
+		t.Helper()
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := s.For(u)
+		if err != nil {
+			t.Fatalf("For(%s): %v", raw, err)
+		}
+		return g
+	}
+	finch := get("https://api.tryfinch.com")
+	if get("https://API.tryfinch.com:443/v1") != finch {
+		t.Error("https://API.tryfinch.com:443/v1 got another guard than https://api.tryfinch.com")
+	}
+	if finch.Host() != "https://api.tryfinch.com:443" {
+		t.Errorf("Host() = %q", finch.Host())
+	}
+	sim, stub := get("http://127.0.0.1:8090"), get("http://127.0.0.1:8091")
+	if sim == stub || sim == finch || get("http://api.tryfinch.com") == finch {
+		t.Fatal("different scheme, host or port share a guard")
+	}
+	if cfg := stub.Budget().Config(); cfg.Requests != 5 || cfg.Window != time.Minute {
+		t.Errorf("guard budget %+v, want the set's", cfg)
+	}
+	stub.penalize(24 * time.Hour)
+	if stub.PausedUntil().IsZero() || !sim.PausedUntil().IsZero() || !finch.PausedUntil().IsZero() {
+		t.Errorf("penalty at the stub: stub %v, sim %v, finch %v; want only the stub paused", stub.PausedUntil(), sim.PausedUntil(), finch.PausedUntil())
+	}
+	if got := hostGauge(t, stub.Host()); got <= 0 || got > float64(time.Now().Add(time.Hour+time.Second).Unix()) {
+		t.Errorf("penalty gauge for %s = %v, want at most an hour ahead", stub.Host(), got)
+	}
+	if got := hostGauge(t, sim.Host()); got != 0 {
+		t.Errorf("penalty gauge for %s = %v, want 0", sim.Host(), got)
+	}
+	if _, err := s.For(&url.URL{Scheme: "ftp", Host: "x"}); err == nil {
+		t.Error("For(ftp://x) = nil error")
+	}
+}
+
+// The set is bounded: past MaxIPGuards hosts it refuses new ones, and keeps
+// serving the hosts it has.
+func TestIPGuardsBounded(t *testing.T) {
+	s := NewIPGuards(BudgetConfig{})
+	first, err := s.For(&url.URL{Scheme: "http", Host: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for port := 2; port <= MaxIPGuards; port++ {
+		if _, err := s.For(&url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}); err != nil {
+			t.Fatalf("port %d: %v", port, err)
+		}
+	}
+	if _, err := s.For(&url.URL{Scheme: "http", Host: "127.0.0.1:65000"}); !errors.Is(err, ErrTooManyHosts) {
+		t.Errorf("host %d: %v, want ErrTooManyHosts", MaxIPGuards+1, err)
+	}
+	if g, err := s.For(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}); err != nil || g != first {
+		t.Errorf("a known host after the bound: %v, %v", g, err)
+	}
+	for port := 1; port <= MaxIPGuards; port++ {
+		ipPenaltyUntil.DeleteLabelValues(fmt.Sprintf("http://127.0.0.1:%d", port))
+	}
+}
+
+// hostGauge reads finch_api_ip_penalty_until_seconds{host=host}.
+func hostGauge(t *testing.T, host string) float64 {
+	t.Helper()
+	g, err := ipPenaltyUntil.GetMetricWithLabelValues(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &dto.Metric{}
+	if err := g.Write(m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
 }
 
 func TestIPGuardBudgetCapsAllApps(t *testing.T) {

@@ -263,7 +263,7 @@ func (s *Server) sessionConnection(ctx context.Context, app finchv1.AppObject, s
 	if conn == nil {
 		return nil, rejectNoSession, nil
 	}
-	if !s.cfg.Now().Before(conn.Status.Session.ExpiresAt.Time) {
+	if !tokens.SessionOpen(conn.Status.Session, s.cfg.Now()) {
 		return nil, rejectNoSession, nil
 	}
 	sec := &corev1.Secret{}
@@ -303,7 +303,7 @@ func (s *Server) exchange(base context.Context, app finchv1.AppObject, resolved 
 
 	ctx, cancel := context.WithTimeout(base, storeTimeout)
 	defer cancel()
-	if conn == nil || resp.CustomerID != "" && resp.CustomerID != conn.Spec.CustomerID {
+	if conn == nil || tokens.OtherCustomer(conn, resp) {
 		// No session named the connection, or the code belongs to another
 		// customer than the session it came back with: store it where the
 		// customer says, or nowhere.

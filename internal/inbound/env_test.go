@@ -187,11 +187,15 @@ func startWorkerEnv(kubeconfig string) (*sharedEnv, error) {
 	}
 	in := unlimited()
 	in.Client, in.APIReader = e.mgr.GetClient(), e.mgr.GetAPIReader()
-	in.Apps = &apps.Registry{Reader: e.mgr.GetAPIReader(), Writer: e.k8s, ClusterResourceNamespace: clusterResourceNamespace}
+	in.Apps = &apps.Registry{Reader: e.mgr.GetAPIReader(), Writer: e.k8s, ClusterResourceNamespace: clusterResourceNamespace, APIHosts: simHosts}
 	in.Recorder = e.mgr.GetEventRecorder(controllers.EventSource)
 	e.op = &controllers.Operator{Apps: in.Apps, Inbound: inbound.New(in)}
 	return e.serve(ctx)
 }
+
+// simHosts allows the tests' simulators, on ephemeral loopback ports, as
+// Finch API hosts (--finch-api-hosts=127.0.0.1:*).
+var simHosts = finch.MustParseAPIHosts("127.0.0.1:*")
 
 func startEnv() (*sharedEnv, error) {
 	logSink := io.Discard
@@ -226,7 +230,7 @@ func startEnv() (*sharedEnv, error) {
 		Inbound:     unlimited(),
 		KubeQPS:     float64(cfg.QPS),
 		KubeBurst:   cfg.Burst,
-		Controllers: controllers.Options{ClusterResourceNamespace: clusterResourceNamespace},
+		Controllers: controllers.Options{ClusterResourceNamespace: clusterResourceNamespace, FinchAPIHosts: simHosts},
 	})
 	if err != nil {
 		cancel()

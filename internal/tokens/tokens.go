@@ -44,6 +44,8 @@ type State struct {
 	Owned    bool   // controlled by this FinchConnection
 	Labelled bool   // labelled finch.connectops.dev/connection=<name>
 	CodeUID  string // the code Secret the token came from, if any
+	// SessionID is the Connect session the token came from, if known.
+	SessionID string
 }
 
 // Writable says whether the operator may write the token Secret: it does not
@@ -90,12 +92,13 @@ func (r Reader) Token(ctx context.Context, conn *finchv1.FinchConnection) (State
 // StateOf is what Secret sec says as conn's token Secret.
 func StateOf(sec *corev1.Secret, conn *finchv1.FinchConnection) State {
 	return State{
-		Exists:   true,
-		Token:    string(sec.Data[finchv1.AccessTokenKey]),
-		Version:  sec.ResourceVersion,
-		Owned:    metav1.IsControlledBy(sec, conn),
-		Labelled: sec.Labels[finchv1.ConnectionLabel] == conn.Name,
-		CodeUID:  sec.Annotations[finchv1.TokenCodeSecretUIDAnnotation],
+		Exists:    true,
+		Token:     string(sec.Data[finchv1.AccessTokenKey]),
+		Version:   sec.ResourceVersion,
+		Owned:     metav1.IsControlledBy(sec, conn),
+		Labelled:  sec.Labels[finchv1.ConnectionLabel] == conn.Name,
+		CodeUID:   sec.Annotations[finchv1.TokenCodeSecretUIDAnnotation],
+		SessionID: sec.Annotations[finchv1.TokenSessionIDAnnotation],
 	}
 }
 

@@ -60,8 +60,13 @@ type launcher struct {
 	inProcess               *rest.Config // admin config for in-process managers
 }
 
+// simHostsFlag lets the manager call the bench's simulators, which listen on
+// ephemeral loopback ports (cmd/manager calls only api.tryfinch.com unless
+// told otherwise). Given before the caller's flags, so theirs win.
+const simHostsFlag = "--finch-api-hosts=127.0.0.1:*"
+
 func (l launcher) start(name string, addrs managerAddrs, args []string) (operator, error) {
-	args = append(addrs.flags(), args...)
+	args = append(append(addrs.flags(), simHostsFlag), args...)
 	var op operator
 	var err error
 	if l.inProcess != nil {

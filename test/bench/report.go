@@ -66,9 +66,9 @@ func managerDesc(c common) string {
 	case c.inProcess:
 		return "in-process (profiling mode) " + strings.Join(c.managerArgs, " ")
 	case len(c.managerArgs) == 0:
-		return c.managerBin + " (production defaults)"
+		return c.managerBin + " (production defaults, " + simHostsFlag + " for the simulators)"
 	}
-	return c.managerBin + " " + strings.Join(c.managerArgs, " ")
+	return c.managerBin + " " + simHostsFlag + " " + strings.Join(c.managerArgs, " ")
 }
 
 func (r *report) add(section, metric, value string) {

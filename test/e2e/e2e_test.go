@@ -431,7 +431,16 @@ func (e *e2e) startReplica(t *testing.T, i int) *replica {
 		}
 		_ = l.Close()
 	}
-	r := startReplica(t, e.pod, *image, name, podIPs[i], e.saDir, e.apiHost, e.apiPort, e.dir)
+	// The manifests let the manager call only api.tryfinch.com; this
+	// cluster's Finch is the simulator (the Pod's args, then this one, which
+	// wins as the last).
+	pod := *e.pod
+	sim, err := url.Parse(e.simURL)
+	if err != nil {
+		fatal(t, err)
+	}
+	pod.Args = append(slices.Clone(e.pod.Args), "--finch-api-hosts="+sim.Host)
+	r := startReplica(t, &pod, *image, name, podIPs[i], e.saDir, e.apiHost, e.apiPort, e.dir)
 	e.replicas = append(e.replicas, r)
 	if e.pod.Readiness == nil {
 		fatal(t, "the Deployment's container has no readiness probe")

@@ -337,6 +337,7 @@ func testHelmChart(t *testing.T, c *cluster) {
 			"--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--inbound-bind-address=:8082",
 			"--max-concurrent-reconciles=10", "--kube-api-qps=500", "--kube-api-burst=1000",
 			"--zap-log-level=info", "--zap-encoder=json", "--cluster-resource-namespace=" + helmNamespace,
+			"--finch-api-hosts=api.tryfinch.com",
 		})
 		for _, crd := range []string{"clusterfinchapps.finch.connectops.dev", "finchapps.finch.connectops.dev", "finchconnections.finch.connectops.dev"} {
 			if got := find(t, objs, "CustomResourceDefinition", crd).GetAnnotations()["helm.sh/resource-policy"]; got != "keep" {

@@ -29,6 +29,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/testenv"
 )
@@ -118,6 +119,8 @@ func (e *Env) start(opts Options) error {
 	o.Manager.HealthProbeBindAddress = "0"
 	o.InboundAddr = "0"
 	o.Controllers.RetryBase = 200 * time.Millisecond
+	// The tests' simulators listen on ephemeral loopback ports.
+	o.Controllers.FinchAPIHosts = finch.MustParseAPIHosts("127.0.0.1:*")
 	if mutate != nil {
 		mutate(&o)
 	}
