@@ -61,7 +61,9 @@ type launcher struct {
 }
 
 func (l launcher) start(name string, addrs managerAddrs, args []string) (operator, error) {
-	args = append(addrs.flags(), args...)
+	// Outside a cluster the operator has no namespace of its own to keep the
+	// budget ConfigMaps in; give it one (args may override it).
+	args = append(append(addrs.flags(), "--cluster-resource-namespace="+operatorNamespace), args...)
 	var op operator
 	var err error
 	if l.inProcess != nil {
