@@ -26,6 +26,7 @@ import (
 type ClusterFinchAppReconciler struct {
 	appStatus
 	penalties <-chan event.GenericEvent
+	wakeups   *appWakeups
 }
 
 // +kubebuilder:rbac:groups=finch.connectops.dev,resources=clusterfinchapps,verbs=get;list;watch
@@ -107,5 +108,6 @@ func (r *ClusterFinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretNam
 		Watches(&finchv1.FinchConnection{}, recountApp(true)).
 		WatchesRawSource(secretNames.Source(appsForSecret)).
 		WatchesRawSource(source.Channel(r.penalties, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(r.wakeups.source(true)).
 		Complete(r)
 }

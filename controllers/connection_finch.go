@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
@@ -32,11 +33,15 @@ func deferForBudget(s *syncState, endpoint string) *outcome {
 		// The operator-wide IP guard keeps no line: spread its waiters.
 		d += time.Duration(rand.Int64N(int64(d/10) + 1))
 	case s.app.Budget != nil:
-		// A place in the app's line for the endpoint: a backlog comes back
-		// one per free slot and leaves the workers to employers' hand-offs.
-		// Namespaces sharing a ClusterFinchApp take turns (round robin), so
-		// one namespace's backlog never starves another's.
-		if d = s.app.Budget.Queue(endpoint, s.conn.Namespace, s.conn.Namespace+"/"+s.conn.Name, maxBudgetBlock); d == 0 {
+		// A place in the Finch application's line for the endpoint: a
+		// backlog comes back one per free slot and leaves the workers to
+		// employers' hand-offs. The budget is shared by every app object
+		// with the same apiURL and client_id; each (app object, namespace)
+		// is a tenant and tenants take turns (round robin), so neither one
+		// namespace's backlog under a ClusterFinchApp nor one FinchApp's
+		// backlog starves another that shares the application.
+		tenant := apps.KeyString(s.app.Key) + "|" + s.conn.Namespace
+		if d = s.app.Budget.Queue(endpoint, tenant, s.conn.Namespace+"/"+s.conn.Name, maxBudgetBlock); d == 0 {
 			return nil
 		}
 		placed = true

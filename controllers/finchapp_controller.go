@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -38,6 +41,8 @@ type FinchAppReconciler struct {
 	appStatus
 	// penalties names apps whose connections met Finch's per-IP penalty.
 	penalties <-chan event.GenericEvent
+	// wakeups names apps whose Finch application gained or lost an app.
+	wakeups *appWakeups
 }
 
 // appStatus is what the FinchApp and ClusterFinchApp controllers share: the
@@ -96,6 +101,11 @@ func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func(
 	if resolved != nil {
 		st.CallbackURL, st.CallbackSecretName = resolved.CallbackURL(), resolved.CallbackSecret
 	}
+	sharing, shared := r.Apps.Sharing(key)
+	st.FinchApplication = nil
+	if shared {
+		st.FinchApplication = applicationStatus(sharing)
+	}
 	switch {
 	case cfgErr != nil:
 	case resolved.CredentialsRejected():
@@ -108,6 +118,9 @@ func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func(
 		msg := "credentials Secret found and well-formed"
 		if resolved.WebhookSecret == "" {
 			msg += "; no webhookSecretRef, so webhooks are rejected and introspection polling is the only health check"
+		}
+		if shared {
+			msg += sharingMessage(sharing)
 		}
 		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionTrue, finchv1.ReasonSucceeded, msg)
 		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionFalse, finchv1.ReasonSucceeded, "not stalled")
@@ -142,6 +155,48 @@ func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func(
 		return result, client.IgnoreNotFound(err)
 	}
 	return result, nil
+}
+
+// applicationStatus is status.finchApplication: the Finch application, its
+// budget in effect and the other app objects sharing it (bounded).
+func applicationStatus(s apps.Sharing) *finchv1.FinchApplicationStatus {
+	fa := &finchv1.FinchApplicationStatus{ID: s.ID, BudgetConfigMap: s.BudgetConfigMap, SharedWithCount: int32(len(s.Others)),
+		RateLimit: &finchv1.RateLimit{Requests: int32(s.InEffect.Requests), Window: &metav1.Duration{Duration: s.InEffect.Window}}}
+	for _, k := range s.Others[:min(len(s.Others), finchv1.MaxSharedWith)] {
+		fa.SharedWith = append(fa.SharedWith, appReference(k))
+	}
+	return fa
+}
+
+func appReference(k types.NamespacedName) finchv1.AppObjectReference {
+	if k.Namespace == "" {
+		return finchv1.AppObjectReference{Kind: finchv1.ClusterFinchAppKind, Name: k.Name}
+	}
+	return finchv1.AppObjectReference{Kind: finchv1.FinchAppKind, Namespace: k.Namespace, Name: k.Name}
+}
+
+// sharingMessage tells, in the Ready message, which other apps share the
+// app's Finch application and budget, and when the app's own spec.rateLimit
+// is not the one in effect ("" when the app is alone and its own applies).
+func sharingMessage(s apps.Sharing) string {
+	var msg string
+	if n := len(s.Others); n > 0 {
+		names := make([]string, 0, 3)
+		for _, k := range s.Others[:min(n, 3)] {
+			names = append(names, apps.KeyString(k))
+		}
+		more := ""
+		if n > 3 {
+			more = fmt.Sprintf(" and %d more", n-3)
+		}
+		msg = fmt.Sprintf("; shares Finch application %s (the same apiURL and client_id) and its request budget with %s%s (status.finchApplication)",
+			s.ID, strings.Join(names, ", "), more)
+	}
+	if s.Declared != s.InEffect {
+		msg += fmt.Sprintf("; spec.rateLimit (%s) is not in effect: another app of the same Finch application declares a stricter one, and the strictest, %s, applies to all of them",
+			apps.BudgetConfigString(s.Declared), apps.BudgetConfigString(s.InEffect))
+	}
+	return msg
 }
 
 // penaltyCondition shows Finch's per-IP penalty (finch_api_ip_rl) on the app:
@@ -213,7 +268,46 @@ func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretNames *sec
 		Watches(&finchv1.FinchConnection{}, recountApp(false)).
 		WatchesRawSource(secretNames.Source(appsForSecret)).
 		WatchesRawSource(source.Channel(r.penalties, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(r.wakeups.source(false)).
 		Complete(r)
+}
+
+// appWakeups passes the registry's notices (another app joined or left an
+// app's Finch application, so its status.finchApplication changes) to the
+// FinchApp or ClusterFinchApp controller. A notice before a controller
+// started is dropped: its first reconcile of every app reads the registry
+// anyway.
+type appWakeups struct {
+	mu            sync.Mutex
+	apps, cluster workqueue.TypedRateLimitingInterface[reconcile.Request]
+}
+
+func (w *appWakeups) notify(key types.NamespacedName) {
+	w.mu.Lock()
+	q := w.apps
+	if key.Namespace == "" {
+		q = w.cluster
+	}
+	w.mu.Unlock()
+	if q != nil {
+		// Delayed and coalesced like the counts: N apps of one application
+		// loading at start wake each other N times, and cost one update each.
+		q.AddAfter(reconcile.Request{NamespacedName: key}, countsDelay)
+	}
+}
+
+// source is the controller's end of the notices (cluster: ClusterFinchApps').
+func (w *appWakeups) source(cluster bool) source.Source {
+	return source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if cluster {
+			w.cluster = q
+		} else {
+			w.apps = q
+		}
+		return nil
+	})
 }
 
 // recountApp enqueues the app of a connection whose phase changed (or that

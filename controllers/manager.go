@@ -62,7 +62,7 @@ func (o *ManagerOptions) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&m.LeaderElectionID, "leader-election-id", "finch-operator.connectops.dev", "Name of the leader election Lease.")
 	fs.StringVar(&m.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	fs.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces the operator watches; empty: all. With a list, every cache, watch and Secret read is scoped to those namespaces, so Roles there (no ClusterRole) are enough; ClusterFinchApps are not served then.")
-	fs.StringVar(&o.Controllers.ClusterResourceNamespace, "cluster-resource-namespace", "", "Namespace holding the credentials and webhook Secrets of ClusterFinchApps (and their callback Secrets and budget ConfigMaps); default: the namespace the operator runs in.")
+	fs.StringVar(&o.Controllers.ClusterResourceNamespace, "cluster-resource-namespace", "", "Namespace holding the credentials and webhook Secrets of ClusterFinchApps (and their callback Secrets), and every Finch application's budget ConfigMap (finch-budget-<id>, shared by all FinchApps and ClusterFinchApps with the same apiURL and client_id); default: the namespace the operator runs in.")
 	fs.IntVar(&o.Controllers.MaxConcurrentReconciles, "max-concurrent-reconciles", DefaultWorkers, "FinchConnection reconciles run in parallel (Finch calls stay within each FinchApp's budget).")
 	fs.Float64Var(&o.KubeQPS, "kube-api-qps", DefaultKubeQPS, "Client-side QPS limit toward the Kubernetes API server (API Priority and Fairness protects the server; see docs/benchmarks.md).")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", DefaultKubeBurst, "Client-side burst toward the Kubernetes API server.")

@@ -124,12 +124,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 		return nil, fmt.Errorf("FinchConnection controller: %w", err)
 	}
 	shared := appStatus{Client: mgr.GetClient(), Apps: op.Apps, Recorder: rec}
-	apps := &FinchAppReconciler{appStatus: shared, penalties: penalties}
+	wakeups := &appWakeups{}
+	op.Apps.Notify = wakeups.notify
+	apps := &FinchAppReconciler{appStatus: shared, penalties: penalties, wakeups: wakeups}
 	if err := apps.setupWithManager(mgr, secretNames); err != nil {
 		return nil, fmt.Errorf("FinchApp controller: %w", err)
 	}
 	if opts.clusterApps() {
-		cluster := &ClusterFinchAppReconciler{appStatus: shared, penalties: clusterPenalties}
+		cluster := &ClusterFinchAppReconciler{appStatus: shared, penalties: clusterPenalties, wakeups: wakeups}
 		if err := cluster.setupWithManager(mgr, secretNames); err != nil {
 			return nil, fmt.Errorf("ClusterFinchApp controller: %w", err)
 		}

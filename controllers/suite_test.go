@@ -472,11 +472,22 @@ func countWrite(obj client.Object, what string) {
 	kind := fmt.Sprintf("%T", obj)
 	writesMu.Lock()
 	defer writesMu.Unlock()
-	if writes[obj.GetNamespace()] == nil {
-		writes[obj.GetNamespace()] = map[string]int{}
+	keys := []string{obj.GetNamespace()}
+	if _, ok := obj.(*corev1.ConfigMap); ok {
+		keys = append(keys, configMapWrites(obj.GetNamespace(), obj.GetName()))
 	}
-	writes[obj.GetNamespace()][what+" "+kind[strings.LastIndex(kind, ".")+1:]]++
+	for _, k := range keys {
+		if writes[k] == nil {
+			writes[k] = map[string]int{}
+		}
+		writes[k][what+" "+kind[strings.LastIndex(kind, ".")+1:]]++
+	}
 }
+
+// configMapWrites is the writesIn key of the writes to one ConfigMap (a
+// Finch application's budget claims live in the cluster resource namespace,
+// where every scenario's apps write theirs).
+func configMapWrites(ns, name string) string { return "ConfigMap " + ns + "/" + name }
 
 func writesIn(ns string) map[string]int {
 	writesMu.Lock()

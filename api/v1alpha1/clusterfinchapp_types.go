@@ -74,6 +74,7 @@ type NamespaceConnectionCounts struct {
 // +kubebuilder:printcolumn:name="Namespaces",type=integer,JSONPath=`.status.namespaceCount`
 // +kubebuilder:printcolumn:name="Connections",type=integer,JSONPath=`.status.connections.total`
 // +kubebuilder:printcolumn:name="Connected",type=integer,JSONPath=`.status.connections.connected`
+// +kubebuilder:printcolumn:name="Shared",type=integer,JSONPath=`.status.finchApplication.sharedWithCount`,description="Other FinchApps and ClusterFinchApps sharing this app's Finch application and budget"
 // +kubebuilder:printcolumn:name="Secrets",type=string,JSONPath=`.status.secretNamespace`,priority=1
 // +kubebuilder:printcolumn:name="API",type=string,JSONPath=`.spec.apiURL`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -160,6 +160,58 @@ type FinchAppStatus struct {
 	// connections counts this app's FinchConnections by phase.
 	// +optional
 	Connections ConnectionCounts `json:"connections,omitempty"`
+
+	// finchApplication is the Finch application this app's credentials name (its apiURL and
+	// client_id). Finch counts its rate limits per application, so every FinchApp and
+	// ClusterFinchApp with the same apiURL and client_id shares one request budget.
+	// +optional
+	FinchApplication *FinchApplicationStatus `json:"finchApplication,omitempty"`
+}
+
+// MaxSharedWith bounds status.finchApplication.sharedWith.
+const MaxSharedWith = 20
+
+// FinchApplicationStatus is one Finch application (apiURL and client_id) as an app's status shows it.
+type FinchApplicationStatus struct {
+	// id names the Finch application: 16 hex digits of a SHA-256 of apiURL and client_id (never the
+	// client secret). Apps with the same id share one request budget.
+	// +required
+	ID string `json:"id"`
+
+	// budgetConfigMap is the ConfigMap, in the operator's cluster resource namespace, that records what
+	// the application's budget spent, so that a restarted operator or a new leader keeps to Finch's
+	// limits. Empty: the operator has no cluster resource namespace and keeps the budget in memory only.
+	// +optional
+	BudgetConfigMap string `json:"budgetConfigMap,omitempty"`
+
+	// rateLimit is the budget in effect for the application: the strictest spec.rateLimit of the apps
+	// that share it (the fewest requests, over the longest window), which keeps within every one of them.
+	// +optional
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+
+	// sharedWith names the other FinchApps and ClusterFinchApps that use the same Finch application, and
+	// so the same budget: at most MaxSharedWith of them (sharedWithCount counts them all).
+	// +kubebuilder:validation:MaxItems=20
+	// +optional
+	SharedWith []AppObjectReference `json:"sharedWith,omitempty"`
+
+	// sharedWithCount is the number of other FinchApps and ClusterFinchApps that use the same Finch
+	// application.
+	// +optional
+	SharedWithCount int32 `json:"sharedWithCount"`
+}
+
+// AppObjectReference names a FinchApp or a ClusterFinchApp.
+type AppObjectReference struct {
+	// kind is FinchApp or ClusterFinchApp.
+	// +required
+	Kind string `json:"kind"`
+	// namespace of a FinchApp (empty for a ClusterFinchApp).
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// name of the app.
+	// +required
+	Name string `json:"name"`
 }
 
 // ConnectionCounts counts FinchConnections by phase.
@@ -217,6 +269,7 @@ func (c *ConnectionCounts) Add(p Phase) {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Connections",type=integer,JSONPath=`.status.connections.total`
 // +kubebuilder:printcolumn:name="Connected",type=integer,JSONPath=`.status.connections.connected`
+// +kubebuilder:printcolumn:name="Shared",type=integer,JSONPath=`.status.finchApplication.sharedWithCount`,description="Other FinchApps and ClusterFinchApps sharing this app's Finch application and budget"
 // +kubebuilder:printcolumn:name="API",type=string,JSONPath=`.spec.apiURL`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 

@@ -25,10 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/internal/budgetstore"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
@@ -51,7 +49,8 @@ type App struct {
 	SecretNamespace string
 	Generation      int64
 	Client          finch.API
-	Budget          *finch.Budget  // shared by every client of the app
+	Budget          *finch.Budget  // the Finch application's: shared by every app object with its apiURL and client_id
+	ApplicationID   string         // the Finch application (ApplicationID of apiURL and client_id)
 	IPGuard         *finch.IPGuard // shared by every app calling the same API host (nil: none)
 	WebhookSecret   string         // base64; empty when none is configured
 	Spec            finchv1.FinchAppSpec
@@ -61,15 +60,25 @@ type App struct {
 	stateKey       []byte // HMAC key of the state parameter
 	secretVersion  string
 	// rejected is set when Finch answered invalid_client: connections stop
-	// calling Finch with these credentials until the Secret changes.
-	rejected atomic.Bool
+	// calling Finch with these credentials until the Secret changes. It is
+	// shared by every app object with the same apiURL, client_id and secret
+	// (Registry.latchLocked); nil (an App not built by a Registry): ownLatch.
+	rejected *atomic.Bool
+	ownLatch atomic.Bool
+}
+
+func (a *App) latch() *atomic.Bool {
+	if a.rejected != nil {
+		return a.rejected
+	}
+	return &a.ownLatch
 }
 
 // RejectCredentials records that Finch rejected this app's credentials.
-func (a *App) RejectCredentials() { a.rejected.Store(true) }
+func (a *App) RejectCredentials() { a.latch().Store(true) }
 
 // CredentialsRejected says whether Finch rejected the current credentials.
-func (a *App) CredentialsRejected() bool { return a.rejected.Load() }
+func (a *App) CredentialsRejected() bool { return a.latch().Load() }
 
 // FlowFor is a connection's connect flow: its own, else the app's default,
 // else Redirect when there is somewhere to redirect to, else Embedded.
@@ -218,9 +227,11 @@ func KeyString(key types.NamespacedName) string {
 }
 
 // Registry builds and caches one Finch client per FinchApp. Clients of the
-// same app share one request budget, so credential rotation (a new client)
-// never resets what was spent. The FinchApp controller reloads an entry when
-// the app or its Secrets change; other readers load it on first use.
+// same Finch application (apiURL and client_id, whichever FinchApps and
+// ClusterFinchApps name it) share one request budget, so neither credential
+// rotation (a new client) nor a second app object with the same credentials
+// gets a fresh allowance. The FinchApp controller reloads an entry when the
+// app or its Secrets change; other readers load it on first use.
 type Registry struct {
 	// Reader reads the credentials and webhook Secrets. It is the uncached API
 	// reader: those Secrets belong to the user and are not in the operator's
@@ -238,14 +249,20 @@ type Registry struct {
 	// nothing is ever sent there.
 	APIHosts finch.APIHosts
 	// ClusterResourceNamespace holds the Secrets of ClusterFinchApps (and
-	// their callback Secrets and budget ConfigMaps); tenants' namespaces never
-	// do. Empty: ClusterFinchApps cannot be used.
+	// their callback Secrets) and every Finch application's budget ConfigMap;
+	// tenants' namespaces never do. Empty: ClusterFinchApps cannot be used
+	// and budgets are kept in memory only.
 	ClusterResourceNamespace string
+	// Notify, if set, is told about apps whose status changed because
+	// another app joined or left their Finch application. It must not block.
+	Notify func(types.NamespacedName)
 
-	cbMu    sync.Mutex // serialises callback Secret creation
-	mu      sync.Mutex
-	apps    map[types.NamespacedName]*App
-	budgets map[types.NamespacedName]*finch.Budget
+	cbMu         sync.Mutex // serialises callback Secret creation
+	mu           sync.Mutex
+	apps         map[types.NamespacedName]*App
+	applications map[string]*application         // by ApplicationID
+	memberOf     map[types.NamespacedName]string // app -> ApplicationID
+	latches      map[string]*atomic.Bool         // by credentialKey
 }
 
 // Get returns the resolved app, loading it if it is unknown or its spec changed.
@@ -323,65 +340,50 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 		version += "/" + hook.ResourceVersion
 	}
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if cur := r.apps[key]; cur != nil && cur.Generation == app.GetGeneration() && cur.secretVersion == version {
-		return cur, nil
-	}
-	if r.budgets == nil {
-		r.budgets = map[types.NamespacedName]*finch.Budget{}
-		r.apps = map[types.NamespacedName]*App{}
-	}
-	budgetCfg := budgetConfig(spec.RateLimit)
-	budget := r.budgets[key]
-	if budget == nil {
-		budget = finch.NewBudget(budgetCfg)
-		r.budgets[key] = budget
-		if r.Writer != nil {
-			// The spend lives in a ConfigMap, so a restarted or new leader
-			// counts what the previous process spent in the window and never
-			// exceeds Finch's limit (claims of a quarter window's allowance:
-			// about 4 writes per window at full rate).
-			opts := budgetstore.Options{Reader: r.Reader}
-			kind := finchv1.FinchAppKind
-			if key.Namespace == "" {
-				kind, opts.Name = finchv1.ClusterFinchAppKind, budgetstore.ClusterConfigMapName(key.Name)
-			}
-			if app.GetUID() != "" {
-				opts.Owner = &metav1.OwnerReference{APIVersion: finchv1.GroupVersion.String(), Kind: kind, Name: key.Name, UID: app.GetUID()}
-			}
-			j := budgetstore.New(r.Writer, types.NamespacedName{Namespace: ns, Name: key.Name}, opts)
-			if err := budget.AttachJournal(ctx, j); err != nil {
-				logf.FromContext(ctx).Error(err, "load the app's Finch budget claims; calls wait for the first successful write", "app", KeyString(key))
-			}
-		}
-	} else {
-		budget.SetConfig(budgetCfg)
-	}
 	var guard *finch.IPGuard
 	if r.IPGuards != nil {
 		if guard, err = r.IPGuards.For(apiURL); err != nil {
-			delete(r.apps, key)
+			r.Forget(key)
 			return nil, &ConfigError{Reason: finchv1.ReasonAPIHostNotAllowed, Message: fmt.Sprintf(
 				"spec.apiURL: %v; no Finch call is made for this app: narrow the host:* entries of the operator's --finch-api-hosts", err)}
 		}
 	}
+
+	var wake []types.NamespacedName
+	defer func() { r.notify(wake) }() // after the unlock below
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.apps[key]
+	if cur != nil && cur.Generation == app.GetGeneration() && cur.secretVersion == version {
+		return cur, nil
+	}
+	r.initLocked()
+	clientID, clientSecret := string(creds.Data[idKey]), string(creds.Data[secretKey])
+	appID := ApplicationID(spec.APIURL, clientID)
+	application, woken := r.joinLocked(ctx, key, app, appID, budgetConfig(spec.RateLimit))
+	wake = woken
+	latch := r.latchLocked(appID, clientSecret)
+	if cur != nil {
+		// The app or its Secrets changed (someone may have fixed what Finch
+		// rejected): its connections may try Finch again, once.
+		latch.Store(false)
+	}
 	fc, err := finch.New(finch.Config{
 		BaseURL:      apiURL.String(),
 		APIVersion:   spec.APIVersion,
-		ClientID:     string(creds.Data[idKey]),
-		ClientSecret: string(creds.Data[secretKey]),
+		ClientID:     clientID,
+		ClientSecret: clientSecret,
 		HTTPClient:   r.HTTPClient,
-		Budget:       budget,
+		Budget:       application.budget,
 		IPGuard:      guard,
 		MetricsApp:   KeyString(key),
 	})
 	if err != nil {
-		delete(r.apps, key)
+		wake = append(wake, r.leaveLocked(key)...)
 		return nil, &ConfigError{Reason: "InvalidAPIURL", Message: fmt.Sprintf("spec.apiURL: %v", err)}
 	}
-	res := &App{Key: key, SecretNamespace: ns, Generation: app.GetGeneration(), Client: fc, Budget: budget, IPGuard: guard, WebhookSecret: webhookSecret,
-		Spec: *spec.DeepCopy(), secretVersion: version,
+	res := &App{Key: key, SecretNamespace: ns, Generation: app.GetGeneration(), Client: fc, Budget: application.budget, ApplicationID: appID,
+		IPGuard: guard, WebhookSecret: webhookSecret, Spec: *spec.DeepCopy(), secretVersion: version, rejected: latch,
 		CallbackSecret: cb.Name, callbackPath: string(cb.Data[finchv1.CallbackPathKey]), stateKey: cb.Data[finchv1.CallbackStateKey]}
 	r.apps[key] = res
 	return res, nil
@@ -407,12 +409,24 @@ func (r *Registry) checkAPIURL(apiURL string) (*url.URL, error) {
 	return u, nil
 }
 
-// Forget drops an app's client (the app was deleted or became unusable). The
-// budget is kept: a re-created app must not get a fresh allowance.
+func (r *Registry) initLocked() {
+	if r.apps == nil {
+		r.apps = map[types.NamespacedName]*App{}
+		r.applications = map[string]*application{}
+		r.memberOf = map[types.NamespacedName]string{}
+		r.latches = map[string]*atomic.Bool{}
+	}
+}
+
+// Forget drops an app's client (the app was deleted or became unusable) and
+// takes it out of its Finch application. The application's budget is kept: a
+// re-created app must not get a fresh allowance.
 func (r *Registry) Forget(key types.NamespacedName) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	delete(r.apps, key)
+	wake := r.leaveLocked(key)
+	r.mu.Unlock()
+	r.notify(wake)
 }
 
 func (r *Registry) readSecret(ctx context.Context, ns, name, notFoundReason, what string) (*corev1.Secret, error) {

@@ -1,11 +1,19 @@
 // Package budgetstore keeps the claims of a finch.Budget in a ConfigMap, one
-// per FinchApp, so that a restarted manager or a new leader knows what the
-// previous process spent in Finch's rolling window (see finch.Claim).
+// per Finch application, so that a restarted manager or a new leader knows
+// what the previous process spent in Finch's rolling window (see
+// finch.Claim).
 //
-// The ConfigMap is <app>-finch-budget in the app's namespace, labelled
-// app.kubernetes.io/managed-by=finch-operator and, when the caller passes
-// one, owned by the FinchApp (so it is garbage-collected with it). Its key
-// claims.json holds the claims that still occupy a window, as compact JSON:
+// Finch counts its limits per application, that is per client_id
+// (developer.tryfinch.com/api-reference/development-guides/Rate-Limits: "A
+// Finch application corresponds to a unique client_id"), so every FinchApp
+// and ClusterFinchApp with the same apiURL and client_id shares one budget and
+// one ConfigMap: finch-budget-<application id> (ApplicationConfigMapName) in
+// the operator's cluster resource namespace, which every app can reach,
+// labelled app.kubernetes.io/managed-by=finch-operator and
+// finch.connectops.dev/finch-application=<id>. It has no owner (apps in
+// several namespaces share it) and outlives its apps, so a re-created app
+// does not get a fresh allowance. Its key claims.json holds the claims that
+// still occupy a window, as compact JSON:
 //
 //	{"v":1,"c":{"GET /introspect":[{"i":"1f2e3d4c.7","a":1767225600000,"u":1767225630000,"n":5}]}}
 //
@@ -13,6 +21,13 @@
 // never shrinks a claim). Every write prunes the claims that no longer occupy
 // any window, so it holds at most a few claims per endpoint (well under 1 KiB
 // per busy endpoint).
+//
+// Earlier versions kept one ConfigMap per app object (<app>-finch-budget in
+// the FinchApp's namespace, <app>-finch-cluster-budget for a ClusterFinchApp:
+// LegacyConfigMapName, LegacyClusterConfigMapName). Import copies the claims
+// still live in one of those into the application's journal, once per app
+// and process start, so an upgrade does not forget what the old version just
+// spent; the old ConfigMaps are no longer written and go with their apps.
 //
 // Write cost: a Budget writes one claim per ceil(Requests/4) slots, so an
 // endpoint spending at Finch's full rate costs about 4-5 ConfigMap writes per
@@ -45,7 +60,12 @@ import (
 const (
 	// DataKey is the ConfigMap key holding the claims.
 	DataKey = "claims.json"
-	// NameSuffix is appended to the FinchApp's name to name its ConfigMap.
+	// NamePrefix starts the name of an application's ConfigMap.
+	NamePrefix = "finch-budget-"
+	// ApplicationLabel on the ConfigMap is the application's id.
+	ApplicationLabel = "finch.connectops.dev/finch-application"
+	// NameSuffix was appended to a FinchApp's name to name its ConfigMap
+	// (before budgets were per Finch application).
 	NameSuffix = "-finch-budget"
 	// ManagedByLabel and ManagedBy mark the ConfigMap as the operator's.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
@@ -66,8 +86,11 @@ type Options struct {
 	// Owner, if set, becomes the ConfigMap's owner reference (typically the
 	// FinchApp, so the claims go when the app goes).
 	Owner *metav1.OwnerReference
-	// Name overrides the ConfigMap's name (default ConfigMapName of the app).
+	// Name overrides the ConfigMap's name (default LegacyConfigMapName of the
+	// key's name).
 	Name string
+	// Labels are added to the ConfigMap's labels.
+	Labels map[string]string
 }
 
 // Journal is a finch.BudgetJournal stored in one ConfigMap. It is safe for
@@ -78,35 +101,42 @@ type Journal struct {
 	r      client.Reader
 	key    types.NamespacedName
 	owner  *metav1.OwnerReference
+	labels map[string]string
 	mu     sync.Mutex        // serialises Load and Update: no self-inflicted conflicts
 	cached *corev1.ConfigMap // last object read or written; nil: read first
 }
 
 var _ finch.BudgetJournal = (*Journal)(nil)
 
-// New returns the Journal of FinchApp app, writing with c.
-func New(c client.Client, app types.NamespacedName, opts Options) *Journal {
+// New returns the Journal kept in ConfigMap key.Namespace/opts.Name
+// (default: LegacyConfigMapName(key.Name)), writing with c.
+func New(c client.Client, key types.NamespacedName, opts Options) *Journal {
 	r := opts.Reader
 	if r == nil {
 		r = c
 	}
 	name := opts.Name
 	if name == "" {
-		name = ConfigMapName(app.Name)
+		name = LegacyConfigMapName(key.Name)
 	}
-	return &Journal{c: c, r: r, key: types.NamespacedName{Namespace: app.Namespace, Name: name}, owner: opts.Owner}
+	return &Journal{c: c, r: r, key: types.NamespacedName{Namespace: key.Namespace, Name: name}, owner: opts.Owner, labels: opts.Labels}
 }
 
-// ConfigMapName is the name of FinchApp app's budget ConfigMap. Names too
-// long for the suffix are shortened with a hash, so every app has its own.
-func ConfigMapName(app string) string { return shorten(app, NameSuffix) }
+// ApplicationConfigMapName is the name of the budget ConfigMap of the Finch
+// application with id (a short hex hash, so the name is always valid).
+func ApplicationConfigMapName(id string) string { return NamePrefix + id }
 
-// ClusterConfigMapName is the name of ClusterFinchApp app's budget ConfigMap
-// in the cluster resource namespace. Its suffix differs from ConfigMapName's,
-// so a FinchApp of the same name in that namespace never shares it.
-func ClusterConfigMapName(app string) string { return shorten(app, ClusterNameSuffix) }
+// LegacyConfigMapName is the name of FinchApp app's budget ConfigMap before
+// budgets were per Finch application. Names too long for the suffix are
+// shortened with a hash, so every app had its own.
+func LegacyConfigMapName(app string) string { return shorten(app, NameSuffix) }
 
-// ClusterNameSuffix is appended to a ClusterFinchApp's name to name its ConfigMap.
+// LegacyClusterConfigMapName is the name of ClusterFinchApp app's budget
+// ConfigMap in the cluster resource namespace before budgets were per Finch
+// application.
+func LegacyClusterConfigMapName(app string) string { return shorten(app, ClusterNameSuffix) }
+
+// ClusterNameSuffix was appended to a ClusterFinchApp's name to name its ConfigMap.
 const ClusterNameSuffix = "-finch-cluster-budget"
 
 func shorten(app, suffix string) string {
@@ -179,6 +209,66 @@ func (j *Journal) Update(ctx context.Context, fn func(map[string][]finch.Claim) 
 	return fmt.Errorf("write budget ConfigMap %s: still conflicting after %d attempts", j.key, maxConflicts)
 }
 
+// Import copies into this journal the claims of the ConfigMap legacy (an
+// older journal of the same application) whose Until is after since, unless
+// a claim with the same ID is already recorded, and returns how many it
+// copied. A legacy ConfigMap that does not exist, or holds nothing that
+// recent, costs one read and no write. The copied claims then count like any
+// other writer's until they leave the window; a Budget that already uses the
+// journal learns of them with ReloadJournal.
+func (j *Journal) Import(ctx context.Context, legacy types.NamespacedName, since time.Time) (int, error) {
+	cm := &corev1.ConfigMap{}
+	if err := j.r.Get(ctx, legacy, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("read legacy budget ConfigMap %s: %w", legacy, err)
+	}
+	old, err := decode(legacy, cm)
+	if err != nil {
+		return 0, err
+	}
+	live := map[string][]finch.Claim{}
+	for ep, cs := range old {
+		for _, c := range cs {
+			if c.Until.After(since) {
+				live[ep] = append(live[ep], c)
+			}
+		}
+	}
+	if len(live) == 0 {
+		return 0, nil
+	}
+	var n int
+	err = j.Update(ctx, func(cur map[string][]finch.Claim) (map[string][]finch.Claim, error) {
+		n = 0
+		seen := map[string]bool{}
+		next := make(map[string][]finch.Claim, len(cur)+len(live))
+		for ep, cs := range cur {
+			next[ep] = append([]finch.Claim(nil), cs...)
+			for _, c := range cs {
+				seen[c.ID] = true
+			}
+		}
+		for ep, cs := range live {
+			for _, c := range cs {
+				if !seen[c.ID] {
+					next[ep] = append(next[ep], c)
+					n++
+				}
+			}
+		}
+		if n == 0 {
+			return nil, nil
+		}
+		return next, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("import budget claims from %s: %w", legacy, err)
+	}
+	return n, nil
+}
+
 // read gets the ConfigMap into the cache; nil if it does not exist.
 func (j *Journal) read(ctx context.Context) (*corev1.ConfigMap, error) {
 	cm := &corev1.ConfigMap{}
@@ -207,6 +297,9 @@ func (j *Journal) write(ctx context.Context, cur *corev1.ConfigMap, data string)
 		cm.Labels = map[string]string{}
 	}
 	cm.Labels[ManagedByLabel] = ManagedBy
+	for k, v := range j.labels {
+		cm.Labels[k] = v
+	}
 	if j.owner != nil && !hasOwner(cm.OwnerReferences, j.owner.UID) {
 		cm.OwnerReferences = append(cm.OwnerReferences, *j.owner)
 	}
@@ -278,6 +371,10 @@ func ceilMilli(t time.Time) int64 {
 // it cannot read is an error, not an empty budget: treating it as empty could
 // overspend.
 func (j *Journal) decode(cm *corev1.ConfigMap) (map[string][]finch.Claim, error) {
+	return decode(j.key, cm)
+}
+
+func decode(key types.NamespacedName, cm *corev1.ConfigMap) (map[string][]finch.Claim, error) {
 	claims := map[string][]finch.Claim{}
 	if cm == nil || cm.Data[DataKey] == "" {
 		return claims, nil
@@ -288,7 +385,7 @@ func (j *Journal) decode(cm *corev1.ConfigMap) (map[string][]finch.Claim, error)
 		err = fmt.Errorf("format version %d, want %d", doc.Version, formatVersion)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("decode budget claims in ConfigMap %s (delete key %s to reset; Finch may then answer 429 for up to one window): %w", j.key, DataKey, err)
+		return nil, fmt.Errorf("decode budget claims in ConfigMap %s (delete key %s to reset; Finch may then answer 429 for up to one window): %w", key, DataKey, err)
 	}
 	for ep, rs := range doc.Claims {
 		for _, r := range rs {

@@ -194,7 +194,7 @@ func TestJournalConcurrentWritersLoseNothing(t *testing.T) {
 func TestJournalCorruptDataIsAnError(t *testing.T) {
 	ctx := ctxFor(t, 30*time.Second)
 	app := types.NamespacedName{Namespace: namespace(t), Name: "acme"}
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: ConfigMapName(app.Name)}, Data: map[string]string{DataKey: "{not json"}}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: LegacyConfigMapName(app.Name)}, Data: map[string]string{DataKey: "{not json"}}
 	if err := k8s.Create(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
@@ -305,5 +305,57 @@ func TestConfigMapWritesPerWindow(t *testing.T) {
 	}
 	if perWindow > 2*float64((n+3)/4)+1 {
 		t.Errorf("%.1f writes per window, want about %d", perWindow, (n+3)/4)
+	}
+}
+
+// TestImportLegacyJournal: an application's journal takes the live claims of
+// an app's journal from before budgets were per Finch application, once; a
+// Budget on the new journal then counts them.
+func TestImportLegacyJournal(t *testing.T) {
+	ctx := ctxFor(t, 30*time.Second)
+	ns := namespace(t)
+	now := time.Now()
+	legacy := New(k8s, types.NamespacedName{Namespace: ns, Name: "acme"}, Options{})
+	if err := legacy.Update(ctx, func(map[string][]finch.Claim) (map[string][]finch.Claim, error) {
+		return map[string][]finch.Claim{finch.EndpointCreateSession: {
+			{ID: "old.1", At: now.Add(-10 * time.Minute), Until: now.Add(-9 * time.Minute), Slots: 5}, // long gone
+			{ID: "old.2", At: now.Add(-time.Second), Until: now.Add(29 * time.Second), Slots: 5},
+		}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	key := types.NamespacedName{Namespace: ns, Name: ApplicationConfigMapName("0123456789abcdef")}
+	j := New(k8s, key, Options{Name: key.Name, Labels: map[string]string{ApplicationLabel: "0123456789abcdef"}})
+	for i, want := range []int{1, 0} { // the second import finds it already there
+		n, err := j.Import(ctx, legacy.Key(), now.Add(-2*time.Minute))
+		if err != nil || n != want {
+			t.Fatalf("import %d = %d, %v; want %d", i, n, err, want)
+		}
+	}
+	if n, err := j.Import(ctx, types.NamespacedName{Namespace: ns, Name: "no-such-finch-budget"}, now); err != nil || n != 0 {
+		t.Fatalf("import of a missing ConfigMap = %d, %v", n, err)
+	}
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, key, cm); err != nil {
+		t.Fatal(err)
+	}
+	if cm.Labels[ApplicationLabel] != "0123456789abcdef" || cm.Labels[ManagedByLabel] != ManagedBy {
+		t.Errorf("labels = %v", cm.Labels)
+	}
+	got, err := j.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := got[finch.EndpointCreateSession]; len(cs) != 1 || cs[0].ID != "old.2" {
+		t.Fatalf("claims after import = %+v, want old.2 only", got)
+	}
+
+	// A Budget of 5 per window on the new journal finds the window full.
+	b := finch.NewBudget(finch.BudgetConfig{Requests: 5, Window: time.Minute})
+	if err := b.AttachJournal(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if d := b.Delay(finch.EndpointCreateSession); d < time.Minute {
+		t.Errorf("Delay = %s; the imported claim holds the window for a minute after its Until", d)
 	}
 }

@@ -795,6 +795,39 @@ func (b *Budget) AttachJournal(ctx context.Context, j BudgetJournal) error {
 	return nil
 }
 
+// ReloadJournal reads b's journal again, after claims were added to it other
+// than by a Budget's claim writes (budgetstore's Import of an older journal),
+// and closes b's open claims: they were written without knowing the added
+// claims, so the next slot comes from a claim written with them. Without a
+// journal it does nothing.
+func (b *Budget) ReloadJournal(ctx context.Context) error {
+	b.mu.Lock()
+	j := b.journal
+	if j == nil {
+		b.mu.Unlock()
+		return nil
+	}
+	for _, cs := range b.own {
+		for _, c := range cs {
+			c.Slots = c.used // closed; counts what it handed out (nothing if none)
+		}
+	}
+	seen := b.seen
+	b.mu.Unlock()
+
+	claims, err := j.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("reload budget claims: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.seen == seen {
+		b.setForeignLocked(claims, time.Now())
+	}
+	b.newsLocked()
+	return nil
+}
+
 func (b *Budget) nextIDLocked() string {
 	b.seq++
 	return b.owner + "." + strconv.FormatUint(b.seq, 36)

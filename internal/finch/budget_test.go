@@ -754,3 +754,37 @@ func waiting(b *Budget, endpoint string) int {
 // waiterID is the id of the i-th simulated waiter: each call of Queue in a
 // test stands for its own object unless it reuses an id.
 func waiterID(i int) string { return fmt.Sprintf("ns/conn-%d", i) }
+
+// TestBudgetJournalReloadClosesOpenClaims: claims added to the journal from
+// outside (an older journal imported) count once the Budget reloads, even
+// against the claim it holds open: that claim was written without them.
+func TestBudgetJournalReloadClosesOpenClaims(t *testing.T) {
+	const n = 8 // claims of 2 slots
+	j := &memJournal{}
+	b := journaled(t, BudgetConfig{Requests: n, Window: time.Minute}, j)
+	ctx := context.Background()
+	if err := b.Wait(ctx, EndpointCreateSession); err != nil { // opens a claim of 2, uses 1
+		t.Fatal(err)
+	}
+	now := time.Now()
+	j.set(func(m *memJournal) {
+		m.claims[EndpointCreateSession] = append(m.claims[EndpointCreateSession],
+			Claim{ID: "imported.1", At: now.Add(-time.Second), Until: now, Slots: n - 1})
+		m.version++
+	})
+	if d := b.Delay(EndpointCreateSession); d != 0 {
+		t.Fatalf("before the reload, Delay = %s: the open claim still has a slot", d)
+	}
+	if err := b.ReloadJournal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// 1 used + 7 imported = 8: the window is full for a minute.
+	if d := b.Delay(EndpointCreateSession); d < 50*time.Second {
+		t.Errorf("after the reload, Delay = %s, want about a minute", d)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := b.Wait(wctx, EndpointCreateSession); err == nil {
+		t.Error("Wait got a slot from the closed claim")
+	}
+}

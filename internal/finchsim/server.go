@@ -253,9 +253,16 @@ func sourceIP(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-// admit applies the app's sliding-window rate limit for this endpoint. The app is identified
-// the way Finch would: Basic auth user, the bearer token's app, or /auth/token's body client_id.
-// Only admitted requests occupy a slot.
+// admit applies the app's sliding-window rate limit for this endpoint. Finch counts it per
+// application, that is per client_id, across all its access tokens, on a rolling 60-second
+// window per endpoint (developer.tryfinch.com/api-reference/development-guides/Rate-Limits: "A
+// Finch application has its own rate limits and all access tokens associated with the
+// application will be subject to the application's rate limits ... A Finch application
+// corresponds to a unique client_id"). The app is identified the way Finch would: Basic auth
+// user, the bearer token's app, or /auth/token's body client_id. The check comes before the
+// credentials are checked, so a request with the right client_id and a wrong secret (answered
+// 401 invalid_client) still counts: the docs count requests made, and the strictest reading is
+// that a rejected one is one. Only admitted requests occupy a slot.
 func (s *Sim) admit(key string, r *http.Request, body []byte) (wait time.Duration, limited bool) {
 	var clientID string
 	if key == EndpointToken {

@@ -734,6 +734,27 @@ func TestRateLimitSlidingWindow(t *testing.T) {
 	expectError(t, e.introspect(tok), 429, "rate_limit_exceeded_error", "finch_application_rl")
 }
 
+// TestRateLimitPerClientID: the limit is the application's (its client_id), shared by every
+// caller that presents that client_id, and a request Finch rejects for a wrong secret still
+// counts (Rate-Limits docs: "A Finch application corresponds to a unique client_id").
+func TestRateLimitPerClientID(t *testing.T) {
+	e := newEnv(t)
+	e.sim.SetRateLimit(testClientID, RateLimit{Requests: 3, Window: 10 * time.Second})
+	// Two teams with the same credentials, and one with a mistyped secret.
+	for i := range 2 {
+		if r := e.basic("POST", "/connect/sessions", sessionBody(fmt.Sprintf("team-%d", i), nil)); r.status != 201 {
+			t.Fatalf("session %d: %d %s", i, r.status, r.body)
+		}
+	}
+	expectError(t, e.do("POST", "/connect/sessions", sessionBody("typo", nil), withBasic(testClientID, "mistyped")), 401, "invalid_client_error", "")
+	r := e.basic("POST", "/connect/sessions", sessionBody("team-3", nil))
+	expectError(t, r, 429, "rate_limit_exceeded_error", "finch_application_rl")
+	e.clock.Advance(10 * time.Second)
+	if r := e.basic("POST", "/connect/sessions", sessionBody("team-3", nil)); r.status != 201 {
+		t.Fatalf("after the window: %d", r.status)
+	}
+}
+
 func TestFaults(t *testing.T) {
 	e := newEnv(t)
 	// Status faults: two 503s with Retry-After, then normal service; nothing happens meanwhile.

@@ -87,9 +87,18 @@ func (h *harness) init(ctx context.Context, cfg *rest.Config) error {
 	if h.c, err = client.New(h.cfg, client.Options{Scheme: testenv.Scheme}); err != nil {
 		return err
 	}
+	// The operator's own namespace, as in a cluster: the Finch applications'
+	// budget ConfigMaps live there (--cluster-resource-namespace).
+	if err := h.namespace(ctx, operatorNamespace); err != nil {
+		return err
+	}
 	h.tr, err = startTracker(ctx, h.cfg)
 	return err
 }
+
+// operatorNamespace is the namespace the bench's managers run "in" (their
+// --cluster-resource-namespace).
+const operatorNamespace = "finch-operator-system"
 
 func (h *harness) onClose(f func()) { h.closers = append(h.closers, f) }
 

@@ -66,7 +66,9 @@ type launcher struct {
 const simHostsFlag = "--finch-api-hosts=127.0.0.1:*"
 
 func (l launcher) start(name string, addrs managerAddrs, args []string) (operator, error) {
-	args = append(append(addrs.flags(), simHostsFlag), args...)
+	// Outside a cluster the operator has no namespace of its own to keep the
+	// budget ConfigMaps in; give it one (args may override it).
+	args = append(append(addrs.flags(), simHostsFlag, "--cluster-resource-namespace="+operatorNamespace), args...)
 	var op operator
 	var err error
 	if l.inProcess != nil {

@@ -164,6 +164,9 @@ func testKustomizeNamespaced(t *testing.T, c *cluster) {
 	for _, ns := range watched {
 		want = append(want, "Role/"+ns+"/finch-operator-manager-role", "RoleBinding/"+ns+"/finch-operator-manager-rolebinding")
 	}
+	// The budget ConfigMaps' Role in the operator's namespace (the cluster
+	// resource namespace).
+	want = append(want, "Role/"+kustomizeNamespace+"/finch-operator-budget-role", "RoleBinding/"+kustomizeNamespace+"/finch-operator-budget-rolebinding")
 	if got := keys(objs); !reflect.DeepEqual(sorted(got), sorted(want)) {
 		t.Errorf("config/namespaced renders\n  %v\nwant\n  %v", sorted(got), sorted(want))
 	}
@@ -202,6 +205,8 @@ func testKustomizeNamespaced(t *testing.T, c *cluster) {
 			t.Errorf("RoleBinding in %s binds %v, want the manager's ServiceAccount %v", ns, subjects, wantSubjects)
 		}
 	}
+	checkBudgetRole(t, "config/namespaced", findIn(t, objs, "Role", kustomizeNamespace, "finch-operator-budget-role"),
+		findIn(t, objs, "RoleBinding", kustomizeNamespace, "finch-operator-budget-rolebinding"), sa.GetName(), sa.GetNamespace())
 	// Leader election stays in the operator's namespace, as in config/default.
 	compareRules(t, "config/namespaced's leader election Role",
 		findIn(t, objs, "Role", kustomizeNamespace, "finch-operator-leader-election-role"),
@@ -489,6 +494,8 @@ func testChartNamespaced(t *testing.T) {
 			t.Errorf("RoleBinding in %s binds %v, want the release's ServiceAccount", ns, subjects)
 		}
 	}
+	checkBudgetRole(t, "the chart", findIn(t, objs, "Role", helmNamespace, "finch-operator-budget"),
+		findIn(t, objs, "RoleBinding", helmNamespace, "finch-operator-budget"), "finch-operator", helmNamespace)
 	dep := find(t, objs, "Deployment", "finch-operator")
 	args, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
 	if !strings.Contains(fmt.Sprint(args), "--watch-namespaces=tenant-a,tenant-b") {
@@ -498,6 +505,27 @@ func testChartNamespaced(t *testing.T) {
 	cmd := exec.Command(helmBinary, "template", helmRelease, chartDir, "--set", "rbac.namespaced=true")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "rbac.namespaced needs watchNamespaces") {
 		t.Errorf("rbac.namespaced without watchNamespaces: err %v, output %s", err, out)
+	}
+}
+
+// checkBudgetRole checks the namespaced install's Role for the Finch
+// applications' budget ConfigMaps in the cluster resource namespace: get,
+// create and update ConfigMaps, nothing else, bound to the manager.
+func checkBudgetRole(t *testing.T, what string, role, binding *unstructured.Unstructured, saName, saNamespace string) {
+	t.Helper()
+	want := map[string]bool{"|configmaps|create||": true, "|configmaps|get||": true, "|configmaps|update||": true}
+	got := grants(t, role)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s's budget Role grants %v, want %v", what, got, want)
+	}
+	ref, _, _ := unstructured.NestedStringMap(binding.Object, "roleRef")
+	if ref["kind"] != "Role" || ref["name"] != role.GetName() {
+		t.Errorf("%s's budget RoleBinding refers to %v, want Role %s", what, ref, role.GetName())
+	}
+	subjects, _, _ := unstructured.NestedSlice(binding.Object, "subjects")
+	wantSubjects := []any{map[string]any{"kind": "ServiceAccount", "name": saName, "namespace": saNamespace}}
+	if !reflect.DeepEqual(subjects, wantSubjects) {
+		t.Errorf("%s's budget RoleBinding binds %v, want %v", what, subjects, wantSubjects)
 	}
 }
 

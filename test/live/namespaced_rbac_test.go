@@ -100,8 +100,11 @@ func TestNamespacedInstallRBAC(t *testing.T) {
 			o.Controllers.WatchNamespaces = watched
 			o.Manager.LeaderElection = flags.Manager.LeaderElection
 			o.Manager.LeaderElectionID = flags.Manager.LeaderElectionID
-			// In the cluster the Lease goes to the pod's namespace.
+			// In the cluster the Lease goes to the pod's namespace, and so do
+			// the Finch applications' budget ConfigMaps (the cluster resource
+			// namespace defaults to it).
 			o.Manager.LeaderElectionNamespace = operatorNS
+			o.Controllers.ClusterResourceNamespace = operatorNS
 			// Other tests of this package start managers in the same process.
 			o.Manager.Controller.SkipNameValidation = ptr.To(true)
 		},
@@ -195,6 +198,20 @@ func TestNamespacedInstallRBAC(t *testing.T) {
 		}
 	}
 
+	// Each watched namespace's FinchApp names its own simulator, so its own
+	// Finch application, whose budget ConfigMap is in the operator's namespace.
+	for _, ns := range watched {
+		app := &finchv1.FinchApp{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(worlds[ns].App), app); err != nil {
+			t.Fatal(err)
+		}
+		if fa := app.Status.FinchApplication; fa == nil || fa.BudgetConfigMap == "" {
+			t.Errorf("FinchApp %s/default shows no budget ConfigMap: %+v", ns, fa)
+		} else if err := env.Client.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: fa.BudgetConfigMap}, &corev1.ConfigMap{}); err != nil {
+			t.Errorf("budget ConfigMap of FinchApp %s/default: %v", ns, err)
+		}
+	}
+
 	// The manager reconciled as the leader, holding the Lease in its own
 	// namespace under the leader election Role.
 	if flags.Manager.LeaderElection {
@@ -247,7 +264,8 @@ func waitForRBAC(ctx context.Context, cfg *rest.Config, operatorNS string, watch
 		return err
 	}
 	return live.Poll(ctx, time.Minute, func() (bool, error) {
-		checks := []error{c.List(ctx, &coordinationv1.LeaseList{}, client.InNamespace(operatorNS))}
+		checks := []error{c.List(ctx, &coordinationv1.LeaseList{}, client.InNamespace(operatorNS)),
+			client.IgnoreNotFound(c.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: "finch-budget-probe"}, &corev1.ConfigMap{}))}
 		for _, ns := range watched {
 			checks = append(checks,
 				c.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)),
