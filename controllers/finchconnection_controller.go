@@ -34,8 +34,8 @@ const (
 	pendingIntrospection = 15 * time.Minute
 )
 
-// FinchConnectionReconciler drives a FinchConnection through the lifecycle in
-// DESIGN.md. Every decision is taken from status, Secrets and the clock; each
+// FinchConnectionReconciler drives a FinchConnection through its lifecycle
+// (the steps below). Every decision is taken from status, Secrets and the clock; each
 // Finch call's result lands in status (one patch per reconcile) before any
 // call that depends on it.
 type FinchConnectionReconciler struct {
@@ -113,7 +113,7 @@ func retry(err error) *outcome { return &outcome{retryErr: err} }
 // and returns nil to hand over to the next step, or the pass's outcome.
 type step func(ctx context.Context, s *syncState) *outcome
 
-// steps is the lifecycle of DESIGN.md in order. Each step decides for itself
+// steps is the lifecycle in order. Each step decides for itself
 // whether it applies; the first to return an outcome ends the pass.
 func (r *FinchConnectionReconciler) steps() []step {
 	return append([]step{

@@ -58,7 +58,7 @@ type Options struct {
 func (o Options) clusterApps() bool { return len(o.WatchNamespaces) == 0 }
 
 // DefaultIPBudget stays under Finch's per-IP limit of 1,000 requests per 5
-// minutes (API-FACTS §8, finch-docs Rate-Limits.md), whose penalty is 60
+// minutes (finch-docs Rate-Limits.md, docs/finch-api.md#rate-limits), whose penalty is 60
 // minutes of 429 finch_api_ip_rl for every app behind the address.
 var DefaultIPBudget = finch.BudgetConfig{Requests: 900, Window: 5 * time.Minute}
 

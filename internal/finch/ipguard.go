@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Finch's per-IP limit (finch-docs Rate-Limits.md, API-FACTS §8): 1,000
+// Finch's per-IP limit (finch-docs Rate-Limits.md, docs/finch-api.md): 1,000
 // requests per 5 minutes from one IP address, then a 60-minute penalty
 // answered with 429 rate_limit_exceeded_error / finch_api_ip_rl. Every app the
 // operator serves leaves through the same egress IP, so this limit is

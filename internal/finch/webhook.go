@@ -38,7 +38,8 @@ var (
 	ErrInvalidSecret       = errors.New("finch webhook: secret is not valid standard base64")
 )
 
-// Verify checks a webhook delivery as Finch's SDKs do (API-FACTS §7):
+// Verify checks a webhook delivery as Finch's SDKs do (finch-api-node
+// src/resources/webhooks.ts verifySignature, finch-api-go webhook.go):
 //
 //   - secret is standard base64 (with padding; surrounding whitespace, e.g. a
 //     trailing newline from a Secret, is ignored) and its bytes are the HMAC key;

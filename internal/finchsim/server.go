@@ -297,7 +297,7 @@ func (s *Sim) admit(key string, r *http.Request, body []byte) (wait time.Duratio
 }
 
 // checkVersion enforces the Finch-API-Version header, which the API reference marks required
-// (API-FACTS §0); the answer is the documented validation pair (Error-Types: 400 bad_request /
+// (developer.tryfinch.com/api-reference/connect/new-session); the answer is the documented validation pair (Error-Types: 400 bad_request /
 // invalid_request).
 func checkVersion(w http.ResponseWriter, r *http.Request) bool {
 	if r.Header.Get("Finch-API-Version") == "" {

@@ -51,7 +51,7 @@ type Options struct {
 // IPRateLimit is Finch's per-IP limit: at most Requests Finch API requests from one source IP in
 // any rolling Window; the request that exceeds it starts a Penalty during which every request
 // from that IP is answered 429 rate_limit_exceeded_error / finch_api_ip_rl. Finch documents
-// 1,000 requests per 5 minutes and a 60-minute penalty (finch-docs Rate-Limits.md, API-FACTS §8);
+// 1,000 requests per 5 minutes and a 60-minute penalty (finch-docs Rate-Limits.md, docs/finch-api.md);
 // zero fields take those figures. The Connect page and /_sim/ are not counted.
 type IPRateLimit struct {
 	Enabled  bool          `json:"enabled"`
@@ -59,11 +59,11 @@ type IPRateLimit struct {
 	Window   time.Duration `json:"window,omitempty"`  // nanoseconds in JSON
 	Penalty  time.Duration `json:"penalty,omitempty"` // nanoseconds in JSON
 	// NoRetryAfter leaves Retry-After off the penalty's 429s. Finch documents no Retry-After
-	// (API-FACTS §8, UNVERIFIED either way), so a client must cope without one.
+	// (docs/finch-api.md#rate-limits: no source either way), so a client must cope without one.
 	NoRetryAfter bool `json:"no_retry_after,omitempty"`
 }
 
-// Finch's documented per-IP figures (API-FACTS §8).
+// Finch's documented per-IP figures (finch-docs docs/Development-Guides/Rate-Limits.md).
 const (
 	DefaultIPRequests = 1000
 	DefaultIPWindow   = 5 * time.Minute
