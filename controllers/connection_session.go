@@ -103,6 +103,7 @@ func clearConnection(st *finchv1.FinchConnectionStatus) {
 	st.AccountID, st.CompanyID = "", ""
 	st.ConnectionStatus, st.AuthenticationMethods, st.GrantedProducts = nil, nil, nil
 	st.ConnectedAt, st.LastIntrospectionTime = nil, nil
+	st.InitialSync = nil // a new connection gets its own initial syncs
 }
 
 func sessionRequest(conn *finchv1.FinchConnection, redirect string) finch.SessionRequest {
@@ -131,6 +132,12 @@ func sessionRequest(conn *finchv1.FinchConnection, redirect string) finch.Sessio
 	if spec.Sandbox != "" {
 		sb := string(spec.Sandbox)
 		req.Sandbox = &sb
+	}
+	if rk := spec.Recordkeeping; rk != nil {
+		req.Recordkeeping = &finch.Recordkeeping{Recordkeeper: string(rk.Recordkeeper)}
+		if rk.PlanID != "" {
+			req.Recordkeeping.PlanID = &rk.PlanID
+		}
 	}
 	return req
 }

@@ -68,6 +68,9 @@ type FinchConnectionReconciler struct {
 	// so a pass that reads an older copy from the cache waits instead of
 	// repeating a Finch call whose result it cannot see yet.
 	written sync.Map
+	// answered is when Finch last answered an introspection of each app's
+	// connections (connection_servererror.go).
+	answered sync.Map
 }
 
 // syncState carries one reconcile's inputs and findings from step to step.
@@ -94,7 +97,8 @@ type outcome struct {
 	stall      *reason       // needs a human
 	wait       *reason       // waiting for something that a watch will report
 	retryErr   error         // transient failure: persisted backoff
-	retryAfter time.Duration // a 429's Retry-After
+	retryAfter time.Duration // a 429's Retry-After, or a longer wait retryWhy explains
+	retryWhy   string        // the retry's reason when not FinchUnavailable or RateLimited
 	suspended  bool
 	deferred   bool // nothing done yet (backoff or budget): come back at requeue
 	placed     bool // deferred to a place in the app's budget line: requeue is its slot

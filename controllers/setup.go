@@ -229,7 +229,7 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretNam
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("finchconnection").
 		For(&finchv1.FinchConnection{}, builder.WithPredicates(predicate.Or[client.Object](
-			predicate.GenerationChangedPredicate{}, requestAnnotationsChanged()))).
+			predicate.GenerationChangedPredicate{}, requestAnnotationsChanged(), initialSyncRecorded()))).
 		Watches(&corev1.Secret{}, labelledSecret).
 		Watches(&finchv1.FinchApp{}, appConnections, builder.WithPredicates(appChanged)).
 		Watches(&finchv1.FinchConnection{}, siblings).
