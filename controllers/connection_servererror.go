@@ -54,7 +54,7 @@ func (r *FinchConnectionReconciler) introspectFailed(s *syncState, err error) *o
 		return o
 	}
 	wait := serverErrorBackoff + time.Duration(rand.Int64N(int64(serverErrorBackoff/6)))
-	o.retryErr = fmt.Errorf("Finch answered GET /introspect for this connection with %d %d times in a row while it answers other connections of %s: a revoked connection can be returned as 500 server_error, and Finch advises retrying in a few hours (developer.tryfinch.com Error Handling), so the next attempt waits about %s; set annotation %s to check now: %w",
+	o.retryErr = fmt.Errorf("introspect: Finch answered %d for this connection %d times in a row while it answers other connections of %s: a revoked connection can be returned as 500 server_error, and Finch advises retrying in a few hours (developer.tryfinch.com Error Handling), so the next attempt waits about %s; set annotation %s to check now: %w",
 		fe.StatusCode, streak, s.conn.AppDescription(), wait.Round(time.Minute), finchv1.RequestedAtAnnotation, err)
 	o.retryAfter = wait
 	o.retryWhy = finchv1.ReasonConnectionServerError

@@ -102,7 +102,7 @@ var _ = Describe("Finch contract, newer SDKs", func() {
 
 	It("derives DataSynced from status.initialSync as the webhook receiver records it", func() {
 		s := newScenario()
-		c := s.connect("acme", "acme-001", func(c *finchv1.FinchConnection) {
+		s.connect("acme", "acme-001", func(c *finchv1.FinchConnection) {
 			c.Spec.Products = []finchv1.Product{"company", "directory", "payment"}
 		})
 		s.waitCondition("acme", finchv1.ConditionDataSynced, metav1.ConditionFalse, finchv1.ReasonAwaitingInitialSync)
@@ -124,7 +124,7 @@ var _ = Describe("Finch contract, newer SDKs", func() {
 			g.Expect(cond.Message).To(ContainSubstring("the initial payroll data sync"), "organization is done")
 		}).Should(Succeed())
 		record(func(is *finchv1.InitialSyncStatus) { is.Payroll = &metav1.Time{Time: time.Now()} })
-		c = s.waitCondition("acme", finchv1.ConditionDataSynced, metav1.ConditionTrue, finchv1.ReasonDataSynced)
+		c := s.waitCondition("acme", finchv1.ConditionDataSynced, metav1.ConditionTrue, finchv1.ReasonDataSynced)
 		Expect(meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionDataSynced).Message).To(ContainSubstring("organization and payroll"))
 		Expect(s.sim.CallCounts()).To(Equal(before), "no Finch call for it")
 	})
