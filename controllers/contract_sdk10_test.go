@@ -71,6 +71,7 @@ var _ = Describe("Finch contract, newer SDKs", func() {
 		}, 60*time.Second, 300*time.Millisecond).Should(Succeed())
 		// Bounded: a few attempts (each with the client's two retries), then nothing.
 		calls := s.sim.ConnectionCalls(a.Status.ConnectionID, epIntrospect)
+		AddReportEntry("GET /introspect calls for the failing connection before the hours of backoff", calls)
 		Expect(calls).To(BeNumerically("<=", 3*8))
 		Consistently(func() int { return s.sim.ConnectionCalls(a.Status.ConnectionID, epIntrospect) }, 3*time.Second).Should(Equal(calls))
 		Expect(s.sim.Calls(epReauth)).To(BeZero())
