@@ -60,8 +60,9 @@ func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState
 		o.phase = finchv1.PhaseError
 		return o
 	default:
-		return r.finchError(s, "introspect", err)
+		return r.introspectFailed(s, err)
 	}
+	r.noteAnswered(conn.AppKey(), s.now)
 	wasConnected := st.ConnectionStatus != nil && st.ConnectionStatus.Status == finch.StatusConnected
 	cs := recordIntrospection(st, info)
 	st.LastIntrospectionTime = &metav1.Time{Time: s.now}
@@ -100,15 +101,14 @@ func recordIntrospection(st *finchv1.FinchConnectionStatus, info *finch.Introspe
 		}
 	}
 	st.FinchCustomerName, st.FinchCustomerEmail = info.CustomerName, info.CustomerEmail
-	if t := info.ConnectionStatus.LastSuccessfulSync; t != nil {
-		cs.LastSuccessfulSync = &metav1.Time{Time: *t}
-	}
+	cs.LastSuccessfulSync, cs.LastSuccessfulSyncRaw = lastSync(&info.ConnectionStatus)
 	st.ConnectionStatus = cs
 	st.AuthenticationMethods = nil
 	for _, m := range info.AuthenticationMethods {
 		am := finchv1.AuthenticationMethodStatus{Type: m.Type}
 		if m.ConnectionStatus != nil {
 			am.Status, am.Message = m.ConnectionStatus.Status, m.ConnectionStatus.Message
+			am.LastSuccessfulSync, am.LastSuccessfulSyncRaw = lastSync(m.ConnectionStatus)
 		}
 		st.AuthenticationMethods = append(st.AuthenticationMethods, am)
 	}
@@ -161,4 +161,18 @@ func isKnownStatus(s string) bool {
 		return true
 	}
 	return false
+}
+
+// maxLastSyncRaw bounds a last_successful_sync kept verbatim (the CRD's
+// maxLength of lastSuccessfulSyncRaw).
+const maxLastSyncRaw = 256
+
+// lastSync is Finch's last_successful_sync for status: the time, or the value
+// verbatim (bounded) when it is not a date-time, since the SDKs type it
+// "date-time or any string" (docs/finch-api.md#introspection).
+func lastSync(cs *finch.ConnectionStatus) (*metav1.Time, string) {
+	if cs.LastSuccessfulSync != nil {
+		return &metav1.Time{Time: *cs.LastSuccessfulSync}, ""
+	}
+	return nil, events.Truncate(cs.LastSuccessfulSyncRaw, maxLastSyncRaw)
 }

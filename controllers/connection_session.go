@@ -113,6 +113,7 @@ func clearConnection(st *finchv1.FinchConnectionStatus) {
 	st.AccountID, st.CompanyID = "", ""
 	st.ConnectionStatus, st.AuthenticationMethods, st.GrantedProducts = nil, nil, nil
 	st.ConnectedAt, st.LastIntrospectionTime = nil, nil
+	st.InitialSync = nil // a new connection gets its own initial syncs
 }
 
 func sessionRequest(conn *finchv1.FinchConnection, redirect string) finch.SessionRequest {
@@ -141,6 +142,12 @@ func sessionRequest(conn *finchv1.FinchConnection, redirect string) finch.Sessio
 	if spec.Sandbox != "" {
 		sb := string(spec.Sandbox)
 		req.Sandbox = &sb
+	}
+	if rk := spec.Recordkeeping; rk != nil {
+		req.Recordkeeping = &finch.Recordkeeping{Recordkeeper: string(rk.Recordkeeper)}
+		if rk.PlanID != "" {
+			req.Recordkeeping.PlanID = &rk.PlanID
+		}
 	}
 	return req
 }

@@ -56,7 +56,10 @@ func (r *FinchConnectionReconciler) summarize(ctx context.Context, orig *finchv1
 	case out.retryErr != nil:
 		restoreRequests(st, &orig.Status)
 		why := finchv1.ReasonFinchUnavailable
-		if out.retryAfter > 0 {
+		switch {
+		case out.retryWhy != "":
+			why = out.retryWhy
+		case out.retryAfter > 0:
 			why = finchv1.ReasonRateLimited
 		}
 		rs, wait := r.recordFailure(conn, s.now, why, out.retryAfter)
@@ -92,6 +95,7 @@ func (r *FinchConnectionReconciler) summarize(ctx context.Context, orig *finchv1
 	if !out.suspended && !out.deferred {
 		setConnectionConditions(conn, gen)
 	}
+	setDataSynced(conn, gen)
 	r.emitTransition(orig, conn)
 	if out.placed {
 		return placedInLine(result)

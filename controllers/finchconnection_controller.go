@@ -73,6 +73,9 @@ type FinchConnectionReconciler struct {
 	// calls remembers, per connection, the call behind a status.pendingCall
 	// until a write without the intent is confirmed (callMemo).
 	calls sync.Map
+	// answered is when Finch last answered an introspection of each app's
+	// connections (connection_servererror.go).
+	answered sync.Map
 }
 
 // syncState carries one reconcile's inputs and findings from step to step.
@@ -106,7 +109,8 @@ type outcome struct {
 	stall      *reason       // needs a human
 	wait       *reason       // waiting for something that a watch will report
 	retryErr   error         // transient failure: persisted backoff
-	retryAfter time.Duration // a 429's Retry-After
+	retryAfter time.Duration // a 429's Retry-After, or a longer wait retryWhy explains
+	retryWhy   string        // the retry's reason when not FinchUnavailable or RateLimited
 	suspended  bool
 	deferred   bool // nothing done yet (backoff or budget): come back at requeue
 	placed     bool // deferred to a place in the app's budget line: requeue is its slot
@@ -125,7 +129,7 @@ func retry(err error) *outcome { return &outcome{retryErr: err} }
 // and returns nil to hand over to the next step, or the pass's outcome.
 type step func(ctx context.Context, s *syncState) *outcome
 
-// steps is the lifecycle of DESIGN.md in order. Each step decides for itself
+// steps is the lifecycle in order. Each step decides for itself
 // whether it applies; the first to return an outcome ends the pass.
 func (r *FinchConnectionReconciler) steps() []step {
 	return append([]step{

@@ -61,9 +61,9 @@ type Options struct {
 func (o Options) clusterApps() bool { return len(o.WatchNamespaces) == 0 }
 
 // DefaultIPBudget stays under Finch's per-IP limit of 1,000 requests per 5
-// minutes (developer.tryfinch.com /api-reference/development-guides/Rate-Limits),
-// whose penalty is 60 minutes of 429 finch_api_ip_rl for every app behind the
-// address. It applies per Finch API host (one IPGuard each).
+// minutes (developer.tryfinch.com /api-reference/development-guides/Rate-Limits,
+// docs/finch-api.md#rate-limits), whose penalty is 60 minutes of 429 finch_api_ip_rl
+// for every app behind the address. It applies per Finch API host (one IPGuard each).
 var DefaultIPBudget = finch.BudgetConfig{Requests: 900, Window: 5 * time.Minute}
 
 // Operator holds what the controllers share with the inbound server.
@@ -235,7 +235,7 @@ func (r *FinchConnectionReconciler) setupWithManager(mgr ctrl.Manager, secretNam
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("finchconnection").
 		For(&finchv1.FinchConnection{}, builder.WithPredicates(predicate.Or[client.Object](
-			predicate.GenerationChangedPredicate{}, requestAnnotationsChanged()))).
+			predicate.GenerationChangedPredicate{}, requestAnnotationsChanged(), initialSyncRecorded()))).
 		Watches(&corev1.Secret{}, labelledSecret).
 		Watches(&finchv1.FinchApp{}, appConnections, builder.WithPredicates(appChanged)).
 		Watches(&finchv1.FinchConnection{}, siblings).

@@ -232,6 +232,7 @@ start_sim() {
   "$helper" exec bin/finchsim --addr "127.0.0.1:$sim_port" \
     --client-id demo-client-id --client-secret demo-client-secret \
     --webhook-url "$inbound_url/webhooks/$ns/default" --webhook-secret "$secret" \
+    --initial-sync-delay 2s \
     --log-requests >"$run_dir/finchsim.log" 2>&1 &
   sim_pid=$!
   wait_http "$sim_url/_sim/state" "$sim_pid" finchsim "$run_dir/finchsim.log"
@@ -334,6 +335,11 @@ story_redirect_flow() {
   acme_connection=$(field acme .status.connectionID)
   [ -n "$acme_connection" ] || fail "acme is Connected but has no status.connectionID" acme
   ok "acme's connection ID: $acme_connection"
+  say "Finch syncs acme's data and sends job.initial_data_sync_org.succeeded; wait for it:"
+  printf '%s$ kubectl wait -n %s --for=condition=DataSynced fconn/acme%s\n' "$dim" "$ns" "$off"
+  kubectl wait -n "$ns" --for=condition=DataSynced --timeout="${DEMO_TIMEOUT}s" fconn/acme >/dev/null \
+    || fail "acme never got DataSynced (the initial data sync webhook)" acme
+  ok "acme's data is ready to read (status.initialSync.organization: $(field acme .status.initialSync.organization))"
 }
 
 story_embedded_flow() {

@@ -21,6 +21,10 @@ const (
 	ConditionConnected = "Connected"
 	// ConditionReauthRequired is True while the employer must re-authenticate.
 	ConditionReauthRequired = "ReauthRequired"
+	// ConditionDataSynced is True once Finch reported every initial data sync the connection's
+	// products call for (webhooks job.initial_data_sync_org.succeeded and
+	// job.initial_data_sync_payroll.succeeded): the data can be read.
+	ConditionDataSynced = "DataSynced"
 	// ConditionRateLimited is True on a FinchApp while Finch's per-IP penalty (finch_api_ip_rl) pauses
 	// every Finch call of the operator.
 	ConditionRateLimited = "RateLimited"

@@ -15,6 +15,11 @@ type Product string
 // +kubebuilder:validation:Enum=assisted;credential;oauth;api_token
 type AuthMethod string
 
+// Recordkeeper is a recordkeeper Finch Connect can be configured for (finch-api-node
+// src/resources/connect/sessions.ts SessionNewParams.Recordkeeping.recordkeeper).
+// +kubebuilder:validation:Enum=voya;empower;fidelity;transamerica
+type Recordkeeper string
+
 // SandboxMode selects a Finch sandbox for a sandbox application.
 // +kubebuilder:validation:Enum=finch;provider
 type SandboxMode string
@@ -45,6 +50,7 @@ const (
 
 // FinchConnectionSpec is the user's intent for one employer. The controller never writes it.
 // +kubebuilder:validation:XValidation:rule="!has(self.connectFlow) || self.connectFlow != 'Embedded' || !has(self.redirectURI)",message="redirectURI is for the Redirect flow: an Embedded connection's sessions carry no redirect_uri (Finch rejects the code exchange otherwise)"
+// +kubebuilder:validation:XValidation:rule="!has(self.recordkeeping) || 'recordkeeping' in self.products",message="recordkeeping can only be set when products lists recordkeeping (Finch accepts it only with that product)"
 // +kubebuilder:validation:XValidation:rule="has(self.tokenSecretRef) == has(oldSelf.tokenSecretRef) && (!has(self.tokenSecretRef) || self.tokenSecretRef.name == oldSelf.tokenSecretRef.name)",message="tokenSecretRef is immutable: the token Secret of a connection cannot be moved"
 type FinchConnectionSpec struct {
 	// appRef names the Finch application whose credentials this connection uses: a FinchApp in the same
@@ -85,6 +91,11 @@ type FinchConnectionSpec struct {
 	// integration preselects the provider (and auth method) shown in Finch Connect.
 	// +optional
 	Integration *Integration `json:"integration,omitempty"`
+
+	// recordkeeping configures the recordkeeper (and plan) of the recordkeeping product; only with
+	// recordkeeping in products. Sent as the session's recordkeeping.
+	// +optional
+	Recordkeeping *Recordkeeping `json:"recordkeeping,omitempty"`
 
 	// minutesToExpire is how long each Connect session stays valid, in minutes (default 14 days).
 	// The operator refreshes an unused session before it expires.
@@ -145,6 +156,20 @@ type Integration struct {
 	// authMethod preselects how the employer authenticates with the provider.
 	// +optional
 	AuthMethod AuthMethod `json:"authMethod,omitempty"`
+}
+
+// Recordkeeping is the recordkeeping configuration of a Connect session (finch-api-node 10.8.0
+// src/resources/connect/sessions.ts SessionNewParams.Recordkeeping).
+type Recordkeeping struct {
+	// recordkeeper is the recordkeeper to configure: voya, empower, fidelity or transamerica.
+	// +required
+	Recordkeeper Recordkeeper `json:"recordkeeper"`
+
+	// planID is the plan identifier used by the recordkeeper.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +optional
+	PlanID string `json:"planID,omitempty"`
 }
 
 // Phase summarises where a FinchConnection is in its lifecycle.
@@ -269,6 +294,11 @@ type ConnectionStatus struct {
 	// lastSuccessfulSync is when Finch last synced data for the connection.
 	// +optional
 	LastSuccessfulSync *metav1.Time `json:"lastSuccessfulSync,omitempty"`
+	// lastSuccessfulSyncRaw is Finch's last_successful_sync verbatim when it is not a date-time (the
+	// SDKs type it "date-time or any string"); lastSuccessfulSync is then unset.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	LastSuccessfulSyncRaw string `json:"lastSuccessfulSyncRaw,omitempty"`
 }
 
 // AuthenticationMethodStatus is the status of one authentication method of a connection.
@@ -281,6 +311,27 @@ type AuthenticationMethodStatus struct {
 	// message from Finch.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// lastSuccessfulSync is when Finch last synced data through this authentication method.
+	// +optional
+	LastSuccessfulSync *metav1.Time `json:"lastSuccessfulSync,omitempty"`
+	// lastSuccessfulSyncRaw is Finch's last_successful_sync for this method verbatim when it is not
+	// a date-time (the SDKs type it "date-time or any string"); lastSuccessfulSync is then unset.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	LastSuccessfulSyncRaw string `json:"lastSuccessfulSyncRaw,omitempty"`
+}
+
+// InitialSyncStatus records when Finch reported the connection's first data syncs succeeded
+// (the job.initial_data_sync_org.succeeded and job.initial_data_sync_payroll.succeeded webhooks,
+// finch-api-node src/resources/webhooks.ts JobCompletionEvent).
+type InitialSyncStatus struct {
+	// organization is when the initial sync of organization data (company, directory, individual,
+	// employment) succeeded.
+	// +optional
+	Organization *metav1.Time `json:"organization,omitempty"`
+	// payroll is when the initial sync of payroll data (payment, pay_statement) succeeded.
+	// +optional
+	Payroll *metav1.Time `json:"payroll,omitempty"`
 }
 
 // RetryStatus records consecutive failed Finch calls so backoff survives restarts.
@@ -305,7 +356,7 @@ type FinchConnectionStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Ready, Reconciling, Stalled (kstatus), Connected and ReauthRequired.
+	// conditions: Ready, Reconciling, Stalled (kstatus), Connected, ReauthRequired and DataSynced.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -341,6 +392,11 @@ type FinchConnectionStatus struct {
 	// +listType=atomic
 	// +optional
 	Entities []EntityStatus `json:"entities,omitempty"`
+
+	// initialSync records when Finch's initial data syncs of the connection succeeded (webhooks);
+	// condition DataSynced is True once every sync the connection's products call for has.
+	// +optional
+	InitialSync *InitialSyncStatus `json:"initialSync,omitempty"`
 
 	// providerID is the payroll or HRIS provider the employer connected.
 	// +optional

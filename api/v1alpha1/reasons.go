@@ -42,6 +42,15 @@ const (
 	ReasonCallbackFlood       = "CallbackFlood"
 	ReasonUnmatchedCode       = "UnmatchedCode"
 	ReasonNotRequired         = "NotRequired"
+	// ReasonDataSynced: DataSynced=True, every initial data sync the products call for succeeded.
+	ReasonDataSynced = "DataSynced"
+	// ReasonAwaitingInitialSync: DataSynced=False, Finch has not reported an initial data sync yet.
+	ReasonAwaitingInitialSync = "AwaitingInitialSync"
+	// ReasonInitialSyncSucceeded: the Event of one initial data sync webhook (organization, payroll).
+	ReasonInitialSyncSucceeded = "InitialSyncSucceeded"
+	// ReasonConnectionServerError: Finch keeps answering 5xx for this connection while it answers
+	// others; a revoked connection can look like that, so the next attempt waits hours.
+	ReasonConnectionServerError = "ConnectionServerError"
 	// ReasonNamespaceNotAllowed: the ClusterFinchApp's spec.conditions do not admit the connection's namespace.
 	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
 	// ReasonClusterAppUnavailable: a namespace-scoped install cannot use a ClusterFinchApp.

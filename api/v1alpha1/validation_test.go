@@ -162,7 +162,29 @@ var _ = Describe("invalid FinchConnections are rejected at apply time", func() {
 		Entry("unknown deletionPolicy", func(c *finchv1.FinchConnection) { c.Spec.DeletionPolicy = "Delete" },
 			`spec.deletionPolicy: Unsupported value: "Delete"`),
 		Entry("redirectURI that is not a URL", func(c *finchv1.FinchConnection) { c.Spec.RedirectURI = "example.com/cb" }, "spec.redirectURI"),
+		Entry("recordkeeping without the recordkeeping product", func(c *finchv1.FinchConnection) {
+			c.Spec.Recordkeeping = &finchv1.Recordkeeping{Recordkeeper: "voya"}
+		}, "recordkeeping can only be set when products lists recordkeeping"),
+		Entry("unknown recordkeeper", func(c *finchv1.FinchConnection) {
+			c.Spec.Products = append(c.Spec.Products, "recordkeeping")
+			c.Spec.Recordkeeping = &finchv1.Recordkeeping{Recordkeeper: "vanguard"}
+		}, `spec.recordkeeping.recordkeeper: Unsupported value: "vanguard"`),
+		Entry("recordkeeping without recordkeeper", func(c *finchv1.FinchConnection) {
+			c.Spec.Products = append(c.Spec.Products, "recordkeeping")
+			c.Spec.Recordkeeping = &finchv1.Recordkeeping{PlanID: "p"}
+		}, "spec.recordkeeping.recordkeeper"),
 	)
+
+	It("accepts recordkeeping with the recordkeeping product, and keeps it only with the product", func() {
+		c := validConnection(newNamespace())
+		c.Spec.Products = []finchv1.Product{"company", "recordkeeping"}
+		c.Spec.Recordkeeping = &finchv1.Recordkeeping{Recordkeeper: "transamerica", PlanID: "plan-42"}
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		c.Spec.Products = []finchv1.Product{"company"}
+		err := k8sClient.Update(ctx, c)
+		Expect(err).To(HaveOccurred(), "removing the product while recordkeeping stays")
+		Expect(err.Error()).To(ContainSubstring("recordkeeping can only be set when products lists recordkeeping"))
+	})
 
 	It("rejects minutesToExpire 0 sent explicitly", func() {
 		// A typed Go client omits a zero int; send the raw object like kubectl would.
@@ -237,7 +259,7 @@ var _ = Describe("kubectl explain", func() {
 			return err
 		}, 30*time.Second, 250*time.Millisecond).Should(Succeed(), func() string { return string(out) })
 		for _, f := range []string{"appRef", "customerID", "customerName", "customerEmail", "products", "integration",
-			"authMethod", "minutesToExpire", "connectFlow", "redirectURI", "sandbox", "manual", "tokenSecretRef", "deletionPolicy", "suspend"} {
+			"authMethod", "recordkeeping", "recordkeeper", "planID", "minutesToExpire", "connectFlow", "redirectURI", "sandbox", "manual", "tokenSecretRef", "deletionPolicy", "suspend"} {
 			Expect(string(out)).To(ContainSubstring(f))
 		}
 		out, err := exec.Command(filepath.Join(env.BinaryAssetsDirectory, "kubectl"), "--kubeconfig", kubeconfig,

@@ -19,8 +19,8 @@ import (
 )
 
 const usageHeader = `finchsim serves an in-memory Finch API (Connect sessions, /auth/token, /introspect,
-/disconnect, /disconnect-entity, PUT /sandbox/connections/accounts, signed account.updated
-webhooks) over HTTP.
+/disconnect, /disconnect-entity, PUT /sandbox/connections/accounts, signed account.updated and,
+with --initial-sync-delay, initial data sync webhooks) over HTTP.
 
 The Connect page is GET /authorize?session=<id>[&state=..][&provider=..][&auth_method=..][&status=..]:
 opening connect_url completes the session as the employer and redirects to the session's
@@ -31,11 +31,15 @@ Driver and inspection endpoints (not part of Finch):
   POST   /_sim/connections/{id}/status    {"status":"reauth"}  (flips status, sends webhook)
   POST   /_sim/connections/{id}/entities  {"entities":[{"id","name","source_id","status"}]}  (multi-entity)
   POST   /_sim/connections/{id}/entities/{entity_id}/status  {"status":"reauth"}  (webhook with entity_id)
+  POST   /_sim/connections/{id}/last-sync {"value":"any string"}  (/introspect's last_successful_sync; "" = the time)
+  POST   /_sim/initial-sync {"enabled":true,"delay":"30s"}  (job.initial_data_sync_*.succeeded webhooks
+                       that long after a new connection's first code exchange)
   GET    /_sim/sessions/{id}, /_sim/connections/{id}, /_sim/state
   GET    /_sim/calls, /_sim/responses;  DELETE /_sim/calls (reset counters)
   POST   /_sim/faults {"endpoint":"POST /auth/token","count":2,"status":503,"retry_after":"2s",
                        "latency":"500ms","commit_then_drop":false,"name","finch_code",
-                       "body":"<verbatim body>","x_should_retry":"true"};  DELETE /_sim/faults
+                       "body":"<verbatim body>","x_should_retry":"true",
+                       "token":"<access token>","connection_id":"<id>"};  DELETE /_sim/faults
   POST   /_sim/apps   {"client_id","client_secret","webhook_url","webhook_secret",
                        "rate_limit":{"requests":20,"window":"1m"},"omit_top_level_status":false,
                        "reauth_url_field":"connect_url|url|none","session_url_field":"..."}
@@ -63,6 +67,7 @@ func main() {
 	ipRequests := fs.Int("ip-limit-requests", finchsim.DefaultIPRequests, "requests allowed per source IP in any rolling --ip-limit-window")
 	ipWindow := fs.Duration("ip-limit-window", finchsim.DefaultIPWindow, "per-IP sliding window")
 	ipPenalty := fs.Duration("ip-limit-penalty", finchsim.DefaultIPPenalty, "how long an IP that exceeded the limit is refused")
+	initialSync := fs.Duration("initial-sync-delay", 0, "send the initial data sync webhooks (job.initial_data_sync_org.succeeded, then job.initial_data_sync_payroll.succeeded) this long after a new connection's first code exchange, and the second as long after the first; 0 = none")
 	omitStatus := fs.Bool("omit-top-level-status", false, "answer /introspect without a top-level connection_status (the Migration Guide's example shape) for the app given by --client-id")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHeader)
@@ -79,7 +84,7 @@ func main() {
 
 	sim := finchsim.New(finchsim.Options{ConnectBaseURL: *connectBase, Logf: log.Printf, IPRateLimit: finchsim.IPRateLimit{
 		Enabled: *ipLimit, Requests: *ipRequests, Window: *ipWindow, Penalty: *ipPenalty,
-	}})
+	}, InitialSync: finchsim.InitialSync{Enabled: *initialSync > 0, Delay: *initialSync}})
 	if *clientID != "" {
 		sim.AddApp(finchsim.AppConfig{
 			ClientID: *clientID, ClientSecret: *clientSecret, WebhookURL: *webhookURL, WebhookSecret: *webhookSecret,

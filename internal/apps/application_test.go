@@ -29,7 +29,7 @@ type registryWorld struct {
 
 func newRegistryWorld(t *testing.T) *registryWorld {
 	w := &registryWorld{t: t, c: fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()}
-	w.r = &Registry{Reader: w.c, Writer: w.c, ClusterResourceNamespace: "finch-system",
+	w.r = &Registry{Reader: w.c, Writer: w.c, ClusterResourceNamespace: "finch-system", APIHosts: finch.MustParseAPIHosts("finch.example.com"),
 		Notify: func(k types.NamespacedName) { w.woken = append(w.woken, k) }}
 	return w
 }

@@ -129,7 +129,7 @@ const stateSep = "."
 // SignState is the state parameter published with a session whose
 // redirect_uri is the operator's callback: the session ID and an HMAC of it
 // under a key only the operator holds. Finch Connect returns state unchanged
-// on the redirect (developer.tryfinch.com
+// on the redirect (docs/finch-api.md#connect-sessions; developer.tryfinch.com
 // /implementation-guide/Connect/Set-Up-Finch-Connect), so the callback can
 // reject, before any Finch call, a code that no session of ours produced.
 func (a *App) SignState(sessionID string) string {

@@ -233,7 +233,7 @@ func (c *Client) Reauthenticate(ctx context.Context, req ReauthRequest) (*Sessio
 // SessionReauthenticateResponse), but a reauthenticate response without it
 // would otherwise leave the employer with nothing to open. Fall back to "url",
 // then to the documented form <Connect host>/authorize?session=<session_id>
-// (API-FACTS §9: the parameter is "session"; Migration Guide "Redirect Flow").
+// (the parameter is "session": finch-api-node src/resources/connect/sessions.ts; Migration Guide "Redirect Flow").
 func (c *Client) ensureConnectURL(s *SessionResponse) {
 	switch {
 	case s.ConnectURL != "":

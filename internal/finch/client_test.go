@@ -312,6 +312,13 @@ func TestIntrospectWire(t *testing.T) {
 		in.AuthenticationMethods[1].ConnectionStatus.LastSuccessfulSync != nil || in.AuthenticationMethods[2].ConnectionStatus != nil {
 		t.Errorf("authentication_methods = %+v", in.AuthenticationMethods)
 	}
+	// "date-time or any string" (finch-api-node src/resources/account.ts): a string is kept, not dropped.
+	if raw := in.AuthenticationMethods[1].ConnectionStatus.LastSuccessfulSyncRaw; raw != "not a date" {
+		t.Errorf("last_successful_sync that is not a date-time = %q, want it verbatim", raw)
+	}
+	if in.ConnectionStatus.LastSuccessfulSyncRaw != "" || in.AuthenticationMethods[0].ConnectionStatus.LastSuccessfulSyncRaw != "" {
+		t.Errorf("raw last_successful_sync set for a date-time or an absent value: %+v", in)
+	}
 	if len(in.Entities) != 1 || in.Entities[0] != (Entity{ID: "e", Status: StatusDisconnected}) {
 		t.Errorf("entities = %+v, want one with null name/source_id decoded as empty", in.Entities)
 	}

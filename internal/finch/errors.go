@@ -79,8 +79,8 @@ func asError(err error) (*Error, bool) {
 }
 
 // The error names and finch_codes below come from Finch's error table
-// (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types)
-// unless a comment says otherwise. The SDKs treat error bodies
+// (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types,
+// docs/finch-api.md#errors) unless a comment says otherwise. The SDKs treat error bodies
 // as opaque JSON (finch-api-go apierror.Error, finch-api-node APIError), so
 // they cannot confirm names; the helpers therefore branch on the status first
 // and keep the unknown safe (IsUnauthorized, Classify).
@@ -145,7 +145,7 @@ func IsInvalidToken(err error) bool {
 
 // IsUnauthorized reports any 401 from Finch, whatever its body. Finch's docs
 // do not say what every endpoint answers for a token that is already gone
-// (Error-Types lists the names seen, not a contract), so callers for which
+// (the Error-Types page lists the names seen, not a contract), so callers for which
 // any 401 means "nothing left to do" use this instead of IsInvalidToken: e.g.
 // the deletion path treats any 401 on POST /disconnect as "token already
 // revoked" rather than retrying forever. It is true for IsInvalidToken,

@@ -10,8 +10,8 @@ import (
 )
 
 // Finch's per-IP limit (developer.tryfinch.com
-// /api-reference/development-guides/Rate-Limits, "IP Address Rate Limits"):
-// 1,000 requests per 5 minutes from one IP address, then a 60-minute penalty
+// /api-reference/development-guides/Rate-Limits, "IP Address Rate Limits";
+// docs/finch-api.md): 1,000 requests per 5 minutes from one IP address, then a 60-minute penalty
 // answered with 429 rate_limit_exceeded_error / finch_api_ip_rl. Every app the
 // operator serves leaves through the same egress IP, so this limit covers
 // every app that calls the same Finch API host, unlike the per-app Budget.

@@ -45,13 +45,17 @@ const (
 )
 
 // backoff returns the wait before retry number n (0 for the first retry):
-// 0.5s·2^n capped at 8s, with ±25% jitter.
+// 0.5s·2^n capped at 8s, shortened by up to 25% and never lengthened, as the
+// SDKs do it (finch-api-node src/client.ts calculateDefaultRetryTimeoutMillis:
+// "jitter = 1 - Math.random() * 0.25"; finch-api-go
+// internal/requestconfig/requestconfig.go retryDelay: "delay -= jitter" with
+// jitter < delay/4), so the cap is a real bound.
 func backoff(n int) time.Duration {
 	d := backoffCap
 	if n < 5 { // 0.5s·2^4 = 8s
 		d = min(backoffBase<<n, backoffCap)
 	}
-	jitter := 0.75 + rand.Float64()*0.5
+	jitter := 1 - rand.Float64()*0.25
 	return time.Duration(float64(d) * jitter)
 }
 

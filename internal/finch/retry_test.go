@@ -212,16 +212,25 @@ func TestContextCancelDuringBackoff(t *testing.T) {
 	}
 }
 
+// TestBackoff: the SDKs' delay, 0.5s·2^n capped at 8s, shortened by up to
+// 25% and never lengthened (finch-api-node src/client.ts
+// calculateDefaultRetryTimeoutMillis; finch-api-go
+// internal/requestconfig/requestconfig.go retryDelay).
 func TestBackoff(t *testing.T) {
 	for n, base := range []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second, 8 * time.Second} {
-		for range 50 {
+		shortened := false
+		for range 200 {
 			d := backoff(n)
-			if d < base*3/4 || d > base*5/4 {
-				t.Fatalf("backoff(%d) = %v, want %v ±25%%", n, d, base)
+			if d < base*3/4 || d > base {
+				t.Fatalf("backoff(%d) = %v, want within [%v, %v]: shortened by up to 25%%, never lengthened", n, d, base*3/4, base)
 			}
+			shortened = shortened || d < base*15/16
+		}
+		if !shortened {
+			t.Errorf("backoff(%d): 200 delays, none shortened by more than 1/16: no jitter", n)
 		}
 	}
-	if d := backoff(1000); d > 10*time.Second {
+	if d := backoff(1000); d > 8*time.Second {
 		t.Fatalf("backoff(1000) = %v", d)
 	}
 }

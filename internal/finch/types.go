@@ -46,6 +46,30 @@ type SessionRequest struct {
 	MinutesToExpire *int         `json:"minutes_to_expire,omitempty"`
 	RedirectURI     *string      `json:"redirect_uri,omitempty"`
 	Sandbox         *string      `json:"sandbox,omitempty"`
+	// Recordkeeping is sent only with the recordkeeping product (finch-api-node 10.8.0
+	// src/resources/connect/sessions.ts SessionNewParams.recordkeeping: "Can only be provided
+	// when the `recordkeeping` product is requested").
+	Recordkeeping *Recordkeeping `json:"recordkeeping,omitempty"`
+}
+
+// Recordkeeping is SessionRequest.recordkeeping: {recordkeeper: voya|empower|fidelity|
+// transamerica, plan_id?: string|null} (finch-api-node src/resources/connect/sessions.ts
+// SessionNewParams.Recordkeeping).
+type Recordkeeping struct {
+	Recordkeeper string  `json:"recordkeeper"`
+	PlanID       *string `json:"plan_id,omitempty"`
+}
+
+type recordkeepingWire struct {
+	Recordkeeper string `json:"recordkeeper"`
+	PlanID       string `json:"plan_id,omitempty"`
+}
+
+func (r *Recordkeeping) wire() *recordkeepingWire {
+	if r == nil || r.Recordkeeper == "" {
+		return nil
+	}
+	return &recordkeepingWire{Recordkeeper: r.Recordkeeper, PlanID: deref(r.PlanID)}
 }
 
 // Integration preselects a provider (and optionally an auth method) in
@@ -68,15 +92,16 @@ func (i *Integration) wire() *integrationWire {
 }
 
 type sessionWire struct {
-	CustomerID      string           `json:"customer_id"`
-	CustomerName    string           `json:"customer_name"`
-	CustomerEmail   string           `json:"customer_email,omitempty"`
-	Products        []string         `json:"products"`
-	Integration     *integrationWire `json:"integration,omitempty"`
-	Manual          *bool            `json:"manual,omitempty"`
-	MinutesToExpire *int             `json:"minutes_to_expire,omitempty"`
-	RedirectURI     string           `json:"redirect_uri,omitempty"`
-	Sandbox         string           `json:"sandbox,omitempty"`
+	CustomerID      string             `json:"customer_id"`
+	CustomerName    string             `json:"customer_name"`
+	CustomerEmail   string             `json:"customer_email,omitempty"`
+	Products        []string           `json:"products"`
+	Integration     *integrationWire   `json:"integration,omitempty"`
+	Manual          *bool              `json:"manual,omitempty"`
+	MinutesToExpire *int               `json:"minutes_to_expire,omitempty"`
+	RedirectURI     string             `json:"redirect_uri,omitempty"`
+	Sandbox         string             `json:"sandbox,omitempty"`
+	Recordkeeping   *recordkeepingWire `json:"recordkeeping,omitempty"`
 }
 
 // MarshalJSON writes the wire form: pointers to empty strings are omitted like
@@ -97,6 +122,7 @@ func (r SessionRequest) MarshalJSON() ([]byte, error) {
 		MinutesToExpire: r.MinutesToExpire,
 		RedirectURI:     deref(r.RedirectURI),
 		Sandbox:         deref(r.Sandbox),
+		Recordkeeping:   r.Recordkeeping.wire(),
 	})
 }
 
@@ -213,11 +239,18 @@ type ConnectionStatus struct {
 	Status             string     `json:"status"`
 	Message            string     `json:"message,omitempty"`
 	LastSuccessfulSync *time.Time `json:"last_successful_sync,omitempty"`
+	// LastSuccessfulSyncRaw is last_successful_sync verbatim when it is not a
+	// date-time: the SDKs type it "date-time or any string" (finch-api-node
+	// src/resources/account.ts `(string & {}) | string | null`; finch-api-go
+	// account.go ...LastSuccessfulSyncUnion: UnionTime or string), so a
+	// string is Finch's answer too. Not on the wire.
+	LastSuccessfulSyncRaw string `json:"-"`
 }
 
-// UnmarshalJSON decodes leniently: a malformed last_successful_sync or an
-// unexpected field type leaves that field empty instead of failing the whole
-// introspection, and a bare string is taken as the status.
+// UnmarshalJSON decodes leniently: an unexpected field type leaves that
+// field empty instead of failing the whole introspection, a
+// last_successful_sync that is not a date-time is kept verbatim in
+// LastSuccessfulSyncRaw, and a bare string is taken as the status.
 func (s *ConnectionStatus) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || b[0] != '{' {
@@ -235,6 +268,9 @@ func (s *ConnectionStatus) UnmarshalJSON(b []byte) error {
 	s.Status = lenientString(w.Status)
 	s.Message = lenientString(w.Message)
 	s.LastSuccessfulSync = lenientTime(w.LastSuccessfulSync)
+	if s.LastSuccessfulSync == nil {
+		s.LastSuccessfulSyncRaw = lenientString(w.LastSuccessfulSync)
+	}
 	return nil
 }
 

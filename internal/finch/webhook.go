@@ -38,7 +38,8 @@ var (
 	ErrInvalidSecret       = errors.New("finch webhook: secret is not valid standard base64")
 )
 
-// Verify checks a webhook delivery as Finch's SDKs do (API-FACTS §7):
+// Verify checks a webhook delivery as Finch's SDKs do (finch-api-node
+// src/resources/webhooks.ts verifySignature, finch-api-go webhook.go):
 //
 //   - secret is standard base64 (with padding; surrounding whitespace, e.g. a
 //     trailing newline from a Secret, is ignored) and its bytes are the HMAC key;
@@ -168,8 +169,11 @@ type WebhookData struct {
 	Status string `json:"status,omitempty"`
 	// AuthenticationMethod is data.authentication_method: the SDK types it as
 	// an object with "type", older docs as a plain string; both decode here.
-	AuthenticationMethod string          `json:"authentication_method,omitempty"`
-	Raw                  json.RawMessage `json:"-"`
+	AuthenticationMethod string `json:"authentication_method,omitempty"`
+	// JobID is data.job_id of a job event (finch-api-node src/resources/webhooks.ts
+	// JobCompletionEvent.Data).
+	JobID string          `json:"job_id,omitempty"`
+	Raw   json.RawMessage `json:"-"`
 }
 
 // ParseEvent decodes a webhook body leniently: unknown event types and fields
@@ -197,6 +201,7 @@ func ParseEvent(body []byte) (*WebhookEvent, error) {
 		if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &d) == nil {
 			ev.Data.Status = lenientString(d["status"])
 			ev.Data.AuthenticationMethod = authMethod(d["authentication_method"])
+			ev.Data.JobID = lenientString(d["job_id"])
 		}
 	}
 	return ev, nil

@@ -245,6 +245,22 @@ func (s *Sim) SetEntityStatus(connectionID, entityID, status string) error {
 	return nil
 }
 
+// SetLastSuccessfulSync makes /introspect report value verbatim as last_successful_sync (top
+// level and per authentication method) instead of the time of the last sync; "" goes back to
+// the time. The SDKs type the field "date-time or any string" (finch-api-node
+// src/resources/account.ts; finch-api-go account.go ...LastSuccessfulSyncUnion), so a client
+// must take a value that is not a timestamp.
+func (s *Sim) SetLastSuccessfulSync(connectionID, value string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := s.liveConnectionLocked(connectionID)
+	if err != nil {
+		return err
+	}
+	c.lastSyncRaw = value
+	return nil
+}
+
 func driverErrorStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrConnectionNotFound), errors.Is(err, ErrEntityNotFound):
@@ -343,6 +359,8 @@ func (s *Sim) newSimMux() *http.ServeMux {
 	m.HandleFunc("POST /_sim/connections/{id}/status", s.simSetStatus)
 	m.HandleFunc("POST /_sim/connections/{id}/entities", s.simAddEntities)
 	m.HandleFunc("POST /_sim/connections/{id}/entities/{entity}/status", s.simSetEntityStatus)
+	m.HandleFunc("POST /_sim/connections/{id}/last-sync", s.simSetLastSync)
+	m.HandleFunc("POST /_sim/initial-sync", s.simSetInitialSync)
 	m.HandleFunc("POST /_sim/ip-limit", s.simSetIPLimit)
 	m.HandleFunc("DELETE /_sim/ip-limit", func(w http.ResponseWriter, r *http.Request) {
 		s.SetIPRateLimit(IPRateLimit{})
@@ -469,6 +487,38 @@ func (s *Sim) simSetEntityStatus(w http.ResponseWriter, r *http.Request) {
 	writeDriverError(w, r, ErrEntityNotFound)
 }
 
+func (s *Sim) simSetLastSync(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Value string `json:"value"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		badRequest(w, "invalid JSON body: "+err.Error())
+		return
+	}
+	id := r.PathValue("id")
+	if err := s.SetLastSuccessfulSync(id, req.Value); err != nil {
+		writeDriverError(w, r, err)
+		return
+	}
+	c, _ := s.Connection(id)
+	writeJSON(w, http.StatusOK, c)
+}
+
+// simSetInitialSync: {"enabled": true, "delay": "30s"} (enabled defaults to true).
+func (s *Sim) simSetInitialSync(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Enabled *bool        `json:"enabled"`
+		Delay   jsonDuration `json:"delay"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		badRequest(w, "invalid JSON body: "+err.Error())
+		return
+	}
+	is := InitialSync{Enabled: req.Enabled == nil || *req.Enabled, Delay: time.Duration(req.Delay)}
+	s.SetInitialSync(is)
+	writeJSON(w, http.StatusOK, is)
+}
+
 func (s *Sim) simSetIPLimit(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Requests     int          `json:"requests"`
@@ -535,6 +585,8 @@ func (s *Sim) simAddFault(w http.ResponseWriter, r *http.Request) {
 		FinchCode      string       `json:"finch_code"`
 		Body           string       `json:"body"`
 		XShouldRetry   string       `json:"x_should_retry"`
+		Token          string       `json:"token"`
+		ConnectionID   string       `json:"connection_id"`
 	}
 	if err := decodeOptional(r, &req); err != nil {
 		badRequest(w, "invalid JSON body: "+err.Error())
@@ -545,7 +597,8 @@ func (s *Sim) simAddFault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := Fault{Count: 1, Status: req.Status, RetryAfter: time.Duration(req.RetryAfter), Latency: time.Duration(req.Latency), CommitThenDrop: req.CommitThenDrop,
-		Name: req.Name, FinchCode: req.FinchCode, Body: req.Body, XShouldRetry: req.XShouldRetry}
+		Name: req.Name, FinchCode: req.FinchCode, Body: req.Body, XShouldRetry: req.XShouldRetry,
+		Token: req.Token, ConnectionID: req.ConnectionID}
 	if req.Count != nil {
 		f.Count = *req.Count
 	}

@@ -117,6 +117,44 @@ type createSessionReq struct {
 	MinutesToExpire *float64        `json:"minutes_to_expire"`
 	RedirectURI     *string         `json:"redirect_uri"`
 	Sandbox         json.RawMessage `json:"sandbox"`
+	Recordkeeping   json.RawMessage `json:"recordkeeping"`
+}
+
+// recordkeepers are SessionNewParams.Recordkeeping.recordkeeper's values (finch-api-node 10.8.0
+// src/resources/connect/sessions.ts).
+var recordkeepers = toSet([]string{"voya", "empower", "fidelity", "transamerica"})
+
+// checkRecordkeeping validates recordkeeping as finch-api-node 10.8.0
+// src/resources/connect/sessions.ts types it: null, or {recordkeeper: voya|empower|fidelity|
+// transamerica (required), plan_id?: string|null}, and only "when the `recordkeeping` product is
+// requested". It returns nil for absent or null.
+func checkRecordkeeping(raw json.RawMessage, products []string) (*Recordkeeping, string) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, ""
+	}
+	var w struct {
+		Recordkeeper *string `json:"recordkeeper"`
+		PlanID       *string `json:"plan_id"`
+	}
+	if raw[0] != '{' || json.Unmarshal(raw, &w) != nil {
+		return nil, "recordkeeping must be an object {recordkeeper, plan_id?}"
+	}
+	if w.Recordkeeper == nil || !recordkeepers[*w.Recordkeeper] {
+		return nil, "recordkeeping.recordkeeper must be one of voya, empower, fidelity, transamerica"
+	}
+	hasProduct := false
+	for _, p := range products {
+		hasProduct = hasProduct || p == "recordkeeping"
+	}
+	if !hasProduct {
+		return nil, "recordkeeping can only be provided when the recordkeeping product is requested"
+	}
+	rk := &Recordkeeping{Recordkeeper: *w.Recordkeeper}
+	if w.PlanID != nil {
+		rk.PlanID = *w.PlanID
+	}
+	return rk, ""
 }
 
 func checkLen(field string, v *string) string {
@@ -236,6 +274,11 @@ func (s *Sim) handleCreateSession(w http.ResponseWriter, r *http.Request, body [
 			return
 		}
 	}
+	recordkeeping, msg := checkRecordkeeping(req.Recordkeeping, req.Products)
+	if msg != "" {
+		badRequest(w, msg)
+		return
+	}
 	manual := req.Manual != nil && *req.Manual
 
 	s.mu.Lock()
@@ -273,6 +316,7 @@ func (s *Sim) handleCreateSession(w http.ResponseWriter, r *http.Request, body [
 	se.integrationProvider, se.integrationAuthMethod = provider, authMethod
 	se.manual = manual
 	se.sandbox = sandbox
+	se.recordkeeping = recordkeeping
 	se.redirectURI = redirectURI
 	se.expiresAt = now.Add(minutesDuration(minutes))
 	id := se.id
@@ -458,6 +502,9 @@ func (s *Sim) handleToken(w http.ResponseWriter, r *http.Request, body []byte) {
 	t := &token{value: newUUID(), id: newUUID(), connectionID: c.id, clientID: c.clientID}
 	s.tokens[t.value] = t
 	c.tokens = append(c.tokens, t)
+	for _, job := range s.initialSyncJobsLocked(c) {
+		s.dispatch(job)
+	}
 	writeJSON(w, http.StatusOK, tokenResponse{
 		AccessToken: t.value, TokenType: "bearer", ConnectionID: c.id, ClientType: "sandbox",
 		ConnectionType: c.connectionType, EntityIDs: c.entityIDs(), Products: cloneStrings(c.products),
@@ -566,10 +613,7 @@ func (s *Sim) handleIntrospect(w http.ResponseWriter, r *http.Request, _ []byte)
 		})
 		return
 	}
-	var lastSync any
-	if !c.lastSync.IsZero() {
-		lastSync = c.lastSync.UTC().Format(time.RFC3339)
-	}
+	lastSync := c.lastSyncWire()
 	st := connStatus{Status: c.status, Message: statusMessages[c.status], LastSuccessfulSync: lastSync}
 	writeJSON(w, http.StatusOK, introspectResponse{
 		ID: t.id, ClientID: c.clientID, ClientType: "sandbox", ConnectionID: c.id, ConnectionStatus: st,
@@ -579,11 +623,24 @@ func (s *Sim) handleIntrospect(w http.ResponseWriter, r *http.Request, _ []byte)
 		Manual: c.manual, Username: username,
 		AuthenticationMethods: []authMethodInfo{{
 			Type:             c.authMethod,
-			ConnectionStatus: connStatus{Status: c.status, Message: statusMessages[c.status]},
+			ConnectionStatus: connStatus{Status: c.status, Message: statusMessages[c.status], LastSuccessfulSync: lastSync},
 			Products:         cloneStrings(c.products),
 		}},
 		Entities: c.entitiesWire(),
 	})
+}
+
+// lastSyncWire is last_successful_sync: a date-time, or the string SetLastSuccessfulSync set
+// (finch-api-node src/resources/account.ts types it "(string & {}) | string | null": any string),
+// or null before the first sync.
+func (c *connection) lastSyncWire() any {
+	switch {
+	case c.lastSyncRaw != "":
+		return c.lastSyncRaw
+	case c.lastSync.IsZero():
+		return nil
+	}
+	return c.lastSync.UTC().Format(time.RFC3339)
 }
 
 func (s *Sim) handleDisconnect(w http.ResponseWriter, r *http.Request, _ []byte) {

@@ -225,7 +225,7 @@ func expectError(t *testing.T, r resp, status int, name, finchCode string) map[s
 	return m
 }
 
-// verifyFinchSignature is an independent verifier written from API-FACTS §7.
+// verifyFinchSignature is an independent verifier written from finch-api-node src/resources/webhooks.ts.
 func verifyFinchSignature(secret string, h http.Header, body []byte, now time.Time) error {
 	key, err := base64.StdEncoding.DecodeString(secret)
 	if err != nil {

@@ -89,8 +89,8 @@ func (s *Sim) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
-	s.calls[key]++
-	f, faulted := s.takeFaultLocked(key, api)
+	s.countCallLocked(key, bearerToken(r))
+	f, faulted := s.takeFaultLocked(key, api, bearerToken(r))
 	s.mu.Unlock()
 
 	if faulted && f.Latency > 0 {
@@ -164,10 +164,14 @@ func (s *Sim) record(key string, status int) {
 	m[status]++
 }
 
-// takeFaultLocked returns the first queued fault matching the endpoint and consumes one use of it.
-func (s *Sim) takeFaultLocked(key string, api bool) (Fault, bool) {
+// takeFaultLocked returns the first queued fault matching the endpoint (and the request's bearer
+// token, for a fault limited to a token or connection) and consumes one use of it.
+func (s *Sim) takeFaultLocked(key string, api bool, bearer string) (Fault, bool) {
 	for i, fe := range s.faults {
 		if fe.endpoint != key && !(fe.endpoint == EndpointAny && api) {
+			continue
+		}
+		if !s.faultMatchesTokenLocked(fe.f, bearer) {
 			continue
 		}
 		f := fe.f
@@ -180,6 +184,17 @@ func (s *Sim) takeFaultLocked(key string, api bool) (Fault, bool) {
 		return f, true
 	}
 	return Fault{}, false
+}
+
+func (s *Sim) faultMatchesTokenLocked(f Fault, bearer string) bool {
+	if f.Token != "" && f.Token != bearer {
+		return false
+	}
+	if f.ConnectionID != "" {
+		t := s.tokens[bearer]
+		return bearer != "" && t != nil && t.connectionID == f.ConnectionID
+	}
+	return true
 }
 
 // writeFault answers an injected status fault: the Finch error body for the status (or the
@@ -306,7 +321,7 @@ func (s *Sim) admit(key string, r *http.Request, body []byte) (wait time.Duratio
 }
 
 // checkVersion enforces the Finch-API-Version header, which the API reference marks required
-// (API-FACTS §0); the answer is the documented validation pair (Error-Types: 400 bad_request /
+// (developer.tryfinch.com/api-reference/connect/new-session); the answer is the documented validation pair (Error-Types: 400 bad_request /
 // invalid_request).
 func checkVersion(w http.ResponseWriter, r *http.Request) bool {
 	if r.Header.Get("Finch-API-Version") == "" {

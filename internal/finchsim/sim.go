@@ -46,12 +46,30 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// IPRateLimit is the per-source-IP limit (off unless Enabled; SetIPRateLimit changes it).
 	IPRateLimit IPRateLimit
+	// InitialSync makes the simulator send the initial data sync webhooks after a connection's
+	// first code exchange (off unless Enabled; SetInitialSync changes it).
+	InitialSync InitialSync
+}
+
+// InitialSync configures the job.initial_data_sync_org.succeeded and
+// job.initial_data_sync_payroll.succeeded webhooks (finch-api-node 9.6.0
+// src/resources/webhooks.ts JobCompletionEvent, data {job_id, job_url}): "Emitted when automated
+// data sync jobs succeed for the first time" (developer.tryfinch.com/developer-resources/Webhooks),
+// after Finch's initial sync that starts when the employer connects
+// (developer.tryfinch.com/developer-resources/Data-Syncs). Finch documents neither the timing nor
+// which syncs a connection gets: the simulator sends the organization one Delay after the
+// connection's first code exchange when the connection has an Organization product (company,
+// directory, individual, employment, ssn) or no Payroll product, and the payroll one another
+// Delay later when it has a Payroll product (payment, pay_statement); once per connection.
+type InitialSync struct {
+	Enabled bool          `json:"enabled"`
+	Delay   time.Duration `json:"delay,omitempty"` // nanoseconds in JSON
 }
 
 // IPRateLimit is Finch's per-IP limit: at most Requests Finch API requests from one source IP in
 // any rolling Window; the request that exceeds it starts a Penalty during which every request
 // from that IP is answered 429 rate_limit_exceeded_error / finch_api_ip_rl. Finch documents
-// 1,000 requests per 5 minutes and a 60-minute penalty (finch-docs Rate-Limits.md, API-FACTS §8);
+// 1,000 requests per 5 minutes and a 60-minute penalty (finch-docs Rate-Limits.md, docs/finch-api.md);
 // zero fields take those figures. The Connect page and /_sim/ are not counted.
 type IPRateLimit struct {
 	Enabled  bool          `json:"enabled"`
@@ -59,11 +77,11 @@ type IPRateLimit struct {
 	Window   time.Duration `json:"window,omitempty"`  // nanoseconds in JSON
 	Penalty  time.Duration `json:"penalty,omitempty"` // nanoseconds in JSON
 	// NoRetryAfter leaves Retry-After off the penalty's 429s. Finch documents no Retry-After
-	// (API-FACTS §8, UNVERIFIED either way), so a client must cope without one.
+	// (docs/finch-api.md#rate-limits: no source either way), so a client must cope without one.
 	NoRetryAfter bool `json:"no_retry_after,omitempty"`
 }
 
-// Finch's documented per-IP figures (API-FACTS §8).
+// Finch's documented per-IP figures (finch-docs docs/Development-Guides/Rate-Limits.md).
 const (
 	DefaultIPRequests = 1000
 	DefaultIPWindow   = 5 * time.Minute
@@ -153,6 +171,11 @@ type Fault struct {
 	Name, FinchCode string
 	Body            string
 	XShouldRetry    string
+	// Token, if set, limits the fault to requests authenticated with that access token;
+	// ConnectionID to requests with a token of that connection (Finch can fail one connection
+	// while it answers others: a revoked connection "can sometimes be returned as 500 -
+	// server_error", developer.tryfinch.com/api-reference/development-guides/errors/Error-Handling).
+	Token, ConnectionID string
 }
 
 // SessionInfo is a snapshot of a Connect session.
@@ -169,10 +192,17 @@ type SessionInfo struct {
 	ExpiresAt    time.Time `json:"expires_at"`
 	Completed    bool      `json:"completed"`
 	// Extensions beyond the agreed API.
-	CustomerEmail string    `json:"customer_email,omitempty"`
-	Sandbox       string    `json:"sandbox,omitempty"`
-	Refreshes     int       `json:"refreshes"`             // how many times POST /connect/sessions re-armed it
-	RefreshedAt   time.Time `json:"refreshed_at,omitzero"` // last refresh
+	CustomerEmail string         `json:"customer_email,omitempty"`
+	Sandbox       string         `json:"sandbox,omitempty"`
+	Recordkeeping *Recordkeeping `json:"recordkeeping,omitempty"`
+	Refreshes     int            `json:"refreshes"`             // how many times POST /connect/sessions re-armed it
+	RefreshedAt   time.Time      `json:"refreshed_at,omitzero"` // last refresh
+}
+
+// Recordkeeping is a session's recordkeeping configuration, as POST /connect/sessions took it.
+type Recordkeeping struct {
+	Recordkeeper string `json:"recordkeeper"`
+	PlanID       string `json:"plan_id,omitempty"`
 }
 
 // ConnectionInfo is a snapshot of a connection.
@@ -194,6 +224,9 @@ type ConnectionInfo struct {
 	AccountID      string `json:"account_id"`
 	CompanyID      string `json:"company_id"`
 	ConnectionType string `json:"connection_type"`
+	// Calls counts the Finch API requests authenticated with a token of the connection, by
+	// endpoint.
+	Calls map[string]int `json:"calls,omitempty"`
 }
 
 // Errors returned by the employer driver and SetConnectionStatus.
@@ -228,6 +261,7 @@ type session struct {
 	integrationProvider, integrationAuthMethod string
 	manual                                     bool
 	sandbox                                    string
+	recordkeeping                              *Recordkeeping
 	redirectURI                                string
 	createdAt, expiresAt, refreshedAt          time.Time
 	refreshes                                  int
@@ -246,6 +280,8 @@ type connection struct {
 	tokens                                  []*token
 	disconnected                            bool
 	createdAt, lastSync                     time.Time
+	lastSyncRaw                             string // SetLastSuccessfulSync: sent verbatim instead of lastSync
+	initialSyncSent                         bool   // the initial sync webhooks are scheduled
 }
 
 type entity struct {
@@ -294,7 +330,9 @@ type Sim struct {
 	ipArrivals      map[string][]time.Time // source IP -> arrivals in window
 	ipPenalty       map[string]time.Time   // source IP -> end of its penalty
 	calls           map[string]int
+	connCalls       map[string]map[string]int // connection ID -> endpoint -> requests with its tokens
 	responses       map[string]map[int]int
+	initialSync     InitialSync
 
 	webhookDeliveries, webhookAttempts, webhookFailures int
 	webhooksInflight                                    int
@@ -330,7 +368,9 @@ func New(opts Options) *Sim {
 		ipArrivals:      map[string][]time.Time{},
 		ipPenalty:       map[string]time.Time{},
 		calls:           map[string]int{},
+		connCalls:       map[string]map[string]int{},
 		responses:       map[string]map[int]int{},
+		initialSync:     opts.InitialSync,
 		ctx:             ctx,
 		cancel:          cancel,
 		hc:              &http.Client{Timeout: 5 * time.Second},
@@ -518,6 +558,7 @@ func (s *Sim) ResetCounters() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = map[string]int{}
+	s.connCalls = map[string]map[string]int{}
 	s.responses = map[string]map[int]int{}
 	s.webhookDeliveries, s.webhookAttempts, s.webhookFailures = 0, 0, 0
 }
@@ -544,7 +585,7 @@ func (s *Sim) Connections() []ConnectionInfo {
 	s.mu.Lock()
 	out := make([]ConnectionInfo, 0, len(s.connections))
 	for _, c := range s.connections {
-		out = append(out, c.info())
+		out = append(out, s.connInfoLocked(c))
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
@@ -575,7 +616,48 @@ func (s *Sim) Connection(id string) (ConnectionInfo, bool) {
 	if c == nil {
 		return ConnectionInfo{}, false
 	}
-	return c.info(), true
+	return s.connInfoLocked(c), true
+}
+
+// ConnectionCalls is the number of requests to an endpoint authenticated with a token of the
+// connection, whatever their outcome.
+func (s *Sim) ConnectionCalls(connectionID, endpoint string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connCalls[connectionID][endpoint]
+}
+
+func (s *Sim) connInfoLocked(c *connection) ConnectionInfo {
+	ci := c.info()
+	if m := s.connCalls[c.id]; len(m) > 0 {
+		ci.Calls = make(map[string]int, len(m))
+		for k, v := range m {
+			ci.Calls[k] = v
+		}
+	}
+	return ci
+}
+
+// countCallLocked counts a request to endpoint: in total, and for the connection of its bearer
+// token if it has one.
+func (s *Sim) countCallLocked(endpoint, bearer string) {
+	s.calls[endpoint]++
+	if t := s.tokens[bearer]; t != nil {
+		m := s.connCalls[t.connectionID]
+		if m == nil {
+			m = map[string]int{}
+			s.connCalls[t.connectionID] = m
+		}
+		m[endpoint]++
+	}
+}
+
+// SetInitialSync changes when the initial data sync webhooks are sent (see InitialSync). It
+// applies to connections whose first code exchange comes after the change.
+func (s *Sim) SetInitialSync(is InitialSync) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.initialSync = is
 }
 
 // WebhookDeliveries is the number of webhooks delivered successfully (2xx from the receiver).
@@ -623,7 +705,7 @@ func (se *session) info() SessionInfo {
 		Kind: se.kind, ConnectionID: se.connectionID, RedirectURI: se.redirectURI,
 		Products: cloneStrings(se.products), CreatedAt: se.createdAt, ExpiresAt: se.expiresAt,
 		Completed: se.completed, CustomerEmail: se.customerEmail, Sandbox: se.sandbox,
-		Refreshes: se.refreshes, RefreshedAt: se.refreshedAt,
+		Recordkeeping: se.recordkeeping, Refreshes: se.refreshes, RefreshedAt: se.refreshedAt,
 	}
 }
 

@@ -54,7 +54,7 @@ func badRequest(w http.ResponseWriter, message string) {
 
 // errorNameForStatus picks the Finch error name and finch_code for an injected fault status, from
 // Finch's error table (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types,
-// API-FACTS §8) where it lists the status; the other choices are marked.
+// docs/finch-api.md#errors) where it lists the status; the other choices are marked.
 func errorNameForStatus(status int) (name, finchCode string) {
 	switch status {
 	case 400:

@@ -20,6 +20,7 @@ type webhookJob struct {
 	key     []byte
 	eventID string
 	body    []byte
+	delay   time.Duration // before the first attempt
 }
 
 // accountUpdatedEvent is finch-api-go webhook.go BaseWebhookEvent (account_id, company_id,
@@ -68,6 +69,74 @@ func (s *Sim) webhookLocked(c *connection, entityID, status string) *webhookJob 
 	return &webhookJob{url: a.cfg.WebhookURL, key: a.webhookKey, eventID: "msg_" + randBase62(27), body: body}
 }
 
+// jobEvent is finch-api-node src/resources/webhooks.ts JobCompletionEvent: the common fields plus
+// event_type and data {job_id, job_url}.
+type jobEvent struct {
+	AccountID    string `json:"account_id"`
+	CompanyID    string `json:"company_id"`
+	ConnectionID string `json:"connection_id"`
+	EventType    string `json:"event_type"`
+	Data         struct {
+		JobID  string `json:"job_id"`
+		JobURL string `json:"job_url"`
+	} `json:"data"`
+}
+
+// Initial data sync event types (finch-api-node 9.6.0 src/resources/webhooks.ts
+// JobCompletionEvent.event_type; finch-api-go webhook.go JobCompletionEventEventType*).
+const (
+	EventInitialSyncOrg     = "job.initial_data_sync_org.succeeded"
+	EventInitialSyncPayroll = "job.initial_data_sync_payroll.succeeded"
+)
+
+// initialSyncJobsLocked prepares a new connection's initial data sync webhooks (see InitialSync),
+// once per connection; none when they are off or the app has no webhook URL.
+func (s *Sim) initialSyncJobsLocked(c *connection) []*webhookJob {
+	a := s.apps[c.clientID]
+	if !s.initialSync.Enabled || c.initialSyncSent || a == nil || a.cfg.WebhookURL == "" {
+		return nil
+	}
+	c.initialSyncSent = true
+	org, pay := false, false
+	for _, p := range c.products {
+		switch p {
+		case "company", "directory", "individual", "employment", "ssn":
+			org = true
+		case "payment", "pay_statement":
+			pay = true
+		}
+	}
+	var jobs []*webhookJob
+	delay := s.initialSync.Delay
+	for _, ev := range []struct {
+		send bool
+		typ  string
+	}{{org || !pay, EventInitialSyncOrg}, {pay, EventInitialSyncPayroll}} {
+		if !ev.send {
+			continue
+		}
+		e := jobEvent{AccountID: c.accountID, CompanyID: c.companyID, ConnectionID: c.id, EventType: ev.typ}
+		e.Data.JobID = newUUID()
+		e.Data.JobURL = s.apiBaseLocked() + "/jobs/automated/" + e.Data.JobID
+		body, err := json.Marshal(e)
+		if err != nil {
+			continue
+		}
+		s.webhooksInflight++
+		jobs = append(jobs, &webhookJob{url: a.cfg.WebhookURL, key: a.webhookKey, eventID: "msg_" + randBase62(27), body: body, delay: delay})
+		delay += s.initialSync.Delay
+	}
+	return jobs
+}
+
+// apiBaseLocked is the simulator's base URL, or Finch's when it is not serving.
+func (s *Sim) apiBaseLocked() string {
+	if s.url != "" {
+		return s.url
+	}
+	return "https://api.tryfinch.com"
+}
+
 // SignWebhook computes Finch's Finch-Signature value ("v1,<base64 HMAC-SHA256>") for an event,
 // with key the base64-decoded webhook secret.
 func SignWebhook(key []byte, eventID, timestamp string, body []byte) string {
@@ -93,6 +162,9 @@ func (s *Sim) dispatch(job *webhookJob) {
 			s.mu.Unlock()
 		}()
 		for i, d := range webhookRetryDelays {
+			if i == 0 {
+				d = job.delay
+			}
 			if d > 0 {
 				t := time.NewTimer(d)
 				select {

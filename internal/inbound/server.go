@@ -88,7 +88,7 @@ const (
 
 // DefaultCallbackExchanges is the default ceiling on callback code exchanges
 // per app: half of Finch's documented per-endpoint limit (about 20 per minute,
-// API-FACTS §8), so a flood of callbacks can never take the token endpoint
+// docs/finch-api.md#rate-limits), so a flood of callbacks can never take the token endpoint
 // from reconciles, whose embedded hand-offs keep the other half.
 var DefaultCallbackExchanges = finch.BudgetConfig{Requests: 10, Window: time.Minute}
 

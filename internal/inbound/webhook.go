@@ -152,6 +152,9 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 		log = log.WithValues("companyID", ev.CompanyID, "accountID", ev.AccountID)
 	}
 
+	if kind := finch.InitialSyncKind(ev.EventType); kind != "" {
+		return s.recordInitialSync(ctx, log, key, dedupKey, ev, kind)
+	}
 	if ev.EventType != finch.EventAccountUpdated {
 		s.seen.Add(dedupKey, struct{}{})
 		log.V(1).Info("webhook: event type not acted on")

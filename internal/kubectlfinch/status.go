@@ -87,6 +87,12 @@ func (s *statusOptions) run(ctx context.Context, name string) error {
 		}
 		line("Finch status", v)
 	}
+	if v := authMethodsLine(conn, now); v != "" {
+		line("Auth methods", v)
+	}
+	if v := dataSyncLine(conn, now); v != "" {
+		line("Data synced", v)
+	}
 	products := "requested " + strings.Join(conn.ProductNames(), ", ")
 	if len(st.GrantedProducts) > 0 {
 		products += "; granted " + strings.Join(st.GrantedProducts, ", ")
@@ -118,6 +124,53 @@ func (s *statusOptions) run(ctx context.Context, name string) error {
 		fmt.Fprintf(out, "  (operator: %s)\n", ready.Message)
 	}
 	return nil
+}
+
+// authMethodsLine is each authentication method's status and last successful
+// sync (a time, or Finch's value verbatim when it is not one).
+func authMethodsLine(conn *finchv1.FinchConnection, now time.Time) string {
+	var parts []string
+	for _, m := range conn.Status.AuthenticationMethods {
+		p := m.Type + " " + orDash(m.Status)
+		switch {
+		case m.LastSuccessfulSync != nil:
+			p += ", last sync " + ago(m.LastSuccessfulSync.Time, now)
+		case m.LastSuccessfulSyncRaw != "":
+			p += fmt.Sprintf(", last sync %q", m.LastSuccessfulSyncRaw)
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// dataSyncLine says which initial data syncs Finch reported and whether the
+// data can be read (condition DataSynced).
+func dataSyncLine(conn *finchv1.FinchConnection, now time.Time) string {
+	st := &conn.Status
+	if st.ConnectionID == "" && st.InitialSync == nil {
+		return ""
+	}
+	var parts []string
+	if is := st.InitialSync; is != nil {
+		if is.Organization != nil {
+			parts = append(parts, "organization "+ago(is.Organization.Time, now))
+		}
+		if is.Payroll != nil {
+			parts = append(parts, "payroll "+ago(is.Payroll.Time, now))
+		}
+	}
+	v := "no initial sync reported yet"
+	if len(parts) > 0 {
+		v = "initial sync: " + strings.Join(parts, ", ")
+	}
+	if c := condition(conn, finchv1.ConditionDataSynced); c != nil {
+		v += " (DataSynced=" + string(c.Status)
+		if c.Status != metav1.ConditionTrue {
+			v += ": " + c.Message
+		}
+		v += ")"
+	}
+	return v
 }
 
 // appLine says whether the connection's FinchApp or ClusterFinchApp exists

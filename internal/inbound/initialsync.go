@@ -1,0 +1,181 @@
+package inbound
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/tokens"
+)
+
+// The initial data sync webhooks write status.initialSync themselves: it is
+// Finch's report, not a reason to call Finch, and the controller only derives
+// condition DataSynced from it.
+// +kubebuilder:rbac:groups=finch.connectops.dev,resources=finchconnections/status,verbs=get;patch
+
+var initialSyncsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "finch_initial_syncs_total",
+	Help: "Initial data syncs Finch reported by webhook (job.initial_data_sync_org.succeeded, job.initial_data_sync_payroll.succeeded) and recorded on a FinchConnection, by kind (organization, payroll).",
+}, []string{"kind"})
+
+func init() {
+	metrics.Registry.MustRegister(initialSyncsTotal)
+	for _, k := range []string{finch.SyncOrganization, finch.SyncPayroll} {
+		initialSyncsTotal.WithLabelValues(k)
+	}
+}
+
+// recordInitialSync records a verified initial data sync webhook on its
+// FinchConnection: the first time of each kind in status.initialSync, an
+// Event and the metric. Redeliveries and other replicas find the time set
+// and change nothing.
+func (s *Server) recordInitialSync(ctx context.Context, log logr.Logger, app types.NamespacedName, dedupKey string, ev *finch.WebhookEvent, kind string) (int, string) {
+	conns, err := s.initialSyncTargets(ctx, app, ev)
+	if err != nil {
+		log.Error(err, "webhook: cannot find the FinchConnection")
+		return http.StatusInternalServerError, webhookError
+	}
+	if ev.ConnectionID == "" && len(conns) > 1 {
+		// A company_id or account_id several connections share does not say which one synced.
+		conns = nil
+	}
+	recorded, already := 0, 0
+	for i := range conns {
+		conn := &conns[i]
+		if !conn.DeletionTimestamp.IsZero() {
+			continue
+		}
+		marked, err := s.markInitialSync(ctx, conn, kind)
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			// Not remembered: Finch retries non-2xx answers.
+			log.Error(err, "webhook: cannot record the initial sync on the FinchConnection", "finchConnection", conn.Name)
+			return http.StatusInternalServerError, webhookError
+		case !marked:
+			already++
+			continue
+		}
+		recorded++
+		initialSyncsTotal.WithLabelValues(kind).Inc()
+		s.event(conn, corev1.EventTypeNormal, finchv1.ReasonInitialSyncSucceeded, "Webhook", fmt.Sprintf(
+			"Finch reports the initial %s data sync of connection %s succeeded (%s, job %s)", kind, orUnknown(ev.ConnectionID), ev.EventType, orUnknown(ev.Data.JobID)))
+		log.Info("webhook recorded: initial data sync", "finchConnection", conn.Name, "kind", kind)
+	}
+	s.seen.Add(dedupKey, struct{}{})
+	switch {
+	case recorded > 0:
+		return http.StatusOK, webhookAccepted
+	case already > 0:
+		return http.StatusOK, webhookDuplicate
+	default:
+		log.Info("webhook: no FinchConnection has this connection")
+		return http.StatusOK, webhookUnknownConnection
+	}
+}
+
+// initialSyncTargets are the connections an initial sync event is about: as
+// for account.updated, else the one whose token Secret holds the connection.
+// The callback stores the token before the controller's introspection puts
+// connection_id in status, and this event comes once: it must not be lost in
+// that window.
+func (s *Server) initialSyncTargets(ctx context.Context, app types.NamespacedName, ev *finch.WebhookEvent) ([]finchv1.FinchConnection, error) {
+	list, err := s.webhookTargets(ctx, app, ev)
+	if err != nil || len(list.Items) > 0 || ev.ConnectionID == "" {
+		if err != nil {
+			return nil, err
+		}
+		return list.Items, nil
+	}
+	secrets := &corev1.SecretList{}
+	opts := []client.ListOption{client.HasLabels{finchv1.ConnectionLabel}}
+	if app.Namespace != "" {
+		opts = append(opts, client.InNamespace(app.Namespace))
+	}
+	if err := s.cfg.Client.List(ctx, secrets, opts...); err != nil {
+		return nil, fmt.Errorf("list token Secrets: %w", err)
+	}
+	for i := range secrets.Items {
+		sec := &secrets.Items[i]
+		if !tokens.HoldsConnection(sec, ev.ConnectionID) {
+			continue
+		}
+		conn := &finchv1.FinchConnection{}
+		err := s.cfg.Client.Get(ctx, types.NamespacedName{Namespace: sec.Namespace, Name: sec.Labels[finchv1.ConnectionLabel]}, conn)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get FinchConnection: %w", err)
+		}
+		if conn.AppKey() == app && (conn.Status.ConnectionID == "" || conn.Status.ConnectionID == ev.ConnectionID) {
+			return []finchv1.FinchConnection{*conn}, nil
+		}
+	}
+	return nil, nil
+}
+
+// markInitialSync sets status.initialSync.<kind> to now unless it is set, and
+// says whether it did. The optimistic lock keeps the first time when another
+// replica records the same event at once.
+func (s *Server) markInitialSync(ctx context.Context, conn *finchv1.FinchConnection, kind string) (bool, error) {
+	now := metav1.NewTime(s.cfg.Now())
+	marked := false
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		if initialSyncTime(conn, kind) != nil {
+			return nil
+		}
+		orig := conn.DeepCopy()
+		if conn.Status.InitialSync == nil {
+			conn.Status.InitialSync = &finchv1.InitialSyncStatus{}
+		}
+		if kind == finch.SyncPayroll {
+			conn.Status.InitialSync.Payroll = &now
+		} else {
+			conn.Status.InitialSync.Organization = &now
+		}
+		err := s.cfg.Client.Status().Patch(ctx, conn, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+		if apierrors.IsConflict(err) {
+			fresh := &finchv1.FinchConnection{}
+			if gerr := s.cfg.APIReader.Get(ctx, client.ObjectKeyFromObject(conn), fresh); gerr != nil {
+				return gerr
+			}
+			*conn = *fresh
+		}
+		marked = err == nil
+		return err
+	})
+	return marked, err
+}
+
+func initialSyncTime(conn *finchv1.FinchConnection, kind string) *metav1.Time {
+	is := conn.Status.InitialSync
+	switch {
+	case is == nil:
+		return nil
+	case kind == finch.SyncPayroll:
+		return is.Payroll
+	default:
+		return is.Organization
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
