@@ -14,8 +14,10 @@ import (
 )
 
 // CacheOptions are the manager cache settings the controllers rely on: only
-// Secrets labelled for a connection are cached whole (token and code Secrets),
-// and managed fields are dropped from every cached object.
+// Secrets labelled for a connection are cached, whole only when they are of
+// the operator's token or code Secret type (others labelled so, such as a
+// migrated Opaque token Secret, keep their metadata only), and managed fields
+// are dropped from every cached object.
 func CacheOptions() cache.Options {
 	hasConn, _ := labels.NewRequirement(finchv1.ConnectionLabel, selection.Exists, nil)
 	return cache.Options{
@@ -43,6 +45,12 @@ func stripForCache(in any) (any, error) {
 	}
 	if c, ok := out.(*finchv1.FinchConnection); ok && err == nil {
 		slimConnection(c)
+	}
+	if s, ok := out.(*corev1.Secret); ok && err == nil && s.Type != finchv1.TokenSecretType && s.Type != finchv1.CodeSecretType {
+		// Anyone who may label a Secret could otherwise have any Secret
+		// (of any size) held in the operator's memory; readers of such a
+		// Secret's data go to the API server (tokens.Reader.Token).
+		s.Data, s.StringData = nil, nil
 	}
 	return out, err
 }

@@ -143,11 +143,12 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 	if st.Phase != finchv1.PhaseReauthRequired {
 		reauthsRequired.Inc()
 	}
+	expires := s.now.Add(time.Duration(minutes) * time.Minute)
 	st.Session = &finchv1.Session{
-		ID: resp.SessionID, ConnectURL: s.app.PublishedConnectURL(resp.ConnectURL, resp.SessionID, redirect), Kind: finchv1.SessionReauthenticate,
+		ID: resp.SessionID, ConnectURL: s.app.PublishedConnectURL(resp.ConnectURL, resp.SessionID, redirect, expires), Kind: finchv1.SessionReauthenticate,
 		RedirectURI: redirect, Products: req.Products,
 		IssuedAt:  metav1.Time{Time: s.now},
-		ExpiresAt: metav1.Time{Time: s.now.Add(time.Duration(minutes) * time.Minute)},
+		ExpiresAt: metav1.Time{Time: expires},
 		// The token the reauth replaces: a different token means it was completed.
 		ReplacesTokenVersion: s.token.Version,
 	}

@@ -81,9 +81,10 @@ func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s 
 	refreshed := sess != nil && sess.ID == resp.SessionID
 	minutes := time.Duration(conn.SessionMinutes()) * time.Minute
 	redirect := deref(req.RedirectURI)
+	expires := s.now.Add(minutes)
 	st.Session = &finchv1.Session{
-		ID: resp.SessionID, ConnectURL: s.app.PublishedConnectURL(resp.ConnectURL, resp.SessionID, redirect), Kind: finchv1.SessionConnect,
-		IssuedAt: metav1.Time{Time: s.now}, ExpiresAt: metav1.Time{Time: s.now.Add(minutes)}, RequestHash: hash,
+		ID: resp.SessionID, ConnectURL: s.app.PublishedConnectURL(resp.ConnectURL, resp.SessionID, redirect, expires), Kind: finchv1.SessionConnect,
+		IssuedAt: metav1.Time{Time: s.now}, ExpiresAt: metav1.Time{Time: expires}, RequestHash: hash,
 		RedirectURI: redirect, Products: req.Products,
 	}
 	if st.FirstSessionTime == nil {

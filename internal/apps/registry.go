@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,33 +124,66 @@ func (a *App) CallbackPathMatches(seg string) bool {
 	return a.callbackPath != "" && subtle.ConstantTimeCompare([]byte(seg), []byte(a.callbackPath)) == 1
 }
 
-// stateSep separates the session ID from its MAC in a state value.
+// stateSep separates the parts of a state value.
 const stateSep = "."
 
 // SignState is the state parameter published with a session whose
-// redirect_uri is the operator's callback: the session ID and an HMAC of it
-// under a key only the operator holds. Finch Connect returns state unchanged
-// on the redirect (docs/finch-api.md#connect-sessions; developer.tryfinch.com
-// /implementation-guide/Connect/Set-Up-Finch-Connect), so the callback can
-// reject, before any Finch call, a code that no session of ours produced.
-func (a *App) SignState(sessionID string) string {
-	return sessionID + stateSep + a.stateMAC(sessionID)
+// redirect_uri is the operator's callback: the session ID, the session's
+// expiry (unix seconds) and an HMAC of both under a key only the operator
+// holds. Finch Connect returns state unchanged on the redirect
+// (docs/finch-api.md#connect-sessions;
+// developer.tryfinch.com/implementation-guide/Connect/Set-Up-Finch-Connect),
+// so the callback can reject, before any Finch call or lookup, a code that no
+// session of ours produced, or one whose session has expired.
+func (a *App) SignState(sessionID string, expires time.Time) string {
+	exp := strconv.FormatInt(expires.Unix(), 10)
+	return sessionID + stateSep + exp + stateSep + a.stateMAC(sessionID, exp)
 }
 
-// VerifyState returns the session ID of a state SignState produced.
-func (a *App) VerifyState(state string) (sessionID string, ok bool) {
+// State is what a state SignState produced says.
+type State struct {
+	SessionID string
+	// Expires is when the session expires. It is zero for a legacy state
+	// (signed before states carried an expiry: session ID and MAC only),
+	// whose session's own expiry is all there is to check.
+	Expires time.Time
+}
+
+// Legacy reports whether the state was signed before states carried an expiry.
+func (s State) Legacy() bool { return s.Expires.IsZero() }
+
+// VerifyState checks a state parameter against the app's key: a state
+// SignState produced, or a legacy one (no expiry) published by an earlier
+// version of the operator. It does not check the expiry: the caller compares
+// Expires with its clock.
+func (a *App) VerifyState(state string) (State, bool) {
 	i := strings.LastIndex(state, stateSep)
 	if i <= 0 || len(a.stateKey) == 0 {
-		return "", false
+		return State{}, false
 	}
-	id, mac := state[:i], state[i+len(stateSep):]
-	if subtle.ConstantTimeCompare([]byte(mac), []byte(a.stateMAC(id))) != 1 {
-		return "", false
+	rest, mac := state[:i], state[i+len(stateSep):]
+	if j := strings.LastIndex(rest, stateSep); j > 0 {
+		id, exp := rest[:j], rest[j+len(stateSep):]
+		if secs, err := strconv.ParseInt(exp, 10, 64); err == nil && secs > 0 &&
+			subtle.ConstantTimeCompare([]byte(mac), []byte(a.stateMAC(id, exp))) == 1 {
+			return State{SessionID: id, Expires: time.Unix(secs, 0)}, true
+		}
 	}
-	return id, true
+	if subtle.ConstantTimeCompare([]byte(mac), []byte(a.legacyStateMAC(rest))) == 1 {
+		return State{SessionID: rest}, true
+	}
+	return State{}, false
 }
 
-func (a *App) stateMAC(sessionID string) string {
+func (a *App) stateMAC(sessionID, expires string) string {
+	m := hmac.New(sha256.New, a.stateKey)
+	m.Write([]byte("finch-operator/state/v2\x00" + a.Key.String() + "\x00" + sessionID + "\x00" + expires))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// legacyStateMAC is the MAC of states published before they carried an
+// expiry; they are still accepted (see VerifyState).
+func (a *App) legacyStateMAC(sessionID string) string {
 	m := hmac.New(sha256.New, a.stateKey)
 	m.Write([]byte("finch-operator/state/v1\x00" + a.Key.String() + "\x00" + sessionID))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
@@ -157,8 +191,8 @@ func (a *App) stateMAC(sessionID string) string {
 
 // PublishedConnectURL is the Connect link published in status: Finch's
 // connect_url, plus the signed state when the session redirects to the
-// operator's callback.
-func (a *App) PublishedConnectURL(connectURL, sessionID, redirectURI string) string {
+// operator's callback. expires is the session's expiry.
+func (a *App) PublishedConnectURL(connectURL, sessionID, redirectURI string, expires time.Time) string {
 	if redirectURI == "" || redirectURI != a.CallbackURL() || len(a.stateKey) == 0 {
 		return connectURL
 	}
@@ -167,7 +201,7 @@ func (a *App) PublishedConnectURL(connectURL, sessionID, redirectURI string) str
 		return connectURL
 	}
 	q := u.Query()
-	q.Set("state", a.SignState(sessionID))
+	q.Set("state", a.SignState(sessionID, expires))
 	u.RawQuery = q.Encode()
 	return u.String()
 }

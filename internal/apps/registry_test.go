@@ -2,7 +2,9 @@ package apps
 
 import (
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -23,21 +25,24 @@ func TestURLs(t *testing.T) {
 func TestSignedState(t *testing.T) {
 	a := &App{Key: typesNN("payroll", "default"), stateKey: []byte("0123456789abcdef0123456789abcdef"), callbackPath: "seg"}
 	a.Spec.PublicURL = "https://finch.example.com"
-	st := a.SignState("sess_1")
-	if id, ok := a.VerifyState(st); !ok || id != "sess_1" {
-		t.Fatalf("VerifyState(%q) = %q, %v", st, id, ok)
+	exp := time.Unix(1900000000, 0)
+	st := a.SignState("sess_1", exp)
+	if got, ok := a.VerifyState(st); !ok || got.SessionID != "sess_1" || !got.Expires.Equal(exp) || got.Legacy() {
+		t.Fatalf("VerifyState(%q) = %+v, %v", st, got, ok)
 	}
 	other := &App{Key: typesNN("payroll", "other"), stateKey: a.stateKey}
-	for _, bad := range []string{"", "sess_1", "sess_1.", st + "x", "sess_2" + st[len("sess_1"):], other.SignState("sess_1")} {
+	later := strings.Replace(st, ".1900000000.", ".1900000001.", 1) // a longer life, same MAC
+	for _, bad := range []string{"", "sess_1", "sess_1.", st + "x", "sess_2" + st[len("sess_1"):], other.SignState("sess_1", exp), later,
+		"sess_1." + a.stateMAC("sess_1", "") /* no expiry */} {
 		if _, ok := a.VerifyState(bad); ok {
 			t.Errorf("VerifyState(%q) accepted", bad)
 		}
 	}
 	cb := a.CallbackURL()
-	if got := a.PublishedConnectURL("https://connect.tryfinch.com/authorize?session=sess_1", "sess_1", cb); got != "https://connect.tryfinch.com/authorize?session=sess_1&state="+url.QueryEscape(st) {
+	if got := a.PublishedConnectURL("https://connect.tryfinch.com/authorize?session=sess_1", "sess_1", cb, exp); got != "https://connect.tryfinch.com/authorize?session=sess_1&state="+url.QueryEscape(st) {
 		t.Errorf("published URL = %s", got)
 	}
-	if got := a.PublishedConnectURL("https://connect.tryfinch.com/authorize?session=sess_1", "sess_1", "https://elsewhere.example.com/cb"); got != "https://connect.tryfinch.com/authorize?session=sess_1" {
+	if got := a.PublishedConnectURL("https://connect.tryfinch.com/authorize?session=sess_1", "sess_1", "https://elsewhere.example.com/cb", exp); got != "https://connect.tryfinch.com/authorize?session=sess_1" {
 		t.Errorf("a foreign redirect URI must get no state, got %s", got)
 	}
 	if !a.CallbackPathMatches("seg") || a.CallbackPathMatches("Seg") || a.CallbackPathMatches("") {
@@ -45,6 +50,24 @@ func TestSignedState(t *testing.T) {
 	}
 	if got := WebhookURL("", typesNN("a", "b")); got != "" {
 		t.Errorf("no publicURL must give no webhook URL, got %s", got)
+	}
+}
+
+// States published before states carried an expiry (session ID and MAC) are
+// still accepted, marked Legacy so the callback checks their session instead;
+// a session ID with a dot in it is not mistaken for an expiry.
+func TestLegacySignedState(t *testing.T) {
+	a := &App{Key: typesNN("payroll", "default"), stateKey: []byte("0123456789abcdef0123456789abcdef")}
+	for _, id := range []string{"sess_1", "sess.123"} {
+		legacy := id + "." + a.legacyStateMAC(id)
+		got, ok := a.VerifyState(legacy)
+		if !ok || got.SessionID != id || !got.Legacy() {
+			t.Errorf("VerifyState(legacy %q) = %+v, %v", legacy, got, ok)
+		}
+	}
+	other := &App{Key: typesNN("payroll", "other"), stateKey: a.stateKey}
+	if _, ok := a.VerifyState("sess_1." + other.legacyStateMAC("sess_1")); ok {
+		t.Error("another app's legacy state accepted")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,23 +38,44 @@ type outcome struct {
 // handleBadCallback answers callback URLs of the wrong shape or method like a
 // bad parameter.
 func (s *Server) handleBadCallback(w http.ResponseWriter, r *http.Request) {
-	s.rejectCallback(w, r, nil, rejectMalformed)
+	s.refuse(w, r, "", nil, rejectMalformed)
 }
 
-// rejectCallback answers a callback refused before any Finch call. Every
-// refusal shows the same page, so a caller learns nothing about which apps,
-// sessions or connections exist. Refusals for a known app also draw from the
-// app's bucket for unverified traffic; once it is empty the answer is 429 and
-// the flood is reported on the FinchApp.
-func (s *Server) rejectCallback(w http.ResponseWriter, r *http.Request, app finchv1.AppObject, reason string) {
+// refuse answers a callback that failed verification: unknown or unusable
+// app, wrong path, no or bad or expired state, malformed. Every refusal shows
+// the same page, so a caller learns nothing about which apps, sessions or
+// connections exist. Only these requests draw from the client address's
+// bucket (callbacks with a valid state never do: behind a proxy that is not
+// in --trusted-proxies every browser shares one address, and a flood must
+// not lock employers out) and from the bucket of the app the path names,
+// whether it exists or not (bucket; "" when the path names none), so that
+// 429 versus 400 does not tell which apps exist. The flood is reported on the
+// app when it exists.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, bucket string, app finchv1.AppObject, reason string) {
+	if ok, wait := s.ipLimiter.Take(ipKey(clientIP(r, s.cfg.TrustedProxies))); !ok {
+		callbacksTotal.WithLabelValues(callbackInvalid).Inc()
+		callbackRejected.WithLabelValues(rejectIPRate).Inc()
+		writeTooMany(w, wait)
+		return
+	}
+	s.rejectCallback(w, bucket, app, reason)
+}
+
+// rejectCallback answers a callback refused before any Finch call, drawing
+// from the app's bucket for refused traffic (bucket: the app key the path
+// names, "" for none); once it is empty the answer is 429 and the flood is
+// reported on the app (when app is not nil).
+func (s *Server) rejectCallback(w http.ResponseWriter, bucket string, app finchv1.AppObject, reason string) {
 	callbacksTotal.WithLabelValues(callbackInvalid).Inc()
 	callbackRejected.WithLabelValues(reason).Inc()
-	if app != nil {
-		if ok, wait := s.appLimiter.Take(appKey(app)); !ok {
+	if bucket != "" {
+		if ok, wait := s.appLimiter.Take(bucket); !ok {
 			callbackRejected.WithLabelValues(rejectAppRate).Inc()
-			s.limitedWarning(app, finchv1.ReasonCallbackFlood, "Callback", fmt.Sprintf(
-				"more than %d unverifiable callback requests in a burst for %s (latest refused as %s): answering 429 to them; real employers' callbacks, which carry a state signed by the operator, are still served. Rate-limit the inbound Ingress (see the README, \"Exposing the inbound server\")",
-				s.cfg.CallbackAppBurst, describe(app), reason))
+			if app != nil {
+				s.limitedWarning(app, finchv1.ReasonCallbackFlood, "Callback", fmt.Sprintf(
+					"more than %d unverifiable callback requests in a burst for %s (latest refused as %s): answering 429 to them; real employers' callbacks, which carry a state signed by the operator, are still served. Rate-limit the inbound Ingress (see the README, \"Exposing the inbound server\")",
+					s.cfg.CallbackAppBurst, describe(app), reason))
+			}
 			writeTooMany(w, wait)
 			return
 		}
@@ -72,23 +94,21 @@ func writeTooMany(w http.ResponseWriter, wait time.Duration) {
 
 // handleCallback is the redirect flow: Finch Connect sent the employer's
 // browser to /callback/{namespace}/{app}/{path}?code=...&state=... (a
-// ClusterFinchApp's: /cluster/callback/{app}/{path}). Before any
-// Finch call it checks, cheapest first: the caller's rate, the parameters, the
-// app's secret path segment, the state the operator signed for one of its
-// sessions, and that this session is live and not completed. Only then is the
-// code exchanged, with exactly the session's redirect_uri, within the app's
-// ceiling for callback exchanges, and the token stored for that connection.
+// ClusterFinchApp's: /cluster/callback/{app}/{path}). Before any Finch call
+// it checks the parameters, the app, its secret path segment and the state
+// the operator signed (an HMAC and its expiry: no I/O) for one of its
+// sessions; a request that fails any of these is charged to the client
+// address's rate limit, one that passes is not. Then it checks that the
+// session is live and not completed, within per-session limits. Only then is
+// the code exchanged, with exactly the session's redirect_uri, within the
+// app's ceiling for callback exchanges, and the token stored for that
+// connection.
 func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet { // the GET pattern also matches HEAD: never spend a code on it
 		s.handleBadCallback(w, r)
 		return
 	}
-	if ok, wait := s.ipLimiter.Take(ipKey(clientIP(r, s.cfg.TrustedProxies))); !ok {
-		callbacksTotal.WithLabelValues(callbackInvalid).Inc()
-		callbackRejected.WithLabelValues(rejectIPRate).Inc()
-		writeTooMany(w, wait)
-		return
-	}
+	s.warnUntrustedProxy(r)
 	key, validPath := pathApp(r)
 	seg := r.PathValue("path")
 	q := r.URL.Query()
@@ -101,20 +121,21 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if len(states) == 1 {
 		state = states[0]
 	}
-	log := s.log.WithValues("callback", apps.KeyString(key))
+	bucket := apps.KeyString(key)
+	log := s.log.WithValues("callback", bucket)
 
 	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
 	app, err := s.getApp(ctx, key)
 	var resolved *apps.App
 	if err == nil {
-		resolved, err = s.cfg.Apps.Get(ctx, app)
+		resolved, err = s.resolver.get(ctx, app)
 	}
 	cancel()
 	if err != nil {
 		var cfgErr *apps.ConfigError
 		switch {
 		case apierrors.IsNotFound(err):
-			s.rejectCallback(w, r, nil, rejectUnknownApp)
+			s.refuse(w, r, bucket, nil, rejectUnknownApp)
 		case errors.As(err, &cfgErr):
 			// The app exists but is unusable; the employer sees the same page
 			// as for a bad link (nothing revealed), the administrator the reason.
@@ -122,7 +143,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			s.limitedWarning(app, finchv1.ReasonCallbackFailed, "Callback", fmt.Sprintf(
 				"an employer reached the callback but %s is not usable (%s): %s; the authorization code was not exchanged, the employer must start again once it is fixed",
 				describe(app), cfgErr.Reason, cfgErr.Message))
-			s.rejectCallback(w, r, app, rejectUnknownApp)
+			s.refuse(w, r, bucket, app, rejectUnknownApp)
 		default:
 			// The code was not spent: a reload later can still succeed.
 			log.Error(err, "callback: cannot read the app")
@@ -132,17 +153,32 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !resolved.CallbackPathMatches(seg) {
-		s.rejectCallback(w, r, app, rejectBadPath)
+		s.refuse(w, r, bucket, app, rejectBadPath)
 		return
 	}
-	redeem := func(base context.Context) (outcome, bool) { return s.redeemUnbound(base, app, resolved, code) }
-	if state != "" || !s.cfg.AllowStatelessCallbacks {
-		sessionID, ok := resolved.VerifyState(state)
-		if !ok {
-			s.rejectCallback(w, r, app, rejectBadState)
+	var redeem func(base context.Context) (outcome, bool)
+	if state == "" && s.cfg.AllowStatelessCallbacks {
+		// Nothing verifies a stateless callback: it is charged like a
+		// refused one, and refused only when the address is over its limit.
+		if ok, wait := s.ipLimiter.Take(ipKey(clientIP(r, s.cfg.TrustedProxies))); !ok {
+			callbacksTotal.WithLabelValues(callbackInvalid).Inc()
+			callbackRejected.WithLabelValues(rejectIPRate).Inc()
+			writeTooMany(w, wait)
 			return
 		}
-		redeem = func(base context.Context) (outcome, bool) { return s.redeem(base, app, resolved, sessionID, code) }
+		redeem = func(base context.Context) (outcome, bool) { return s.redeemUnbound(base, app, resolved, code) }
+	} else {
+		st, ok := resolved.VerifyState(state)
+		if !ok {
+			s.refuse(w, r, bucket, app, rejectBadState)
+			return
+		}
+		if !st.Legacy() && !s.cfg.Now().Before(st.Expires) {
+			// Its session has expired: refused before any lookup.
+			s.refuse(w, r, bucket, app, rejectExpiredState)
+			return
+		}
+		redeem = func(base context.Context) (outcome, bool) { return s.redeem(base, app, resolved, st, code) }
 	}
 
 	// The exchange runs detached from the browser's request: once the code
@@ -154,7 +190,9 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if out.reject != "" {
-		s.rejectCallback(w, r, app, out.reject)
+		// A valid state whose session is gone or done: not the address's
+		// fault, so only the app's bucket for refused traffic is drawn.
+		s.rejectCallback(w, bucket, app, out.reject)
 		return
 	}
 	callbacksTotal.WithLabelValues(out.result).Inc()
@@ -171,9 +209,10 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 // redeem checks the session a verified state names and spends the code. The
 // bool says whether the outcome is remembered for the code: every outcome is,
 // except a transient failure that a reload may still turn into a success.
-func (s *Server) redeem(base context.Context, app finchv1.AppObject, resolved *apps.App, sessionID, code string) (outcome, bool) {
+func (s *Server) redeem(base context.Context, app finchv1.AppObject, resolved *apps.App, st apps.State, code string) (outcome, bool) {
+	sessionID := st.SessionID
 	ctx, cancel := context.WithTimeout(base, apiTimeout)
-	conn, reason, err := s.sessionConnection(ctx, app, sessionID)
+	conn, reason, err := s.sessionConnection(ctx, app, sessionID, !st.Legacy())
 	cancel()
 	if err != nil {
 		s.log.Error(err, "callback: cannot look up the session's FinchConnection")
@@ -190,7 +229,7 @@ func (s *Server) redeem(base context.Context, app finchv1.AppObject, resolved *a
 		callbackRejected.WithLabelValues(rejectSessionLocked).Inc()
 		return outcome{result: callbackInvalid, page: pageTooMany, retryAfter: wait}, false
 	}
-	if out, ok := s.takeExchange(base, app); !ok {
+	if out, ok := s.takeExchange(base, app, conn.Namespace); !ok {
 		return out, false
 	}
 	return s.exchange(base, app, resolved, code, conn.Status.Session.RedirectURI, conn)
@@ -205,7 +244,7 @@ func (s *Server) redeemUnbound(base context.Context, app finchv1.AppObject, reso
 	if n := app.AppStatus().Connections; n.AwaitingConnect+n.ReauthRequired == 0 {
 		return outcome{reject: rejectNoSession}, false
 	}
-	if out, ok := s.takeExchange(base, app); !ok {
+	if out, ok := s.takeExchange(base, app, ""); !ok {
 		return out, false
 	}
 	return s.exchange(base, app, resolved, code, resolved.CallbackURL(), nil)
@@ -213,17 +252,21 @@ func (s *Server) redeemUnbound(base context.Context, app finchv1.AppObject, reso
 
 // takeExchange takes a slot of the app's ceiling for callback exchanges, which
 // keeps callbacks from spending the app's whole token budget: reconciles
-// (embedded hand-offs) always keep the rest of it.
-func (s *Server) takeExchange(base context.Context, app finchv1.AppObject) (outcome, bool) {
+// (embedded hand-offs) always keep the rest of it. A ClusterFinchApp has one
+// ceiling per namespace (ns: the connection's; "" for a stateless callback),
+// so that one tenant's junk codes under its own valid states cannot use up
+// another tenant's exchanges.
+func (s *Server) takeExchange(base context.Context, app finchv1.AppObject, ns string) (outcome, bool) {
 	key := appKey(app)
-	if wait := s.exchangeBudget(key).Delay(callbackBudgetKey); wait > 0 {
+	budget := s.exchangeBudget(key, ns)
+	if wait := budget.Delay(callbackBudgetKey); wait > 0 {
 		callbackExchanges.WithLabelValues(key, exchangeCeiling).Inc()
 		s.limitedWarning(app, finchv1.ReasonCallbackFlood, "ExchangeCode", fmt.Sprintf(
 			"the callback reached its ceiling of %d code exchanges per %s for %s (--callback-exchanges); an employer was asked to retry in %s",
 			s.cfg.CallbackExchanges.Requests, s.cfg.CallbackExchanges.Window, describe(app), wait.Round(time.Second)))
 		return outcome{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
 	}
-	if err := s.exchangeBudget(key).Wait(base, callbackBudgetKey); err != nil {
+	if err := budget.Wait(base, callbackBudgetKey); err != nil {
 		return outcome{result: callbackError, page: pageUnavailable}, false
 	}
 	return outcome{}, true
@@ -233,7 +276,7 @@ func (s *Server) takeExchange(base context.Context, app finchv1.AppObject) (outc
 // checks the session can still produce a code: not expired, and not completed
 // (its token Secret was not already written from it). reason is set when the
 // callback must be refused.
-func (s *Server) sessionConnection(ctx context.Context, app finchv1.AppObject, sessionID string) (*finchv1.FinchConnection, string, error) {
+func (s *Server) sessionConnection(ctx context.Context, app finchv1.AppObject, sessionID string, mayAskAPI bool) (*finchv1.FinchConnection, string, error) {
 	key := finchv1.AppKeyOf(app)
 	admitted := apps.AdmittedFilter(ctx, s.cfg.Client, app)
 	publishes := func(c *finchv1.FinchConnection) bool {
@@ -245,11 +288,13 @@ func (s *Server) sessionConnection(ctx context.Context, app finchv1.AppObject, s
 	}
 	conn := index.Oldest(list.Items, publishes)
 	missKey := appKey(app) + "\x00" + sessionID
-	if conn == nil && !s.sessionMisses.Contains(missKey) {
-		// The state is the operator's own, so the session existed: the cache
-		// may just lag the status write that published it (a busy API
-		// server). Ask the API server before refusing a real employer; only
-		// verified states get here, so this cannot be driven by a flood.
+	if conn == nil && mayAskAPI && !s.sessionMisses.Contains(missKey) {
+		// The state is the operator's own and unexpired, so the session
+		// existed: the cache may just lag the status write that published it
+		// (a busy API server). Ask the API server before refusing a real
+		// employer; only verified states get here, so this cannot be driven
+		// by a flood. A legacy state (no expiry in it, published long before
+		// this) never needs it.
 		if err := s.cfg.APIReader.List(ctx, list, connectionScope(key)...); err != nil {
 			return nil, "", fmt.Errorf("list FinchConnections (uncached): %w", err)
 		}
@@ -351,14 +396,19 @@ func (s *Server) exchange(base context.Context, app finchv1.AppObject, resolved 
 	return outcome{result: callbackConnected, page: pageConnected}, true
 }
 
-// exchangeBudget is the app's ceiling on callback exchanges.
-func (s *Server) exchangeBudget(app string) *finch.Budget {
+// exchangeBudget is the app's ceiling on callback exchanges: one per
+// FinchApp, one per namespace for a ClusterFinchApp (see takeExchange).
+func (s *Server) exchangeBudget(app, ns string) *finch.Budget {
+	key := app
+	if strings.HasPrefix(app, finchv1.ClusterFinchAppKind+"/") {
+		key += "\x00" + ns
+	}
 	s.budgetMu.Lock()
 	defer s.budgetMu.Unlock()
-	b := s.budgets[app]
+	b := s.budgets[key]
 	if b == nil {
 		b = finch.NewBudget(s.cfg.CallbackExchanges)
-		s.budgets[app] = b
+		s.budgets[key] = b
 	}
 	return b
 }
@@ -497,6 +547,13 @@ func (s *Server) connectionClaim(ctx context.Context, connectionID string) (stri
 		return "", fmt.Errorf("list token Secrets: %w", err)
 	}
 	for _, sec := range secrets.Items {
+		if sec.Type != finchv1.TokenSecretType && sec.Type != finchv1.CodeSecretType && !tokens.HoldsConnection(&sec, connectionID) {
+			// The cache keeps only the metadata of such Secrets (e.g. an
+			// Opaque token Secret labelled by hand): read its data.
+			if err := s.cfg.APIReader.Get(ctx, client.ObjectKeyFromObject(&sec), &sec); client.IgnoreNotFound(err) != nil {
+				return "", fmt.Errorf("read Secret %s/%s: %w", sec.Namespace, sec.Name, err)
+			}
+		}
 		if tokens.HoldsConnection(&sec, connectionID) {
 			return fmt.Sprintf("token Secret %s/%s", sec.Namespace, sec.Name), nil
 		}

@@ -6,7 +6,35 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 )
+
+// proxyWarnInterval is how often warnUntrustedProxy may log.
+const proxyWarnInterval = time.Hour
+
+// warnUntrustedProxy logs, at most once per proxyWarnInterval, that a
+// callback came with X-Forwarded-For from a peer that is not a trusted proxy:
+// most likely the Ingress controller, missing from --trusted-proxies. Then
+// every browser behind it shares one per-address bucket, so one client's junk
+// callbacks get every other unverifiable callback answered 429 (callbacks
+// with a valid signed state are not limited by it, so employers still get
+// through).
+func (s *Server) warnUntrustedProxy(r *http.Request) {
+	if len(r.Header.Values("X-Forwarded-For")) == 0 {
+		return
+	}
+	peer := parseHostAddr(r.RemoteAddr)
+	if isTrusted(peer, s.cfg.TrustedProxies) {
+		return
+	}
+	now := s.cfg.Now()
+	last := s.proxyWarned.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < proxyWarnInterval || !s.proxyWarned.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	s.log.Info("WARNING: callbacks arrive through a proxy (X-Forwarded-For) whose address is not in --trusted-proxies, so every client behind it shares one per-address rate limit (--callback-rate-per-ip); set --trusted-proxies to the Ingress controller's or load balancer's addresses (chart: inbound.trustedProxies)",
+		"peer", peer.String())
+}
 
 // ParseTrustedProxies parses a comma-separated list of CIDRs or addresses
 // (the --trusted-proxies flag).

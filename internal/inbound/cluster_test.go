@@ -31,13 +31,19 @@ type clusterApp struct {
 
 func (f *fixture) createClusterApp(namespaces ...string) *clusterApp {
 	f.t.Helper()
+	return f.createClusterAppAt(f.e.ts.URL, namespaces...)
+}
+
+// createClusterAppAt is createClusterApp served by the inbound server at publicURL.
+func (f *fixture) createClusterAppAt(publicURL string, namespaces ...string) *clusterApp {
+	f.t.Helper()
 	a := &clusterApp{name: "platform-" + randHex(4), clientID: "cluster-" + randHex(6)}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	a.webhookSecret = base64.StdEncoding.EncodeToString(key)
 	f.sim.AddApp(finchsim.AppConfig{
 		ClientID: a.clientID, ClientSecret: f.clientSecret,
-		WebhookURL: apps.WebhookURL(f.e.ts.URL, types.NamespacedName{Name: a.name}), WebhookSecret: a.webhookSecret,
+		WebhookURL: apps.WebhookURL(publicURL, types.NamespacedName{Name: a.name}), WebhookSecret: a.webhookSecret,
 	})
 	f.create(&corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: clusterResourceNamespace, Name: a.name + "-credentials"},
@@ -54,7 +60,7 @@ func (f *fixture) createClusterApp(namespaces ...string) *clusterApp {
 				CredentialsSecretRef: finchv1.CredentialsSecretReference{Name: a.name + "-credentials"},
 				WebhookSecretRef:     &finchv1.WebhookSecretReference{Name: a.name + "-webhook"},
 				APIURL:               f.simURL,
-				PublicURL:            f.e.ts.URL,
+				PublicURL:            publicURL,
 				RateLimit:            &finchv1.RateLimit{Requests: 100000, Window: &metav1.Duration{Duration: time.Minute}},
 			},
 			Conditions: []finchv1.ClusterFinchAppCondition{{Namespaces: namespaces}},

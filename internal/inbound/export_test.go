@@ -27,9 +27,11 @@ var (
 
 // Metrics and their labels.
 var (
-	CallbacksTotal  = callbacksTotal
-	WebhooksTotal   = webhooksTotal
-	RequestDuration = requestDuration
+	CallbacksTotal    = callbacksTotal
+	WebhooksTotal     = webhooksTotal
+	RequestDuration   = requestDuration
+	CallbackRejected  = callbackRejected
+	WebhookQueueDepth = webhookQueueDepth
 )
 
 const (
@@ -41,6 +43,9 @@ const (
 	WebhookBadRequest        = webhookBadRequest
 	WebhookUnknownConnection = webhookUnknownConnection
 	WebhookIgnoredEventType  = webhookIgnoredEventType
+	WebhookQueueFull         = webhookQueueFull
+	RejectExpiredState       = rejectExpiredState
+	RejectIPRate             = rejectIPRate
 	RouteWebhook             = routeWebhook
 	MaxSessionExchanges      = maxSessionExchanges
 )

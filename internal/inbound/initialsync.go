@@ -37,11 +37,11 @@ func init() {
 	}
 }
 
-// recordInitialSync records a verified initial data sync webhook on its
-// FinchConnection: the first time of each kind in status.initialSync, an
-// Event and the metric. Redeliveries and other replicas find the time set
-// and change nothing.
-func (s *Server) recordInitialSync(ctx context.Context, log logr.Logger, app types.NamespacedName, dedupKey string, ev *finch.WebhookEvent, kind string) (int, string) {
+// initialSync queues a verified initial data sync webhook for its
+// FinchConnection (answered once queued, like account.updated); the worker
+// records the first time of each kind in status.initialSync (writeInitialSync).
+// Redeliveries and other replicas find the time set and change nothing.
+func (s *Server) initialSync(ctx context.Context, log logr.Logger, app types.NamespacedName, ev *finch.WebhookEvent, kind string) (int, string) {
 	conns, err := s.initialSyncTargets(ctx, app, ev)
 	if err != nil {
 		log.Error(err, "webhook: cannot find the FinchConnection")
@@ -51,40 +51,45 @@ func (s *Server) recordInitialSync(ctx context.Context, log logr.Logger, app typ
 		// A company_id or account_id several connections share does not say which one synced.
 		conns = nil
 	}
-	recorded, already := 0, 0
+	var recs []*webhookRecord
+	already := 0
 	for i := range conns {
 		conn := &conns[i]
-		if !conn.DeletionTimestamp.IsZero() {
-			continue
-		}
-		marked, err := s.markInitialSync(ctx, conn, kind)
 		switch {
-		case apierrors.IsNotFound(err):
+		case !conn.DeletionTimestamp.IsZero():
 			continue
-		case err != nil:
-			// Not remembered: Finch retries non-2xx answers.
-			log.Error(err, "webhook: cannot record the initial sync on the FinchConnection", "finchConnection", conn.Name)
-			return http.StatusInternalServerError, webhookError
-		case !marked:
+		case initialSyncTime(conn, kind) != nil:
 			already++
 			continue
 		}
-		recorded++
-		initialSyncsTotal.WithLabelValues(kind).Inc()
-		s.event(conn, corev1.EventTypeNormal, finchv1.ReasonInitialSyncSucceeded, "Webhook", fmt.Sprintf(
-			"Finch reports the initial %s data sync of connection %s succeeded (%s, job %s)", kind, orUnknown(ev.ConnectionID), ev.EventType, orUnknown(ev.Data.JobID)))
-		log.Info("webhook recorded: initial data sync", "finchConnection", conn.Name, "kind", kind)
+		recs = append(recs, &webhookRecord{conn: client.ObjectKeyFromObject(conn), kind: recordInitialSync + "/" + kind, eventID: ev.EventID, status: kind,
+			detail: fmt.Sprintf("Finch reports the initial %s data sync of connection %s succeeded (%s, job %s)", kind, orUnknown(ev.ConnectionID), ev.EventType, orUnknown(ev.Data.JobID))})
 	}
-	s.seen.Add(dedupKey, struct{}{})
 	switch {
-	case recorded > 0:
-		return http.StatusOK, webhookAccepted
+	case len(recs) > 0:
+		return s.enqueue(log, recs)
 	case already > 0:
 		return http.StatusOK, webhookDuplicate
 	default:
 		log.Info("webhook: no FinchConnection has this connection")
 		return http.StatusOK, webhookUnknownConnection
 	}
+}
+
+// writeInitialSync is the queue worker's half of initialSync: the time in
+// status, then the metric and an Event, once.
+func (s *Server) writeInitialSync(ctx context.Context, conn *finchv1.FinchConnection, rec *webhookRecord) error {
+	if err := s.cfg.Client.Get(ctx, client.ObjectKeyFromObject(conn), conn); err != nil {
+		return fmt.Errorf("get FinchConnection: %w", err)
+	}
+	marked, err := s.markInitialSync(ctx, conn, rec.status)
+	if err != nil || !marked {
+		return err
+	}
+	initialSyncsTotal.WithLabelValues(rec.status).Inc()
+	s.event(conn, corev1.EventTypeNormal, finchv1.ReasonInitialSyncSucceeded, "Webhook", rec.detail)
+	s.log.Info("webhook recorded: initial data sync", "finchConnection", client.ObjectKeyFromObject(conn).String(), "kind", rec.status)
+	return nil
 }
 
 // initialSyncTargets are the connections an initial sync event is about: as

@@ -106,10 +106,13 @@ func TestInitialSyncBeforeStatusHasConnectionID(t *testing.T) {
 	status, _ := do(t, f.signedWebhook(f.app, initialSyncEvent("conn-early", finch.EventInitialSyncOrg), "msg_early", time.Now(), f.webhookSecret))
 	g.Expect(status).To(Equal(200))
 	g.Expect(counter(inbound.WebhooksTotal, inbound.WebhookAccepted)).To(Equal(accepted + 1))
-	c := f.getConn("acme")
-	g.Expect(c.Status.ConnectionID).To(BeEmpty())
-	g.Expect(c.Status.InitialSync).NotTo(BeNil())
-	g.Expect(c.Status.InitialSync.Organization).NotTo(BeNil())
+	// Answered once queued: the write lands shortly after.
+	g.Eventually(func(g Gomega) {
+		c := f.getConn("acme")
+		g.Expect(c.Status.ConnectionID).To(BeEmpty())
+		g.Expect(c.Status.InitialSync).NotTo(BeNil())
+		g.Expect(c.Status.InitialSync.Organization).NotTo(BeNil())
+	}).Should(Succeed())
 	// Another connection's ID is not matched through this Secret.
 	status, _ = do(t, f.signedWebhook(f.app, initialSyncEvent("conn-other", finch.EventInitialSyncPayroll), "msg_other", time.Now(), f.webhookSecret))
 	g.Expect(status).To(Equal(200))

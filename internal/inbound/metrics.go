@@ -25,6 +25,7 @@ const (
 	rejectUnknownApp       = "unknown_app"       // no such FinchApp, or it is not usable
 	rejectBadPath          = "bad_path"          // the app's secret path segment is wrong
 	rejectBadState         = "bad_state"         // state missing or not signed by the operator
+	rejectExpiredState     = "expired_state"     // a signed state past its session's expiry
 	rejectNoSession        = "no_session"        // no FinchConnection publishes that session, or it expired
 	rejectSessionCompleted = "session_completed" // the session's code was already exchanged
 	rejectSessionLocked    = "session_locked"    // too many rejected codes for the session
@@ -45,6 +46,7 @@ const (
 	webhookBadRequest        = "bad_request"
 	webhookUnknownConnection = "unknown_connection"
 	webhookIgnoredEventType  = "ignored_event_type"
+	webhookQueueFull         = "queue_full" // answered 503: the queue of events to record is full
 	webhookError             = "error"
 )
 
@@ -64,11 +66,15 @@ var (
 	}, []string{"result"})
 	webhooksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_inbound_webhooks_total",
-		Help: "Finch webhook deliveries by result (accepted, duplicate, unauthorized, too_large, bad_request, unknown_connection, ignored_event_type, error).",
+		Help: "Finch webhook deliveries by result (accepted, duplicate, unauthorized, too_large, bad_request, unknown_connection, ignored_event_type, queue_full, error).",
 	}, []string{"result"})
+	webhookQueueDepth = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "finch_inbound_webhook_queue_depth",
+		Help: "Verified webhook events answered 2xx and not yet recorded on their FinchConnection (queued or being written).",
+	})
 	callbackRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_inbound_callback_rejected_total",
-		Help: "Callbacks refused before any Finch call, by reason (ip_rate_limited, app_rate_limited, malformed, unknown_app, bad_path, bad_state, no_session, session_completed, session_locked).",
+		Help: "Callbacks refused before any Finch call, by reason (ip_rate_limited, app_rate_limited, malformed, unknown_app, bad_path, bad_state, expired_state, no_session, session_completed, session_locked).",
 	}, []string{"reason"})
 	callbackExchanges = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_inbound_callback_exchanges_total",
@@ -82,9 +88,9 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(callbacksTotal, webhooksTotal, requestDuration, callbackRejected, callbackExchanges)
+	metrics.Registry.MustRegister(callbacksTotal, webhooksTotal, requestDuration, callbackRejected, callbackExchanges, webhookQueueDepth)
 	for _, r := range []string{rejectIPRate, rejectAppRate, rejectMalformed, rejectUnknownApp, rejectBadPath,
-		rejectBadState, rejectNoSession, rejectSessionCompleted, rejectSessionLocked} {
+		rejectBadState, rejectExpiredState, rejectNoSession, rejectSessionCompleted, rejectSessionLocked} {
 		callbackRejected.WithLabelValues(r)
 	}
 	// Export every result from the start, so rate() and alerts work before the first event.
@@ -93,7 +99,7 @@ func init() {
 		callbacksTotal.WithLabelValues(r)
 	}
 	for _, r := range []string{webhookAccepted, webhookDuplicate, webhookUnauthorized, webhookTooLarge,
-		webhookBadRequest, webhookUnknownConnection, webhookIgnoredEventType, webhookError} {
+		webhookBadRequest, webhookUnknownConnection, webhookIgnoredEventType, webhookQueueFull, webhookError} {
 		webhooksTotal.WithLabelValues(r)
 	}
 }

@@ -7,8 +7,9 @@
 //
 // Every replica serves it (the Service may route to any pod). The callback
 // exchanges the code and writes the token Secret itself; the webhook receiver
-// never calls Finch: it verifies the delivery and records it as annotations on
-// the FinchConnection, and the controller on the leader acts on them.
+// never calls Finch: it verifies the delivery, answers once the event is
+// queued, and its workers record it as annotations on the FinchConnection,
+// which the controller on the leader acts on.
 //
 // Security: responses are fixed pages or fixed JSON, so none carries a token,
 // a code or a hint whether an app or connection exists; signatures are
@@ -22,9 +23,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -43,8 +46,10 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxBodyBytes = 1 << 20
-	DefaultDedupSize    = 10000
+	DefaultMaxBodyBytes     = 1 << 20
+	DefaultDedupSize        = 10000
+	DefaultWebhookQueueSize = 10000
+	DefaultWebhookWorkers   = 8
 
 	// Timeouts of the http.Server built by Runnable.
 	ReadHeaderTimeout = 5 * time.Second
@@ -111,20 +116,28 @@ type Config struct {
 	MaxBodyBytes int64
 	// DedupSize is how many Finch-Event-Ids are remembered (default 10000).
 	DedupSize int
+	// WebhookQueueSize bounds the connections with a verified webhook event
+	// waiting to be recorded (default 10000); beyond, deliveries are answered
+	// 503 and Finch retries them. WebhookWorkers record them (default 8).
+	WebhookQueueSize int
+	WebhookWorkers   int
 	// TrustedProxies are the proxies (Ingress controllers, load balancers)
 	// whose X-Forwarded-For is believed; others are the client themselves.
 	TrustedProxies []netip.Prefix
-	// CallbackIPBurst callbacks per client address, then one per
-	// CallbackIPInterval (defaults 10 and 6s), answered 429 beyond.
+	// CallbackIPBurst unverifiable callbacks (no valid signed state) per
+	// client address, then one per CallbackIPInterval (defaults 10 and 6s),
+	// answered 429 beyond. Callbacks with a valid state never draw from it.
 	CallbackIPBurst    int
 	CallbackIPInterval time.Duration
-	// CallbackAppBurst refused (unverifiable) callbacks per app, then one per
-	// CallbackAppInterval (defaults 50 and 1s), answered 429 beyond. Callbacks
-	// with a valid signed state never draw from it.
+	// CallbackAppBurst refused (unverifiable) callbacks per app named in the
+	// path, whether it exists or not, then one per CallbackAppInterval
+	// (defaults 50 and 1s), answered 429 beyond. Callbacks with a valid
+	// signed state for a live session never draw from it.
 	CallbackAppBurst    int
 	CallbackAppInterval time.Duration
 	// CallbackExchanges is the ceiling on code exchanges the callback makes
-	// per app (default DefaultCallbackExchanges).
+	// per FinchApp, and per namespace of a ClusterFinchApp (default
+	// DefaultCallbackExchanges).
 	CallbackExchanges finch.BudgetConfig
 	// AllowStatelessCallbacks accepts callbacks without a state parameter
 	// (--callback-require-state=false), for the case Finch Connect does not
@@ -154,13 +167,19 @@ type Server struct {
 	codes   *codeTracker   // exchanged codes (hashed) and exchanges in flight
 	limiter *eventLimiter  // Warning events caused by unauthenticated requests
 	mux     *http.ServeMux
+	handler http.Handler // mux behind cleanPaths
 
 	ipLimiter      *eventLimiter  // callbacks per client address
 	appLimiter     *eventLimiter  // refused callbacks per app
 	sessionLimiter *eventLimiter  // code exchanges per session
 	sessionMisses  *lru[struct{}] // verified states whose session the API server does not know
 	budgetMu       sync.Mutex
-	budgets        map[string]*finch.Budget // callback exchange ceiling per app
+	budgets        map[string]*finch.Budget // callback exchange ceiling per app (and namespace)
+
+	resolver *appResolver  // apps.Registry.Get, remembering apps that fail to resolve
+	webhooks *webhookQueue // verified webhook events waiting to be recorded
+
+	proxyWarned atomic.Int64 // unix nanoseconds of the last warnUntrustedProxy line
 }
 
 // New returns a Server. Client, APIReader and Apps are required.
@@ -170,6 +189,12 @@ func New(cfg Config) *Server {
 	}
 	if cfg.DedupSize <= 0 {
 		cfg.DedupSize = DefaultDedupSize
+	}
+	if cfg.WebhookQueueSize <= 0 {
+		cfg.WebhookQueueSize = DefaultWebhookQueueSize
+	}
+	if cfg.WebhookWorkers <= 0 {
+		cfg.WebhookWorkers = DefaultWebhookWorkers
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -205,23 +230,59 @@ func New(cfg Config) *Server {
 		sessionLimiter: newEventLimiter(maxSessionExchanges, time.Minute, cfg.Now),
 		sessionMisses:  newLRU[struct{}](usedCodeSize, time.Minute, cfg.Now),
 		budgets:        map[string]*finch.Budget{},
+		resolver:       newAppResolver(cfg.Apps, cfg.Now),
 	}
+	s.webhooks = newWebhookQueue(cfg.WebhookQueueSize, cfg.WebhookWorkers, s.recordEvent, log)
 	mux := http.NewServeMux()
 	mux.Handle("GET /callback/{namespace}/{app}/{path}", s.instrument(routeCallback, http.HandlerFunc(s.handleCallback)))
 	mux.Handle("GET /"+apps.ClusterPathPrefix+"/callback/{app}/{path}", s.instrument(routeCallback, http.HandlerFunc(s.handleCallback)))
 	// Any other shape of callback URL gets the same page as a bad parameter.
 	mux.Handle("/callback/", s.instrument(routeCallback, http.HandlerFunc(s.handleBadCallback)))
 	mux.Handle("/"+apps.ClusterPathPrefix+"/callback/", s.instrument(routeCallback, http.HandlerFunc(s.handleBadCallback)))
+	// Without these the mux would answer /callback?code=… with a redirect to
+	// /callback/?code=…, repeating the code in Location.
+	mux.Handle("/callback", s.instrument(routeCallback, http.HandlerFunc(s.handleBadCallback)))
+	mux.Handle("/"+apps.ClusterPathPrefix+"/callback", s.instrument(routeCallback, http.HandlerFunc(s.handleBadCallback)))
 	mux.Handle("POST /webhooks/{namespace}/{app}", s.instrument(routeWebhook, http.HandlerFunc(s.handleWebhook)))
 	mux.Handle("POST /"+apps.ClusterPathPrefix+"/webhooks/{app}", s.instrument(routeWebhook, http.HandlerFunc(s.handleWebhook)))
 	mux.Handle("GET /healthz", s.instrument(routeHealthz, http.HandlerFunc(handleHealthz)))
 	mux.Handle("/", s.instrument(routeOther, http.NotFoundHandler()))
 	s.mux = mux
+	s.handler = s.cleanPaths(mux)
 	return s
 }
 
 // Handler returns the server's routes.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// cleanPaths answers a request whose path is not canonical (//callback/…,
+// /callback/../…) with 404 itself. Go's ServeMux would answer it with a
+// redirect to the cleaned path that repeats the query (the code and the
+// state) in Location, outside the handlers that set no-store and
+// Referrer-Policy.
+func (s *Server) cleanPaths(mux http.Handler) http.Handler {
+	notFound := s.instrument(routeOther, http.NotFoundHandler())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "" || p != cleanPath(p) {
+			notFound.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is the canonical form ServeMux redirects to: rooted, no empty,
+// "." or ".." elements, a trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
 
 // watched reports whether ns is one the operator watches.
 func (s *Server) watched(ns string) bool {
@@ -282,13 +343,14 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 // Runnable returns a manager.Runnable that serves Handler on addr. It does not
 // need leader election: every replica serves.
 func (s *Server) Runnable(addr string) manager.Runnable {
-	return &runnable{addr: addr, handler: s.Handler(), log: s.log}
+	return &runnable{addr: addr, handler: s.Handler(), log: s.log, drain: s.DrainWebhooks}
 }
 
 type runnable struct {
 	addr    string
 	handler http.Handler
 	log     logr.Logger
+	drain   func(context.Context) error // records the queued webhook events
 }
 
 var (
@@ -299,7 +361,9 @@ var (
 // NeedLeaderElection is false: webhooks and callbacks may reach any replica.
 func (r *runnable) NeedLeaderElection() bool { return false }
 
-// Start serves until ctx is done, then shuts down gracefully.
+// Start serves until ctx is done, then shuts down gracefully: it stops
+// accepting, lets requests in flight finish, then records every webhook event
+// still queued (the pod's termination grace period bounds it).
 func (r *runnable) Start(ctx context.Context) error {
 	// Requests keep the background context: shutdown lets in-flight ones finish.
 	srv := newHTTPServer(r.handler)
@@ -319,12 +383,14 @@ func (r *runnable) Start(ctx context.Context) error {
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		_ = srv.Close()
+		_ = r.drain(sctx)
 		return err
 	}
+	derr := r.drain(sctx)
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	return nil
+	return derr
 }
 
 func newHTTPServer(h http.Handler) *http.Server {

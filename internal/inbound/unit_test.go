@@ -4,12 +4,15 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/gomega"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
@@ -151,4 +154,38 @@ func TestRunnable(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	defer busy.Close()
 	g.Expect(New(Config{}).Runnable(busy.Addr().String()).Start(context.Background())).NotTo(Succeed())
+}
+
+// A callback through a proxy that is not in --trusted-proxies (X-Forwarded-For
+// from an untrusted peer) is reported in the log, once per interval; through
+// a trusted one, or without the header, it is not.
+func TestWarnUntrustedProxy(t *testing.T) {
+	g := NewWithT(t)
+	var lines []string
+	now := time.Unix(1000, 0)
+	s := New(Config{
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		Now:            func() time.Time { return now },
+		Log:            funcr.New(func(_, args string) { lines = append(lines, args) }, funcr.Options{}),
+	})
+	call := func(peer, xff string) {
+		r := httptest.NewRequest(http.MethodGet, "/callback/ns/app/seg", nil) // no code: refused as malformed
+		r.RemoteAddr = peer + ":4321"
+		if xff != "" {
+			r.Header.Set("X-Forwarded-For", xff)
+		}
+		s.Handler().ServeHTTP(httptest.NewRecorder(), r)
+	}
+	call("192.0.2.1", "")
+	call("10.1.2.3", "198.51.100.7")
+	g.Expect(lines).To(BeEmpty())
+	call("192.0.2.1", "198.51.100.7")
+	g.Expect(lines).To(HaveLen(1))
+	g.Expect(lines[0]).To(ContainSubstring("--trusted-proxies"))
+	g.Expect(lines[0]).To(ContainSubstring(`"peer"="192.0.2.1"`))
+	call("192.0.2.1", "198.51.100.8")
+	g.Expect(lines).To(HaveLen(1), "once per interval")
+	now = now.Add(proxyWarnInterval)
+	call("192.0.2.1", "198.51.100.9")
+	g.Expect(lines).To(HaveLen(2))
 }

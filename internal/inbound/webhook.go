@@ -13,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
@@ -36,6 +37,7 @@ var webhookBodies = map[int][]byte{
 	http.StatusUnauthorized:          []byte(`{"status":"unauthorized"}` + "\n"),
 	http.StatusRequestEntityTooLarge: []byte(`{"status":"too_large"}` + "\n"),
 	http.StatusInternalServerError:   []byte(`{"status":"error"}` + "\n"),
+	http.StatusServiceUnavailable:    []byte(`{"status":"busy"}` + "\n"),
 }
 
 func writeWebhookAnswer(w http.ResponseWriter, status int) {
@@ -48,12 +50,16 @@ func writeWebhookAnswer(w http.ResponseWriter, status int) {
 }
 
 // handleWebhook receives Finch webhooks. It verifies and deduplicates the
-// delivery and, for account.updated, records it on the FinchConnection
-// (a merge patch of two annotations) for the controller to act on. It never
-// calls Finch, so it answers fast.
+// delivery and, for account.updated, queues it for the workers that record
+// it on the FinchConnection (a merge patch of two annotations) for the
+// controller to act on. It never calls Finch and never waits for the API
+// server, so it answers fast even during a storm.
 func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	status, result := s.webhook(w, r)
 	webhooksTotal.WithLabelValues(result).Inc()
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(queueFullRetryAfter.Seconds())))
+	}
 	writeWebhookAnswer(w, status)
 }
 
@@ -86,9 +92,8 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 		s.logRejected(log, "", "path is not a namespace and FinchApp name")
 		return http.StatusUnauthorized, webhookUnauthorized
 	}
-	// Detached from the request: if Finch stops waiting (a storm of webhooks
-	// behind a busy API server), recording still completes, and Finch's retry
-	// is then a cheap duplicate instead of a lost event.
+	// Detached from the request: the reads below are from the cache (or, for
+	// an app not resolved yet, its Secrets) and must not be cut short.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), apiTimeout)
 	defer cancel()
 	// An app in a namespace the operator does not watch (or a cluster app
@@ -103,7 +108,9 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 		return http.StatusInternalServerError, webhookError
 	}
 	scope := apps.KeyString(key) // the app exists: its rejections get their own budget
-	resolved, err := s.cfg.Apps.Get(ctx, app)
+	// An app that does not resolve (its Secrets missing) is remembered until
+	// it changes: unsigned deliveries for it cost no API read each.
+	resolved, err := s.resolver.get(ctx, app)
 	if err != nil {
 		var cfgErr *apps.ConfigError
 		if errors.As(err, &cfgErr) {
@@ -152,14 +159,27 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 		log = log.WithValues("companyID", ev.CompanyID, "accountID", ev.AccountID)
 	}
 
-	if kind := finch.InitialSyncKind(ev.EventType); kind != "" {
-		return s.recordInitialSync(ctx, log, key, dedupKey, ev, kind)
-	}
-	if ev.EventType != finch.EventAccountUpdated {
-		s.seen.Add(dedupKey, struct{}{})
+	var status int
+	var result string
+	switch kind := finch.InitialSyncKind(ev.EventType); {
+	case ev.EventType == finch.EventAccountUpdated:
+		status, result = s.accountUpdated(ctx, log, key, ev)
+	case kind != "":
+		status, result = s.initialSync(ctx, log, key, ev, kind)
+	default:
 		log.V(1).Info("webhook: event type not acted on")
-		return http.StatusOK, webhookIgnoredEventType
+		status, result = http.StatusOK, webhookIgnoredEventType
 	}
+	if status == http.StatusOK {
+		// Answered 2xx: Finch will not send it again, so a replay is a duplicate.
+		s.seen.Add(dedupKey, struct{}{})
+	}
+	return status, result
+}
+
+// accountUpdated queues an account.updated for the connections it names:
+// the status it reports becomes an annotation the controller acts on.
+func (s *Server) accountUpdated(ctx context.Context, log logr.Logger, key types.NamespacedName, ev *finch.WebhookEvent) (int, string) {
 	list, err := s.webhookTargets(ctx, key, ev)
 	if err != nil {
 		log.Error(err, "webhook: cannot list FinchConnections")
@@ -175,31 +195,22 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 		// introspects (one call) instead of minting a reauth session for all.
 		status = ""
 	}
-	recorded, already := 0, 0
+	var recs []*webhookRecord
+	already := 0
 	for i := range list.Items {
 		conn := &list.Items[i]
 		if !conn.DeletionTimestamp.IsZero() {
 			continue
 		}
-		if conn.Annotations[finchv1.WebhookEventAnnotation] == eventID {
+		if conn.Annotations[finchv1.WebhookEventAnnotation] == ev.EventID {
 			already++ // recorded by another replica (or before a restart)
 			continue
 		}
-		if err := tokens.RecordWebhook(ctx, s.cfg.Client, conn, eventID, status); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
-			}
-			// Not remembered: Finch retries non-2xx answers.
-			log.Error(err, "webhook: cannot record the event on the FinchConnection", "finchConnection", conn.Name)
-			return http.StatusInternalServerError, webhookError
-		}
-		recorded++
-		log.Info("webhook recorded", "finchConnection", conn.Name, "status", status)
+		recs = append(recs, &webhookRecord{conn: client.ObjectKeyFromObject(conn), kind: recordAccountStatus, eventID: ev.EventID, status: status})
 	}
-	s.seen.Add(dedupKey, struct{}{})
 	switch {
-	case recorded > 0:
-		return http.StatusOK, webhookAccepted
+	case len(recs) > 0:
+		return s.enqueue(log, recs)
 	case already > 0:
 		return http.StatusOK, webhookDuplicate
 	case ev.ConnectionID == "":
@@ -209,6 +220,50 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 	default:
 		log.V(1).Info("webhook: no FinchConnection has this connection")
 		return http.StatusOK, webhookUnknownConnection
+	}
+}
+
+// enqueue hands verified records to the workers; Finch is answered 2xx once
+// they are queued, 503 (and retries) when the queue is full or closing.
+func (s *Server) enqueue(log logr.Logger, recs []*webhookRecord) (int, string) {
+	switch err := s.webhooks.add(recs); {
+	case err == nil:
+		log.V(1).Info("webhook queued", "connections", len(recs))
+		return http.StatusOK, webhookAccepted
+	case errors.Is(err, errQueueFull):
+		if l, ok := s.rejectLog(log, "", "queue full"); ok {
+			l.Info("webhook answered 503: the queue of events to record is full; Finch retries it", "queueSize", s.cfg.WebhookQueueSize)
+		}
+		return http.StatusServiceUnavailable, webhookQueueFull
+	default:
+		return http.StatusServiceUnavailable, webhookQueueFull
+	}
+}
+
+// Kinds of webhookRecord.
+const (
+	// recordAccountStatus: the event ID and the connection status an
+	// account.updated reported (tokens.RecordWebhook).
+	recordAccountStatus = "account-status"
+	// recordInitialSync: an initial data sync Finch reported; the record's
+	// kind is this plus "/" and its status, the sync's kind
+	// (finch.SyncOrganization or finch.SyncPayroll), so the two never coalesce.
+	recordInitialSync = "initial-sync"
+)
+
+// recordEvent writes one queued event on its FinchConnection; the queue's
+// workers call it. It is the one place a verified event reaches the API
+// server: a new kind of event adds its case here.
+func (s *Server) recordEvent(ctx context.Context, rec *webhookRecord) error {
+	conn := &finchv1.FinchConnection{}
+	conn.Namespace, conn.Name = rec.conn.Namespace, rec.conn.Name
+	switch rec.kind {
+	case recordAccountStatus:
+		return tokens.RecordWebhook(ctx, s.cfg.Client, conn, rec.eventID, rec.status)
+	case recordInitialSync + "/" + rec.status:
+		return s.writeInitialSync(ctx, conn, rec)
+	default:
+		return fmt.Errorf("unknown webhook record kind %q", rec.kind)
 	}
 }
 

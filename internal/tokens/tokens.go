@@ -62,12 +62,17 @@ type Reader struct {
 
 // Token reads the connection's token Secret from the label-filtered cache and
 // falls back to an uncached read only when the metadata cache says the Secret
-// exists without the label (a migrated Secret), or when status says a token
-// existed (the cache may lag a Secret just written).
+// exists without the label (a migrated Secret), when status says a token
+// existed (the cache may lag a Secret just written), or when the cached copy
+// is not of the token Secret type (the cache keeps only the metadata of such
+// Secrets, e.g. a migrated Opaque one the operator has written to).
 func (r Reader) Token(ctx context.Context, conn *finchv1.FinchConnection) (State, error) {
 	key := types.NamespacedName{Namespace: conn.Namespace, Name: conn.TokenSecretName()}
 	sec := &corev1.Secret{}
 	err := r.Cached.Get(ctx, key, sec)
+	if err == nil && sec.Type != finchv1.TokenSecretType {
+		err = r.API.Get(ctx, key, sec)
+	}
 	if apierrors.IsNotFound(err) {
 		meta := &metav1.PartialObjectMetadata{}
 		meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))

@@ -406,7 +406,7 @@ func testHelmChart(t *testing.T, c *cluster) {
 		if err != nil {
 			t.Fatalf("helm install --dry-run=server: %v\n%s", err, out)
 		}
-		for _, want := range []string{"NOTES:", "spec.publicURL", "crds.install is false", "kubectl wait fconn/"} {
+		for _, want := range []string{"NOTES:", "spec.publicURL", "crds.install is false", "kubectl wait fconn/", "inbound.trustedProxies is empty"} {
 			if !bytes.Contains(out, []byte(want)) {
 				t.Errorf("helm install output lacks %q:\n%s", want, out)
 			}
