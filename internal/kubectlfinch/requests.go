@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -125,7 +126,7 @@ func runRequest(ctx context.Context, o *Options, name, annotation string, wf wai
 		return nil
 	}
 	conn, err = o.waitConnection(ctx, name, wf.timeout, func(c *finchv1.FinchConnection) (bool, error) {
-		return handled(c) == value, nil
+		return handled(c) == value && !callInFlight(c), nil
 	})
 	if err != nil {
 		return err
@@ -135,6 +136,18 @@ func runRequest(ctx context.Context, o *Options, name, annotation string, wf wai
 	}
 	o.result(conn)
 	return nil
+}
+
+// callInFlight says the operator has announced a Finch call (status.pendingCall)
+// whose result it has not recorded yet: the pass that handled the request is
+// still going. A call whose result is lost (Ready reason
+// ReauthSessionUnrecorded) is not waited for: the status says what to do.
+func callInFlight(c *finchv1.FinchConnection) bool {
+	if c.Status.PendingCall == nil {
+		return false
+	}
+	ready := meta.FindStatusCondition(c.Status.Conditions, finchv1.ConditionReady)
+	return ready == nil || ready.Reason != finchv1.ReasonReauthUnrecorded
 }
 
 func (o *Options) printReauthResult(conn *finchv1.FinchConnection) error {
