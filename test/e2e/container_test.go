@@ -49,6 +49,7 @@ type imageConfig struct {
 		Entrypoint []string
 		Cmd        []string
 		Env        []string
+		Labels     map[string]string
 	}
 }
 
@@ -85,6 +86,7 @@ var allowedFiles = []struct {
 	pattern *regexp.Regexp
 }{
 	{"binary", regexp.MustCompile(`^manager$`)},
+	{"license", regexp.MustCompile(`^LICENSE$`)},
 	{"CA certificates", regexp.MustCompile(`^(etc/ssl/certs/|etc/pki/|usr/share/ca-certificates/)`)},
 	{"tzdata", regexp.MustCompile(`^usr/share/zoneinfo/`)},
 	{"users and groups", regexp.MustCompile(`^etc/(passwd|group|nsswitch\.conf)$`)},

@@ -168,6 +168,18 @@ func testImage(t *testing.T) *imageConfig {
 	if files.counts["tzdata"] == 0 {
 		t.Error("the image has no tzdata (/usr/share/zoneinfo)")
 	}
+	if files.counts["license"] == 0 {
+		t.Error("the image has no /LICENSE (COPY it in the Dockerfile)")
+	}
+	// The OCI labels a registry UI and scanners read (make docker-build stamps them).
+	for _, l := range []string{"org.opencontainers.image.version", "org.opencontainers.image.revision", "org.opencontainers.image.source", "org.opencontainers.image.created"} {
+		if img.Config.Labels[l] == "" {
+			errorf(t, "the image has no label %s", l)
+		}
+	}
+	if got := img.Config.Labels["org.opencontainers.image.licenses"]; got != "Apache-2.0" {
+		errorf(t, "label org.opencontainers.image.licenses = %q, want Apache-2.0", got)
+	}
 	if static, err := staticELF(files.binary); err != nil || !static {
 		errorf(t, "/manager is not a static ELF binary (static=%v, %v): CGO_ENABLED=0 in the Dockerfile", static, err)
 	}
