@@ -25,8 +25,9 @@ import (
 // while the connection publishes an open session, and stores the token only
 // if Finch says it is this connection's: a code Secret, which anyone allowed
 // to create Secrets in the namespace can write, never replaces a connected
-// employer's token with another's.
-func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncState) *outcome {
+// employer's token with another's. Reads s.app and code Secrets; writes the
+// token Secret and status.codeExchangeError and the token's facts.
+func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncState) outcome {
 	conn, st := s.conn, &s.conn.Status
 	codes, err := r.secrets().CodeSecrets(ctx, conn)
 	if err != nil {
@@ -47,7 +48,7 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 	if tok.Token != "" && tok.CodeUID == string(codeSecret.UID) {
 		// Already exchanged; only the clean-up was interrupted.
 		r.deleteCodeSecrets(ctx, codes)
-		return &outcome{}
+		return done{}
 	}
 	if code == "" {
 		return r.refuseCode(ctx, conn, codes, fmt.Sprintf("Secret %s has no %q key", codeSecret.Name, finchv1.CodeKey))
@@ -86,7 +87,7 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 				// Most likely our own earlier exchange of this code, whose
 				// clean-up was interrupted: the token is already stored.
 				r.deleteCodeSecrets(ctx, codes)
-				return &outcome{}
+				return done{}
 			}
 			if finch.IsInvalidClient(err) {
 				s.app.RejectCredentials()
@@ -119,13 +120,13 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 	events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonTokenStored, "ExchangeCode",
 		fmt.Sprintf("exchanged the authorization code; access token stored in Secret %s", conn.TokenSecretName()))
 	// The token Secret's watch event brings the next pass (introspection).
-	return &outcome{}
+	return done{}
 }
 
 // refuseCode drops the handed-over code Secrets and says why in status
 // (condition CodeRejected, see readiness) and a Warning Event, with advice
 // appended to the Event when given. The connection's token is untouched.
-func (r *FinchConnectionReconciler) refuseCode(ctx context.Context, conn *finchv1.FinchConnection, codes []corev1.Secret, why string, advice ...string) *outcome {
+func (r *FinchConnectionReconciler) refuseCode(ctx context.Context, conn *finchv1.FinchConnection, codes []corev1.Secret, why string, advice ...string) outcome {
 	r.deleteCodeSecrets(ctx, codes)
 	conn.Status.CodeExchangeError = why
 	note := why
@@ -133,7 +134,7 @@ func (r *FinchConnectionReconciler) refuseCode(ctx context.Context, conn *finchv
 		note += "; " + a
 	}
 	events.Record(r.Recorder, conn, corev1.EventTypeWarning, finchv1.ReasonCodeRejected, "ExchangeCode", note)
-	return &outcome{}
+	return done{}
 }
 
 func (r *FinchConnectionReconciler) deleteCodeSecrets(ctx context.Context, codes []corev1.Secret) {
@@ -155,8 +156,8 @@ func recordTokenResponse(st *finchv1.FinchConnectionStatus, resp *finch.TokenRes
 	st.CompanyID = resp.CompanyID
 }
 
-// readToken reads the token Secret into s.token.
-func (r *FinchConnectionReconciler) readToken(ctx context.Context, s *syncState) *outcome {
+// readToken reads the token Secret. Writes s.token.
+func (r *FinchConnectionReconciler) readToken(ctx context.Context, s *syncState) outcome {
 	tok, err := r.secrets().Token(ctx, s.conn)
 	if err != nil {
 		return retry(err)
@@ -166,7 +167,8 @@ func (r *FinchConnectionReconciler) readToken(ctx context.Context, s *syncState)
 }
 
 // guardToken records the stored token and sets the finalizer it needs.
-func (r *FinchConnectionReconciler) guardToken(ctx context.Context, s *syncState) *outcome {
+// Reads s.token; writes status.tokenSecretRef and codeExchangeError.
+func (r *FinchConnectionReconciler) guardToken(ctx context.Context, s *syncState) outcome {
 	if s.token.Token == "" {
 		return nil
 	}

@@ -21,10 +21,11 @@ import (
 const maxBudgetBlock = 5 * time.Second
 
 // deferForBudget defers a pass whose Finch call would wait long for budget
-// (nil: call now).
-func deferForBudget(s *syncState, endpoint string) *outcome {
+// (nil: call now). Reads s.app's IP guard and budget (taking a place in its
+// line).
+func deferForBudget(s *syncState, endpoint string) outcome {
 	var d time.Duration
-	placed := false
+	inLine := false
 	if s.app.IPGuard != nil {
 		d = s.app.IPGuard.Delay()
 	}
@@ -44,19 +45,17 @@ func deferForBudget(s *syncState, endpoint string) *outcome {
 		if d = s.app.Budget.Queue(endpoint, tenant, s.conn.Namespace+"/"+s.conn.Name, maxBudgetBlock); d == 0 {
 			return nil
 		}
-		placed = true
+		inLine = true
 	default:
 		return nil
 	}
-	o := &outcome{requeue: d, deferred: true, placed: placed}
-	o.wait = &reason{finchv1.ReasonBudgetWait, fmt.Sprintf("waiting for %s's request budget for %s (spec.rateLimit); next attempt in about %s",
-		s.conn.AppDescription(), endpoint, max(o.requeue, time.Second).Round(time.Second))}
-	return o
+	return deferred{requeue: d, inLine: inLine, wait: &reason{finchv1.ReasonBudgetWait, fmt.Sprintf("waiting for %s's request budget for %s (spec.rateLimit); next attempt in about %s",
+		s.conn.AppDescription(), endpoint, max(d, time.Second).Round(time.Second))}}
 }
 
 // finchError sorts a failed Finch call into Stalled (4xx: the request itself
 // is wrong) or a transient retry (429, 5xx, network).
-func (r *FinchConnectionReconciler) finchError(s *syncState, what string, err error) *outcome {
+func (r *FinchConnectionReconciler) finchError(s *syncState, what string, err error) outcome {
 	switch finch.Classify(err) {
 	case finch.ClassTerminal:
 		if finch.IsInvalidClient(err) {
@@ -71,7 +70,7 @@ func (r *FinchConnectionReconciler) finchError(s *syncState, what string, err er
 		if finch.IsIPRateLimited(err) {
 			r.reportPenalty(s.conn)
 		}
-		return &outcome{retryErr: fmt.Errorf("%s: %w", what, err), retryAfter: after}
+		return retrying{err: fmt.Errorf("%s: %w", what, err), after: after}
 	default:
 		return retry(fmt.Errorf("%s: %w", what, err))
 	}

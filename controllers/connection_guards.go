@@ -21,16 +21,17 @@ import (
 // FinchApp to appear (see FinchConnectionReconciler.ConnectGrace).
 const defaultConnectGrace = 5 * time.Second
 
-// skipSuspended: spec.suspend stops every Finch call.
-func (r *FinchConnectionReconciler) skipSuspended(_ context.Context, s *syncState) *outcome {
+// skipSuspended: spec.suspend stops every Finch call. Reads spec.suspend.
+func (r *FinchConnectionReconciler) skipSuspended(_ context.Context, s *syncState) outcome {
 	if s.conn.Spec.Suspend {
-		return &outcome{suspended: true}
+		return suspended{}
 	}
 	return nil
 }
 
 // resolveApp finds the FinchApp or ClusterFinchApp and its Finch client.
-func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState) *outcome {
+// Reads spec.appRef; writes s.app and s.appObject.
+func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState) outcome {
 	conn := s.conn
 	app, out := r.getApp(ctx, s)
 	if out != nil {
@@ -40,7 +41,7 @@ func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState
 	if err != nil {
 		var cfgErr *apps.ConfigError
 		if errors.As(err, &cfgErr) {
-			return &outcome{wait: &reason{finchv1.ReasonAppNotReady, fmt.Sprintf("%s is not usable: %s", conn.AppDescription(), cfgErr.Message)}}
+			return waitFor(finchv1.ReasonAppNotReady, fmt.Sprintf("%s is not usable: %s", conn.AppDescription(), cfgErr.Message))
 		}
 		return retry(err)
 	}
@@ -55,7 +56,7 @@ func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState
 
 // getApp reads the connection's app from the cache: its FinchApp, or a
 // ClusterFinchApp that admits the connection's namespace.
-func (r *FinchConnectionReconciler) getApp(ctx context.Context, s *syncState) (finchv1.AppObject, *outcome) {
+func (r *FinchConnectionReconciler) getApp(ctx context.Context, s *syncState) (finchv1.AppObject, outcome) {
 	conn := s.conn
 	key := conn.AppKey()
 	if !conn.UsesClusterApp() {
@@ -102,21 +103,21 @@ func (r *FinchConnectionReconciler) getApp(ctx context.Context, s *syncState) (f
 // without a status write or a Warning, for the app's watch event, and
 // reports AppNotFound only when the app is still missing after the grace
 // period. No API call: the app's watch event is what ends the wait.
-func (r *FinchConnectionReconciler) appMissing(s *syncState, message string) *outcome {
+func (r *FinchConnectionReconciler) appMissing(s *syncState, message string) outcome {
 	grace := r.ConnectGrace
 	if grace <= 0 {
 		grace = defaultConnectGrace
 	}
 	if left := s.conn.CreationTimestamp.Add(grace).Sub(s.now); left > 0 && s.conn.Status.ObservedGeneration == 0 {
-		return &outcome{unseen: true, requeue: left}
+		return unseen{requeue: left}
 	}
-	return &outcome{wait: &reason{finchv1.ReasonAppNotFound, message}}
+	return waitFor(finchv1.ReasonAppNotFound, message)
 }
 
 // rejectDuplicate stalls the newer of two FinchConnections of one app with
 // the same customerID: two Connect links converted by one employer would
-// create two connections (the migration guide's "Don't").
-func (r *FinchConnectionReconciler) rejectDuplicate(ctx context.Context, s *syncState) *outcome {
+// create two connections (the migration guide's "Don't"). Reads s.appObject.
+func (r *FinchConnectionReconciler) rejectDuplicate(ctx context.Context, s *syncState) outcome {
 	conn := s.conn
 	list := &finchv1.FinchConnectionList{}
 	// A ClusterFinchApp's connections are looked up across namespaces: one
@@ -140,38 +141,66 @@ func (r *FinchConnectionReconciler) rejectDuplicate(ctx context.Context, s *sync
 }
 
 // takeRequests reads the manual request annotations and what the last
-// verified webhook said (the receiver records it as annotations).
-func (r *FinchConnectionReconciler) takeRequests(_ context.Context, s *syncState) *outcome {
-	conn := s.conn
+// verified webhook said (the receiver records it as annotations) that
+// status.lastHandled* does not acknowledge yet. Writes s.requests (status
+// acknowledges them when the pass acts: requests.acknowledge) and, on a
+// resync, clears status.codeExchangeError.
+func (r *FinchConnectionReconciler) takeRequests(_ context.Context, s *syncState) outcome {
+	conn, q := s.conn, &s.requests
 	if v := conn.Annotations[finchv1.RequestedAtAnnotation]; v != "" && v != conn.Status.LastHandledReconcileAt {
-		s.forceIntrospect = true
-		conn.Status.LastHandledReconcileAt = v
+		q.resync = v
 		conn.Status.CodeExchangeError = "" // a resync acknowledges a refused code
 	}
 	if v := conn.Annotations[finchv1.ReauthRequestedAtAnnotation]; v != "" && v != conn.Status.LastHandledReauthAt {
-		s.forceReauth = true
-		conn.Status.LastHandledReauthAt = v
+		q.reauth = v
 	}
 	if v := conn.Annotations[finchv1.WebhookEventAnnotation]; v != "" && v != conn.Status.LastHandledWebhookEvent {
-		s.hadHint = true
-		s.webhookStatus = conn.Annotations[finchv1.WebhookStatusAnnotation]
-		if s.webhookStatus != finch.StatusReauth {
-			s.forceIntrospect = true
-		}
-		conn.Status.LastHandledWebhookEvent = v
+		q.webhook, q.webhookStatus = v, conn.Annotations[finchv1.WebhookStatusAnnotation]
 	}
 	return nil
 }
 
-// waitBackoff waits out a persisted backoff. A spec change or an explicit
-// request skips it.
-func (r *FinchConnectionReconciler) waitBackoff(_ context.Context, s *syncState) *outcome {
+// requests are what the annotations ask of this pass: the values taken
+// ("": none). Status acknowledges them (status.lastHandled*) in the write of
+// a pass that acted on them: an intent write, or the final write of a pass
+// that was not deferred and did not fail (summarize).
+type requests struct {
+	resync, reauth, webhook string
+	webhookStatus           string // the connection status the verified webhook reported
+}
+
+// forceIntrospect: a resync, or a webhook that did not say reauth.
+func (q requests) forceIntrospect() bool {
+	return q.resync != "" || q.webhook != "" && q.webhookStatus != finch.StatusReauth
+}
+
+// forceReauth: the reauthRequestedAt annotation.
+func (q requests) forceReauth() bool { return q.reauth != "" }
+
+func (q requests) any() bool { return q.resync != "" || q.reauth != "" || q.webhook != "" }
+
+// acknowledge records the requests as handled in st.
+func (q requests) acknowledge(st *finchv1.FinchConnectionStatus) {
+	if q.resync != "" {
+		st.LastHandledReconcileAt = q.resync
+	}
+	if q.reauth != "" {
+		st.LastHandledReauthAt = q.reauth
+	}
+	if q.webhook != "" {
+		st.LastHandledWebhookEvent = q.webhook
+	}
+}
+
+// waitBackoff waits out a persisted backoff (status.retry). A spec change
+// or a request (s.requests) skips it.
+func (r *FinchConnectionReconciler) waitBackoff(_ context.Context, s *syncState) outcome {
 	rs := s.conn.Status.Retry
-	if rs == nil || s.forceIntrospect || s.forceReauth || s.hadHint || rs.ObservedGeneration != s.conn.Generation {
+	if rs == nil || s.requests.any() || rs.ObservedGeneration != s.conn.Generation {
 		return nil
 	}
 	if wait := rs.NextAttemptTime.Sub(s.now); wait > 0 {
-		return &outcome{requeue: wait, deferred: true}
+		return deferred{requeue: wait}
 	}
 	return nil
 }

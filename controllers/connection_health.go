@@ -9,10 +9,12 @@ import (
 )
 
 // reportHealth ends a pass with a token: connected (look again at the next
-// introspection), or an error or disconnect only the employer or a human can fix.
-func (r *FinchConnectionReconciler) reportHealth(_ context.Context, s *syncState) *outcome {
+// introspection), or an error or disconnect only the employer or a human can
+// fix. Reads status (tokenPhase, nextIntrospection) and s.app.
+func (r *FinchConnectionReconciler) reportHealth(_ context.Context, s *syncState) outcome {
 	conn, st := s.conn, &s.conn.Status
-	switch s.phase {
+	phase := tokenPhase(conn, s.now)
+	switch phase {
 	case finchv1.PhaseError:
 		cs := st.ConnectionStatus
 		o := stalled(finchv1.ReasonUnknownStatus, "Finch reports an unknown connection status %q (%s); kept verbatim, re-checked every %s",
@@ -21,13 +23,13 @@ func (r *FinchConnectionReconciler) reportHealth(_ context.Context, s *syncState
 			o = stalled(finchv1.ReasonEmployerAction, "Finch reports %s: %s. The employer must fix this with their provider; the operator re-checks every %s",
 				cs.Status, orDefault(cs.Message, "no message"), s.app.IntrospectionInterval())
 		}
-		o.phase = s.phase
+		o.phase = phase
 		return o
 	case finchv1.PhaseDisconnected:
 		o := stalled(finchv1.ReasonDisconnected, "connection %s was disconnected at Finch and cannot come back; delete Secret %s to start a new Connect session (it creates a new connection ID), or delete this FinchConnection",
 			st.ConnectionID, conn.TokenSecretName())
-		o.phase = s.phase
+		o.phase = phase
 		return o
 	}
-	return &outcome{phase: s.phase, requeue: jitterDown(s.nextCheck.Sub(s.now))}
+	return done{phase: phase, requeue: jitterDown(r.nextIntrospection(s).Sub(s.now))}
 }

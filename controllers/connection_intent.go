@@ -89,13 +89,20 @@ func (r *FinchConnectionReconciler) recordIntent(ctx context.Context, s *syncSta
 }
 
 // writeIntent is syncState.writeStatus for a reconcile: it patches the status
-// built so far and makes it the base of the pass's final patch.
+// built so far and makes it the base of the pass's final patch. The write
+// acknowledges the pass's requests (s.requests), which the call carries out:
+// after a crash the call is not asked for again. s.conn keeps them
+// unacknowledged, so a pass that then fails (retrying) leaves them pending
+// in its final write.
 func (r *FinchConnectionReconciler) writeIntent(ctx context.Context, s *syncState) error {
-	if err := r.Status().Patch(ctx, s.conn, client.MergeFrom(s.base)); err != nil {
+	obj := s.conn.DeepCopy()
+	s.requests.acknowledge(&obj.Status)
+	if err := r.Status().Patch(ctx, obj, client.MergeFrom(s.base)); err != nil {
 		return err
 	}
-	r.written.Store(client.ObjectKeyFromObject(s.conn), s.conn.ResourceVersion)
-	s.base = s.conn.DeepCopy()
+	r.written.Store(client.ObjectKeyFromObject(obj), obj.ResourceVersion)
+	s.conn.ResourceVersion = obj.ResourceVersion
+	s.base = obj
 	return nil
 }
 
@@ -122,7 +129,10 @@ func pendingReauth(st *finchv1.FinchConnectionStatus) *finchv1.PendingCall {
 // nothing, one whose session would have expired, or one the user overrides
 // (reauthRequestedAt), and otherwise waits: a second session now would
 // replace a link the employer may already hold. nil: go on and issue one.
-func (r *FinchConnectionReconciler) unrecordedReauth(s *syncState) *outcome {
+//
+// Reads s.requests and this process's memo of the call; writes
+// status.pendingCall and status.session.
+func (r *FinchConnectionReconciler) unrecordedReauth(s *syncState) outcome {
 	conn, st := s.conn, &s.conn.Status
 	pc := pendingReauth(st)
 	if pc == nil {
@@ -135,7 +145,7 @@ func (r *FinchConnectionReconciler) unrecordedReauth(s *syncState) *outcome {
 		}
 		// Only the status write after the call was lost: record its result.
 		st.Session = m.session.DeepCopy()
-		return &outcome{phase: finchv1.PhaseReauthRequired, requeue: st.Session.ExpiresAt.Sub(s.now) + time.Second}
+		return done{phase: finchv1.PhaseReauthRequired, requeue: st.Session.ExpiresAt.Sub(s.now) + time.Second}
 	}
 	expires := intentExpiry(conn, pc)
 	switch {
@@ -145,11 +155,11 @@ func (r *FinchConnectionReconciler) unrecordedReauth(s *syncState) *outcome {
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionExpired, "Reauthenticate", fmt.Sprintf(
 			"the reauthentication session that may have been issued at %s (its link was not recorded) has expired", pc.StartedAt.UTC().Format(time.RFC3339)))
 		return nil
-	case s.forceReauth:
+	case s.requests.forceReauth():
 		st.PendingCall = nil // asked for explicitly: a new link replaces the unrecorded one
 		return nil
 	}
-	return &outcome{phase: finchv1.PhaseReauthRequired, requeue: expires.Sub(s.now) + time.Second, wait: &reason{finchv1.ReasonReauthUnrecorded, fmt.Sprintf(
+	return waiting{phase: finchv1.PhaseReauthRequired, requeue: expires.Sub(s.now) + time.Second, reason: reason{finchv1.ReasonReauthUnrecorded, fmt.Sprintf(
 		"a reauthentication session for connection %s may have been issued at %s, but the operator stopped (or its status write was lost) before recording its link. "+
 			"No other is issued until %s, when that session expires, so a link the employer may already have keeps working; "+
 			"an employer who completes it reconnects as usual. To issue a new link now, set annotation %s (kubectl finch reauth %s)",

@@ -19,19 +19,20 @@ import (
 
 // introspect calls GET /introspect when a new token, a request or the
 // interval asks for it, and records what Finch says. A signed webhook that
-// reported reauth goes straight to the reauthentication session.
-func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState) *outcome {
+// reported reauth goes straight to the reauthentication session. Reads
+// s.token, s.requests and s.app; writes status.connectionStatus, the
+// connection's facts, lastIntrospectionTime and tokenVersion.
+func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState) outcome {
 	if s.token.Token == "" {
 		return nil
 	}
 	conn, st := s.conn, &s.conn.Status
-	defer func() { s.nextCheck = r.nextIntrospection(s) }()
 	newToken := st.TokenVersion != s.token.Version
 	switch {
-	case s.webhookStatus == finch.StatusReauth && !newToken:
+	case s.requests.webhookStatus == finch.StatusReauth && !newToken:
 		st.ConnectionStatus = &finchv1.ConnectionStatus{Status: finch.StatusReauth, Message: "Finch reported (account.updated webhook) that the employer must re-authenticate"}
 		return nil
-	case !newToken && !s.forceIntrospect && st.LastIntrospectionTime != nil && s.now.Before(r.nextIntrospection(s)):
+	case !newToken && !s.requests.forceIntrospect() && st.LastIntrospectionTime != nil && s.now.Before(r.nextIntrospection(s)):
 		return nil
 	}
 	if o := deferForBudget(s, finch.EndpointIntrospect); o != nil {
@@ -48,7 +49,7 @@ func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState
 	case finch.IsInvalidToken(err):
 		st.LastIntrospectionTime = &metav1.Time{Time: s.now}
 		st.TokenVersion = s.token.Version
-		if s.webhookStatus == finch.StatusDisconnected || (st.ConnectionStatus != nil && st.ConnectionStatus.Status == finch.StatusDisconnected) {
+		if s.requests.webhookStatus == finch.StatusDisconnected || (st.ConnectionStatus != nil && st.ConnectionStatus.Status == finch.StatusDisconnected) {
 			st.ConnectionStatus = &finchv1.ConnectionStatus{Status: finch.StatusDisconnected, Message: "the access token was revoked"}
 			o := stalled(finchv1.ReasonDisconnected, "connection %s was disconnected at Finch; delete Secret %s to start a new Connect session (a new connection ID), or delete this FinchConnection",
 				st.ConnectionID, conn.TokenSecretName())

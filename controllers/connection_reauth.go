@@ -16,24 +16,20 @@ import (
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
-// settleSession retires the published session once a token shows it was
-// used, and keeps a live reauthentication session published until it is.
-func (r *FinchConnectionReconciler) settleSession(_ context.Context, s *syncState) *outcome {
+// settleSession retires the published session, or a reauthentication
+// intent, once a token shows it was used, and keeps a live reauthentication
+// session published until it is. Reads s.token; writes status.session and
+// status.pendingCall. What is left decides the phase (tokenPhase).
+func (r *FinchConnectionReconciler) settleSession(_ context.Context, s *syncState) outcome {
 	if s.token.Token == "" {
 		return nil
 	}
 	conn, st := s.conn, &s.conn.Status
-	s.phase = phaseForStatus(st.ConnectionStatus)
-	if pc := pendingReauth(st); pc != nil {
-		switch {
-		case pc.ReplacesTokenVersion != s.token.Version:
-			// A new token after the intent: the employer completed the
-			// session whose link was not recorded.
-			st.PendingCall = nil
-			events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonReauthCompleted, "Reauthenticate", "the employer re-authenticated; the new access token replaced the old one")
-		case s.now.Before(intentExpiry(conn, pc)):
-			s.phase = finchv1.PhaseReauthRequired // as a live session: until used or expired
-		}
+	if pc := pendingReauth(st); pc != nil && pc.ReplacesTokenVersion != s.token.Version {
+		// A new token after the intent: the employer completed the
+		// session whose link was not recorded.
+		st.PendingCall = nil
+		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonReauthCompleted, "Reauthenticate", "the employer re-authenticated; the new access token replaced the old one")
 	}
 	sess := st.Session
 	if sess == nil {
@@ -45,11 +41,26 @@ func (r *FinchConnectionReconciler) settleSession(_ context.Context, s *syncStat
 		st.Session = nil
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonReauthCompleted, "Reauthenticate", "the employer re-authenticated; the new access token replaced the old one")
 	case sess.Kind == finchv1.SessionReauthenticate && s.now.Before(sess.ExpiresAt.Time):
-		s.phase = finchv1.PhaseReauthRequired // a live reauth session stays published until used
-	case sess.Kind == finchv1.SessionConnect || s.phase != finchv1.PhaseReauthRequired:
+		// A live reauth session stays published until used.
+	case sess.Kind == finchv1.SessionConnect || tokenPhase(conn, s.now) != finchv1.PhaseReauthRequired:
 		st.Session = nil // the employer finished Connect; the link is spent
 	}
 	return nil
+}
+
+// tokenPhase is the phase of a connection with a token once its sessions
+// are settled (settleSession): ReauthRequired while a reauthentication
+// session is live, recorded or possibly issued (status.pendingCall, until
+// it would expire), else what Finch's connection status means.
+func tokenPhase(conn *finchv1.FinchConnection, now time.Time) finchv1.Phase {
+	st := &conn.Status
+	if pc := pendingReauth(st); pc != nil && now.Before(intentExpiry(conn, pc)) {
+		return finchv1.PhaseReauthRequired
+	}
+	if sess := st.Session; sess != nil && sess.Kind == finchv1.SessionReauthenticate && now.Before(sess.ExpiresAt.Time) {
+		return finchv1.PhaseReauthRequired
+	}
+	return phaseForStatus(st.ConnectionStatus)
 }
 
 // replacedToken is the token version a reauthentication session replaces
@@ -64,35 +75,44 @@ func replacedToken(sess *finchv1.Session) string {
 // reauthenticate asks for a reauthentication session when Finch says the
 // connection needs one, when annotated, or when spec.products asks for more
 // than the connection grants (the guide: parameters changed after connect
-// need POST /connect/sessions/reauthenticate; asked once per products list).
-func (r *FinchConnectionReconciler) reauthenticate(ctx context.Context, s *syncState) *outcome {
+// need POST /connect/sessions/reauthenticate; asked once per products list,
+// status.reauthProducts). Reads s.token, s.requests, the phase (tokenPhase)
+// and status.grantedProducts; writes what ensureReauthSession writes.
+func (r *FinchConnectionReconciler) reauthenticate(ctx context.Context, s *syncState) outcome {
 	conn, st := s.conn, &s.conn.Status
+	ask := reauthAsk{missing: missingProducts(conn)}
 	if s.token.Token == "" {
 		// Asked for, and the connection exists at Finch but its token is not
 		// here: a reauthentication session yields a new code, hence a token.
-		return r.ensureReauthSession(ctx, s)
+		return r.ensureReauthSession(ctx, s, ask)
 	}
-	if s.phase == finchv1.PhaseConnected && !s.forceReauth {
-		if missing := finch.MissingProducts(conn.ProductNames(), st.GrantedProducts); len(missing) > 0 && !finch.SameProducts(st.ReauthProducts, conn.ProductNames()) {
-			s.productsReauth = true // recorded once the session is minted
-			return r.ensureReauthSession(ctx, s)
-		}
+	phase, force := tokenPhase(conn, s.now), s.requests.forceReauth()
+	if phase == finchv1.PhaseConnected && !force && len(ask.missing) > 0 && !finch.SameProducts(st.ReauthProducts, conn.ProductNames()) {
+		ask.forProducts = true
+		return r.ensureReauthSession(ctx, s, ask)
 	}
-	if s.phase == finchv1.PhaseReauthRequired || s.forceReauth {
-		return r.ensureReauthSession(ctx, s)
+	if phase == finchv1.PhaseReauthRequired || force {
+		return r.ensureReauthSession(ctx, s, ask)
 	}
 	return nil
+}
+
+// reauthAsk is what a reauthentication session is asked for.
+type reauthAsk struct {
+	missing     []string // what spec.products asks for that the connection does not grant
+	forProducts bool     // asked because of missing: recorded in status.reauthProducts with the intent
 }
 
 // ensureReauthSession mints a reauthentication session unless a live one is
 // recorded, or one may have been issued without being recorded: the endpoint
 // is not idempotent (step 6), so the call follows a confirmed write of its
-// intent.
-func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *syncState) *outcome {
+// intent. Reads s.token, s.app and s.requests; writes status.pendingCall
+// (by an intent write), status.session and status.reauthProducts.
+func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *syncState, ask reauthAsk) outcome {
 	conn, st := s.conn, &s.conn.Status
 	if sess := st.Session; sess != nil && sess.Kind == finchv1.SessionReauthenticate {
 		if s.now.Before(sess.ExpiresAt.Time) {
-			return &outcome{phase: finchv1.PhaseReauthRequired, requeue: sess.ExpiresAt.Sub(s.now) + time.Second}
+			return done{phase: finchv1.PhaseReauthRequired, requeue: sess.ExpiresAt.Sub(s.now) + time.Second}
 		}
 		sessionsExpired.Inc()
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionExpired, "Reauthenticate", fmt.Sprintf("reauthentication session %s expired unused", sess.ID))
@@ -114,7 +134,7 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 	}
 	key := client.ObjectKeyFromObject(conn)
 	prevProducts := st.ReauthProducts
-	if s.productsReauth {
+	if ask.forProducts {
 		// Written with the intent: a session that may exist for this list
 		// is not asked for again (and restored below if none was issued).
 		st.ReauthProducts = conn.ProductNames()
@@ -157,9 +177,9 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 	sessionsIssued.WithLabelValues(string(finchv1.SessionReauthenticate)).Inc()
 	msg := fmt.Sprintf("Finch needs the employer to re-authenticate connection %s: send them status.session.connectURL (expires %s)",
 		st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
-	if why, m := reauthReason(conn); why == finchv1.ReasonProductsChanged {
+	if m, ok := productsChanged(conn, ask.missing); ok {
 		msg = m + fmt.Sprintf(" (expires %s)", st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonReauthSession, "Reauthenticate", msg)
-	return &outcome{phase: finchv1.PhaseReauthRequired, requeue: st.Session.ExpiresAt.Sub(s.now) + time.Second}
+	return done{phase: finchv1.PhaseReauthRequired, requeue: st.Session.ExpiresAt.Sub(s.now) + time.Second}
 }

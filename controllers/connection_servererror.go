@@ -35,29 +35,29 @@ const (
 // hours last until an introspection of the connection succeeds. The
 // persisted status.retry carries the wait across restarts; the requestedAt
 // annotation or a webhook skips it.
-func (r *FinchConnectionReconciler) introspectFailed(s *syncState, err error) *outcome {
-	o := r.finchError(s, "introspect", err)
+func (r *FinchConnectionReconciler) introspectFailed(s *syncState, err error) outcome {
+	out := r.finchError(s, "introspect", err)
+	o, ok := out.(retrying)
 	var fe *finch.Error
-	if o.retryErr == nil || o.retryAfter > 0 || !errors.As(err, &fe) || fe.Local || fe.StatusCode < 500 {
-		return o
+	if !ok || o.after > 0 || !errors.As(err, &fe) || fe.Local || fe.StatusCode < 500 {
+		return out
 	}
 	rs := s.conn.Status.Retry
 	if rs == nil || rs.ObservedGeneration != s.conn.Generation ||
 		(rs.Reason != finchv1.ReasonFinchUnavailable && rs.Reason != finchv1.ReasonConnectionServerError) {
-		return o
+		return out
 	}
 	// Once waiting hours, keep waiting hours until an answer: other
 	// connections may not be due for introspection within the wait.
 	streak := rs.Failures + 1
 	others := rs.Reason == finchv1.ReasonConnectionServerError || r.answeredSince(s.conn.AppKey(), rs.LastFailureTime.Time)
 	if streak < serverErrorStreak || !others {
-		return o
+		return out
 	}
 	wait := serverErrorBackoff + time.Duration(rand.Int64N(int64(serverErrorBackoff/6)))
-	o.retryErr = fmt.Errorf("introspect: Finch answered %d for this connection %d times in a row while it answers other connections of %s: a revoked connection can be returned as 500 server_error, and Finch advises retrying in a few hours (developer.tryfinch.com Error Handling), so the next attempt waits about %s; set annotation %s to check now: %w",
+	o.err = fmt.Errorf("introspect: Finch answered %d for this connection %d times in a row while it answers other connections of %s: a revoked connection can be returned as 500 server_error, and Finch advises retrying in a few hours (developer.tryfinch.com Error Handling), so the next attempt waits about %s; set annotation %s to check now: %w",
 		fe.StatusCode, streak, s.conn.AppDescription(), wait.Round(time.Minute), finchv1.RequestedAtAnnotation, err)
-	o.retryAfter = wait
-	o.retryWhy = finchv1.ReasonConnectionServerError
+	o.after, o.why = wait, finchv1.ReasonConnectionServerError
 	return o
 }
 

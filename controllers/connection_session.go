@@ -21,22 +21,23 @@ import (
 )
 
 // connectWithoutToken: no token here, so issue or refresh the Connect
-// session (steps 1-3).
-func (r *FinchConnectionReconciler) connectWithoutToken(ctx context.Context, s *syncState) *outcome {
+// session (steps 1-3). Reads s.token and s.requests; writes status.session
+// and clears status.tokenSecretRef and tokenVersion.
+func (r *FinchConnectionReconciler) connectWithoutToken(ctx context.Context, s *syncState) outcome {
 	if s.token.Token != "" {
 		return nil
 	}
 	conn, st := s.conn, &s.conn.Status
 	st.TokenSecretRef = nil
 	st.TokenVersion = ""
-	if st.ConnectionID != "" && (s.forceReauth || reauthUnderway(st, s.now)) {
+	if st.ConnectionID != "" && (s.requests.forceReauth() || reauthUnderway(st, s.now)) {
 		return nil // a reauthentication session (step 6) gets the token back
 	}
 	if c := meta.FindStatusCondition(st.Conditions, finchv1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue &&
-		c.ObservedGeneration == conn.Generation && !s.forceIntrospect &&
+		c.ObservedGeneration == conn.Generation && !s.requests.forceIntrospect() &&
 		(c.Reason == finchv1.ReasonConnectionExists || c.Reason == finchv1.ReasonFinchRejected) {
 		// Finch already answered this spec; asking again would loop.
-		return &outcome{stall: &reason{c.Reason, c.Message}}
+		return stalling{reason: reason{c.Reason, c.Message}}
 	}
 	return r.ensureConnectSession(ctx, s)
 }
@@ -44,14 +45,14 @@ func (r *FinchConnectionReconciler) connectWithoutToken(ctx context.Context, s *
 // ensureConnectSession creates or refreshes the Connect session. Finch returns
 // the same session_id for the same customer_id until the employer connects,
 // so a lost status write costs one extra call, never a duplicate connection.
-func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s *syncState) *outcome {
+func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s *syncState) outcome {
 	conn, st := s.conn, &s.conn.Status
 	req := sessionRequest(conn, s.app.RedirectURIFor(conn))
 	hash := requestHash(req)
 	sess := st.Session
-	if sess != nil && sess.Kind == finchv1.SessionConnect && sess.RequestHash == hash && !s.forceIntrospect {
+	if sess != nil && sess.Kind == finchv1.SessionConnect && sess.RequestHash == hash && !s.requests.forceIntrospect() {
 		if refresh := refreshTime(sess); s.now.Before(refresh) {
-			return &outcome{phase: finchv1.PhaseAwaitingConnect, requeue: jitterDown(refresh.Sub(s.now))}
+			return done{phase: finchv1.PhaseAwaitingConnect, requeue: jitterDown(refresh.Sub(s.now))}
 		}
 	}
 	if o := deferForBudget(s, finch.EndpointCreateSession); o != nil {
@@ -96,7 +97,7 @@ func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s 
 	} else {
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionCreated, "CreateSession", fmt.Sprintf("created Connect session %s (expires %s): send the employer status.session.connectURL", resp.SessionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
-	return &outcome{phase: finchv1.PhaseAwaitingConnect, requeue: jitterDown(refreshTime(st.Session).Sub(s.now))}
+	return done{phase: finchv1.PhaseAwaitingConnect, requeue: jitterDown(refreshTime(st.Session).Sub(s.now))}
 }
 
 // reauthUnderway: a reauthentication session is published and live, or one

@@ -24,83 +24,135 @@ import (
 )
 
 // summarize is the one place that derives the phase and the conditions from
-// what the steps recorded and decided, keeps the retry bookkeeping, and
-// records the Warning for a change for the worse.
+// what the steps recorded and the pass's one outcome, keeps the retry
+// bookkeeping, and records the Warning for a change for the worse. A pass
+// that acted (not deferred, not retrying) acknowledges its requests.
 func (r *FinchConnectionReconciler) summarize(ctx context.Context, orig *finchv1.FinchConnection, s *syncState, out outcome) ctrl.Result {
 	conn, st := s.conn, &s.conn.Status
-	gen := conn.Generation
-	conds := &st.Conditions
-	result := ctrl.Result{RequeueAfter: out.requeue}
-	if out.phase != "" {
-		st.Phase = out.phase
+	missing := missingProducts(conn)
+	reauth := reauthReason(conn, missing) // the steps are over: it holds for the pass
+	result, inLine := ctrl.Result{}, false
+	switch o := out.(type) {
+	case suspended:
+		markSuspended(conn)
+	case deferred:
+		markDeferred(conn, o.wait)
+		result.RequeueAfter, inLine = o.requeue, o.inLine
+	case retrying:
+		result.RequeueAfter = r.markRetrying(ctx, conn, s.now, o, reauth)
+	case stalling:
+		s.requests.acknowledge(st)
+		markStalled(conn, o.phase, o.reason, reauth)
+	case waiting:
+		s.requests.acknowledge(st)
+		markWaiting(conn, o.phase, o.reason, reauth)
+		result.RequeueAfter = o.requeue
+	case done:
+		s.requests.acknowledge(st)
+		markDone(conn, o.phase, reauth, missing)
+		result.RequeueAfter = o.requeue
+	}
+	setDataSynced(conn, conn.Generation)
+	r.emitTransition(orig, conn)
+	if inLine {
+		return placedInLine(result)
+	}
+	return scheduled(result)
+}
+
+// setPhase records the phase a pass reached ("": unchanged), Pending before
+// the first.
+func setPhase(st *finchv1.FinchConnectionStatus, phase finchv1.Phase) {
+	if phase != "" {
+		st.Phase = phase
 	}
 	if st.Phase == "" {
 		st.Phase = finchv1.PhasePending
 	}
+}
 
+// markSuspended: spec.suspend; Ready is left as it was, if any.
+func markSuspended(conn *finchv1.FinchConnection) {
+	st, gen := &conn.Status, conn.Generation
+	setPhase(st, "")
+	setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSuspended, "spec.suspend is true: the operator makes no Finch calls for this connection")
+	if meta.FindStatusCondition(st.Conditions, finchv1.ConditionReady) == nil {
+		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionUnknown, finchv1.ReasonSuspended, "suspended before the first reconcile")
+	}
+	st.ObservedGeneration = gen
+}
+
+// markDeferred: nothing done yet (backoff or budget). Requests stay
+// pending, and conditions stay as they were unless there are none yet.
+func markDeferred(conn *finchv1.FinchConnection, wait *reason) {
+	st, gen := &conn.Status, conn.Generation
+	setPhase(st, "")
+	if wait != nil && meta.FindStatusCondition(st.Conditions, finchv1.ConditionReady) == nil {
+		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionUnknown, wait.reason, wait.message)
+		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionTrue, wait.reason, wait.message)
+	}
+}
+
+// markRetrying counts the failure in status.retry, says so, and returns
+// when to try again. Requests stay pending, so the retry honours them.
+func (r *FinchConnectionReconciler) markRetrying(ctx context.Context, conn *finchv1.FinchConnection, now time.Time, o retrying, reauth reason) time.Duration {
+	st, gen := &conn.Status, conn.Generation
+	setPhase(st, "")
+	why := finchv1.ReasonFinchUnavailable
 	switch {
-	case out.suspended:
-		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSuspended, "spec.suspend is true: the operator makes no Finch calls for this connection")
-		if meta.FindStatusCondition(*conds, finchv1.ConditionReady) == nil {
-			setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionUnknown, finchv1.ReasonSuspended, "suspended before the first reconcile")
-		}
-		st.ObservedGeneration = gen
-	case out.deferred:
-		// Nothing done yet (backoff or budget): requests stay pending, and
-		// conditions stay as they were unless there are none yet.
-		restoreRequests(st, &orig.Status)
-		if out.wait != nil && meta.FindStatusCondition(*conds, finchv1.ConditionReady) == nil {
-			setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionUnknown, out.wait.reason, out.wait.message)
-			setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionTrue, out.wait.reason, out.wait.message)
-		}
-	case out.retryErr != nil:
-		restoreRequests(st, &orig.Status)
-		why := finchv1.ReasonFinchUnavailable
-		switch {
-		case out.retryWhy != "":
-			why = out.retryWhy
-		case out.retryAfter > 0:
-			why = finchv1.ReasonRateLimited
-		}
-		rs, wait := r.recordFailure(conn, s.now, why, out.retryAfter)
-		if meta.FindStatusCondition(*conds, finchv1.ConditionReady) == nil {
-			setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionUnknown, finchv1.ReasonProgressing, "working on the first Connect session")
-		}
-		msg := fmt.Sprintf("attempt %d failed, retrying at %s: %v", rs.Failures, rs.NextAttemptTime.UTC().Format(time.RFC3339), out.retryErr)
-		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionTrue, rs.Reason, msg)
-		events.Record(r.Recorder, conn, corev1.EventTypeWarning, rs.Reason, "Reconcile", msg)
-		logf.FromContext(ctx).Info("transient failure, backing off", "reason", rs.Reason, "error", out.retryErr.Error(), "retryIn", wait.String())
-		result.RequeueAfter = wait
-	case out.stall != nil:
-		st.Retry = nil
-		if st.Phase == finchv1.PhasePending || st.Phase == finchv1.PhaseAwaitingConnect && out.stall.reason == finchv1.ReasonDuplicateCustomerID {
-			st.Phase = finchv1.PhaseError
-		}
-		setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionFalse, out.stall.reason, out.stall.message)
-		setCondition(conds, gen, finchv1.ConditionStalled, metav1.ConditionTrue, out.stall.reason, out.stall.message)
-		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, out.stall.reason, "stalled: needs a change to the spec, its Secrets or at Finch")
-		st.ObservedGeneration = gen
-	case out.wait != nil:
-		setCondition(conds, gen, finchv1.ConditionReady, metav1.ConditionFalse, out.wait.reason, out.wait.message)
-		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionTrue, out.wait.reason, out.wait.message)
-		setCondition(conds, gen, finchv1.ConditionStalled, metav1.ConditionFalse, out.wait.reason, "waiting for a dependency, not stalled")
-	default:
-		st.Retry = nil
-		ready, why, msg := readiness(conn)
-		setCondition(conds, gen, finchv1.ConditionReady, ready, why, msg)
-		setCondition(conds, gen, finchv1.ConditionStalled, metav1.ConditionFalse, why, "not stalled")
-		setCondition(conds, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSucceeded, "the operator has done all it can for now")
-		st.ObservedGeneration = gen
+	case o.why != "":
+		why = o.why
+	case o.after > 0:
+		why = finchv1.ReasonRateLimited
 	}
-	if !out.suspended && !out.deferred {
-		setConnectionConditions(conn, gen)
+	rs, wait := r.recordFailure(conn, now, why, o.after)
+	if meta.FindStatusCondition(st.Conditions, finchv1.ConditionReady) == nil {
+		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionUnknown, finchv1.ReasonProgressing, "working on the first Connect session")
 	}
-	setDataSynced(conn, gen)
-	r.emitTransition(orig, conn)
-	if out.placed {
-		return placedInLine(result)
+	msg := fmt.Sprintf("attempt %d failed, retrying at %s: %v", rs.Failures, rs.NextAttemptTime.UTC().Format(time.RFC3339), o.err)
+	setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionTrue, rs.Reason, msg)
+	events.Record(r.Recorder, conn, corev1.EventTypeWarning, rs.Reason, "Reconcile", msg)
+	logf.FromContext(ctx).Info("transient failure, backing off", "reason", rs.Reason, "error", o.err.Error(), "retryIn", wait.String())
+	setConnectionConditions(conn, reauth)
+	return wait
+}
+
+// markStalled: the pass needs a human.
+func markStalled(conn *finchv1.FinchConnection, phase finchv1.Phase, why, reauth reason) {
+	st, gen := &conn.Status, conn.Generation
+	setPhase(st, phase)
+	st.Retry = nil
+	if st.Phase == finchv1.PhasePending || st.Phase == finchv1.PhaseAwaitingConnect && why.reason == finchv1.ReasonDuplicateCustomerID {
+		st.Phase = finchv1.PhaseError
 	}
-	return scheduled(result)
+	setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, why.reason, why.message)
+	setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionTrue, why.reason, why.message)
+	setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, why.reason, "stalled: needs a change to the spec, its Secrets or at Finch")
+	st.ObservedGeneration = gen
+	setConnectionConditions(conn, reauth)
+}
+
+// markWaiting: the pass waits for something a watch or the clock brings.
+func markWaiting(conn *finchv1.FinchConnection, phase finchv1.Phase, why, reauth reason) {
+	st, gen := &conn.Status, conn.Generation
+	setPhase(st, phase)
+	setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, why.reason, why.message)
+	setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionTrue, why.reason, why.message)
+	setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionFalse, why.reason, "waiting for a dependency, not stalled")
+	setConnectionConditions(conn, reauth)
+}
+
+// markDone: Ready follows from status (readiness).
+func markDone(conn *finchv1.FinchConnection, phase finchv1.Phase, reauth reason, missing []string) {
+	st, gen := &conn.Status, conn.Generation
+	setPhase(st, phase)
+	st.Retry = nil
+	ready, why, msg := readiness(conn, reauth, missing)
+	setCondition(&st.Conditions, gen, finchv1.ConditionReady, ready, why, msg)
+	setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionFalse, why, "not stalled")
+	setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSucceeded, "the operator has done all it can for now")
+	st.ObservedGeneration = gen
+	setConnectionConditions(conn, reauth)
 }
 
 // recordFailure counts a failed attempt in status.retry (persisted, so a
@@ -152,16 +204,9 @@ func (r *FinchConnectionReconciler) patchStatus(ctx context.Context, orig, conn 
 	return result, nil
 }
 
-// restoreRequests leaves request annotations unhandled when the pass did not
-// carry them out, so the retry still honours them.
-func restoreRequests(st, orig *finchv1.FinchConnectionStatus) {
-	st.LastHandledReconcileAt = orig.LastHandledReconcileAt
-	st.LastHandledReauthAt = orig.LastHandledReauthAt
-	st.LastHandledWebhookEvent = orig.LastHandledWebhookEvent
-}
-
-// readiness is the Ready condition for a pass that went well.
-func readiness(conn *finchv1.FinchConnection) (metav1.ConditionStatus, string, string) {
+// readiness is the Ready condition for a pass that went well, given why a
+// reauthentication session is published and the products not granted.
+func readiness(conn *finchv1.FinchConnection, reauth reason, missing []string) (metav1.ConditionStatus, string, string) {
 	st := &conn.Status
 	if st.Session == nil && (st.Phase == finchv1.PhaseAwaitingConnect || st.Phase == finchv1.PhaseReauthRequired) {
 		return metav1.ConditionUnknown, finchv1.ReasonProgressing, "working"
@@ -177,13 +222,13 @@ func readiness(conn *finchv1.FinchConnection) (metav1.ConditionStatus, string, s
 		return metav1.ConditionTrue, finchv1.ReasonAwaitingEmployer, fmt.Sprintf("Connect session %s is waiting for the employer until %s: send them status.session.connectURL",
 			st.Session.ID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 	case finchv1.PhaseReauthRequired:
-		if why, msg := reauthReason(conn); why == finchv1.ReasonProductsChanged {
-			return metav1.ConditionTrue, finchv1.ReasonAwaitingEmployer, msg + fmt.Sprintf(" (expires %s)", st.Session.ExpiresAt.UTC().Format(time.RFC3339))
+		if reauth.reason == finchv1.ReasonProductsChanged {
+			return metav1.ConditionTrue, finchv1.ReasonAwaitingEmployer, reauth.message + fmt.Sprintf(" (expires %s)", st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 		}
 		return metav1.ConditionTrue, finchv1.ReasonAwaitingEmployer, fmt.Sprintf("the employer must re-authenticate connection %s: send them status.session.connectURL (expires %s)",
 			st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 	case finchv1.PhaseConnected:
-		return metav1.ConditionTrue, finchv1.ReasonConnected, fmt.Sprintf("connection %s is connected (provider %s)", st.ConnectionID, st.ProviderID) + unapplied(conn)
+		return metav1.ConditionTrue, finchv1.ReasonConnected, fmt.Sprintf("connection %s is connected (provider %s)", st.ConnectionID, st.ProviderID) + unapplied(conn, missing)
 	case finchv1.PhaseConnecting:
 		msg := "the employer authenticated; Finch is setting up the connection"
 		if cs := st.ConnectionStatus; cs != nil {
@@ -221,10 +266,10 @@ func refusedCode(st *finchv1.FinchConnectionStatus) (string, bool) {
 // customer fields, which Finch keeps from the first session (the guide: after
 // connect, only POST /connect/sessions/reauthenticate changes parameters, and
 // it takes no customer fields).
-func unapplied(conn *finchv1.FinchConnection) string {
+func unapplied(conn *finchv1.FinchConnection, missing []string) string {
 	st, spec := &conn.Status, &conn.Spec
 	var notes []string
-	if missing := finch.MissingProducts(conn.ProductNames(), st.GrantedProducts); len(missing) > 0 {
+	if len(missing) > 0 {
 		notes = append(notes, fmt.Sprintf("Finch did not grant %s after the employer re-authenticated (the provider may not offer it); change spec.products to ask again",
 			strings.Join(missing, ", ")))
 	}
@@ -240,11 +285,11 @@ func unapplied(conn *finchv1.FinchConnection) string {
 	return "; not applied: " + strings.Join(notes, "; ")
 }
 
-// setConnectionConditions derives Connected and ReauthRequired from status.
-func setConnectionConditions(conn *finchv1.FinchConnection, gen int64) {
-	st := &conn.Status
-	why, reauthMsg := reauthReason(conn)
-	healthy := st.Phase == finchv1.PhaseConnected || st.Phase == finchv1.PhaseReauthRequired && why == finchv1.ReasonProductsChanged
+// setConnectionConditions derives Connected and ReauthRequired from status
+// and why a reauthentication session is published.
+func setConnectionConditions(conn *finchv1.FinchConnection, reauth reason) {
+	st, gen := &conn.Status, conn.Generation
+	healthy := st.Phase == finchv1.PhaseConnected || st.Phase == finchv1.PhaseReauthRequired && reauth.reason == finchv1.ReasonProductsChanged
 	if cs := st.ConnectionStatus; cs != nil && cs.Status == finch.StatusConnected && healthy {
 		setCondition(&st.Conditions, gen, finchv1.ConditionConnected, metav1.ConditionTrue, finchv1.ReasonConnected, fmt.Sprintf("Finch reports connection %s connected", st.ConnectionID))
 	} else {
@@ -259,7 +304,7 @@ func setConnectionConditions(conn *finchv1.FinchConnection, gen int64) {
 		setCondition(&st.Conditions, gen, finchv1.ConditionConnected, metav1.ConditionFalse, why, msg)
 	}
 	if st.Phase == finchv1.PhaseReauthRequired {
-		setCondition(&st.Conditions, gen, finchv1.ConditionReauthRequired, metav1.ConditionTrue, why, reauthMsg)
+		setCondition(&st.Conditions, gen, finchv1.ConditionReauthRequired, metav1.ConditionTrue, reauth.reason, reauth.message)
 	} else {
 		setCondition(&st.Conditions, gen, finchv1.ConditionReauthRequired, metav1.ConditionFalse, "NotRequired", "no reauthentication needed")
 	}
@@ -310,20 +355,36 @@ func orDefault(v, def string) string {
 	return v
 }
 
+// missingProducts are the products spec.products asks for that the
+// connection does not grant.
+func missingProducts(conn *finchv1.FinchConnection) []string {
+	return finch.MissingProducts(conn.ProductNames(), conn.Status.GrantedProducts)
+}
+
 // reauthReason says why a reauthentication session is published: Finch asked
 // for it (ReauthRequired), or spec.products asks for products the healthy
-// connection does not grant (ProductsChanged).
-func reauthReason(conn *finchv1.FinchConnection) (string, string) {
+// connection does not grant (ProductsChanged), given those (missing).
+func reauthReason(conn *finchv1.FinchConnection, missing []string) reason {
 	st := &conn.Status
 	if pc := pendingReauth(st); pc != nil && st.Session == nil {
-		return finchv1.ReasonReauthUnrecorded, fmt.Sprintf("a reauthentication session may have been issued at %s without its link being recorded; see the Ready condition",
-			pc.StartedAt.UTC().Format(time.RFC3339))
+		return reason{finchv1.ReasonReauthUnrecorded, fmt.Sprintf("a reauthentication session may have been issued at %s without its link being recorded; see the Ready condition",
+			pc.StartedAt.UTC().Format(time.RFC3339))}
 	}
-	if cs := st.ConnectionStatus; cs != nil && cs.Status == finch.StatusConnected && st.Session != nil && st.Session.Kind == finchv1.SessionReauthenticate {
-		if missing := finch.MissingProducts(conn.ProductNames(), st.GrantedProducts); len(missing) > 0 {
-			return finchv1.ReasonProductsChanged, fmt.Sprintf("spec.products asks for %s, which connection %s does not grant: the employer must re-authenticate to grant them; send them status.session.connectURL",
-				strings.Join(missing, ", "), st.ConnectionID)
-		}
+	if msg, ok := productsChanged(conn, missing); ok {
+		return reason{finchv1.ReasonProductsChanged, msg}
 	}
-	return finchv1.ReasonReauthRequired, "a reauthentication session is waiting for the employer: status.session.connectURL"
+	return reason{finchv1.ReasonReauthRequired, "a reauthentication session is waiting for the employer: status.session.connectURL"}
+}
+
+// productsChanged is the message of a reauthentication session published
+// because spec.products asks for products (missing) the connected
+// connection does not grant.
+func productsChanged(conn *finchv1.FinchConnection, missing []string) (string, bool) {
+	st := &conn.Status
+	cs := st.ConnectionStatus
+	if cs == nil || cs.Status != finch.StatusConnected || st.Session == nil || st.Session.Kind != finchv1.SessionReauthenticate || len(missing) == 0 {
+		return "", false
+	}
+	return fmt.Sprintf("spec.products asks for %s, which connection %s does not grant: the employer must re-authenticate to grant them; send them status.session.connectURL",
+		strings.Join(missing, ", "), st.ConnectionID), true
 }

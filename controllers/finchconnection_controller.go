@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -78,20 +77,17 @@ type FinchConnectionReconciler struct {
 	answered sync.Map
 }
 
-// syncState carries one reconcile's inputs and findings from step to step.
+// syncState carries one reconcile's inputs from step to step. What the
+// steps find goes into status, the one record of each fact; what status
+// implies (the phase with a token, when introspection is due, why a
+// reauthentication session is published) is derived from it where needed.
 type syncState struct {
-	conn            *finchv1.FinchConnection
-	now             time.Time
-	app             *apps.App
-	appObject       finchv1.AppObject // the FinchApp or ClusterFinchApp app was resolved from
-	token           tokens.State
-	phase           finchv1.Phase // what Finch's connection status means (steps with a token)
-	nextCheck       time.Time     // when the connection is due for introspection
-	forceIntrospect bool          // requestedAt annotation or a webhook without status
-	forceReauth     bool          // reauthRequestedAt annotation
-	webhookStatus   string        // connection status a verified webhook reported
-	productsReauth  bool          // the reauth asks for products added after connect
-	hadHint         bool
+	conn      *finchv1.FinchConnection
+	now       time.Time
+	app       *apps.App         // resolveApp
+	appObject finchv1.AppObject // resolveApp: the FinchApp or ClusterFinchApp app was resolved from
+	requests  requests          // takeRequests
+	token     tokens.State      // readToken
 
 	// base is the status last written (the object as read, or as an intent
 	// write left it): the pass's final patch is computed against it.
@@ -101,33 +97,10 @@ type syncState struct {
 	writeStatus func(ctx context.Context) error
 }
 
-// outcome is what a step decided; summarize turns it into the phase,
-// conditions and a result.
-type outcome struct {
-	phase      finchv1.Phase // the phase this pass reached ("": unchanged)
-	requeue    time.Duration // when to look again (0: only on events)
-	stall      *reason       // needs a human
-	wait       *reason       // waiting for something that a watch will report
-	retryErr   error         // transient failure: persisted backoff
-	retryAfter time.Duration // a 429's Retry-After, or a longer wait retryWhy explains
-	retryWhy   string        // the retry's reason when not FinchUnavailable or RateLimited
-	suspended  bool
-	deferred   bool // nothing done yet (backoff or budget): come back at requeue
-	placed     bool // deferred to a place in the app's budget line: requeue is its slot
-	unseen     bool // nothing to record yet (the app is not in the cache): no write
-}
-
-type reason struct{ reason, message string }
-
-func stalled(r, format string, args ...any) *outcome {
-	return &outcome{stall: &reason{r, fmt.Sprintf(format, args...)}}
-}
-
-func retry(err error) *outcome { return &outcome{retryErr: err} }
-
 // step is one stage of the lifecycle. It reads and records status through s
-// and returns nil to hand over to the next step, or the pass's outcome.
-type step func(ctx context.Context, s *syncState) *outcome
+// and returns nil to hand over to the next step, or the pass's outcome. Each
+// step's comment says what of s and of status it reads and writes.
+type step func(ctx context.Context, s *syncState) outcome
 
 // steps is the lifecycle in order. Each step decides for itself
 // whether it applies; the first to return an outcome ends the pass.
@@ -192,8 +165,8 @@ func (r *FinchConnectionReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	s := &syncState{conn: conn, now: r.Now(), base: orig}
 	s.writeStatus = func(ctx context.Context) error { return r.writeIntent(ctx, s) }
 	out := r.run(ctx, s, r.steps())
-	if out.unseen {
-		return ctrl.Result{RequeueAfter: out.requeue}, nil
+	if u, ok := out.(unseen); ok {
+		return ctrl.Result{RequeueAfter: u.requeue}, nil
 	}
 	// summarize compares with the object as read; the patch goes against
 	// what the server has (an intent write may have moved it on).
@@ -205,10 +178,10 @@ func (r *FinchConnectionReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 func (r *FinchConnectionReconciler) run(ctx context.Context, s *syncState, steps []step) outcome {
 	for _, st := range steps {
 		if out := st(ctx, s); out != nil {
-			return *out
+			return out
 		}
 	}
-	return outcome{}
+	return done{}
 }
 
 // staleCacheDelay is how long a pass waits for the cache to catch up with
