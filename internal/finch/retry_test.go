@@ -3,6 +3,7 @@ package finch
 import (
 	"context"
 	"errors"
+	"github.com/connectops/finch-operator/internal/budget"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -264,7 +265,9 @@ func TestContextCancelWhileWaitingForBudgetKeepsLastError(t *testing.T) {
 			jsonHandler(500, `{}`)(w, r)
 		},
 	}}
-	c := newTestClient(t, rc, func(c *Config) { c.Budget = NewBudget(BudgetConfig{Requests: 1, Window: time.Hour}) })
+	c := newTestClient(t, rc, func(c *Config) {
+		c.Limiter = budget.Gate{Budget: budget.New(budget.Config{Requests: 1, Window: time.Hour})}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
 	_, err := c.Introspect(ctx, testToken)
