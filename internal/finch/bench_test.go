@@ -2,13 +2,14 @@ package finch
 
 import (
 	"context"
-	"github.com/connectops/finch-operator/internal/budget"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/connectops/finch-operator/internal/budget"
 )
 
 func BenchmarkCreateSession(b *testing.B) {

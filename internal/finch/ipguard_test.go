@@ -3,7 +3,6 @@ package finch
 import (
 	"context"
 	"errors"
-	"github.com/connectops/finch-operator/internal/budget"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/connectops/finch-operator/internal/budget"
 )
 
 // ipLimited answers Finch's per-IP 429 (Error-Types: rate_limit_exceeded_error

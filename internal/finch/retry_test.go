@@ -3,12 +3,13 @@ package finch
 import (
 	"context"
 	"errors"
-	"github.com/connectops/finch-operator/internal/budget"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/connectops/finch-operator/internal/budget"
 )
 
 var sessionReq = SessionRequest{CustomerID: "cust-1", CustomerName: "Acme", Products: []string{"company"}}

@@ -20,8 +20,8 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
-	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/budget"
+	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/index"
 	"github.com/connectops/finch-operator/internal/tokens"
