@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
@@ -121,7 +122,7 @@ var _ = Describe("Finch API hosts: one namespace's apiURL cannot pause Finch for
 		until, ok := penaltyUntil(stubHost)
 		Expect(ok).To(BeTrue(), "finch_api_ip_penalty_until_seconds{host=%q}", stubHost)
 		Expect(until).To(BeNumerically(">", float64(start.Unix())))
-		Expect(until).To(BeNumerically("<=", float64(time.Now().Add(finch.MaxIPPenalty+time.Second).Unix())),
+		Expect(until).To(BeNumerically("<=", float64(time.Now().Add(budget.MaxIPPenalty+time.Second).Unix())),
 			"the penalty is capped at Finch's documented 60 minutes, not the 24h asked for")
 		Expect(rateLimited.Message).To(ContainSubstring(stubHost))
 	})

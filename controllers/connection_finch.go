@@ -5,13 +5,11 @@ package controllers
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
@@ -21,32 +19,14 @@ import (
 const maxBudgetBlock = 5 * time.Second
 
 // deferForBudget defers a pass whose Finch call would wait long for budget
-// (nil: call now). Reads s.app's IP guard and budget (taking a place in its
-// line).
+// (nil: call now). The app admits the call once (apps.App.Admit): a place in
+// the Finch application's fair line for the endpoint, so a backlog comes back
+// one per free slot and leaves the workers to employers' hand-offs, or the
+// per-host IP guard's wait. Reads s.app and s.conn's name; takes a place in
+// the line.
 func deferForBudget(s *syncState, endpoint string) outcome {
-	var d time.Duration
-	inLine := false
-	if s.app.IPGuard != nil {
-		d = s.app.IPGuard.Delay()
-	}
-	switch {
-	case d > maxBudgetBlock:
-		// The operator-wide IP guard keeps no line: spread its waiters.
-		d += time.Duration(rand.Int64N(int64(d/10) + 1))
-	case s.app.Budget != nil:
-		// A place in the Finch application's line for the endpoint: a
-		// backlog comes back one per free slot and leaves the workers to
-		// employers' hand-offs. The budget is shared by every app object
-		// with the same apiURL and client_id; each (app object, namespace)
-		// is a tenant and tenants take turns (round robin), so neither one
-		// namespace's backlog under a ClusterFinchApp nor one FinchApp's
-		// backlog starves another that shares the application.
-		tenant := apps.KeyString(s.app.Key) + "|" + s.conn.Namespace
-		if d = s.app.Budget.Queue(endpoint, tenant, s.conn.Namespace+"/"+s.conn.Name, maxBudgetBlock); d == 0 {
-			return nil
-		}
-		inLine = true
-	default:
+	d, inLine := s.app.Admit(endpoint, s.conn.Namespace, s.conn.Namespace+"/"+s.conn.Name, maxBudgetBlock)
+	if d == 0 {
 		return nil
 	}
 	return deferred{requeue: d, inLine: inLine, wait: &reason{finchv1.ReasonBudgetWait, fmt.Sprintf("waiting for %s's request budget for %s (spec.rateLimit); next attempt in about %s",

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/scheme"
@@ -76,7 +77,7 @@ func (o *ManagerOptions) BindFlags(fs *flag.FlagSet) {
 }
 
 // budgetFlag renders a budget the way --finch-ip-budget takes it.
-func budgetFlag(b finch.BudgetConfig) string {
+func budgetFlag(b budget.Config) string {
 	w := b.Window.String()
 	switch {
 	case b.Window%time.Hour == 0:
@@ -94,16 +95,16 @@ func (o *ManagerOptions) Complete() error {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
 	o.Inbound.TrustedProxies = proxies
-	if o.Controllers.IPBudget, err = finch.ParseBudget(o.ipBudget); err != nil {
+	if o.Controllers.IPBudget, err = budget.Parse(o.ipBudget); err != nil {
 		return fmt.Errorf("--finch-ip-budget: %w", err)
 	}
 	if o.Controllers.FinchAPIHosts, err = finch.ParseAPIHosts(o.apiHosts); err != nil {
 		return fmt.Errorf("--finch-api-hosts: %w", err)
 	}
-	if o.Inbound.CallbackExchanges, err = finch.ParseBudget(o.callbackExchanges); err != nil {
+	if o.Inbound.CallbackExchanges, err = budget.Parse(o.callbackExchanges); err != nil {
 		return fmt.Errorf("--callback-exchanges: %w", err)
 	}
-	ipRate, err := finch.ParseBudget(o.callbackIP)
+	ipRate, err := budget.Parse(o.callbackIP)
 	if err != nil {
 		return fmt.Errorf("--callback-rate-per-ip: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/inbound"
@@ -45,7 +46,7 @@ type Options struct {
 	RetryBase time.Duration
 	// IPBudget is the Finch request budget of each Finch API host, shared by
 	// every app calling it (one egress IP; default DefaultIPBudget).
-	IPBudget finch.BudgetConfig
+	IPBudget budget.Config
 	// FinchAPIHosts are the hosts a FinchApp's apiURL may name (the zero
 	// value: api.tryfinch.com only); tests and demos add their simulator's.
 	FinchAPIHosts finch.APIHosts
@@ -64,7 +65,7 @@ func (o Options) clusterApps() bool { return len(o.WatchNamespaces) == 0 }
 // minutes (developer.tryfinch.com /api-reference/development-guides/Rate-Limits,
 // docs/finch-api.md#rate-limits), whose penalty is 60 minutes of 429 finch_api_ip_rl
 // for every app behind the address. It applies per Finch API host (one IPGuard each).
-var DefaultIPBudget = finch.BudgetConfig{Requests: 900, Window: 5 * time.Minute}
+var DefaultIPBudget = budget.Config{Requests: 900, Window: 5 * time.Minute}
 
 // Operator holds what the controllers share with the inbound server.
 type Operator struct {
@@ -110,7 +111,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	}
 	op := &Operator{
 		Apps: &apps.Registry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
-			IPGuards: finch.NewIPGuards(opts.IPBudget), APIHosts: opts.FinchAPIHosts, ClusterResourceNamespace: opts.ClusterResourceNamespace},
+			IPGuards: budget.NewIPGuards(opts.IPBudget), APIHosts: opts.FinchAPIHosts, ClusterResourceNamespace: opts.ClusterResourceNamespace},
 		SecretNames: secretNames,
 		Events:      rec,
 	}

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/scheme"
 )
@@ -30,7 +31,7 @@ func TestRegistryAPIHosts(t *testing.T) {
 	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "payroll", Name: "creds"},
 		Data: map[string][]byte{"client_id": []byte("id"), "client_secret": []byte("secret")}}
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(creds).Build()
-	r := &Registry{Reader: c, Writer: c, IPGuards: finch.NewIPGuards(finch.BudgetConfig{}),
+	r := &Registry{Reader: c, Writer: c, IPGuards: budget.NewIPGuards(budget.Config{}),
 		APIHosts: finch.MustParseAPIHosts("api.tryfinch.com,127.0.0.1:8090")}
 	ctx := context.Background()
 

@@ -25,6 +25,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/budgetstore"
 	"github.com/connectops/finch-operator/internal/finch"
 )
@@ -62,10 +63,10 @@ func credentialKey(appID, secret string) string {
 // application is what the app objects of one Finch application share.
 type application struct {
 	id      string
-	budget  *finch.Budget
+	budget  *budget.Budget
 	journal types.NamespacedName // the budget's ConfigMap; empty: in memory only
 	// members are the app objects using it, with their own spec.rateLimit.
-	members map[types.NamespacedName]finch.BudgetConfig
+	members map[types.NamespacedName]budget.Config
 	// imported are the app objects whose legacy journal was read.
 	imported map[types.NamespacedName]bool
 }
@@ -73,8 +74,8 @@ type application struct {
 // strictest is the budget that keeps within every member's spec.rateLimit:
 // the fewest requests over the longest window (at most r requests in any
 // window w implies at most r_i in any shorter w_i, for every r_i >= r).
-func (a *application) strictest() finch.BudgetConfig {
-	var cfg finch.BudgetConfig
+func (a *application) strictest() budget.Config {
+	var cfg budget.Config
 	for _, c := range a.members {
 		if cfg.Requests == 0 || c.Requests < cfg.Requests {
 			cfg.Requests = c.Requests
@@ -82,7 +83,7 @@ func (a *application) strictest() finch.BudgetConfig {
 		cfg.Window = max(cfg.Window, c.Window)
 	}
 	if cfg.Requests == 0 {
-		return finch.DefaultBudget
+		return budget.Default
 	}
 	return cfg
 }
@@ -96,7 +97,7 @@ type Sharing struct {
 	BudgetConfigMap string
 	// InEffect is the application's budget; Declared the app's own
 	// spec.rateLimit (they differ when another app declares a stricter one).
-	InEffect, Declared finch.BudgetConfig
+	InEffect, Declared budget.Config
 	// Others are the other app objects using the application, sorted
 	// (ClusterFinchApps first, then by namespace and name).
 	Others []types.NamespacedName
@@ -134,7 +135,7 @@ func (r *Registry) Sharing(key types.NamespacedName) (Sharing, bool) {
 // were per application) is imported once per process. It returns the app
 // objects whose status changes (the other members, when membership or the
 // budget in effect changed).
-func (r *Registry) joinLocked(ctx context.Context, key types.NamespacedName, app finchv1.AppObject, id string, declared finch.BudgetConfig) (*application, []types.NamespacedName) {
+func (r *Registry) joinLocked(ctx context.Context, key types.NamespacedName, app finchv1.AppObject, id string, declared budget.Config) (*application, []types.NamespacedName) {
 	var wake []types.NamespacedName
 	if prev := r.memberOf[key]; prev != "" && prev != id {
 		wake = append(wake, r.leaveLocked(key)...)
@@ -142,7 +143,7 @@ func (r *Registry) joinLocked(ctx context.Context, key types.NamespacedName, app
 	a := r.applications[id]
 	fresh := a == nil
 	if fresh {
-		a = &application{id: id, members: map[types.NamespacedName]finch.BudgetConfig{}, imported: map[types.NamespacedName]bool{}}
+		a = &application{id: id, members: map[types.NamespacedName]budget.Config{}, imported: map[types.NamespacedName]bool{}}
 		r.applications[id] = a
 	}
 	old, was := a.members[key]
@@ -151,7 +152,7 @@ func (r *Registry) joinLocked(ctx context.Context, key types.NamespacedName, app
 	r.memberOf[key] = id
 	cfg := a.strictest()
 	if fresh {
-		a.budget = finch.NewBudget(cfg)
+		a.budget = budget.New(cfg)
 		r.attachJournalLocked(ctx, a, key, app)
 	} else {
 		if cfg != a.budget.Config() {
@@ -238,7 +239,7 @@ func (r *Registry) importLegacyLocked(ctx context.Context, a *application, key t
 	}
 	// Claims occupy their slots for a window after their Until; two of the
 	// longest window cover any that can still count.
-	horizon := 2 * max(a.strictest().Window, a.members[key].Window, finch.DefaultBudget.Window)
+	horizon := 2 * max(a.strictest().Window, a.members[key].Window, budget.Default.Window)
 	n, err := r.journal(a).Import(ctx, legacy, time.Now().Add(-horizon))
 	log := logf.FromContext(ctx).WithValues("app", KeyString(key), "budgetConfigMap", a.journal.String())
 	if err != nil {
@@ -285,6 +286,6 @@ func (r *Registry) notify(keys []types.NamespacedName) {
 }
 
 // BudgetConfigString renders a budget as status messages show it: "20 per 1m0s".
-func BudgetConfigString(c finch.BudgetConfig) string {
+func BudgetConfigString(c budget.Config) string {
 	return fmt.Sprintf("%d per %s", c.Requests, c.Window)
 }

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/budgetstore"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/scheme"
@@ -82,7 +83,7 @@ func TestRegistrySharesTheFinchApplication(t *testing.T) {
 	if a.Budget != b.Budget || a.Budget != c.Budget || other.Budget == a.Budget || other.ApplicationID == a.ApplicationID {
 		t.Fatal("one budget per Finch application")
 	}
-	if got := a.Budget.Config(); got != (finch.BudgetConfig{Requests: 20, Window: time.Minute}) {
+	if got := a.Budget.Config(); got != (budget.Config{Requests: 20, Window: time.Minute}) {
 		t.Errorf("budget in effect %+v, want the strictest (20 per minute; the default is 20 per minute too)", got)
 	}
 	s, ok := w.r.Sharing(b.Key)
@@ -128,11 +129,11 @@ func TestRegistrySharesTheFinchApplication(t *testing.T) {
 	// A stricter newcomer tightens the budget; its leaving loosens it again.
 	w.woken = nil
 	e, _ := w.app("team-d", "default", "client-1", "right", rateLimit(10, 2*time.Minute))
-	if got := a.Budget.Config(); got != (finch.BudgetConfig{Requests: 10, Window: 2 * time.Minute}) {
+	if got := a.Budget.Config(); got != (budget.Config{Requests: 10, Window: 2 * time.Minute}) {
 		t.Errorf("budget in effect %+v, want 10 per 2m", got)
 	}
 	w.r.Forget(finchv1.AppKeyOf(e))
-	if got := a.Budget.Config(); got != (finch.BudgetConfig{Requests: 20, Window: time.Minute}) {
+	if got := a.Budget.Config(); got != (budget.Config{Requests: 20, Window: time.Minute}) {
 		t.Errorf("budget in effect after the strict app left %+v, want 20 per minute", got)
 	}
 	if s, _ := w.r.Sharing(a.Key); len(s.Others) != 3 {

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 )
 
@@ -50,10 +51,10 @@ type App struct {
 	SecretNamespace string
 	Generation      int64
 	Client          finch.API
-	Budget          *finch.Budget  // the Finch application's: shared by every app object with its apiURL and client_id
-	ApplicationID   string         // the Finch application (ApplicationID of apiURL and client_id)
-	IPGuard         *finch.IPGuard // shared by every app calling the same API host (nil: none)
-	WebhookSecret   string         // base64; empty when none is configured
+	Budget          *budget.Budget  // the Finch application's: shared by every app object with its apiURL and client_id
+	ApplicationID   string          // the Finch application (ApplicationID of apiURL and client_id)
+	IPGuard         *budget.IPGuard // shared by every app calling the same API host (nil: none)
+	WebhookSecret   string          // base64; empty when none is configured
 	Spec            finchv1.FinchAppSpec
 	// CallbackSecret names the Secret holding the callback path segment and state key.
 	CallbackSecret string
@@ -73,6 +74,25 @@ func (a *App) latch() *atomic.Bool {
 		return a.rejected
 	}
 	return &a.ownLatch
+}
+
+// Admit is the one admission of a Finch call for callers that come back
+// later instead of blocking (the reconcilers, the callback): 0 when the call
+// may go now, else how long to stay away (budget.Gate.Admit: the Finch
+// application's budget and the API host's per-IP guard). The client then
+// takes the call's slots without deciding again.
+//
+// With an id (namespace/name of the caller's object), the caller takes a
+// place in the application's fair line for endpoint and inLine reports that
+// wait is its place. The budget is shared by every app object with the same
+// apiURL and client_id; each (app object, namespace) is a tenant and
+// tenants take turns (round robin), so neither one namespace's backlog
+// under a ClusterFinchApp nor one FinchApp's backlog starves another that
+// shares the application. Without an id (an employer's callback, which
+// cannot be told to come back at a place) the call goes if its slot is due
+// within maxBlock.
+func (a *App) Admit(endpoint, namespace, id string, maxBlock time.Duration) (wait time.Duration, inLine bool) {
+	return budget.Gate{Budget: a.Budget, Guard: a.IPGuard}.Admit(endpoint, KeyString(a.Key)+"|"+namespace, id, maxBlock)
 }
 
 // RejectCredentials records that Finch rejected this app's credentials.
@@ -277,7 +297,7 @@ type Registry struct {
 	HTTPClient *http.Client
 	// IPGuards hold the per-IP budget and penalty of each Finch API host,
 	// shared by the clients of every app calling that host (nil: none).
-	IPGuards *finch.IPGuards
+	IPGuards *budget.IPGuards
 	// APIHosts are the hosts an app's apiURL may name (the zero value:
 	// api.tryfinch.com only). An app naming another host is not usable and
 	// nothing is ever sent there.
@@ -374,9 +394,13 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 		version += "/" + hook.ResourceVersion
 	}
 
-	var guard *finch.IPGuard
+	var guard *budget.IPGuard
 	if r.IPGuards != nil {
-		if guard, err = r.IPGuards.For(apiURL); err != nil {
+		hostKey, err := finch.HostKey(apiURL)
+		if err == nil {
+			guard, err = r.IPGuards.For(hostKey)
+		}
+		if err != nil {
 			r.Forget(key)
 			return nil, &ConfigError{Reason: finchv1.ReasonAPIHostNotAllowed, Message: fmt.Sprintf(
 				"spec.apiURL: %v; no Finch call is made for this app: narrow the host:* entries of the operator's --finch-api-hosts", err)}
@@ -408,8 +432,7 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 		ClientID:     clientID,
 		ClientSecret: clientSecret,
 		HTTPClient:   r.HTTPClient,
-		Budget:       application.budget,
-		IPGuard:      guard,
+		Limiter:      budget.Gate{Budget: application.budget, Guard: guard},
 		MetricsApp:   KeyString(key),
 	})
 	if err != nil {
@@ -539,8 +562,8 @@ func randomToken(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)[:n]
 }
 
-func budgetConfig(rl *finchv1.RateLimit) finch.BudgetConfig {
-	cfg := finch.DefaultBudget
+func budgetConfig(rl *finchv1.RateLimit) budget.Config {
+	cfg := budget.Default
 	if rl != nil {
 		if rl.Requests > 0 {
 			cfg.Requests = int(rl.Requests)

@@ -1,7 +1,7 @@
-// Package budgetstore keeps the claims of a finch.Budget in a ConfigMap, one
+// Package budgetstore keeps the claims of a budget.Budget in a ConfigMap, one
 // per Finch application, so that a restarted manager or a new leader knows
 // what the previous process spent in Finch's rolling window (see
-// finch.Claim).
+// budget.Claim).
 //
 // Finch counts its limits per application, that is per client_id
 // (developer.tryfinch.com/api-reference/development-guides/Rate-Limits: "A
@@ -52,7 +52,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/budget"
 )
 
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;update
@@ -93,7 +93,7 @@ type Options struct {
 	Labels map[string]string
 }
 
-// Journal is a finch.BudgetJournal stored in one ConfigMap. It is safe for
+// Journal is a budget.Journal stored in one ConfigMap. It is safe for
 // concurrent use; give each Budget its own Journal (the same ConfigMap may be
 // shared by any number of Journals, in any number of processes).
 type Journal struct {
@@ -106,7 +106,7 @@ type Journal struct {
 	cached *corev1.ConfigMap // last object read or written; nil: read first
 }
 
-var _ finch.BudgetJournal = (*Journal)(nil)
+var _ budget.Journal = (*Journal)(nil)
 
 // New returns the Journal kept in ConfigMap key.Namespace/opts.Name
 // (default: LegacyConfigMapName(key.Name)), writing with c.
@@ -153,7 +153,7 @@ func shorten(app, suffix string) string {
 func (j *Journal) Key() types.NamespacedName { return j.key }
 
 // Load returns the recorded claims (none if the ConfigMap does not exist).
-func (j *Journal) Load(ctx context.Context) (map[string][]finch.Claim, error) {
+func (j *Journal) Load(ctx context.Context) (map[string][]budget.Claim, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	cm, err := j.read(ctx)
@@ -163,10 +163,10 @@ func (j *Journal) Load(ctx context.Context) (map[string][]finch.Claim, error) {
 	return j.decode(cm)
 }
 
-// Update implements finch.BudgetJournal: fn sees the claims of the object it
+// Update implements budget.Journal: fn sees the claims of the object it
 // writes, and a write that lost a resourceVersion race is computed again from
 // the newer object.
-func (j *Journal) Update(ctx context.Context, fn func(map[string][]finch.Claim) (map[string][]finch.Claim, error)) error {
+func (j *Journal) Update(ctx context.Context, fn func(map[string][]budget.Claim) (map[string][]budget.Claim, error)) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for attempt := range maxConflicts {
@@ -228,7 +228,7 @@ func (j *Journal) Import(ctx context.Context, legacy types.NamespacedName, since
 	if err != nil {
 		return 0, err
 	}
-	live := map[string][]finch.Claim{}
+	live := map[string][]budget.Claim{}
 	for ep, cs := range old {
 		for _, c := range cs {
 			if c.Until.After(since) {
@@ -240,12 +240,12 @@ func (j *Journal) Import(ctx context.Context, legacy types.NamespacedName, since
 		return 0, nil
 	}
 	var n int
-	err = j.Update(ctx, func(cur map[string][]finch.Claim) (map[string][]finch.Claim, error) {
+	err = j.Update(ctx, func(cur map[string][]budget.Claim) (map[string][]budget.Claim, error) {
 		n = 0
 		seen := map[string]bool{}
-		next := make(map[string][]finch.Claim, len(cur)+len(live))
+		next := make(map[string][]budget.Claim, len(cur)+len(live))
 		for ep, cs := range cur {
-			next[ep] = append([]finch.Claim(nil), cs...)
+			next[ep] = append([]budget.Claim(nil), cs...)
 			for _, c := range cs {
 				seen[c.ID] = true
 			}
@@ -343,7 +343,7 @@ type record struct {
 	Slots int    `json:"n"`
 }
 
-func encode(claims map[string][]finch.Claim) (string, error) {
+func encode(claims map[string][]budget.Claim) (string, error) {
 	doc := document{Version: formatVersion, Claims: make(map[string][]record, len(claims))}
 	for ep, cs := range claims {
 		if len(cs) == 0 {
@@ -370,12 +370,12 @@ func ceilMilli(t time.Time) int64 {
 // decode reads the claims of cm (none if cm is nil or has none). A document
 // it cannot read is an error, not an empty budget: treating it as empty could
 // overspend.
-func (j *Journal) decode(cm *corev1.ConfigMap) (map[string][]finch.Claim, error) {
+func (j *Journal) decode(cm *corev1.ConfigMap) (map[string][]budget.Claim, error) {
 	return decode(j.key, cm)
 }
 
-func decode(key types.NamespacedName, cm *corev1.ConfigMap) (map[string][]finch.Claim, error) {
-	claims := map[string][]finch.Claim{}
+func decode(key types.NamespacedName, cm *corev1.ConfigMap) (map[string][]budget.Claim, error) {
+	claims := map[string][]budget.Claim{}
 	if cm == nil || cm.Data[DataKey] == "" {
 		return claims, nil
 	}
@@ -392,7 +392,7 @@ func decode(key types.NamespacedName, cm *corev1.ConfigMap) (map[string][]finch.
 			if r.Slots <= 0 {
 				continue // counts for nothing
 			}
-			claims[ep] = append(claims[ep], finch.Claim{ID: r.ID, At: time.UnixMilli(r.At), Until: time.UnixMilli(r.Until), Slots: r.Slots})
+			claims[ep] = append(claims[ep], budget.Claim{ID: r.ID, At: time.UnixMilli(r.At), Until: time.UnixMilli(r.Until), Slots: r.Slots})
 		}
 	}
 	return claims, nil

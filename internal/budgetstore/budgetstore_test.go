@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/testenv"
 )
@@ -103,12 +104,12 @@ func TestJournalRoundTrip(t *testing.T) {
 		t.Fatalf("Load before any write = %v, %v; want none", got, err)
 	}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 600_700_800, time.UTC)
-	want := finch.Claim{ID: "a.1", At: at, Until: at.Add(30 * time.Second), Slots: 5}
-	if err := j.Update(ctx, func(cur map[string][]finch.Claim) (map[string][]finch.Claim, error) {
+	want := budget.Claim{ID: "a.1", At: at, Until: at.Add(30 * time.Second), Slots: 5}
+	if err := j.Update(ctx, func(cur map[string][]budget.Claim) (map[string][]budget.Claim, error) {
 		if len(cur) != 0 {
 			t.Errorf("Update saw %v, want none", cur)
 		}
-		return map[string][]finch.Claim{finch.EndpointIntrospect: {want}}, nil
+		return map[string][]budget.Claim{finch.EndpointIntrospect: {want}}, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -138,11 +139,11 @@ func TestJournalRoundTrip(t *testing.T) {
 
 	// fn returning nil writes nothing; fn's error comes back as is.
 	rv := cm.ResourceVersion
-	if err := j.Update(ctx, func(map[string][]finch.Claim) (map[string][]finch.Claim, error) { return nil, nil }); err != nil {
+	if err := j.Update(ctx, func(map[string][]budget.Claim) (map[string][]budget.Claim, error) { return nil, nil }); err != nil {
 		t.Fatal(err)
 	}
 	errFull := errors.New("full")
-	if err := j.Update(ctx, func(map[string][]finch.Claim) (map[string][]finch.Claim, error) { return nil, errFull }); !errors.Is(err, errFull) {
+	if err := j.Update(ctx, func(map[string][]budget.Claim) (map[string][]budget.Claim, error) { return nil, errFull }); !errors.Is(err, errFull) {
 		t.Errorf("Update = %v, want fn's error", err)
 	}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(cm), cm); err != nil || cm.ResourceVersion != rv {
@@ -164,13 +165,13 @@ func TestJournalConcurrentWritersLoseNothing(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				id := fmt.Sprintf("w%d.%d", w, i)
-				err := j.Update(ctx, func(cur map[string][]finch.Claim) (map[string][]finch.Claim, error) {
-					next := map[string][]finch.Claim{}
+				err := j.Update(ctx, func(cur map[string][]budget.Claim) (map[string][]budget.Claim, error) {
+					next := map[string][]budget.Claim{}
 					for ep, cs := range cur {
-						next[ep] = append([]finch.Claim(nil), cs...)
+						next[ep] = append([]budget.Claim(nil), cs...)
 					}
 					now := time.Now()
-					next[finch.EndpointToken] = append(next[finch.EndpointToken], finch.Claim{ID: id, At: now, Until: now, Slots: 1})
+					next[finch.EndpointToken] = append(next[finch.EndpointToken], budget.Claim{ID: id, At: now, Until: now, Slots: 1})
 					return next, nil
 				})
 				if err != nil {
@@ -201,7 +202,7 @@ func TestJournalCorruptDataIsAnError(t *testing.T) {
 	if _, err := New(k8s, app, Options{}).Load(ctx); err == nil {
 		t.Fatal("Load of corrupt claims succeeded: it must not read as an empty budget")
 	}
-	b := finch.NewBudget(finch.BudgetConfig{Requests: 5, Window: time.Minute})
+	b := budget.New(budget.Config{Requests: 5, Window: time.Minute})
 	_ = b.AttachJournal(ctx, New(k8s, app, Options{}))
 	short := ctxFor(t, 300*time.Millisecond)
 	if err := b.Wait(short, finch.EndpointToken); !errors.Is(err, context.DeadlineExceeded) {
@@ -216,9 +217,9 @@ func TestBudgetsShareConfigMap(t *testing.T) {
 	const n, w = 10, 20 * time.Second // nothing leaves the window during the test
 	ctx := ctxFor(t, 60*time.Second)
 	app := types.NamespacedName{Namespace: namespace(t), Name: "acme"}
-	cfg := finch.BudgetConfig{Requests: n, Window: w}
+	cfg := budget.Config{Requests: n, Window: w}
 	var got atomic.Int64
-	spend := func(ctx context.Context, b *finch.Budget) *sync.WaitGroup {
+	spend := func(ctx context.Context, b *budget.Budget) *sync.WaitGroup {
 		var wg sync.WaitGroup
 		for range 3 {
 			wg.Go(func() {
@@ -229,9 +230,9 @@ func TestBudgetsShareConfigMap(t *testing.T) {
 		}
 		return &wg
 	}
-	leaders := make([]*finch.Budget, 2)
+	leaders := make([]*budget.Budget, 2)
 	for i := range leaders {
-		leaders[i] = finch.NewBudget(cfg)
+		leaders[i] = budget.New(cfg)
 		if err := leaders[i].AttachJournal(ctx, New(k8s, app, Options{Reader: k8s})); err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +252,7 @@ func TestBudgetsShareConfigMap(t *testing.T) {
 	}
 
 	// A new leader after a restart: it may spend what is left, never more.
-	next := finch.NewBudget(cfg)
+	next := budget.New(cfg)
 	if err := next.AttachJournal(ctx, New(k8s, app, Options{Reader: k8s})); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +275,7 @@ func TestConfigMapWritesPerWindow(t *testing.T) {
 	ctx := ctxFor(t, 60*time.Second)
 	app := types.NamespacedName{Namespace: namespace(t), Name: "acme"}
 	cc := &countingClient{Client: k8s}
-	b := finch.NewBudget(finch.BudgetConfig{Requests: n, Window: w})
+	b := budget.New(budget.Config{Requests: n, Window: w})
 	if err := b.AttachJournal(ctx, New(cc, app, Options{Reader: k8s})); err != nil {
 		t.Fatal(err)
 	}
@@ -316,8 +317,8 @@ func TestImportLegacyJournal(t *testing.T) {
 	ns := namespace(t)
 	now := time.Now()
 	legacy := New(k8s, types.NamespacedName{Namespace: ns, Name: "acme"}, Options{})
-	if err := legacy.Update(ctx, func(map[string][]finch.Claim) (map[string][]finch.Claim, error) {
-		return map[string][]finch.Claim{finch.EndpointCreateSession: {
+	if err := legacy.Update(ctx, func(map[string][]budget.Claim) (map[string][]budget.Claim, error) {
+		return map[string][]budget.Claim{finch.EndpointCreateSession: {
 			{ID: "old.1", At: now.Add(-10 * time.Minute), Until: now.Add(-9 * time.Minute), Slots: 5}, // long gone
 			{ID: "old.2", At: now.Add(-time.Second), Until: now.Add(29 * time.Second), Slots: 5},
 		}}, nil
@@ -351,7 +352,7 @@ func TestImportLegacyJournal(t *testing.T) {
 	}
 
 	// A Budget of 5 per window on the new journal finds the window full.
-	b := finch.NewBudget(finch.BudgetConfig{Requests: 5, Window: time.Minute})
+	b := budget.New(budget.Config{Requests: 5, Window: time.Minute})
 	if err := b.AttachJournal(ctx, j); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/connectops/finch-operator/internal/budget"
 )
 
 // Defaults for Config.
@@ -35,20 +37,19 @@ const (
 
 // Config configures a Client. Zero values take the documented defaults.
 type Config struct {
-	BaseURL      string        // default "https://api.tryfinch.com"; may carry a path prefix
-	APIVersion   string        // Finch-API-Version header, default "2020-09-17"
-	ClientID     string        // application credentials, for the session and token calls
-	ClientSecret string        //
-	HTTPClient   *http.Client  // default: a dedicated client that does not follow redirects
-	Budget       *Budget       // shared per-app request budget; nil = NewBudget(DefaultBudget)
+	BaseURL      string       // default "https://api.tryfinch.com"; may carry a path prefix
+	APIVersion   string       // Finch-API-Version header, default "2020-09-17"
+	ClientID     string       // application credentials, for the session and token calls
+	ClientSecret string       //
+	HTTPClient   *http.Client // default: a dedicated client that does not follow redirects
+	// Limiter admits each attempt (the app's request budget and its API
+	// host's per-IP guard: a budget.Gate); nil = a budget.Gate with a budget
+	// of its own of budget.Default.
+	Limiter      Limiter
 	MaxAttempts  int           // total attempts for retryable calls, default 3
 	MaxRetryWait time.Duration // longest Retry-After/backoff slept in-process, default 10s; longer returns the *Error so the caller requeues
 	Timeout      time.Duration // per attempt, default 30s
 	MetricsApp   string        // value of the "app" metric label (namespace/name of the FinchApp)
-	// IPGuard, shared by the Clients of every app that calls the same API
-	// host (IPGuards.For), keeps the operator inside Finch's per-IP limit
-	// (see IPGuard). nil = no guard.
-	IPGuard *IPGuard
 	// ConnectBaseURL is the Connect host of the link the Client builds when a
 	// session response carries neither connect_url nor url; default
 	// DefaultConnectBaseURL.
@@ -64,6 +65,19 @@ func (c Config) String() string {
 // GoString is String for %#v.
 func (c Config) GoString() string { return c.String() }
 
+// Limiter admits the attempts of a Client's calls, as middleware around its
+// HTTP requests (budget.Gate is the operator's: the Finch application's
+// request budget and the API host's per-IP guard).
+type Limiter interface {
+	// Acquire waits until one attempt at endpoint (an Endpoint* constant)
+	// may be sent; the Client calls done with the time its response came
+	// back. A *budget.PenaltyError refuses the attempt: nothing is sent.
+	Acquire(ctx context.Context, endpoint string) (done func(time.Time), err error)
+	// Penalize reports a 429 finch_api_ip_rl answer with its Retry-After (0
+	// when none).
+	Penalize(retryAfter time.Duration)
+}
+
 // Client calls the Finch API. It is safe for concurrent use.
 type Client struct {
 	baseURL      string // without trailing slash
@@ -72,12 +86,11 @@ type Client struct {
 	clientSecret string
 	basicAuth    string // precomputed Authorization value; "" without credentials
 	hc           *http.Client
-	budget       *Budget
+	limiter      Limiter
 	maxAttempts  int
 	maxRetryWait time.Duration
 	timeout      time.Duration
 	app          string
-	guard        *IPGuard
 	connectBase  string // without trailing slash
 }
 
@@ -109,8 +122,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = defaultHTTPClient()
 	}
-	if cfg.Budget == nil {
-		cfg.Budget = NewBudget(DefaultBudget)
+	if cfg.Limiter == nil {
+		cfg.Limiter = budget.Gate{Budget: budget.New(budget.Default)}
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
@@ -133,12 +146,11 @@ func New(cfg Config) (*Client, error) {
 		clientID:     cfg.ClientID,
 		clientSecret: cfg.ClientSecret,
 		hc:           cfg.HTTPClient,
-		budget:       cfg.Budget,
+		limiter:      cfg.Limiter,
 		maxAttempts:  cfg.MaxAttempts,
 		maxRetryWait: cfg.MaxRetryWait,
 		timeout:      cfg.Timeout,
 		app:          cfg.MetricsApp,
-		guard:        cfg.IPGuard,
 		connectBase:  strings.TrimRight(cfg.ConnectBaseURL, "/"),
 	}
 	if cfg.ClientID != "" && cfg.ClientSecret != "" {
@@ -363,48 +375,29 @@ type attemptResult struct {
 	retryAfter time.Duration
 }
 
-// do runs a call with bounded retries. Every attempt first takes a slot from
-// the app's budget and, with an IPGuard, from the guard's per-host one
-// (waiting for them is not bounded by MaxRetryWait, only by ctx). During the
-// guard's per-IP penalty it sends nothing and returns the guard's local
-// *Error. It returns the last attempt's error: a *Error for HTTP failures, a
-// wrapped error otherwise.
+// do runs a call with bounded retries. Every attempt is first admitted by
+// the limiter (waiting for it is not bounded by MaxRetryWait, only by ctx).
+// During the per-IP penalty it sends nothing and returns a local *Error. It
+// returns the last attempt's error: a *Error for HTTP failures, a wrapped
+// error otherwise.
 func (c *Client) do(ctx context.Context, cl *call) error {
 	cl.redact = append(cl.redact, c.clientSecret)
 	var lastErr error
 	for n := 0; ; n++ {
-		// During Finch's per-IP penalty nothing is sent, not even a retry.
-		if c.guard != nil {
-			if fe := c.guard.refuse(c.app, cl.endpoint); fe != nil {
-				return fe
-			}
-		}
 		waitStart := time.Now()
-		slot, err := c.budget.acquire(ctx, cl.endpoint)
+		done, err := c.limiter.Acquire(ctx, cl.endpoint)
 		if err != nil {
+			var pe *budget.PenaltyError
+			if errors.As(err, &pe) {
+				// During Finch's per-IP penalty nothing is sent, not even a retry.
+				return c.refused(cl.endpoint, pe)
+			}
 			return c.budgetErr(cl, lastErr, err)
-		}
-		var ipSlot time.Time
-		if c.guard != nil {
-			if ipSlot, err = c.guard.budget.acquire(ctx, ipBudgetKey); err != nil {
-				c.budget.release(cl.endpoint, slot)
-				return c.budgetErr(cl, lastErr, err)
-			}
-			// A penalty may have begun while this call waited for budget.
-			if fe := c.guard.refuse(c.app, cl.endpoint); fe != nil {
-				c.budget.release(cl.endpoint, slot)
-				c.guard.budget.release(ipBudgetKey, ipSlot)
-				return fe
-			}
 		}
 		budgetWait.WithLabelValues(c.app, cl.endpoint).Observe(time.Since(waitStart).Seconds())
 
 		res := c.attempt(ctx, cl)
-		done := time.Now()
-		c.budget.complete(cl.endpoint, slot, done)
-		if c.guard != nil {
-			c.guard.budget.complete(ipBudgetKey, ipSlot, done)
-		}
+		done(time.Now())
 		if res.err == nil {
 			return nil
 		}
@@ -424,6 +417,21 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 		if err := sleepCtx(ctx, wait); err != nil {
 			return fmt.Errorf("%w; retry abandoned: %w", res.err, err)
 		}
+	}
+}
+
+// refused is the local error of a call the limiter refused during Finch's
+// per-IP penalty: the 429 finch_api_ip_rl Finch would have answered.
+func (c *Client) refused(endpoint string, pe *budget.PenaltyError) *Error {
+	ipPenaltyRefused.WithLabelValues(c.app, endpoint).Inc()
+	return &Error{
+		StatusCode: http.StatusTooManyRequests,
+		Name:       "rate_limit_exceeded_error",
+		FinchCode:  finchCodeIPRateLimit,
+		Message:    pe.Error(),
+		RetryAfter: pe.Left,
+		Endpoint:   endpoint,
+		Local:      true,
 	}
 }
 
@@ -474,10 +482,9 @@ func (c *Client) attempt(ctx context.Context, cl *call) attemptResult {
 		case ipLimited:
 			// Error-Types: 429 finch_api_ip_rl is the per-IP penalty (60 min
 			// per the rate-limit docs). Never retried in-process: pause every
-			// Client sharing this host's guard instead (at most MaxIPPenalty).
-			if c.guard != nil {
-				c.guard.penalize(fe.RetryAfter)
-			}
+			// Client sharing this host's guard instead (at most
+			// budget.MaxIPPenalty).
+			c.limiter.Penalize(fe.RetryAfter)
 		case resp.StatusCode == http.StatusTooManyRequests:
 			res.reason = reasonRateLimited
 		case cl.policy == retryAll && resp.StatusCode == http.StatusConflict:

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/connectops/finch-operator/internal/budget"
 )
 
 const (
@@ -87,7 +89,7 @@ func newTestClient(t testing.TB, rc *recorder, mutate func(*Config)) *Client {
 		BaseURL:      srv.URL,
 		ClientID:     testClientID,
 		ClientSecret: testClientSecret,
-		Budget:       NewBudget(BudgetConfig{Requests: 1_000_000, Window: time.Minute}),
+		Limiter:      budget.Gate{Budget: budget.New(budget.Config{Requests: 1_000_000, Window: time.Minute})},
 		MetricsApp:   "test/app",
 	}
 	if mutate != nil {
@@ -403,7 +405,7 @@ func TestNewValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.baseURL != DefaultBaseURL || c.maxAttempts != 3 || c.maxRetryWait != 10*time.Second || c.timeout != 30*time.Second ||
-		c.apiVersion != DefaultAPIVersion || c.budget == nil {
+		c.apiVersion != DefaultAPIVersion || c.limiter == nil {
 		t.Errorf("defaults not applied: %+v", *c)
 	}
 	if strings.Contains(fmtV(c), "very-secret") || strings.Contains(fmtV(Config{ClientSecret: "very-secret"}), "very-secret") {

@@ -35,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
 )
@@ -109,7 +110,7 @@ func (b *simBackend) client(t *testing.T, mods ...func(*finch.Config)) *finch.Cl
 		ClientSecret: simClientSecret,
 		// The simulator has no rate limit unless a case sets one; a generous
 		// budget keeps the default (20/min per endpoint) out of the way.
-		Budget:     finch.NewBudget(finch.BudgetConfig{Requests: 10_000, Window: time.Second}),
+		Limiter:    budget.Gate{Budget: budget.New(budget.Config{Requests: 10_000, Window: time.Second})},
 		Timeout:    10 * time.Second,
 		MetricsApp: "contract/sim",
 	}
@@ -148,8 +149,8 @@ func (b *simBackend) connect(t *testing.T, c *finch.Client) liveConnection {
 
 type realBackend struct {
 	baseURL, clientID, clientSecret, provider string
-	run                                       string        // per-run suffix of customer ids
-	budget                                    *finch.Budget // shared: Finch limits per application
+	run                                       string         // per-run suffix of customer ids
+	budget                                    *budget.Budget // shared: Finch limits per application
 	hc                                        *http.Client
 }
 
@@ -168,7 +169,7 @@ func newRealBackend(t *testing.T) *realBackend {
 		clientSecret: os.Getenv("FINCH_CLIENT_SECRET"),
 		provider:     provider,
 		run:          randHex(t, 4),
-		budget:       finch.NewBudget(finch.DefaultBudget),
+		budget:       budget.New(budget.Default),
 		hc:           &http.Client{Timeout: 30 * time.Second},
 	}
 }
@@ -191,7 +192,7 @@ func (b *realBackend) client(t *testing.T, mods ...func(*finch.Config)) *finch.C
 		BaseURL:      b.baseURL,
 		ClientID:     b.clientID,
 		ClientSecret: b.clientSecret,
-		Budget:       b.budget,
+		Limiter:      budget.Gate{Budget: b.budget},
 		MetricsApp:   "contract/real",
 	}
 	for _, m := range mods {
@@ -1063,12 +1064,12 @@ const (
 // limit, a burst never sees a 429 and runs at the budgeted rate.
 func caseRateBurstAtBudget(t *testing.T, b backend) {
 	sim := b.sim(t, "rate-limit setting")
-	limit := finch.BudgetConfig{Requests: 50, Window: time.Second}
+	limit := budget.Config{Requests: 50, Window: time.Second}
 	sim.AddApp(finchsim.AppConfig{ClientID: simClientID, ClientSecret: simClientSecret,
 		RateLimit: finchsim.RateLimit{Requests: limit.Requests, Window: limit.Window}})
 	lat := newLatencyRecorder()
 	c := b.client(t, func(cfg *finch.Config) {
-		cfg.Budget = finch.NewBudget(limit)
+		cfg.Limiter = budget.Gate{Budget: budget.New(limit)}
 		cfg.HTTPClient = lat.client()
 	})
 
@@ -1080,11 +1081,11 @@ func caseRateBurstAtBudget(t *testing.T, b backend) {
 	if n429 != 0 {
 		// Seen on a loaded shared host and under -race: the budget spaces the
 		// starts of request k and k+50 by Window plus a safety margin of
-		// max(2% of Window, 20ms) = 1.02s (budget.go, setConfigLocked). When
+		// max(2% of Window, 20ms) = 1.02s (internal/budget/budget.go, setConfigLocked). When
 		// one window's requests reach the server more than 20ms later than
 		// the next window's, the server counts 51 arrivals in 1s.
 		t.Errorf("429 responses = %d, want 0 with the client budget equal to the simulator's limit; "+
-			"round trips %s, against the budget's safety margin of max(2%% of Window, 20ms) (budget.go)", n429, lat.summary())
+			"round trips %s, against the budget's safety margin of max(2%% of Window, 20ms) (internal/budget/budget.go)", n429, lat.summary())
 	}
 	wantInt(t, "201 responses", sim.Responses(finchsim.EndpointCreateSession, http.StatusCreated), burstCalls)
 	wantInt(t, "sessions", len(sim.Sessions()), burstCalls)
@@ -1109,7 +1110,7 @@ func caseRateBurstAboveLimit(t *testing.T, b backend) {
 	sim.AddApp(finchsim.AppConfig{ClientID: simClientID, ClientSecret: simClientSecret, RateLimit: simLimit})
 	lat := newLatencyRecorder()
 	c := b.client(t, func(cfg *finch.Config) {
-		cfg.Budget = finch.NewBudget(finch.BudgetConfig{Requests: 200, Window: time.Second})
+		cfg.Limiter = budget.Gate{Budget: budget.New(budget.Config{Requests: 200, Window: time.Second})}
 		cfg.MaxAttempts = 10
 		cfg.MaxRetryWait = 5 * time.Second
 		cfg.HTTPClient = lat.client()
@@ -1701,8 +1702,8 @@ func caseFaultXShouldRetryTrue(t *testing.T, b backend) {
 // client sharing the guard, across apps, without sending anything more.
 func caseIPLimitStopsAllClients(t *testing.T, b backend) {
 	sim := b.sim(t, "per-IP limit setting")
-	guard := finch.NewIPGuard(finch.BudgetConfig{Requests: 1000, Window: time.Minute})
-	withGuard := func(cfg *finch.Config) { cfg.IPGuard = guard }
+	guard := budget.NewIPGuard(budget.Config{Requests: 1000, Window: time.Minute})
+	withGuard := func(cfg *finch.Config) { guarded(cfg, guard) }
 	a := b.client(t, withGuard)
 	other := secondApp(t, b, sim, withGuard)
 	conn := b.connect(t, a)
@@ -1743,8 +1744,8 @@ func caseIPLimitStopsAllClients(t *testing.T, b backend) {
 // 429, so the guard pauses for the documented 60 minutes.
 func caseIPLimitNoRetryAfter(t *testing.T, b backend) {
 	sim := b.sim(t, "per-IP limit setting")
-	guard := finch.NewIPGuard(finch.BudgetConfig{})
-	c := b.client(t, func(cfg *finch.Config) { cfg.IPGuard = guard })
+	guard := budget.NewIPGuard(budget.Config{})
+	c := b.client(t, func(cfg *finch.Config) { guarded(cfg, guard) })
 	conn := b.connect(t, c)
 	sim.SetIPRateLimit(finchsim.IPRateLimit{Enabled: true, Requests: 1, Window: time.Minute, NoRetryAfter: true})
 	if _, err := c.Introspect(t.Context(), conn.accessToken); err != nil {
@@ -1768,11 +1769,11 @@ func caseIPLimitNoRetryAfter(t *testing.T, b backend) {
 func caseIPGuardCapsAcrossApps(t *testing.T, b backend) {
 	sim := b.sim(t, "two applications")
 	const perApp = 15
-	limit := finch.BudgetConfig{Requests: 10, Window: time.Second}
-	guard := finch.NewIPGuard(limit)
+	limit := budget.Config{Requests: 10, Window: time.Second}
+	guard := budget.NewIPGuard(limit)
 	lat := newLatencyRecorder()
 	hc := lat.client()
-	mods := func(cfg *finch.Config) { cfg.IPGuard, cfg.HTTPClient = guard, hc }
+	mods := func(cfg *finch.Config) { guarded(cfg, guard); cfg.HTTPClient = hc }
 	clients := []*finch.Client{b.client(t, mods), secondApp(t, b, sim, mods)}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -1803,4 +1804,11 @@ func caseIPGuardCapsAcrossApps(t *testing.T, b backend) {
 		t.Errorf("%d requests started within %v, want at most %d across both apps", most, limit.Window*9/10, limit.Requests)
 	}
 	t.Logf("%d calls of 2 apps through a %d/%v guard: %v; round trips %s", total, limit.Requests, limit.Window, elapsed.Round(time.Millisecond), lat.summary())
+}
+
+// guarded gives cfg's limiter the per-IP guard g.
+func guarded(cfg *finch.Config, g *budget.IPGuard) {
+	gate, _ := cfg.Limiter.(budget.Gate)
+	gate.Guard = g
+	cfg.Limiter = gate
 }

@@ -1,16 +1,17 @@
-// Package finch is a small typed HTTP client for the part of the Finch API the
-// operator uses: Connect sessions, reauthentication sessions, the
-// authorization-code exchange, introspection, disconnect and the sandbox
-// connection-status override. It also verifies Finch webhook signatures.
+// Package finch is the operator's Finch API client: a typed HTTP client for
+// the calls the operator makes (Connect sessions, reauthentication sessions,
+// the authorization-code exchange, introspection, disconnect and the sandbox
+// connection-status override), their request and response types, the typed
+// errors the controllers act on, Finch webhook signatures and payloads, and
+// the allow-list of Finch API hosts.
 //
 // The client is hand-written on net/http rather than built on the Finch SDK so
 // that it can enforce the operator's rules in one place:
 //
-//   - a client-side sliding-window request budget per application and endpoint
-//     (Budget), so the operator never provokes a 429 by itself, and an
-//     IPGuard per Finch API host for Finch's per-IP limit, which also stops
-//     the calls of every app using that host during a finch_api_ip_rl penalty
-//     (at most Finch's documented 60 minutes);
+//   - every attempt is admitted by a Limiter first (internal/budget's Gate:
+//     the Finch application's request budget and the API host's per-IP
+//     guard), so the operator never provokes a 429 by itself, and a 429
+//     finch_api_ip_rl pauses every app calling that host;
 //   - retries only where they are safe (see the method docs), bounded in
 //     attempts and in how long the client sleeps in-process;
 //   - typed errors (Error) with helpers for the cases the controllers act on,

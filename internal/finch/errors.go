@@ -391,3 +391,16 @@ func replaceWord(s, w string) string {
 func isWordByte(c byte) bool {
 	return c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
+
+// finchCodeIPRateLimit is the finch_code of the per-IP 429
+// (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types:
+// rate_limit_exceeded_error with finch_code finch_api_ip_rl).
+const finchCodeIPRateLimit = "finch_api_ip_rl"
+
+// IsIPRateLimited reports a 429 finch_api_ip_rl: Finch's per-IP penalty,
+// either answered by Finch or refused locally during the pause (then the
+// *Error has Local set; see budget.IPGuard). RateLimited gives the wait.
+func IsIPRateLimited(err error) bool {
+	var fe *Error
+	return errors.As(err, &fe) && fe.StatusCode == http.StatusTooManyRequests && fe.FinchCode == finchCodeIPRateLimit
+}

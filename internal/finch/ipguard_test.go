@@ -3,17 +3,17 @@ package finch
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/connectops/finch-operator/internal/budget"
 )
 
 // ipLimited answers Finch's per-IP 429 (Error-Types: rate_limit_exceeded_error
@@ -39,16 +39,40 @@ func (f *fakeNow) add(d time.Duration) {
 	f.t = f.t.Add(d)
 }
 
+// hostGauge reads finch_api_ip_penalty_until_seconds{host=host} (kept by
+// the guard, in internal/budget) from the controller-runtime registry.
+func hostGauge(t *testing.T, host string) float64 {
+	t.Helper()
+	mfs, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "finch_api_ip_penalty_until_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "host" && lp.GetValue() == host {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no finch_api_ip_penalty_until_seconds{host=%q}", host)
+	return 0
+}
+
 // guardClients returns two clients of different apps sharing one guard and
 // one server.
-func guardClients(t *testing.T, rc *recorder, g *IPGuard) (a, b *Client) {
+func guardClients(t *testing.T, rc *recorder, g *budget.IPGuard) (a, b *Client) {
 	t.Helper()
 	srv := httptest.NewServer(rc)
 	t.Cleanup(srv.Close)
 	mk := func(app string) *Client {
 		c, err := New(Config{
 			BaseURL: srv.URL, ClientID: app + "-id", ClientSecret: testClientSecret, MetricsApp: app,
-			Budget: NewBudget(BudgetConfig{Requests: 1_000_000, Window: time.Minute}), IPGuard: g,
+			Limiter: budget.Gate{Budget: budget.New(budget.Config{Requests: 1_000_000, Window: time.Minute}), Guard: g},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -62,8 +86,8 @@ func guardClients(t *testing.T, rc *recorder, g *IPGuard) (a, b *Client) {
 
 func TestIPGuardStopsEveryClientAfterOneIPLimit(t *testing.T) {
 	clock := &fakeNow{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
-	g := NewIPGuard(BudgetConfig{Requests: 1000, Window: time.Minute})
-	g.now = clock.now
+	g := budget.NewIPGuard(budget.Config{Requests: 1000, Window: time.Minute})
+	g.WithClock(clock.now)
 	rc := &recorder{routes: map[string]http.HandlerFunc{
 		"GET /introspect":        sequence(ipLimited("120"), jsonHandler(200, `{"connection_id":"c"}`)),
 		"POST /connect/sessions": jsonHandler(201, sessionOK),
@@ -146,43 +170,19 @@ func TestIPGuardStopsEveryClientAfterOneIPLimit(t *testing.T) {
 	}
 }
 
-func TestIPGuardDefaultPenaltyAndNoShortening(t *testing.T) {
-	clock := &fakeNow{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
-	g := NewIPGuard(BudgetConfig{})
-	g.now = clock.now
-	if cfg := g.Budget().Config(); cfg != DefaultIPBudget {
-		t.Errorf("default guard budget %+v, want Finch's %+v", cfg, DefaultIPBudget)
-	}
-	// Finch documents no Retry-After: the guard pauses for the documented 60 minutes.
-	g.penalize(0)
-	if want := clock.now().Add(time.Hour); !g.PausedUntil().Equal(want) {
-		t.Errorf("PausedUntil = %v, want now+60m", g.PausedUntil())
-	}
-	// A later, shorter answer does not cut the pause.
-	g.penalize(time.Minute)
-	if want := clock.now().Add(time.Hour); !g.PausedUntil().Equal(want) {
-		t.Errorf("PausedUntil = %v after a shorter Retry-After, want still now+60m", g.PausedUntil())
-	}
-	clock.add(30 * time.Minute)
-	g.penalize(50 * time.Minute)
-	if want := clock.now().Add(50 * time.Minute); !g.PausedUntil().Equal(want) {
-		t.Errorf("PausedUntil = %v, want extended to now+50m", g.PausedUntil())
-	}
-}
-
 // A Retry-After beyond Finch's documented 60-minute penalty is cut to it: a
 // server that is not Finch (or a proxy) cannot pause the operator for a day.
 func TestIPGuardCapsThePenaltyAtFinchsSixtyMinutes(t *testing.T) {
 	clock := &fakeNow{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
-	g := NewIPGuard(BudgetConfig{})
-	g.now = clock.now
+	g := budget.NewIPGuard(budget.Config{})
+	g.WithClock(clock.now)
 	rc := &recorder{routes: map[string]http.HandlerFunc{"GET /introspect": ipLimited("86400")}}
 	a, _ := guardClients(t, rc, g)
 	_, err := a.Introspect(context.Background(), testToken)
 	if !IsIPRateLimited(err) {
 		t.Fatalf("%v, want the 429 finch_api_ip_rl", err)
 	}
-	if want := clock.now().Add(MaxIPPenalty); !g.PausedUntil().Equal(want) {
+	if want := clock.now().Add(budget.MaxIPPenalty); !g.PausedUntil().Equal(want) {
 		t.Errorf("PausedUntil = %v after Retry-After: 86400, want now+60m (%v)", g.PausedUntil(), want)
 	}
 	if d := g.Delay(); d != time.Hour {
@@ -190,93 +190,10 @@ func TestIPGuardCapsThePenaltyAtFinchsSixtyMinutes(t *testing.T) {
 	}
 }
 
-// One guard per API host: scheme, host and port, the default port spelled
-// out; a penalty at one host leaves the others' guards alone.
-func TestIPGuardsOnePerHost(t *testing.T) {
-	s := NewIPGuards(BudgetConfig{Requests: 5, Window: time.Minute})
-	get := func(raw string) *IPGuard {
-		t.Helper()
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := s.For(u)
-		if err != nil {
-			t.Fatalf("For(%s): %v", raw, err)
-		}
-		return g
-	}
-	finch := get("https://api.tryfinch.com")
-	if get("https://API.tryfinch.com:443/v1") != finch {
-		t.Error("https://API.tryfinch.com:443/v1 got another guard than https://api.tryfinch.com")
-	}
-	if finch.Host() != "https://api.tryfinch.com:443" {
-		t.Errorf("Host() = %q", finch.Host())
-	}
-	sim, stub := get("http://127.0.0.1:8090"), get("http://127.0.0.1:8091")
-	if sim == stub || sim == finch || get("http://api.tryfinch.com") == finch {
-		t.Fatal("different scheme, host or port share a guard")
-	}
-	if cfg := stub.Budget().Config(); cfg.Requests != 5 || cfg.Window != time.Minute {
-		t.Errorf("guard budget %+v, want the set's", cfg)
-	}
-	stub.penalize(24 * time.Hour)
-	if stub.PausedUntil().IsZero() || !sim.PausedUntil().IsZero() || !finch.PausedUntil().IsZero() {
-		t.Errorf("penalty at the stub: stub %v, sim %v, finch %v; want only the stub paused", stub.PausedUntil(), sim.PausedUntil(), finch.PausedUntil())
-	}
-	if got := hostGauge(t, stub.Host()); got <= 0 || got > float64(time.Now().Add(time.Hour+time.Second).Unix()) {
-		t.Errorf("penalty gauge for %s = %v, want at most an hour ahead", stub.Host(), got)
-	}
-	if got := hostGauge(t, sim.Host()); got != 0 {
-		t.Errorf("penalty gauge for %s = %v, want 0", sim.Host(), got)
-	}
-	if _, err := s.For(&url.URL{Scheme: "ftp", Host: "x"}); err == nil {
-		t.Error("For(ftp://x) = nil error")
-	}
-}
-
-// The set is bounded: past MaxIPGuards hosts it refuses new ones, and keeps
-// serving the hosts it has.
-func TestIPGuardsBounded(t *testing.T) {
-	s := NewIPGuards(BudgetConfig{})
-	first, err := s.For(&url.URL{Scheme: "http", Host: "127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for port := 2; port <= MaxIPGuards; port++ {
-		if _, err := s.For(&url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}); err != nil {
-			t.Fatalf("port %d: %v", port, err)
-		}
-	}
-	if _, err := s.For(&url.URL{Scheme: "http", Host: "127.0.0.1:65000"}); !errors.Is(err, ErrTooManyHosts) {
-		t.Errorf("host %d: %v, want ErrTooManyHosts", MaxIPGuards+1, err)
-	}
-	if g, err := s.For(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}); err != nil || g != first {
-		t.Errorf("a known host after the bound: %v, %v", g, err)
-	}
-	for port := 1; port <= MaxIPGuards; port++ {
-		ipPenaltyUntil.DeleteLabelValues(fmt.Sprintf("http://127.0.0.1:%d", port))
-	}
-}
-
-// hostGauge reads finch_api_ip_penalty_until_seconds{host=host}.
-func hostGauge(t *testing.T, host string) float64 {
-	t.Helper()
-	g, err := ipPenaltyUntil.GetMetricWithLabelValues(host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &dto.Metric{}
-	if err := g.Write(m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetGauge().GetValue()
-}
-
 func TestIPGuardBudgetCapsAllApps(t *testing.T) {
 	const limit, perApp = 5, 6
 	window := 300 * time.Millisecond
-	g := NewIPGuard(BudgetConfig{Requests: limit, Window: window})
+	g := budget.NewIPGuard(budget.Config{Requests: limit, Window: window})
 	var served atomic.Int32
 	rc := &recorder{routes: map[string]http.HandlerFunc{"GET /introspect": func(w http.ResponseWriter, r *http.Request) {
 		served.Add(1)
@@ -306,12 +223,12 @@ func TestIPGuardBudgetCapsAllApps(t *testing.T) {
 }
 
 func TestIPGuardGivesBackTheAppSlotWhenCancelled(t *testing.T) {
-	g := NewIPGuard(BudgetConfig{Requests: 1, Window: time.Hour})
+	g := budget.NewIPGuard(budget.Config{Requests: 1, Window: time.Hour})
 	rc := &recorder{}
 	srv := httptest.NewServer(rc)
 	t.Cleanup(srv.Close)
-	appBudget := NewBudget(BudgetConfig{Requests: 2, Window: time.Hour})
-	c, err := New(Config{BaseURL: srv.URL, Budget: appBudget, IPGuard: g})
+	appBudget := budget.New(budget.Config{Requests: 2, Window: time.Hour})
+	c, err := New(Config{BaseURL: srv.URL, Limiter: budget.Gate{Budget: appBudget, Guard: g}})
 	if err != nil {
 		t.Fatal(err)
 	}

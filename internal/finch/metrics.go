@@ -6,9 +6,8 @@ import (
 )
 
 // Label values are bounded: app is a FinchApp's namespace/name, endpoint one
-// of the Endpoint* constants, code an HTTP status or "network_error", host an
-// allowed Finch API host (IPGuards, at most MaxIPGuards). Never put tokens,
-// secrets or customer identifiers in labels.
+// of the Endpoint* constants, code an HTTP status or "network_error". Never
+// put tokens, secrets or customer identifiers in labels.
 var (
 	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_api_requests_total",
@@ -32,13 +31,9 @@ var (
 		Help: "Finch API request retries, by reason (rate_limited, server_error, conflict, should_retry, network).",
 	}, []string{"app", "endpoint", "reason"})
 
-	// The IPGuards' pauses, per API host. Their refusals are not Finch
+	// The calls refused during the per-IP penalty (budget.IPGuard, whose
+	// pauses are finch_api_ip_penalty_until_seconds). They are not Finch
 	// responses, so they are counted here and never in finch_api_requests_total.
-	ipPenaltyUntil = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "finch_api_ip_penalty_until_seconds",
-		Help: "Unix time at which the operator's pause for Finch's per-IP rate-limit penalty (429 finch_api_ip_rl) at the API host (scheme://host:port) ends; 0 when there is none.",
-	}, []string{"host"})
-
 	ipPenaltyRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_api_ip_penalty_refused_total",
 		Help: "Finch API calls refused locally, without sending, while the operator serves Finch's per-IP rate-limit penalty.",
@@ -46,7 +41,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(requestsTotal, requestDuration, budgetWait, retriesTotal, ipPenaltyUntil, ipPenaltyRefused)
+	metrics.Registry.MustRegister(requestsTotal, requestDuration, budgetWait, retriesTotal, ipPenaltyRefused)
 }
 
 // DeleteAppMetrics drops every series of app, for when its FinchApp is

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/connectops/finch-operator/internal/budget"
 )
 
 var sessionReq = SessionRequest{CustomerID: "cust-1", CustomerName: "Acme", Products: []string{"company"}}
@@ -264,7 +266,9 @@ func TestContextCancelWhileWaitingForBudgetKeepsLastError(t *testing.T) {
 			jsonHandler(500, `{}`)(w, r)
 		},
 	}}
-	c := newTestClient(t, rc, func(c *Config) { c.Budget = NewBudget(BudgetConfig{Requests: 1, Window: time.Hour}) })
+	c := newTestClient(t, rc, func(c *Config) {
+		c.Limiter = budget.Gate{Budget: budget.New(budget.Config{Requests: 1, Window: time.Hour})}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
 	_, err := c.Introspect(ctx, testToken)

@@ -20,6 +20,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/index"
@@ -229,7 +230,7 @@ func (s *Server) redeem(base context.Context, app finchv1.AppObject, resolved *a
 		callbackRejected.WithLabelValues(rejectSessionLocked).Inc()
 		return outcome{result: callbackInvalid, page: pageTooMany, retryAfter: wait}, false
 	}
-	if out, ok := s.takeExchange(base, app, conn.Namespace); !ok {
+	if out, ok := s.takeExchange(base, app, resolved, conn.Namespace); !ok {
 		return out, false
 	}
 	return s.exchange(base, app, resolved, code, conn.Status.Session.RedirectURI, conn)
@@ -244,7 +245,7 @@ func (s *Server) redeemUnbound(base context.Context, app finchv1.AppObject, reso
 	if n := app.AppStatus().Connections; n.AwaitingConnect+n.ReauthRequired == 0 {
 		return outcome{reject: rejectNoSession}, false
 	}
-	if out, ok := s.takeExchange(base, app, ""); !ok {
+	if out, ok := s.takeExchange(base, app, resolved, ""); !ok {
 		return out, false
 	}
 	return s.exchange(base, app, resolved, code, resolved.CallbackURL(), nil)
@@ -255,18 +256,28 @@ func (s *Server) redeemUnbound(base context.Context, app finchv1.AppObject, reso
 // (embedded hand-offs) always keep the rest of it. A ClusterFinchApp has one
 // ceiling per namespace (ns: the connection's; "" for a stateless callback),
 // so that one tenant's junk codes under its own valid states cannot use up
-// another tenant's exchanges.
-func (s *Server) takeExchange(base context.Context, app finchv1.AppObject, ns string) (outcome, bool) {
+// another tenant's exchanges. The app then admits the exchange (its Finch
+// budget and per-IP guard) as it admits the reconcilers' calls: an employer
+// whose exchange could not start within exchangeMaxBlock is asked to retry
+// when it can, rather than kept waiting.
+func (s *Server) takeExchange(base context.Context, app finchv1.AppObject, resolved *apps.App, ns string) (outcome, bool) {
 	key := appKey(app)
-	budget := s.exchangeBudget(key, ns)
-	if wait := budget.Delay(callbackBudgetKey); wait > 0 {
+	ceiling := s.exchangeBudget(key, ns)
+	if wait := ceiling.Delay(callbackBudgetKey); wait > 0 {
 		callbackExchanges.WithLabelValues(key, exchangeCeiling).Inc()
 		s.limitedWarning(app, finchv1.ReasonCallbackFlood, "ExchangeCode", fmt.Sprintf(
 			"the callback reached its ceiling of %d code exchanges per %s for %s (--callback-exchanges); an employer was asked to retry in %s",
 			s.cfg.CallbackExchanges.Requests, s.cfg.CallbackExchanges.Window, describe(app), wait.Round(time.Second)))
 		return outcome{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
 	}
-	if err := budget.Wait(base, callbackBudgetKey); err != nil {
+	if wait, _ := resolved.Admit(finch.EndpointToken, ns, "", exchangeMaxBlock); wait > 0 {
+		callbackExchanges.WithLabelValues(key, callbackFinchUnavailable).Inc()
+		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode", fmt.Sprintf(
+			"could not exchange an authorization code at the callback: the Finch request budget of %s (spec.rateLimit, or the operator's per-IP limit) has no slot for %s; the employer was asked to retry then",
+			describe(app), wait.Round(time.Second)))
+		return outcome{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
+	}
+	if err := ceiling.Wait(base, callbackBudgetKey); err != nil {
 		return outcome{result: callbackError, page: pageUnavailable}, false
 	}
 	return outcome{}, true
@@ -398,7 +409,7 @@ func (s *Server) exchange(base context.Context, app finchv1.AppObject, resolved 
 
 // exchangeBudget is the app's ceiling on callback exchanges: one per
 // FinchApp, one per namespace for a ClusterFinchApp (see takeExchange).
-func (s *Server) exchangeBudget(app, ns string) *finch.Budget {
+func (s *Server) exchangeBudget(app, ns string) *budget.Budget {
 	key := app
 	if strings.HasPrefix(app, finchv1.ClusterFinchAppKind+"/") {
 		key += "\x00" + ns
@@ -407,7 +418,7 @@ func (s *Server) exchangeBudget(app, ns string) *finch.Budget {
 	defer s.budgetMu.Unlock()
 	b := s.budgets[key]
 	if b == nil {
-		b = finch.NewBudget(s.cfg.CallbackExchanges)
+		b = budget.New(s.cfg.CallbackExchanges)
 		s.budgets[key] = b
 	}
 	return b

@@ -41,6 +41,7 @@ import (
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/apps"
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
@@ -83,7 +84,7 @@ const fuzzKubeconfigEnv = "INBOUND_FUZZ_KUBECONFIG"
 func unlimited() inbound.Config {
 	return inbound.Config{
 		CallbackIPBurst: 1 << 20, CallbackAppBurst: 1 << 20,
-		CallbackExchanges: finch.BudgetConfig{Requests: 1 << 20, Window: time.Minute},
+		CallbackExchanges: budget.Config{Requests: 1 << 20, Window: time.Minute},
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/controllers"
-	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
 )
@@ -31,7 +31,7 @@ func (f *fixture) floodServer(exchanges int, mutate ...func(*inbound.Config)) (*
 		Client: f.e.mgr.GetClient(), APIReader: f.e.mgr.GetAPIReader(), Apps: f.e.op.Apps,
 		Recorder:          f.e.mgr.GetEventRecorder(controllers.EventSource),
 		TrustedProxies:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
-		CallbackExchanges: finch.BudgetConfig{Requests: exchanges, Window: time.Minute},
+		CallbackExchanges: budget.Config{Requests: exchanges, Window: time.Minute},
 	}
 	for _, m := range mutate {
 		m(&cfg)

@@ -41,7 +41,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
-	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/budget"
 )
 
 // Defaults of Config.
@@ -68,6 +68,10 @@ const (
 	storeTimeout    = 15 * time.Second
 	// apiTimeout bounds Kubernetes reads and the webhook's annotation patch.
 	apiTimeout = 10 * time.Second
+	// exchangeMaxBlock is the longest a callback's exchange may wait for the
+	// app's Finch budget (apps.App.Admit), leaving the rest of
+	// exchangeTimeout to the request itself.
+	exchangeMaxBlock = exchangeTimeout / 2
 	// usedCodeTTL is how long an exchanged code is remembered (Finch codes
 	// live 10 minutes), so a reload of the callback shows the same result
 	// instead of "already used".
@@ -95,7 +99,7 @@ const (
 // per app: half of Finch's documented per-endpoint limit (about 20 per minute,
 // docs/finch-api.md#rate-limits), so a flood of callbacks can never take the token endpoint
 // from reconciles, whose embedded hand-offs keep the other half.
-var DefaultCallbackExchanges = finch.BudgetConfig{Requests: 10, Window: time.Minute}
+var DefaultCallbackExchanges = budget.Config{Requests: 10, Window: time.Minute}
 
 // Config configures the inbound server.
 type Config struct {
@@ -138,7 +142,7 @@ type Config struct {
 	// CallbackExchanges is the ceiling on code exchanges the callback makes
 	// per FinchApp, and per namespace of a ClusterFinchApp (default
 	// DefaultCallbackExchanges).
-	CallbackExchanges finch.BudgetConfig
+	CallbackExchanges budget.Config
 	// AllowStatelessCallbacks accepts callbacks without a state parameter
 	// (--callback-require-state=false), for the case Finch Connect does not
 	// return it: they are exchanged with the app's callback URL and matched by
@@ -174,7 +178,7 @@ type Server struct {
 	sessionLimiter *eventLimiter  // code exchanges per session
 	sessionMisses  *lru[struct{}] // verified states whose session the API server does not know
 	budgetMu       sync.Mutex
-	budgets        map[string]*finch.Budget // callback exchange ceiling per app (and namespace)
+	budgets        map[string]*budget.Budget // callback exchange ceiling per app (and namespace)
 
 	resolver *appResolver  // apps.Registry.Get, remembering apps that fail to resolve
 	webhooks *webhookQueue // verified webhook events waiting to be recorded
@@ -229,7 +233,7 @@ func New(cfg Config) *Server {
 		appLimiter:     newEventLimiter(cfg.CallbackAppBurst, cfg.CallbackAppInterval, cfg.Now),
 		sessionLimiter: newEventLimiter(maxSessionExchanges, time.Minute, cfg.Now),
 		sessionMisses:  newLRU[struct{}](usedCodeSize, time.Minute, cfg.Now),
-		budgets:        map[string]*finch.Budget{},
+		budgets:        map[string]*budget.Budget{},
 		resolver:       newAppResolver(cfg.Apps, cfg.Now),
 	}
 	s.webhooks = newWebhookQueue(cfg.WebhookQueueSize, cfg.WebhookWorkers, s.recordEvent, log)

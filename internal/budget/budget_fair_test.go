@@ -1,4 +1,4 @@
-package finch
+package budget
 
 import (
 	"context"
@@ -50,7 +50,7 @@ func fairPosition(b *Budget, endpoint, id string) int {
 // a budget of 20 per minute whose slots free one at a time.
 func queueBulkAndSmall(tb testing.TB, maxBlock time.Duration) (*Budget, time.Duration, []time.Duration) {
 	tb.Helper()
-	b := NewBudget(BudgetConfig{Requests: 20, Window: time.Minute})
+	b := New(Config{Requests: 20, Window: time.Minute})
 	interval := spreadStarts(b, "ep")
 	for i := range 5000 {
 		if d := b.Queue("ep", "bulk", tenantID("bulk", i), maxBlock); d <= maxBlock {
@@ -69,7 +69,7 @@ func queueBulkAndSmall(tb testing.TB, maxBlock time.Duration) (*Budget, time.Dur
 // among itself stays FIFO.
 func TestBudgetQueueFairAcrossTenants(t *testing.T) {
 	const maxBlock = 100 * time.Millisecond
-	b := NewBudget(BudgetConfig{Requests: 20, Window: time.Minute})
+	b := New(Config{Requests: 20, Window: time.Minute})
 	interval := spreadStarts(b, "ep")
 	var prev time.Duration
 	for i := range 5000 {
@@ -116,7 +116,7 @@ func TestBudgetQueueFairAcrossTenants(t *testing.T) {
 // Three tenants interleave round robin, whatever order they queued in.
 func TestBudgetQueueRoundRobinThreeTenants(t *testing.T) {
 	const maxBlock = 100 * time.Millisecond
-	b := NewBudget(BudgetConfig{Requests: 20, Window: time.Minute})
+	b := New(Config{Requests: 20, Window: time.Minute})
 	interval := spreadStarts(b, "ep")
 	var ids []string
 	for _, tq := range []struct {
@@ -164,7 +164,7 @@ func cutID(id string) (tenant, name string, ok bool) {
 // one once another tenant's waiter was put ahead of it; never a second place.
 func TestBudgetQueueComebackKeepsOnePlace(t *testing.T) {
 	const maxBlock = 100 * time.Millisecond
-	b := NewBudget(BudgetConfig{Requests: 20, Window: time.Minute})
+	b := New(Config{Requests: 20, Window: time.Minute})
 	interval := spreadStarts(b, "ep")
 	var place time.Time
 	for i := range 5 {
@@ -192,7 +192,7 @@ func TestBudgetQueueComebackKeepsOnePlace(t *testing.T) {
 		t.Errorf("line holds %d places, want 6", n)
 	}
 	// A lone waiter asking again and again has one place.
-	b2 := NewBudget(BudgetConfig{Requests: 20, Window: time.Minute})
+	b2 := New(Config{Requests: 20, Window: time.Minute})
 	spreadStarts(b2, "ep")
 	first := b2.Queue("ep", "a", "a/x", maxBlock)
 	for range 10 {
@@ -209,7 +209,7 @@ func TestBudgetQueueComebackKeepsOnePlace(t *testing.T) {
 // the front of its tenant's queue or behind it, and no longer delays anyone.
 func TestBudgetQueueLapsedEntryNoLongerDelays(t *testing.T) {
 	const maxBlock = 100 * time.Millisecond
-	b := NewBudget(BudgetConfig{Requests: 20, Window: time.Minute})
+	b := New(Config{Requests: 20, Window: time.Minute})
 	interval := spreadStarts(b, "ep")
 	for i := range 3 {
 		b.Queue("ep", "a", tenantID("a", i), maxBlock)
@@ -272,7 +272,7 @@ func TestBudgetQueueDuePlacesGoInFairOrder(t *testing.T) {
 	// the order is the budget's, not the scheduler's (it failed on a loaded machine).
 	synctest.Test(t, func(t *testing.T) {
 		const n, w, maxBlock = 5, 500 * time.Millisecond, 20 * time.Millisecond
-		b := NewBudget(BudgetConfig{Requests: n, Window: w})
+		b := New(Config{Requests: n, Window: w})
 		spreadStarts(b, "ep")
 		type waiter struct {
 			tenant, id string

@@ -1,11 +1,9 @@
-package finch
+package budget
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"sync"
 	"testing"
@@ -30,7 +28,7 @@ func maxInWindow(times []time.Time, w time.Duration) int {
 
 func TestBudgetSlidingWindow(t *testing.T) {
 	const n, w = 5, 200 * time.Millisecond
-	b := NewBudget(BudgetConfig{Requests: n, Window: w})
+	b := New(Config{Requests: n, Window: w})
 	ctx := context.Background()
 	start := time.Now()
 	var starts []time.Time
@@ -58,7 +56,7 @@ func TestBudgetConcurrentWaiters(t *testing.T) {
 	// shortened by slack keeps the check sound for delays up to slack (a
 	// violation seen there is a real one) and free of false alarms.
 	const n, w, slack = 4, 400 * time.Millisecond, 200 * time.Millisecond
-	b := NewBudget(BudgetConfig{Requests: n, Window: w})
+	b := New(Config{Requests: n, Window: w})
 	var mu sync.Mutex
 	var starts []time.Time
 	var wg sync.WaitGroup
@@ -87,7 +85,7 @@ func TestBudgetConcurrentWaiters(t *testing.T) {
 }
 
 func TestBudgetEndpointsIndependent(t *testing.T) {
-	b := NewBudget(BudgetConfig{Requests: 1, Window: time.Hour})
+	b := New(Config{Requests: 1, Window: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	for _, ep := range []string{EndpointCreateSession, EndpointIntrospect, EndpointToken} {
@@ -99,7 +97,7 @@ func TestBudgetEndpointsIndependent(t *testing.T) {
 
 func TestBudgetCancelUnblocksAndReleases(t *testing.T) {
 	const w = 400 * time.Millisecond
-	b := NewBudget(BudgetConfig{Requests: 1, Window: w})
+	b := New(Config{Requests: 1, Window: w})
 	if err := b.Wait(context.Background(), EndpointDisconnect); err != nil {
 		t.Fatal(err)
 	}
@@ -135,12 +133,12 @@ func TestBudgetCancelUnblocksAndReleases(t *testing.T) {
 }
 
 func TestBudgetSetConfigWakesWaiters(t *testing.T) {
-	b := NewBudget(BudgetConfig{Requests: 1, Window: time.Hour})
+	b := New(Config{Requests: 1, Window: time.Hour})
 	_ = b.Wait(context.Background(), EndpointIntrospect)
 	done := make(chan error, 1)
 	go func() { done <- b.Wait(context.Background(), EndpointIntrospect) }()
 	time.Sleep(20 * time.Millisecond)
-	b.SetConfig(BudgetConfig{Requests: 10, Window: time.Hour})
+	b.SetConfig(Config{Requests: 10, Window: time.Hour})
 	select {
 	case err := <-done:
 		if err != nil {
@@ -155,81 +153,16 @@ func TestBudgetSetConfigWakesWaiters(t *testing.T) {
 }
 
 func TestBudgetDefaults(t *testing.T) {
-	if got := NewBudget(BudgetConfig{}).Config(); got != DefaultBudget {
-		t.Errorf("NewBudget(zero).Config() = %+v", got)
+	if got := New(Config{}).Config(); got != Default {
+		t.Errorf("New(zero).Config() = %+v", got)
 	}
-	if got := NewBudget(BudgetConfig{Requests: 3}).Config(); got != (BudgetConfig{3, time.Minute}) {
-		t.Errorf("NewBudget({3,0}).Config() = %+v", got)
-	}
-}
-
-// TestBudgetNeverCauses429 runs concurrent calls through a Client against a
-// server enforcing the same rule (N per rolling W per endpoint) strictly.
-func TestBudgetNeverCauses429(t *testing.T) {
-	const n, w = 4, 250 * time.Millisecond
-	var mu sync.Mutex
-	arrivals := map[string][]time.Time{}
-	limited := 0
-	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		ep := r.Method + " " + r.URL.Path
-		mu.Lock()
-		count := 0
-		for _, t := range arrivals[ep] {
-			if t.After(now.Add(-w)) {
-				count++
-			}
-		}
-		ok := count < n
-		if ok {
-			arrivals[ep] = append(arrivals[ep], now)
-		} else {
-			limited++
-		}
-		mu.Unlock()
-		if !ok {
-			jsonHandler(429, `{"name":"rate_limit_exceeded_error"}`)(rw, r)
-			return
-		}
-		if ep == EndpointCreateSession {
-			jsonHandler(201, sessionOK)(rw, r)
-			return
-		}
-		jsonHandler(200, `{"connection_id":"c"}`)(rw, r)
-	}))
-	defer srv.Close()
-
-	c, err := New(Config{
-		BaseURL: srv.URL, ClientID: "id", ClientSecret: "secret",
-		Budget: NewBudget(BudgetConfig{Requests: n, Window: w}), MaxAttempts: 1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for g := range 3 {
-		wg.Go(func() {
-			for range 5 {
-				var err error
-				if g%2 == 0 {
-					_, err = c.Introspect(context.Background(), "tok")
-				} else {
-					_, err = c.CreateSession(context.Background(), sessionReq)
-				}
-				if err != nil {
-					t.Error(err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if limited > 0 {
-		t.Fatalf("server rate-limited %d requests", limited)
+	if got := New(Config{Requests: 3}).Config(); got != (Config{3, time.Minute}) {
+		t.Errorf("New({3,0}).Config() = %+v", got)
 	}
 }
 
 func TestBudgetDelayPredictsWait(t *testing.T) {
-	b := NewBudget(BudgetConfig{Requests: 2, Window: time.Second})
+	b := New(Config{Requests: 2, Window: time.Second})
 	ctx := context.Background()
 	if d := b.Delay("GET /introspect"); d > 0 {
 		t.Fatalf("empty budget: Delay = %s, want 0", d)
@@ -255,7 +188,7 @@ func TestBudgetDelayPredictsWait(t *testing.T) {
 func TestBudgetCountsSlowRequestsFromTheirResponse(t *testing.T) {
 	// A request that took long may have reached Finch late; the next request
 	// beyond the limit must wait a full window after its response, not its start.
-	b := NewBudget(BudgetConfig{Requests: 1, Window: 100 * time.Millisecond})
+	b := New(Config{Requests: 1, Window: 100 * time.Millisecond})
 	ctx := context.Background()
 	slot, err := b.acquire(ctx, "GET /introspect")
 	if err != nil {
@@ -273,7 +206,7 @@ func TestBudgetCountsSlowRequestsFromTheirResponse(t *testing.T) {
 	}
 }
 
-// memJournal is an in-memory BudgetJournal with the same optimistic
+// memJournal is an in-memory Journal with the same optimistic
 // concurrency as the ConfigMap store: fn runs on a copy read without the
 // lock, and the result is stored only if nobody stored in between.
 type memJournal struct {
@@ -354,9 +287,9 @@ func (m *memJournal) stats() (writes, conflicts, updates int) {
 	return m.writes, m.conflicts, m.updates
 }
 
-func journaled(t *testing.T, cfg BudgetConfig, j BudgetJournal) *Budget {
+func journaled(t *testing.T, cfg Config, j Journal) *Budget {
 	t.Helper()
-	b := NewBudget(cfg)
+	b := New(cfg)
 	if err := b.AttachJournal(context.Background(), j); err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +350,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 // at once: together they never exceed the limit in any rolling window.
 func TestBudgetJournalRestartKeepsWindow(t *testing.T) {
 	const n, w = 6, 300 * time.Millisecond
-	cfg := BudgetConfig{Requests: n, Window: w}
+	cfg := Config{Requests: n, Window: w}
 	j := &memJournal{}
 	var rec slots
 
@@ -449,7 +382,7 @@ func TestBudgetJournalRestartKeepsWindow(t *testing.T) {
 func TestBudgetJournalRestartLosesAtMostOneChunk(t *testing.T) {
 	const n, used, chunk = 8, 3, 2 // chunk = ceil(8/4)
 	// A long window: nothing expires during the test.
-	cfg := BudgetConfig{Requests: n, Window: 10 * time.Second}
+	cfg := Config{Requests: n, Window: 10 * time.Second}
 	j := &memJournal{}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -487,7 +420,7 @@ func TestBudgetJournalRestartLosesAtMostOneChunk(t *testing.T) {
 // full rate at the same time (split brain during a leader change).
 func TestBudgetJournalSharedNeverOverspends(t *testing.T) {
 	const n, w = 5, 250 * time.Millisecond
-	cfg := BudgetConfig{Requests: n, Window: w}
+	cfg := Config{Requests: n, Window: w}
 	j := &memJournal{}
 	var rec slots
 	ctx, cancel := context.WithTimeout(context.Background(), 4*w)
@@ -513,7 +446,7 @@ func TestBudgetJournalSharedNeverOverspends(t *testing.T) {
 // why the wait ended.
 func TestBudgetJournalWriteFailureHandsOutNoSlot(t *testing.T) {
 	j := &memJournal{failErr: errJournalDown}
-	b := journaled(t, BudgetConfig{Requests: 4, Window: time.Second}, j)
+	b := journaled(t, Config{Requests: 4, Window: time.Second}, j)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -547,7 +480,7 @@ func TestBudgetJournalWriteFailureHandsOutNoSlot(t *testing.T) {
 // claim the Budget does not know as its own; it must count as spent.
 func TestBudgetJournalLostAckCountsAsSpent(t *testing.T) {
 	j := &memJournal{lostAck: 1}
-	b := journaled(t, BudgetConfig{Requests: 2, Window: 10 * time.Second}, j) // chunk 1
+	b := journaled(t, Config{Requests: 2, Window: 10 * time.Second}, j) // chunk 1
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := b.Wait(ctx, EndpointIntrospect); err != nil {
@@ -563,9 +496,9 @@ func TestBudgetJournalLostAckCountsAsSpent(t *testing.T) {
 // TestBudgetJournalAttachAfterUse: requests let through before the journal
 // was attached are recorded with the first claim.
 func TestBudgetJournalAttachAfterUse(t *testing.T) {
-	cfg := BudgetConfig{Requests: 4, Window: 10 * time.Second}
+	cfg := Config{Requests: 4, Window: 10 * time.Second}
 	j := &memJournal{}
-	b := NewBudget(cfg)
+	b := New(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for range 2 {
@@ -595,7 +528,7 @@ func TestBudgetJournalAttachAfterUse(t *testing.T) {
 func TestBudgetJournalLoadFailureStillSafe(t *testing.T) {
 	j := &memJournal{claims: map[string][]Claim{EndpointToken: {{ID: "x.1", At: time.Now(), Until: time.Now(), Slots: 1}}}}
 	j.loadErr = errJournalDown
-	b := NewBudget(BudgetConfig{Requests: 1, Window: 10 * time.Second})
+	b := New(Config{Requests: 1, Window: 10 * time.Second})
 	if err := b.AttachJournal(context.Background(), j); !errors.Is(err, errJournalDown) {
 		t.Fatalf("AttachJournal = %v, want the load error", err)
 	}
@@ -611,7 +544,7 @@ func TestBudgetJournalLoadFailureStillSafe(t *testing.T) {
 func TestBudgetJournalWritesPerWindow(t *testing.T) {
 	const n, w, windows = 20, 300 * time.Millisecond, 3
 	j := &memJournal{}
-	b := journaled(t, BudgetConfig{Requests: n, Window: w}, j)
+	b := journaled(t, Config{Requests: n, Window: w}, j)
 	var rec slots
 	ctx, cancel := context.WithTimeout(context.Background(), windows*w)
 	defer cancel()
@@ -634,7 +567,7 @@ func TestBudgetJournalWritesPerWindow(t *testing.T) {
 // next slot frees; a waiter back at its place goes; places nobody came back
 // for lapse.
 func TestBudgetQueueGivesEachWaiterItsOwnSlot(t *testing.T) {
-	b := NewBudget(BudgetConfig{Requests: 10, Window: time.Second})
+	b := New(Config{Requests: 10, Window: time.Second})
 	ctx := context.Background()
 	for range 10 {
 		if err := b.Wait(ctx, "ep"); err != nil {
@@ -730,7 +663,7 @@ func TestBudgetQueueGivesEachWaiterItsOwnSlot(t *testing.T) {
 }
 
 func TestBudgetQueueEmptyLineAndFreeBudgetGoesAtOnce(t *testing.T) {
-	b := NewBudget(BudgetConfig{Requests: 10, Window: time.Second})
+	b := New(Config{Requests: 10, Window: time.Second})
 	for i := range 10 {
 		if d := b.Queue("ep", "ns", waiterID(i), time.Second); d != 0 {
 			t.Fatalf("caller %d told to wait %v with budget free", i, d)
@@ -761,7 +694,7 @@ func waiterID(i int) string { return fmt.Sprintf("ns/conn-%d", i) }
 func TestBudgetJournalReloadClosesOpenClaims(t *testing.T) {
 	const n = 8 // claims of 2 slots
 	j := &memJournal{}
-	b := journaled(t, BudgetConfig{Requests: n, Window: time.Minute}, j)
+	b := journaled(t, Config{Requests: n, Window: time.Minute}, j)
 	ctx := context.Background()
 	if err := b.Wait(ctx, EndpointCreateSession); err != nil { // opens a claim of 2, uses 1
 		t.Fatal(err)

@@ -1,10 +1,7 @@
-package finch
+package budget
 
 import (
-	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"sync"
 	"time"
 )
@@ -15,7 +12,7 @@ import (
 // answered with 429 rate_limit_exceeded_error / finch_api_ip_rl. Every app the
 // operator serves leaves through the same egress IP, so this limit covers
 // every app that calls the same Finch API host, unlike the per-app Budget.
-var DefaultIPBudget = BudgetConfig{Requests: 1000, Window: 5 * time.Minute}
+var DefaultIP = Config{Requests: 1000, Window: 5 * time.Minute}
 
 // MaxIPPenalty is Finch's documented per-IP penalty (same page: 60 minutes).
 // A finch_api_ip_rl answer never pauses a guard for longer, whatever its
@@ -27,28 +24,23 @@ const MaxIPPenalty = 60 * time.Minute
 // without Retry-After (Finch documents no Retry-After header).
 const DefaultIPPenalty = MaxIPPenalty
 
-// finchCodeIPRateLimit is the finch_code of the per-IP 429
-// (developer.tryfinch.com /api-reference/development-guides/errors/Error-Types:
-// rate_limit_exceeded_error with finch_code finch_api_ip_rl).
-const finchCodeIPRateLimit = "finch_api_ip_rl"
-
 // ipBudgetKey is the guard budget's single key: the per-IP limit counts every
 // endpoint together.
 const ipBudgetKey = "*"
 
 // IPGuard keeps the operator inside Finch's per-IP limit at one API host.
-// Share one IPGuard between the Clients of every app that calls that host
-// (Config.IPGuard; IPGuards hands them out per host): each attempt of each of
-// them takes a slot from the guard's Budget as well as from its app's, and
-// once any of them is answered 429 finch_api_ip_rl, all of them stop sending
-// until the penalty is over (see PausedUntil). Calls made during the pause
-// fail at once with a local *Error (Local true, StatusCode 429, FinchCode
-// finch_api_ip_rl), because a request sent while penalized is wasted and may
-// prolong the penalty. Only answers from the guard's own host reach it, so an
-// app pointed at another host cannot pause the apps that call Finch.
+// Share one IPGuard between the Gates of every app that calls that host
+// (IPGuards hands them out per host): each attempt of each of them takes a
+// slot from the guard's Budget as well as from its app's, and once any of
+// them is answered 429 finch_api_ip_rl, all of them stop sending until the
+// penalty is over (see PausedUntil). Calls made during the pause are refused
+// at once with a *PenaltyError (the Finch client turns it into its local 429
+// finch_api_ip_rl error), because a request sent while penalized is wasted
+// and may prolong the penalty. Only answers from the guard's own host reach
+// it, so an app pointed at another host cannot pause the apps that call Finch.
 type IPGuard struct {
 	budget *Budget
-	host   string           // the host key (HostKey): finch_api_ip_penalty_until_seconds's label
+	host   string           // the host key (IPGuards.For): finch_api_ip_penalty_until_seconds's label
 	now    func() time.Time // the penalty clock; tests replace it
 
 	mu    sync.Mutex
@@ -58,18 +50,25 @@ type IPGuard struct {
 
 // NewIPGuard returns a guard whose Budget allows cfg.Requests per cfg.Window
 // across all endpoints and apps. Non-positive fields take their value from
-// DefaultIPBudget (Finch's documented figures).
-func NewIPGuard(cfg BudgetConfig) *IPGuard {
+// DefaultIP (Finch's documented figures).
+func NewIPGuard(cfg Config) *IPGuard {
 	if cfg.Requests <= 0 {
-		cfg.Requests = DefaultIPBudget.Requests
+		cfg.Requests = DefaultIP.Requests
 	}
 	if cfg.Window <= 0 {
-		cfg.Window = DefaultIPBudget.Window
+		cfg.Window = DefaultIP.Window
 	}
-	return &IPGuard{budget: NewBudget(cfg), now: time.Now}
+	return &IPGuard{budget: New(cfg), now: time.Now}
 }
 
-// Host is the guard's host key (HostKey; "" for a guard made by NewIPGuard).
+// WithClock makes g read the time from now instead of time.Now, for tests
+// that step through a penalty; call it before g is shared. It returns g.
+func (g *IPGuard) WithClock(now func() time.Time) *IPGuard {
+	g.now = now
+	return g
+}
+
+// Host is the guard's host key (IPGuards.For; "" for a guard made by NewIPGuard).
 func (g *IPGuard) Host() string { return g.host }
 
 // Budget is the guard's operator-wide budget (one key for every endpoint), for
@@ -152,43 +151,32 @@ func (g *IPGuard) expire() {
 	g.expireLocked()
 }
 
-// refuse returns the local error for a call made during the pause, or nil.
-func (g *IPGuard) refuse(app, endpoint string) *Error {
+// PenaltyError refuses a call made while an IPGuard serves Finch's per-IP
+// penalty: nothing was sent. The Finch client answers it as Finch would have
+// (429 rate_limit_exceeded_error / finch_api_ip_rl, marked local).
+type PenaltyError struct {
+	Host  string        // the guard's host key ("" for a guard made by NewIPGuard)
+	Until time.Time     // end of the penalty
+	Left  time.Duration // Until minus now, when refused
+}
+
+func (e *PenaltyError) Error() string {
+	host := ""
+	if e.Host != "" {
+		host = " at " + e.Host
+	}
+	return fmt.Sprintf("not sent: the operator is serving Finch's per-IP rate-limit penalty (finch_api_ip_rl)%s until %s; retry after %s",
+		host, e.Until.UTC().Format(time.RFC3339), e.Left.Round(time.Second))
+}
+
+// refuse returns the refusal of a call made during the pause, or nil.
+func (g *IPGuard) refuse() *PenaltyError {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.expireLocked() {
-		g.mu.Unlock()
 		return nil
 	}
-	until := g.until
-	left := until.Sub(g.now())
-	g.mu.Unlock()
-	ipPenaltyRefused.WithLabelValues(app, endpoint).Inc()
-	return &Error{
-		StatusCode: http.StatusTooManyRequests,
-		Name:       "rate_limit_exceeded_error",
-		FinchCode:  finchCodeIPRateLimit,
-		Message: fmt.Sprintf("not sent: the operator is serving Finch's per-IP rate-limit penalty (finch_api_ip_rl)%s until %s; retry after %s",
-			g.hostNote(), until.UTC().Format(time.RFC3339), left.Round(time.Second)),
-		RetryAfter: left,
-		Endpoint:   endpoint,
-		Local:      true,
-	}
-}
-
-// IsIPRateLimited reports a 429 finch_api_ip_rl: Finch's per-IP penalty,
-// either answered by Finch or refused locally by an IPGuard during the pause
-// (then the *Error has Local set). RateLimited gives the wait.
-func IsIPRateLimited(err error) bool {
-	var fe *Error
-	return errors.As(err, &fe) && fe.StatusCode == http.StatusTooManyRequests && fe.FinchCode == finchCodeIPRateLimit
-}
-
-// hostNote names the guard's host in messages (" at <host>"; "" without one).
-func (g *IPGuard) hostNote() string {
-	if g.host == "" {
-		return ""
-	}
-	return " at " + g.host
+	return &PenaltyError{Host: g.host, Until: g.until, Left: g.until.Sub(g.now())}
 }
 
 // MaxIPGuards bounds the guards an IPGuards holds. Only the hosts of
@@ -202,29 +190,26 @@ const MaxIPGuards = 1024
 var ErrTooManyHosts = fmt.Errorf("the operator already keeps Finch's per-IP limit for %d API hosts", MaxIPGuards)
 
 // IPGuards holds one IPGuard per Finch API host (scheme, host and port of
-// an app's apiURL), each made on first use with the same budget. Finch counts
+// an app's apiURL: the Finch client's HostKey), each made on first use with
+// the same budget. Finch counts
 // its per-IP limit per service, so apps calling the same host share a guard,
 // and a 429 finch_api_ip_rl from one host pauses only the apps calling it.
 type IPGuards struct {
-	cfg    BudgetConfig
+	cfg    Config
 	mu     sync.Mutex
 	guards map[string]*IPGuard
 }
 
 // NewIPGuards returns a set whose guards allow cfg.Requests per cfg.Window
-// each (non-positive fields: DefaultIPBudget's).
-func NewIPGuards(cfg BudgetConfig) *IPGuards {
+// each (non-positive fields: DefaultIP's).
+func NewIPGuards(cfg Config) *IPGuards {
 	return &IPGuards{cfg: cfg, guards: map[string]*IPGuard{}}
 }
 
-// For returns the guard of base URL u's host (HostKey), making it on first
-// use. It fails for a URL that is not absolute http(s), and with
+// For returns the guard of the API host key (scheme://host:port, as the
+// Finch client's HostKey spells it), making it on first use. It fails with
 // ErrTooManyHosts once MaxIPGuards hosts have a guard.
-func (s *IPGuards) For(u *url.URL) (*IPGuard, error) {
-	key, err := HostKey(u)
-	if err != nil {
-		return nil, err
-	}
+func (s *IPGuards) For(key string) (*IPGuard, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if g := s.guards[key]; g != nil {
