@@ -49,9 +49,9 @@ type Options struct {
 	// value: api.tryfinch.com only); tests and demos add their simulator's.
 	FinchAPIHosts finch.APIHosts
 	// ClusterResourceNamespace holds the Secrets of ClusterFinchApps (as
-	// cert-manager's ClusterIssuers'); operator.NewManager's default is the namespace
-	// the operator runs in. ClusterFinchApps are served only by a
-	// cluster-wide install (no WatchNamespaces).
+	// cert-manager's ClusterIssuers'); cmd/manager's default (operator.Options)
+	// is the namespace the operator runs in. ClusterFinchApps are served only
+	// by a cluster-wide install (no WatchNamespaces).
 	ClusterResourceNamespace string
 }
 
