@@ -40,9 +40,7 @@ func (r *FinchConnectionReconciler) finchError(s *syncState, what string, err er
 	case finch.ClassTerminal:
 		if finch.IsInvalidClient(err) {
 			s.app.RejectCredentials()
-			return stalled(finchv1.ReasonInvalidCredentials,
-				"Finch rejected the client credentials of %s (invalid_client): fix its credentials Secret %s/%s (the sandbox, development and production apps have different credentials)",
-				s.conn.AppDescription(), s.app.SecretNamespace, s.app.Spec.CredentialsSecretRef.Name)
+			return stalled(finchv1.ReasonInvalidCredentials, "%s", s.app.CredentialsRejectedMessage())
 		}
 		return stalled(finchv1.ReasonFinchRejected, "Finch rejected the request to %s: %s. Fix the FinchConnection spec and apply it again", what, finchMessage(err))
 	case finch.ClassRateLimited:

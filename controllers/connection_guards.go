@@ -46,9 +46,7 @@ func (r *FinchConnectionReconciler) resolveApp(ctx context.Context, s *syncState
 		return retry(err)
 	}
 	if resolved.CredentialsRejected() {
-		return stalled(finchv1.ReasonInvalidCredentials,
-			"Finch rejected the client credentials of %s (invalid_client): fix Secret %s/%s (the sandbox, development and production apps have different credentials)",
-			conn.AppDescription(), resolved.SecretNamespace, resolved.Spec.CredentialsSecretRef.Name)
+		return stalled(finchv1.ReasonInvalidCredentials, "%s", resolved.CredentialsRejectedMessage())
 	}
 	s.app, s.appObject = resolved, app
 	return nil

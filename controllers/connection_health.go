@@ -3,6 +3,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -21,7 +22,7 @@ func (r *FinchConnectionReconciler) reportHealth(_ context.Context, s *syncState
 			cs.Status, cs.Message, s.app.IntrospectionInterval())
 		if isKnownStatus(cs.Status) {
 			o = stalled(finchv1.ReasonEmployerAction, "Finch reports %s: %s. The employer must fix this with their provider; the operator re-checks every %s",
-				cs.Status, orDefault(cs.Message, "no message"), s.app.IntrospectionInterval())
+				cs.Status, cmp.Or(cs.Message, "no message"), s.app.IntrospectionInterval())
 		}
 		o.phase = phase
 		return o

@@ -3,6 +3,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -89,7 +90,7 @@ func recordIntrospection(st *finchv1.FinchConnectionStatus, info *finch.Introspe
 	cs := &finchv1.ConnectionStatus{Status: info.Status(), Message: info.ConnectionStatus.Message}
 	if info.StatusDerived() {
 		// The guide's sandbox example has only authentication_methods[].connection_status.
-		cs.Message = orDefault(cs.Message, "derived from authentication_methods (no top-level connection_status)")
+		cs.Message = cmp.Or(cs.Message, "derived from authentication_methods (no top-level connection_status)")
 	}
 	st.Entities = nil
 	for _, e := range info.Entities {
@@ -98,7 +99,7 @@ func recordIntrospection(st *finchv1.FinchConnectionStatus, info *finch.Introspe
 		// reauth (finch-api-go account.go: IntrospectionEntity.Status).
 		if e.Status == finch.StatusReauth && cs.Status != finch.StatusReauth && cs.Status != finch.StatusDisconnected {
 			cs.Status = finch.StatusReauth
-			cs.Message = fmt.Sprintf("entity %s (%s) needs re-authentication", e.ID, orDefault(e.Name, "unnamed"))
+			cs.Message = fmt.Sprintf("entity %s (%s) needs re-authentication", e.ID, cmp.Or(e.Name, "unnamed"))
 		}
 	}
 	st.FinchCustomerName, st.FinchCustomerEmail = info.CustomerName, info.CustomerEmail
@@ -113,7 +114,7 @@ func recordIntrospection(st *finchv1.FinchConnectionStatus, info *finch.Introspe
 		}
 		st.AuthenticationMethods = append(st.AuthenticationMethods, am)
 	}
-	st.ProviderID = orDefault(info.ProviderID, info.PayrollProviderID)
+	st.ProviderID = cmp.Or(info.ProviderID, info.PayrollProviderID)
 	st.ConnectionType = info.ConnectionType
 	st.ClientType = info.ClientType
 	st.GrantedProducts = info.Products

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/events"
@@ -81,7 +82,7 @@ func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s 
 	}
 	refreshed := sess != nil && sess.ID == resp.SessionID
 	minutes := time.Duration(conn.SessionMinutes()) * time.Minute
-	redirect := deref(req.RedirectURI)
+	redirect := ptr.Deref(req.RedirectURI, "")
 	expires := s.now.Add(minutes)
 	st.Session = &finchv1.Session{
 		ID: resp.SessionID, ConnectURL: s.app.PublishedConnectURL(resp.ConnectURL, resp.SessionID, redirect, expires), Kind: finchv1.SessionConnect,
@@ -152,13 +153,6 @@ func sessionRequest(conn *finchv1.FinchConnection, redirect string) finch.Sessio
 		}
 	}
 	return req
-}
-
-func deref(p *string) string {
-	if p == nil {
-		return ""
-	}
-	return *p
 }
 
 // requestHash fingerprints the session parameters; a change refreshes the session.

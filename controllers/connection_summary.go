@@ -3,6 +3,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -232,7 +233,7 @@ func readiness(conn *finchv1.FinchConnection, reauth reason, missing []string) (
 	case finchv1.PhaseConnecting:
 		msg := "the employer authenticated; Finch is setting up the connection"
 		if cs := st.ConnectionStatus; cs != nil {
-			msg = fmt.Sprintf("Finch reports %s: %s", cs.Status, orDefault(cs.Message, "waiting for access to the provider"))
+			msg = fmt.Sprintf("Finch reports %s: %s", cs.Status, cmp.Or(cs.Message, "waiting for access to the provider"))
 		}
 		return metav1.ConditionTrue, finchv1.ReasonConnectionPending, msg
 	default:
@@ -346,13 +347,6 @@ func setCondition(conds *[]metav1.Condition, gen int64, typ string, status metav
 	meta.SetStatusCondition(conds, metav1.Condition{
 		Type: typ, Status: status, Reason: reason, Message: events.Truncate(msg, events.MaxMessage), ObservedGeneration: gen,
 	})
-}
-
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // missingProducts are the products spec.products asks for that the

@@ -109,8 +109,7 @@ func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func(
 	switch {
 	case cfgErr != nil:
 	case resolved.CredentialsRejected():
-		msg := fmt.Sprintf("Finch rejected the client credentials in Secret %s/%s (invalid_client): fix them; connections resume when the Secret changes",
-			resolved.SecretNamespace, app.AppSpec().CredentialsSecretRef.Name)
+		msg := resolved.CredentialsRejectedMessage() + "; connections resume when the Secret changes"
 		setCondition(&st.Conditions, gen, finchv1.ConditionReady, metav1.ConditionFalse, finchv1.ReasonInvalidCredentials, msg)
 		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionTrue, finchv1.ReasonInvalidCredentials, msg)
 		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonInvalidCredentials, msg)

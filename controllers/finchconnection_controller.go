@@ -20,7 +20,7 @@ import (
 const (
 	// Finalizer is set on FinchConnections that hold a token, so deletion can
 	// disconnect (Disconnect) or release the token Secret (Retain).
-	Finalizer = "finch.connectops.dev/finalizer"
+	Finalizer = finchv1.Finalizer
 
 	// maxDeleteFailures bounds how often a failing disconnect is retried before
 	// the connection reports Stalled (it keeps retrying, slowly).

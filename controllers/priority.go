@@ -13,8 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
-// Three lanes in controller-runtime's priority queue, so an employer who
-// just finished Connect never waits behind a backlog:
+// Four lanes in controller-runtime's priority queue, highest first, so an
+// employer who just finished Connect never waits behind a backlog:
 //
 //   - employerPriority: an employer's or Finch's action on one connection (a
 //     code Secret handed over, a token written, a webhook recorded);

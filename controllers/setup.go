@@ -26,7 +26,6 @@ import (
 	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/events"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/index"
 	"github.com/connectops/finch-operator/internal/secretnames"
 )
@@ -36,7 +35,7 @@ type Options struct {
 	// MaxConcurrentReconciles for the FinchConnection controller (default 10).
 	MaxConcurrentReconciles int
 	// WatchNamespaces restricts the controllers to these namespaces (none:
-	// all). NewManager scopes the manager's cache to the same list.
+	// all). operator.NewManager scopes the manager's cache to the same list.
 	WatchNamespaces []string
 	// HTTPClient for Finch calls (nil: the Finch client's default).
 	HTTPClient *http.Client
@@ -51,9 +50,9 @@ type Options struct {
 	// value: api.tryfinch.com only); tests and demos add their simulator's.
 	FinchAPIHosts finch.APIHosts
 	// ClusterResourceNamespace holds the Secrets of ClusterFinchApps (as
-	// cert-manager's ClusterIssuers'); NewManager's default is the namespace
-	// the operator runs in. ClusterFinchApps are served only by a
-	// cluster-wide install (no WatchNamespaces).
+	// cert-manager's ClusterIssuers'); cmd/manager's default (operator.Options)
+	// is the namespace the operator runs in. ClusterFinchApps are served only
+	// by a cluster-wide install (no WatchNamespaces).
 	ClusterResourceNamespace string
 }
 
@@ -67,20 +66,10 @@ func (o Options) clusterApps() bool { return len(o.WatchNamespaces) == 0 }
 // for every app behind the address. It applies per Finch API host (one IPGuard each).
 var DefaultIPBudget = budget.Config{Requests: 900, Window: 5 * time.Minute}
 
-// Operator holds what the controllers share with the inbound server.
-type Operator struct {
-	Apps        *apps.Registry
-	Connections *FinchConnectionReconciler
-	// SecretNames knows every Secret by name (existence only).
-	SecretNames *secretnames.Index
-	// Events records the Events of the controllers and the inbound server.
-	Events *events.Recorder
-	// Inbound is the callback and webhook server (set by NewManager).
-	Inbound *inbound.Server
-}
-
-// Setup registers the indexes and both controllers with the manager.
-func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, error) {
+// Setup registers the indexes and the controllers with the manager, the
+// controllers recording Events with rec, and returns the app registry they
+// share with the inbound server.
+func Setup(ctx context.Context, mgr ctrl.Manager, rec *events.Recorder, opts Options) (*apps.Registry, error) {
 	if opts.MaxConcurrentReconciles <= 0 {
 		opts.MaxConcurrentReconciles = 10
 	}
@@ -100,35 +89,25 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 	if err := mgr.Add(secretNames); err != nil {
 		return nil, err
 	}
-	// One Event writer for the controllers and the inbound server, with
-	// bounded memory (events.Recorder says why not client-go's).
-	rec := &events.Recorder{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Controller: EventSource}
-	if err := mgr.Add(rec); err != nil {
-		return nil, err
-	}
 	if opts.IPBudget.Requests <= 0 || opts.IPBudget.Window <= 0 {
 		opts.IPBudget = DefaultIPBudget
 	}
-	op := &Operator{
-		Apps: &apps.Registry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
-			IPGuards: budget.NewIPGuards(opts.IPBudget), APIHosts: opts.FinchAPIHosts, ClusterResourceNamespace: opts.ClusterResourceNamespace},
-		SecretNames: secretNames,
-		Events:      rec,
-	}
+	registry := &apps.Registry{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), HTTPClient: opts.HTTPClient,
+		IPGuards: budget.NewIPGuards(opts.IPBudget), APIHosts: opts.FinchAPIHosts, ClusterResourceNamespace: opts.ClusterResourceNamespace}
 	penalties, clusterPenalties := make(chan event.GenericEvent, 64), make(chan event.GenericEvent, 64)
-	op.Connections = &FinchConnectionReconciler{
+	connections := &FinchConnectionReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), SecretMetadata: secretNames,
-		Apps: op.Apps, Recorder: rec, Now: opts.Now, RetryBase: opts.RetryBase,
+		Apps: registry, Recorder: rec, Now: opts.Now, RetryBase: opts.RetryBase,
 		ClusterApps: opts.clusterApps(), penalties: penalties, clusterPenalties: clusterPenalties,
 	}
-	if err := op.Connections.setupWithManager(mgr, secretNames, opts.MaxConcurrentReconciles); err != nil {
+	if err := connections.setupWithManager(mgr, secretNames, opts.MaxConcurrentReconciles); err != nil {
 		return nil, fmt.Errorf("FinchConnection controller: %w", err)
 	}
-	shared := appStatus{Client: mgr.GetClient(), Apps: op.Apps, Recorder: rec}
+	shared := appStatus{Client: mgr.GetClient(), Apps: registry, Recorder: rec}
 	wakeups := &appWakeups{}
-	op.Apps.Notify = wakeups.notify
-	apps := &FinchAppReconciler{appStatus: shared, penalties: penalties, wakeups: wakeups}
-	if err := apps.setupWithManager(mgr, secretNames); err != nil {
+	registry.Notify = wakeups.notify
+	finchApps := &FinchAppReconciler{appStatus: shared, penalties: penalties, wakeups: wakeups}
+	if err := finchApps.setupWithManager(mgr, secretNames); err != nil {
 		return nil, fmt.Errorf("FinchApp controller: %w", err)
 	}
 	if opts.clusterApps() {
@@ -137,7 +116,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*Operator, erro
 			return nil, fmt.Errorf("ClusterFinchApp controller: %w", err)
 		}
 	}
-	return op, nil
+	return registry, nil
 }
 
 // requestAnnotationsChanged passes updates that change a request annotation,

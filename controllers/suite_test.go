@@ -32,6 +32,7 @@ import (
 	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/internal/testenv"
 )
 
@@ -122,7 +123,7 @@ func startManager() {
 		}
 		return nil
 	}
-	mgr, _, err := controllers.NewManager(mctx, cfg, controllers.ManagerOptions{Manager: ctrl.Options{
+	mgr, _, err := operator.NewManager(mctx, cfg, operator.Options{Manager: ctrl.Options{
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// The restart scenario starts a second manager in the same process.

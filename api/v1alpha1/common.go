@@ -35,6 +35,9 @@ const (
 	// ConnectionLabel marks Secrets that belong to a FinchConnection (token and code Secrets);
 	// its value is the FinchConnection name.
 	ConnectionLabel = "finch.connectops.dev/connection"
+	// Finalizer is set on FinchConnections that hold a token, so deletion can
+	// disconnect (Disconnect) or release the token Secret (Retain).
+	Finalizer = "finch.connectops.dev/finalizer"
 	// AppLabel on a Secret the operator creates for a FinchApp (its callback Secret) names that app.
 	AppLabel = "finch.connectops.dev/app"
 	// RequestedAtAnnotation requests a reconcile (a fresh introspection) when its value changes,

@@ -13,12 +13,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/internal/version"
 )
 
 func main() {
-	var o controllers.ManagerOptions
+	var o operator.Options
 	o.BindFlags(flag.CommandLine)
 	zo := zap.Options{}
 	zo.BindFlags(flag.CommandLine)
@@ -41,7 +41,7 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	mgr, _, err := controllers.NewManager(ctx, ctrl.GetConfigOrDie(), o)
+	mgr, _, err := operator.NewManager(ctx, ctrl.GetConfigOrDie(), o)
 	if err != nil {
 		log.Error(err, "set up the manager")
 		os.Exit(1)

@@ -5,6 +5,7 @@
 package apps
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -100,6 +101,14 @@ func (a *App) RejectCredentials() { a.latch().Store(true) }
 
 // CredentialsRejected says whether Finch rejected the current credentials.
 func (a *App) CredentialsRejected() bool { return a.latch().Load() }
+
+// CredentialsRejectedMessage says, in the one wording every condition and
+// Event about it uses, that Finch rejected this app's credentials and which
+// Secret to fix; callers append what happens next.
+func (a *App) CredentialsRejectedMessage() string {
+	return fmt.Sprintf("Finch rejected the client credentials of %s (invalid_client): fix Secret %s/%s (the sandbox, development and production apps have different credentials)",
+		finchv1.DescribeApp(a.Key), a.SecretNamespace, a.Spec.CredentialsSecretRef.Name)
+}
 
 // FlowFor is a connection's connect flow: its own, else the app's default,
 // else Redirect when there is somewhere to redirect to, else Embedded.
@@ -361,8 +370,8 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 		r.Forget(key)
 		return nil, err
 	}
-	idKey := orDefault(spec.CredentialsSecretRef.ClientIDKey, "client_id")
-	secretKey := orDefault(spec.CredentialsSecretRef.ClientSecretKey, "client_secret")
+	idKey := cmp.Or(spec.CredentialsSecretRef.ClientIDKey, "client_id")
+	secretKey := cmp.Or(spec.CredentialsSecretRef.ClientSecretKey, "client_secret")
 	for _, k := range []string{idKey, secretKey} {
 		if len(creds.Data[k]) == 0 {
 			r.Forget(key)
@@ -384,7 +393,7 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 			r.Forget(key)
 			return nil, err
 		}
-		k := orDefault(ref.Key, "webhook_secret")
+		k := cmp.Or(ref.Key, "webhook_secret")
 		webhookSecret = string(hook.Data[k])
 		if _, err := base64.StdEncoding.DecodeString(webhookSecret); err != nil || webhookSecret == "" {
 			r.Forget(key)
@@ -580,11 +589,4 @@ func keyMeaning(k, idKey string) string {
 		return "client ID"
 	}
 	return "client secret"
-}
-
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 )
 
 func TestURLs(t *testing.T) {
@@ -73,4 +75,25 @@ func TestLegacySignedState(t *testing.T) {
 
 func typesNN(ns, name string) types.NamespacedName {
 	return types.NamespacedName{Namespace: ns, Name: name}
+}
+
+// Every condition and Event about rejected credentials names the app and the
+// Secret to fix in one wording, for a FinchApp and a ClusterFinchApp (whose
+// Secret lives in the cluster resource namespace).
+func TestCredentialsRejectedMessage(t *testing.T) {
+	for _, c := range []struct {
+		app  *App
+		want string
+	}{
+		{&App{Key: types.NamespacedName{Namespace: "hr", Name: "default"}, SecretNamespace: "hr",
+			Spec: finchv1.FinchAppSpec{CredentialsSecretRef: finchv1.CredentialsSecretReference{Name: "finch-credentials"}}},
+			`Finch rejected the client credentials of FinchApp "default" (invalid_client): fix Secret hr/finch-credentials (the sandbox, development and production apps have different credentials)`},
+		{&App{Key: types.NamespacedName{Name: "shared"}, SecretNamespace: "finch-system",
+			Spec: finchv1.FinchAppSpec{CredentialsSecretRef: finchv1.CredentialsSecretReference{Name: "shared-credentials"}}},
+			`Finch rejected the client credentials of ClusterFinchApp "shared" (invalid_client): fix Secret finch-system/shared-credentials (the sandbox, development and production apps have different credentials)`},
+	} {
+		if got := c.app.CredentialsRejectedMessage(); got != c.want {
+			t.Errorf("got  %s\nwant %s", got, c.want)
+		}
+	}
 }

@@ -440,8 +440,7 @@ func (s *Server) exchangeFailed(app finchv1.AppObject, resolved *apps.App, err e
 		msg := fmt.Sprintf("Finch rejected the code exchange at the callback: %v; the employer was asked to contact you", err)
 		if finch.IsInvalidClient(err) {
 			resolved.RejectCredentials()
-			msg = fmt.Sprintf("Finch rejected the client credentials of %s (invalid_client) while exchanging an authorization code: fix Secret %s/%s; the employer must then start again",
-				describe(app), resolved.SecretNamespace, app.AppSpec().CredentialsSecretRef.Name)
+			msg = resolved.CredentialsRejectedMessage() + "; the employer must then start again"
 		}
 		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode", msg)
 		return outcome{result: callbackCodeRejected, page: pageContactAdmin}

@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
 )
@@ -49,7 +48,7 @@ func TestRedirectFlowAndWebhookReauth(t *testing.T) {
 	// not cost the status it built (it once dropped tokenSecretRef).
 	g.Expect(conn.Status.TokenSecretRef).NotTo(BeNil(), "Connected names the token Secret")
 	g.Expect(conn.Status.TokenSecretRef.Name).To(Equal("acme-finch-token"))
-	g.Expect(conn.Finalizers).To(ContainElement(controllers.Finalizer))
+	g.Expect(conn.Finalizers).To(ContainElement(finchv1.Finalizer))
 	sec := &corev1.Secret{}
 	g.Expect(f.e.k8s.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: "acme-finch-token"}, sec)).To(Succeed())
 	g.Expect(metav1.IsControlledBy(sec, conn)).To(BeTrue())

@@ -39,18 +39,18 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/index"
+	"github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/internal/testenv"
 )
 
 // sharedEnv is one API server (envtest) with the operator as cmd/manager
-// wires it (controllers.NewManager) and its inbound server (op.Inbound) under
+// wires it (operator.NewManager) and its inbound server (op.Inbound) under
 // test on a real HTTP listener. It starts lazily, once per test process, so
 // tests that need no API server (and fuzz workers) stay cheap until they ask
 // for it.
@@ -58,7 +58,7 @@ type sharedEnv struct {
 	env    *envtest.Environment // nil in a fuzz worker
 	cfg    *rest.Config
 	mgr    manager.Manager
-	op     *controllers.Operator
+	op     *operator.Operator
 	k8s    client.Client // direct (uncached) client for the tests' own reads and writes
 	cached client.Client // the manager's cached client (what the server uses)
 	ts     *httptest.Server
@@ -171,7 +171,7 @@ func startWorkerEnv(kubeconfig string) (*sharedEnv, error) {
 	cfg.QPS, cfg.Burst = 200, 400
 	e := &sharedEnv{cfg: cfg, done: make(chan struct{})}
 	if e.mgr, err = ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: testenv.Scheme, Cache: controllers.CacheOptions(),
+		Scheme: testenv.Scheme, Cache: operator.CacheOptions(),
 		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 	}); err != nil {
 		return nil, err
@@ -189,8 +189,8 @@ func startWorkerEnv(kubeconfig string) (*sharedEnv, error) {
 	in := unlimited()
 	in.Client, in.APIReader = e.mgr.GetClient(), e.mgr.GetAPIReader()
 	in.Apps = &apps.Registry{Reader: e.mgr.GetAPIReader(), Writer: e.k8s, ClusterResourceNamespace: clusterResourceNamespace, APIHosts: simHosts}
-	in.Recorder = e.mgr.GetEventRecorder(controllers.EventSource)
-	e.op = &controllers.Operator{Apps: in.Apps, Inbound: inbound.New(in)}
+	in.Recorder = e.mgr.GetEventRecorder(operator.EventSource)
+	e.op = &operator.Operator{Apps: in.Apps, Inbound: inbound.New(in)}
 	return e.serve(ctx)
 }
 
@@ -223,16 +223,17 @@ func startEnv() (*sharedEnv, error) {
 	e.cancel = cancel
 	// The operator as cmd/manager runs it; nothing listens (the test serves
 	// op.Inbound itself), and the unlimited inbound limits above.
-	e.mgr, e.op, err = controllers.NewManager(ctx, cfg, controllers.ManagerOptions{
+	o := operator.Options{
 		Manager: ctrl.Options{
 			Metrics:                metricsserver.Options{BindAddress: "0"},
 			HealthProbeBindAddress: "0",
 		},
-		Inbound:     unlimited(),
-		KubeQPS:     float64(cfg.QPS),
-		KubeBurst:   cfg.Burst,
-		Controllers: controllers.Options{ClusterResourceNamespace: clusterResourceNamespace, FinchAPIHosts: simHosts},
-	})
+		Inbound:   unlimited(),
+		KubeQPS:   float64(cfg.QPS),
+		KubeBurst: cfg.Burst,
+	}
+	o.Controllers.ClusterResourceNamespace, o.Controllers.FinchAPIHosts = clusterResourceNamespace, simHosts
+	e.mgr, e.op, err = operator.NewManager(ctx, cfg, o)
 	if err != nil {
 		cancel()
 		return fail(err)

@@ -1,7 +1,7 @@
 package inbound
 
 // Internals for the external tests (package inbound_test), which need the
-// operator's wiring (controllers imports this package).
+// operator's wiring (internal/operator imports this package).
 
 // The bodies of the callback's fixed pages.
 var (

@@ -16,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
+	"github.com/connectops/finch-operator/internal/operator"
 )
 
 // floodServer is an inbound server of its own with production-like limits
@@ -29,7 +29,7 @@ func (f *fixture) floodServer(exchanges int, mutate ...func(*inbound.Config)) (*
 	f.t.Helper()
 	cfg := inbound.Config{
 		Client: f.e.mgr.GetClient(), APIReader: f.e.mgr.GetAPIReader(), Apps: f.e.op.Apps,
-		Recorder:          f.e.mgr.GetEventRecorder(controllers.EventSource),
+		Recorder:          f.e.mgr.GetEventRecorder(operator.EventSource),
 		TrustedProxies:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		CallbackExchanges: budget.Config{Requests: exchanges, Window: time.Minute},
 	}

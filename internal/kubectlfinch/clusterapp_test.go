@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/kubectlfinch"
+	"github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/test/live"
 )
 
@@ -23,7 +23,7 @@ import (
 // operator's own namespace does in a cluster (--cluster-resource-namespace).
 const clusterResourceNamespace = "finch-system"
 
-func withClusterResourceNamespace(o *controllers.ManagerOptions) {
+func withClusterResourceNamespace(o *operator.Options) {
 	o.Controllers.ClusterResourceNamespace = clusterResourceNamespace
 }
 

@@ -28,7 +28,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/connectops/finch-operator/controllers"
+	wiring "github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/internal/testenv"
 )
 
@@ -60,7 +60,7 @@ func run() int {
 	setupLogs(*verbose)
 
 	// -workers is the manager's concurrency unless its args say otherwise.
-	if c.workers != controllers.DefaultWorkers && !slices.ContainsFunc(c.managerArgs, func(a string) bool { return strings.Contains(a, "max-concurrent-reconciles") }) {
+	if c.workers != wiring.DefaultWorkers && !slices.ContainsFunc(c.managerArgs, func(a string) bool { return strings.Contains(a, "max-concurrent-reconciles") }) {
 		c.managerArgs = append(c.managerArgs, fmt.Sprintf("--max-concurrent-reconciles=%d", c.workers))
 	}
 	if c.runDir == "" {
@@ -99,7 +99,7 @@ func run() int {
 
 func (c *common) bindFlags() {
 	flag.IntVar(&c.n, "n", 0, "FinchConnections (default 2000 for bench, 500 for soak)")
-	flag.IntVar(&c.workers, "workers", controllers.DefaultWorkers, "the manager's --max-concurrent-reconciles (also the bench's create/patch concurrency)")
+	flag.IntVar(&c.workers, "workers", wiring.DefaultWorkers, "the manager's --max-concurrent-reconciles (also the bench's create/patch concurrency)")
 	flag.StringVar(&c.managerBin, "manager", filepath.Join(testenv.RepoRoot(), "bin", "manager"), "the manager binary")
 	flag.Func("manager-args", "extra manager flags, space-separated (e.g. \"--kube-api-qps=200 --kube-api-burst=400\")", func(v string) error {
 		c.managerArgs = strings.Fields(v)

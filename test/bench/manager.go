@@ -15,11 +15,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	"github.com/connectops/finch-operator/controllers"
+	wiring "github.com/connectops/finch-operator/internal/operator"
 )
 
 // operator is one running manager: a real bin/manager process, or (for
-// profiling) controllers.NewManager inside the bench process.
+// profiling) operator.NewManager inside the bench process.
 type operator interface {
 	Name() string
 	MetricsURL() string
@@ -144,7 +144,7 @@ func (m *procManager) Stop(sig syscall.Signal, timeout time.Duration) error {
 	}
 }
 
-// inProcManager is what cmd/manager runs (controllers.NewManager, parsed
+// inProcManager is what cmd/manager runs (operator.NewManager, parsed
 // from the same flags), inside the bench so that a CPU or heap profile of the
 // bench covers the controllers.
 type inProcManager struct {
@@ -153,7 +153,7 @@ type inProcManager struct {
 }
 
 func startInProcManager(cfg *rest.Config, name string, addrs managerAddrs, args []string) (*inProcManager, error) {
-	var o controllers.ManagerOptions
+	var o wiring.Options
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	o.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -164,7 +164,7 @@ func startInProcManager(cfg *rest.Config, name string, addrs managerAddrs, args 
 	}
 	o.Manager.Controller.SkipNameValidation = ptr.To(true) // restarts in one process
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr, _, err := controllers.NewManager(ctx, cfg, o)
+	mgr, _, err := wiring.NewManager(ctx, cfg, o)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -1,7 +1,7 @@
 // Package live runs the whole operator in-process for tests that act on it
 // from the outside, as a user or Prometheus would: a real API server
 // (envtest), the manager exactly as cmd/manager wires it
-// (controllers.NewManager) with its metrics endpoint on a loopback port, and
+// (operator.NewManager) with its metrics endpoint on a loopback port, and
 // per-test worlds of a namespace, a Finch simulator and a FinchApp.
 // The kubectl plugin's tests and the monitoring tests use it.
 package live
@@ -28,9 +28,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/internal/testenv"
 )
 
@@ -55,14 +55,14 @@ func Start() (*Env, error) { return StartWith(nil) }
 
 // StartWith is Start with the manager's options changed by mutate (after
 // cmd/manager's defaults and the test's listeners are set).
-func StartWith(mutate func(*controllers.ManagerOptions)) (*Env, error) {
+func StartWith(mutate func(*operator.Options)) (*Env, error) {
 	return StartOptions(Options{Manager: mutate})
 }
 
 // Options configure StartOptions.
 type Options struct {
 	// Manager changes the manager's options, as StartWith's mutate does.
-	Manager func(*controllers.ManagerOptions)
+	Manager func(*operator.Options)
 	// Setup runs after the API server has started and before the manager
 	// does, with Env.Client, Env.Config and Env.Kubeconfig set (the admin's),
 	// for example to install RBAC the manager needs from its first request.
@@ -114,7 +114,7 @@ func (e *Env) start(opts Options) error {
 	e.MetricsURL = "http://" + addr + "/metrics"
 
 	// cmd/manager's defaults, with loopback or no listeners.
-	o := controllers.DefaultManagerOptions()
+	o := operator.DefaultOptions()
 	o.Manager.Metrics.BindAddress = addr
 	o.Manager.HealthProbeBindAddress = "0"
 	o.InboundAddr = "0"
@@ -134,7 +134,7 @@ func (e *Env) start(opts Options) error {
 		mgrConfig = opts.ManagerConfig(rest.CopyConfig(e.Config))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr, _, err := controllers.NewManager(ctx, mgrConfig, o)
+	mgr, _, err := operator.NewManager(ctx, mgrConfig, o)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("new manager: %w", err)

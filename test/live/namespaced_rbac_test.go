@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
+	"github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/internal/testenv"
 	"github.com/connectops/finch-operator/test/live"
 )
@@ -66,7 +66,7 @@ func TestNamespacedInstallRBAC(t *testing.T) {
 
 	// The manager's flags as the overlay's Deployment passes them.
 	args := managerArgs(t, objs)
-	var flags controllers.ManagerOptions
+	var flags operator.Options
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	flags.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -96,7 +96,7 @@ func TestNamespacedInstallRBAC(t *testing.T) {
 	worlds := map[string]*live.World{}
 	var other *live.World
 	env, err := live.StartOptions(live.Options{
-		Manager: func(o *controllers.ManagerOptions) {
+		Manager: func(o *operator.Options) {
 			o.Controllers.WatchNamespaces = watched
 			o.Manager.LeaderElection = flags.Manager.LeaderElection
 			o.Manager.LeaderElectionID = flags.Manager.LeaderElectionID

@@ -11,8 +11,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/test/live"
 )
 
@@ -23,7 +23,7 @@ import (
 // connection in a watched namespace whose appRef names a ClusterFinchApp is
 // Stalled (ClusterAppUnavailable), even when that ClusterFinchApp exists.
 func TestWatchNamespaces(t *testing.T) {
-	env, err := live.StartWith(func(o *controllers.ManagerOptions) {
+	env, err := live.StartWith(func(o *operator.Options) {
 		o.Controllers.WatchNamespaces = []string{"tenant-watched"}
 	})
 	if err != nil {

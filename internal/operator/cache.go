@@ -1,4 +1,4 @@
-package controllers
+package operator
 
 import (
 	"sync"
@@ -13,7 +13,7 @@ import (
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 )
 
-// CacheOptions are the manager cache settings the controllers rely on: only
+// CacheOptions are the manager cache settings both halves rely on: only
 // Secrets labelled for a connection are cached, whole only when they are of
 // the operator's token or code Secret type (others labelled so, such as a
 // migrated Opaque token Secret, keep their metadata only), and managed fields

@@ -1,10 +1,4 @@
-// Package health runs Argo CD Lua health scripts (config/argocd/*.lua) on a
-// Kubernetes object the way Argo CD does: the object is the global `obj` (a Lua
-// table built from its unstructured content), only Lua's package, base and
-// table libraries are loaded (as for a custom health check in argocd-cm), the
-// script has one second, and it must return a table with `status` and an
-// optional `message`.
-package health
+package argocd_test
 
 import (
 	"context"
@@ -25,15 +19,21 @@ const (
 	Unknown     = "Unknown"
 )
 
-// Status is what a health script returned.
-type Status struct {
+// healthStatus is what a health script returned.
+type healthStatus struct {
 	Status  string
 	Message string
 }
 
-// Run runs a health script on obj (an object's unstructured content, as
-// Unstructured.Object holds it).
-func Run(script string, obj map[string]any) (Status, error) {
+// runHealth runs an Argo CD Lua health script (the *.lua files here) on a
+// Kubernetes object the way Argo CD does: the object is the global `obj` (a Lua
+// table built from its unstructured content), only Lua's package, base and
+// table libraries are loaded (as for a custom health check in argocd-cm), the
+// script has one second, and it must return a table with `status` and an
+// optional `message`. Only the tests use it: the scripts themselves ship as
+// text in argocd-cm.
+// obj is an object's unstructured content, as Unstructured.Object holds it.
+func runHealth(script string, obj map[string]any) (healthStatus, error) {
 	L := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer L.Close()
 	for _, lib := range []struct {
@@ -45,7 +45,7 @@ func Run(script string, obj map[string]any) (Status, error) {
 		{lua.TabLibName, lua.OpenTable},
 	} {
 		if err := L.CallByParam(lua.P{Fn: L.NewFunction(lib.open), NRet: 0, Protect: true}, lua.LString(lib.name)); err != nil {
-			return Status{}, fmt.Errorf("opening Lua library %q: %w", lib.name, err)
+			return healthStatus{}, fmt.Errorf("opening Lua library %q: %w", lib.name, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -54,30 +54,30 @@ func Run(script string, obj map[string]any) (Status, error) {
 
 	L.SetGlobal("obj", toLua(L, obj))
 	if err := L.DoString(script); err != nil {
-		return Status{}, fmt.Errorf("health script: %w", err)
+		return healthStatus{}, fmt.Errorf("health script: %w", err)
 	}
 	ret, ok := L.Get(-1).(*lua.LTable)
 	if !ok {
-		return Status{}, fmt.Errorf("health script returned %s, not a table", L.Get(-1).Type())
+		return healthStatus{}, fmt.Errorf("health script returned %s, not a table", L.Get(-1).Type())
 	}
-	var st Status
+	var st healthStatus
 	switch v := ret.RawGetString("status").(type) {
 	case lua.LString:
 		st.Status = string(v)
 	default:
-		return Status{}, fmt.Errorf("health script returned status %s (%s), not a string", v.String(), v.Type())
+		return healthStatus{}, fmt.Errorf("health script returned status %s (%s), not a string", v.String(), v.Type())
 	}
 	switch v := ret.RawGetString("message").(type) {
 	case lua.LString:
 		st.Message = string(v)
 	case *lua.LNilType:
 	default:
-		return Status{}, fmt.Errorf("health script returned message %s (%s), not a string", v.String(), v.Type())
+		return healthStatus{}, fmt.Errorf("health script returned message %s (%s), not a string", v.String(), v.Type())
 	}
 	switch st.Status {
 	case Healthy, Progressing, Degraded, Suspended, Missing, Unknown:
 	default:
-		return Status{}, fmt.Errorf("health script returned invalid status %q", st.Status)
+		return healthStatus{}, fmt.Errorf("health script returned invalid status %q", st.Status)
 	}
 	return st, nil
 }

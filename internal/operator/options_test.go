@@ -1,4 +1,4 @@
-package controllers
+package operator
 
 import (
 	"flag"
@@ -6,17 +6,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/inbound"
 )
 
 // cmd/manager, the tests and the benchmarks start from the same defaults.
 func TestManagerDefaults(t *testing.T) {
-	o := DefaultManagerOptions()
+	o := DefaultOptions()
 	if o.KubeQPS != DefaultKubeQPS || o.KubeBurst != DefaultKubeBurst || o.Controllers.MaxConcurrentReconciles != DefaultWorkers {
 		t.Errorf("defaults: qps %v burst %d workers %d", o.KubeQPS, o.KubeBurst, o.Controllers.MaxConcurrentReconciles)
 	}
-	if o.Controllers.IPBudget != DefaultIPBudget || o.Inbound.CallbackExchanges != inbound.DefaultCallbackExchanges {
+	if o.Controllers.IPBudget != controllers.DefaultIPBudget || o.Inbound.CallbackExchanges != inbound.DefaultCallbackExchanges {
 		t.Errorf("budgets: ip %+v callback %+v", o.Controllers.IPBudget, o.Inbound.CallbackExchanges)
 	}
 	if o.Inbound.CallbackIPBurst != 10 || o.Inbound.CallbackIPInterval != 6*time.Second || o.Inbound.AllowStatelessCallbacks {
@@ -32,7 +33,7 @@ func TestManagerDefaults(t *testing.T) {
 }
 
 func TestManagerFlags(t *testing.T) {
-	var o ManagerOptions
+	var o Options
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	o.BindFlags(fs)
 	if err := fs.Parse([]string{"--kube-api-qps=200", "--finch-ip-budget=450/5m", "--callback-require-state=false", "--trusted-proxies=10.0.0.0/8",
@@ -52,7 +53,7 @@ func TestManagerFlags(t *testing.T) {
 	}
 	for _, bad := range [][]string{{"--finch-ip-budget=lots"}, {"--callback-rate-per-ip=0/1m"}, {"--trusted-proxies=not-a-cidr"},
 		{"--finch-api-hosts="}, {"--finch-api-hosts=https://api.tryfinch.com"}, {"--finch-api-hosts=api.tryfinch.com:0"}} {
-		var o ManagerOptions
+		var o Options
 		fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 		o.BindFlags(fs)
 		if err := fs.Parse(bad); err != nil {

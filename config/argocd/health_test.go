@@ -1,4 +1,4 @@
-package health_test
+package argocd_test
 
 import (
 	"bytes"
@@ -13,11 +13,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/internal/health"
 )
 
-// argoDir holds the scripts under test, relative to this package.
-const argoDir = "../../config/argocd"
+// argoDir holds the scripts under test: this folder.
+const argoDir = "."
 
 func readScript(t *testing.T, name string) string {
 	t.Helper()
@@ -61,7 +60,7 @@ func connection(generation, observed int64, suspend bool, conds ...metav1.Condit
 const awaitingMsg = "Send the employer the Connect URL in status.session.connectURL; it expires at 2026-01-16T03:04:05Z"
 
 func TestFinchConnectionHealth(t *testing.T) {
-	script := readScript(t, "health.lua")
+	script := readScript(t, "finchconnection-health.lua")
 	awaiting := []metav1.Condition{
 		cond("Ready", metav1.ConditionTrue, "AwaitingEmployer", awaitingMsg),
 		cond("Reconciling", metav1.ConditionFalse, "AwaitingEmployer", ""),
@@ -105,31 +104,31 @@ func TestFinchConnectionHealth(t *testing.T) {
 		message     string // exact
 		msgContains string
 	}{
-		{name: "no status", obj: connection(1, 0, false), status: health.Progressing, message: "Waiting for the operator"},
+		{name: "no status", obj: connection(1, 0, false), status: Progressing, message: "Waiting for the operator"},
 		{name: "first pass, observedGeneration not yet set", obj: connection(1, 0, false, firstPass...),
-			status: health.Progressing, message: "Waiting for the operator"},
+			status: Progressing, message: "Waiting for the operator"},
 		{name: "awaiting employer (Ready=True, Connected=False)", obj: connection(1, 1, false, awaiting...),
-			status: health.Progressing, message: "AwaitingEmployer: " + awaitingMsg},
+			status: Progressing, message: "AwaitingEmployer: " + awaitingMsg},
 		{name: "connected", obj: connection(2, 2, false, connected...),
-			status: health.Healthy, message: "Connected: Finch reports the connection connected"},
-		{name: "stalled", obj: connection(1, 1, false, stalled...), status: health.Degraded,
+			status: Healthy, message: "Connected: Finch reports the connection connected"},
+		{name: "stalled", obj: connection(1, 1, false, stalled...), status: Degraded,
 			message: "Finch rejected the client credentials in Secret hr/finch-credentials; fix client_id and client_secret"},
 		{name: "stalled wins over connected", obj: connection(1, 1, false, connectedButStalled...),
-			status: health.Degraded, message: "FinchApp hr/default is not Ready"},
-		{name: "suspended", obj: connection(3, 3, true, connected...), status: health.Suspended, msgContains: "spec.suspend"},
-		{name: "suspended before the operator saw it", obj: connection(4, 3, true, connected...), status: health.Suspended, msgContains: "spec.suspend"},
+			status: Degraded, message: "FinchApp hr/default is not Ready"},
+		{name: "suspended", obj: connection(3, 3, true, connected...), status: Suspended, msgContains: "spec.suspend"},
+		{name: "suspended before the operator saw it", obj: connection(4, 3, true, connected...), status: Suspended, msgContains: "spec.suspend"},
 		{name: "stale observedGeneration hides an old Connected", obj: connection(3, 2, false, connected...),
-			status: health.Progressing, message: "Waiting for the operator"},
+			status: Progressing, message: "Waiting for the operator"},
 		{name: "stale observedGeneration hides an old Stalled", obj: connection(3, 2, false, stalled...),
-			status: health.Progressing, message: "Waiting for the operator"},
-		{name: "reauthentication required", obj: connection(1, 1, false, reauth...), status: health.Progressing,
+			status: Progressing, message: "Waiting for the operator"},
+		{name: "reauthentication required", obj: connection(1, 1, false, reauth...), status: Progressing,
 			message: "AwaitingEmployer: The employer must re-authenticate: send the Connect URL in status.session.connectURL"},
-		{name: "retrying a Finch outage", obj: connection(1, 1, false, retrying...), status: health.Progressing,
+		{name: "retrying a Finch outage", obj: connection(1, 1, false, retrying...), status: Progressing,
 			message: "FinchUnavailable"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := health.Run(script, toUnstructured(t, tc.obj))
+			got, err := runHealth(script, toUnstructured(t, tc.obj))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -148,23 +147,23 @@ func TestFinchConnectionHealth(t *testing.T) {
 
 func TestFinchConnectionHealthFromJSON(t *testing.T) {
 	// Objects decoded from JSON carry float64 numbers and may lack any field.
-	script := readScript(t, "health.lua")
+	script := readScript(t, "finchconnection-health.lua")
 	for name, tc := range map[string]struct {
 		doc, status string
 	}{
-		"bare object":           {`{"apiVersion":"finch.connectops.dev/v1alpha1","kind":"FinchConnection","metadata":{"name":"a"}}`, health.Progressing},
-		"empty status":          {`{"metadata":{"generation":1},"spec":{},"status":{}}`, health.Progressing},
-		"empty conditions":      {`{"metadata":{"generation":1},"status":{"observedGeneration":1,"conditions":[]}}`, health.Progressing},
-		"connected, no message": {`{"metadata":{"generation":1},"status":{"observedGeneration":1,"conditions":[{"type":"Connected","status":"True"}]}}`, health.Healthy},
-		"stalled, no message":   {`{"metadata":{"generation":1},"status":{"observedGeneration":1,"conditions":[{"type":"Stalled","status":"True","reason":"DuplicateCustomerID"}]}}`, health.Degraded},
-		"suspend false":         {`{"metadata":{"generation":1},"spec":{"suspend":false},"status":{"observedGeneration":1,"conditions":[{"type":"Connected","status":"True"}]}}`, health.Healthy},
+		"bare object":           {`{"apiVersion":"finch.connectops.dev/v1alpha1","kind":"FinchConnection","metadata":{"name":"a"}}`, Progressing},
+		"empty status":          {`{"metadata":{"generation":1},"spec":{},"status":{}}`, Progressing},
+		"empty conditions":      {`{"metadata":{"generation":1},"status":{"observedGeneration":1,"conditions":[]}}`, Progressing},
+		"connected, no message": {`{"metadata":{"generation":1},"status":{"observedGeneration":1,"conditions":[{"type":"Connected","status":"True"}]}}`, Healthy},
+		"stalled, no message":   {`{"metadata":{"generation":1},"status":{"observedGeneration":1,"conditions":[{"type":"Stalled","status":"True","reason":"DuplicateCustomerID"}]}}`, Degraded},
+		"suspend false":         {`{"metadata":{"generation":1},"spec":{"suspend":false},"status":{"observedGeneration":1,"conditions":[{"type":"Connected","status":"True"}]}}`, Healthy},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var obj map[string]any
 			if err := yaml.Unmarshal([]byte(tc.doc), &obj); err != nil {
 				t.Fatal(err)
 			}
-			got, err := health.Run(script, obj)
+			got, err := runHealth(script, obj)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,25 +196,25 @@ func TestFinchAppHealth(t *testing.T) {
 		status  string
 		message string
 	}{
-		{"no status", app(1, 0), health.Progressing, "Waiting for the operator"},
+		{"no status", app(1, 0), Progressing, "Waiting for the operator"},
 		{"ready", app(1, 1, cond("Ready", metav1.ConditionTrue, "CredentialsFound", "Credentials Secret finch-credentials is well-formed")),
-			health.Healthy, "CredentialsFound: Credentials Secret finch-credentials is well-formed"},
+			Healthy, "CredentialsFound: Credentials Secret finch-credentials is well-formed"},
 		{"stalled", app(1, 1,
 			cond("Ready", metav1.ConditionFalse, "CredentialsMissing", "Secret finch-credentials not found"),
 			cond("Stalled", metav1.ConditionTrue, "CredentialsMissing", "Create Secret hr/finch-credentials with client_id and client_secret")),
-			health.Degraded, "Create Secret hr/finch-credentials with client_id and client_secret"},
+			Degraded, "Create Secret hr/finch-credentials with client_id and client_secret"},
 		{"not ready, not stalled", app(1, 1,
 			cond("Ready", metav1.ConditionFalse, "Reconciling", "Checking credentials"),
 			cond("Stalled", metav1.ConditionFalse, "Reconciling", "")),
-			health.Progressing, "Reconciling: Checking credentials"},
+			Progressing, "Reconciling: Checking credentials"},
 		{"ready unknown", app(1, 1, cond("Ready", metav1.ConditionUnknown, "Reconciling", "Checking credentials")),
-			health.Progressing, "Reconciling: Checking credentials"},
+			Progressing, "Reconciling: Checking credentials"},
 		{"stale observedGeneration", app(2, 1, cond("Ready", metav1.ConditionTrue, "CredentialsFound", "ok")),
-			health.Progressing, "Waiting for the operator"},
+			Progressing, "Waiting for the operator"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := health.Run(script, toUnstructured(t, tc.obj))
+			got, err := runHealth(script, toUnstructured(t, tc.obj))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -230,19 +229,19 @@ func TestFinchAppHealth(t *testing.T) {
 // loaded (as in Argo CD's custom health checks) and a bad result is an error.
 func TestRunMatchesArgo(t *testing.T) {
 	obj := map[string]any{"metadata": map[string]any{"name": "x"}, "list": []any{"a", "b"}, "n": int64(3)}
-	if _, err := health.Run(`return {status = string.upper("healthy")}`, obj); err == nil {
+	if _, err := runHealth(`return {status = string.upper("healthy")}`, obj); err == nil {
 		t.Error("the string library is available; Argo CD does not load it for custom health checks")
 	}
-	got, err := health.Run(`hs = {}; hs.status = "Healthy"; hs.message = obj.metadata.name .. obj.list[2] .. tostring(obj.n + 1); return hs`, obj)
-	if err != nil || got.Status != health.Healthy || got.Message != "xb4" {
+	got, err := runHealth(`hs = {}; hs.status = "Healthy"; hs.message = obj.metadata.name .. obj.list[2] .. tostring(obj.n + 1); return hs`, obj)
+	if err != nil || got.Status != Healthy || got.Message != "xb4" {
 		t.Errorf("got %+v, %v", got, err)
 	}
 	for _, script := range []string{`return "Healthy"`, `return {status = "Great"}`, `return {status = 1}`, `return {status = "Healthy", message = {}}`, `error("boom")`} {
-		if _, err := health.Run(script, obj); err == nil {
+		if _, err := runHealth(script, obj); err == nil {
 			t.Errorf("%s: no error", script)
 		}
 	}
-	if _, err := health.Run(`while true do end`, obj); err == nil {
+	if _, err := runHealth(`while true do end`, obj); err == nil {
 		t.Error("an endless script did not time out")
 	}
 }
@@ -276,7 +275,7 @@ func TestREADMEEmbedsScripts(t *testing.T) {
 		t.Errorf("snippet ConfigMap name %q, want argocd-cm", cm.Metadata.Name)
 	}
 	for key, file := range map[string]string{
-		"resource.customizations.health.finch.connectops.dev_FinchConnection": "health.lua",
+		"resource.customizations.health.finch.connectops.dev_FinchConnection": "finchconnection-health.lua",
 		"resource.customizations.health.finch.connectops.dev_FinchApp":        "finchapp-health.lua",
 		"resource.customizations.health.finch.connectops.dev_ClusterFinchApp": "finchapp-health.lua",
 	} {

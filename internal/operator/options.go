@@ -1,7 +1,6 @@
-package controllers
+package operator
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -9,16 +8,12 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/inbound"
-	"github.com/connectops/finch-operator/internal/scheme"
 )
 
 // The manager's defaults, in one place: cmd/manager's flags, the tests and
@@ -30,14 +25,14 @@ const (
 	DefaultInboundAddr = ":8082"
 )
 
-// ManagerOptions configure one operator process: the controller-runtime
-// manager, the controllers and the inbound server.
-type ManagerOptions struct {
+// Options configure one operator process: the controller-runtime manager,
+// the controllers and the inbound server.
+type Options struct {
 	// Manager holds addresses and leader election; Scheme and Cache are set
 	// by NewManager.
 	Manager ctrl.Options
 	// Controllers configure the FinchApp and FinchConnection controllers.
-	Controllers Options
+	Controllers controllers.Options
 	// Inbound configures the callback and webhook server; its Client,
 	// APIReader, Apps and Recorder are set by NewManager.
 	Inbound inbound.Config
@@ -53,7 +48,7 @@ type ManagerOptions struct {
 }
 
 // BindFlags registers cmd/manager's flags on fs, with the defaults above.
-func (o *ManagerOptions) BindFlags(fs *flag.FlagSet) {
+func (o *Options) BindFlags(fs *flag.FlagSet) {
 	m := &o.Manager
 	fs.StringVar(&m.Metrics.BindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (plain HTTP); \"0\" disables it.")
 	fs.StringVar(&m.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
@@ -68,7 +63,7 @@ func (o *ManagerOptions) BindFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.KubeQPS, "kube-api-qps", DefaultKubeQPS, "Client-side QPS limit toward the Kubernetes API server (API Priority and Fairness protects the server; see docs/benchmarks.md).")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", DefaultKubeBurst, "Client-side burst toward the Kubernetes API server.")
 	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "Comma-separated CIDRs of proxies (Ingress controller, load balancer) whose X-Forwarded-For the callback's per-address rate limit believes; empty: the peer address counts.")
-	fs.StringVar(&o.ipBudget, "finch-ip-budget", budgetFlag(DefaultIPBudget), "Budget of Finch requests per Finch API host, REQUESTS/WINDOW, shared by every FinchApp calling it (one egress IP): Finch allows 1000 per 5 minutes per IP and answers finch_api_ip_rl with a 60-minute penalty beyond.")
+	fs.StringVar(&o.ipBudget, "finch-ip-budget", budgetFlag(controllers.DefaultIPBudget), "Budget of Finch requests per Finch API host, REQUESTS/WINDOW, shared by every FinchApp calling it (one egress IP): Finch allows 1000 per 5 minutes per IP and answers finch_api_ip_rl with a 60-minute penalty beyond.")
 	fs.StringVar(&o.apiHosts, "finch-api-hosts", finch.DefaultAPIHost, "Comma-separated Finch API hosts a FinchApp's spec.apiURL may name: host (its default port), host:port, or host:* (any port; for local simulators). An app naming another host is Stalled (APIHostNotAllowed) and nothing is sent there.")
 	fs.StringVar(&o.callbackExchanges, "callback-exchanges", budgetFlag(inbound.DefaultCallbackExchanges), "Ceiling on code exchanges the redirect callback makes per FinchApp (and per namespace of a ClusterFinchApp), REQUESTS/WINDOW; the rest of the app's token budget stays with reconciles (embedded hand-offs).")
 	fs.StringVar(&o.callbackIP, "callback-rate-per-ip", "10/1m", "Unverifiable callbacks (no valid signed state) allowed per client address, BURST/REFILL-INTERVAL-FOR-THE-BURST (default: a burst of 10, refilled over a minute); beyond it they are answered 429 with Retry-After. Callbacks with a valid state are never limited by it.")
@@ -89,7 +84,7 @@ func budgetFlag(b budget.Config) string {
 }
 
 // Complete turns the parsed flag values into options; the error names the flag.
-func (o *ManagerOptions) Complete() error {
+func (o *Options) Complete() error {
 	proxies, err := inbound.ParseTrustedProxies(o.trustedProxies)
 	if err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
@@ -156,10 +151,10 @@ func parseNamespaces(v string) ([]string, error) {
 	return out, nil
 }
 
-// DefaultManagerOptions are the options cmd/manager runs with when given no
-// flags (addresses included).
-func DefaultManagerOptions() ManagerOptions {
-	var o ManagerOptions
+// DefaultOptions are the options cmd/manager runs with when given no flags
+// (addresses included).
+func DefaultOptions() Options {
+	var o Options
 	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
 	o.BindFlags(fs)
 	if err := o.Complete(); err != nil {
@@ -167,58 +162,3 @@ func DefaultManagerOptions() ManagerOptions {
 	}
 	return o
 }
-
-// NewManager builds the manager with everything cmd/manager runs: the
-// scheme and cache the controllers rely on, both controllers, the inbound
-// server and the health checks. cmd/manager, the tests and the benchmarks
-// all use it, so none of them wires a different operator.
-func NewManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) (ctrl.Manager, *Operator, error) {
-	cfg = rest.CopyConfig(cfg)
-	cfg.QPS, cfg.Burst = DefaultKubeQPS, DefaultKubeBurst
-	if o.KubeQPS > 0 {
-		cfg.QPS = float32(o.KubeQPS)
-	}
-	if o.KubeBurst > 0 {
-		cfg.Burst = o.KubeBurst
-	}
-	mo := o.Manager
-	mo.Scheme = scheme.Scheme
-	mo.Cache = CacheOptions()
-	if ns := o.Controllers.WatchNamespaces; len(ns) > 0 {
-		mo.Cache.DefaultNamespaces = map[string]cache.Config{}
-		for _, n := range ns {
-			mo.Cache.DefaultNamespaces[n] = cache.Config{}
-		}
-	}
-	if mo.Metrics.BindAddress == "" {
-		mo.Metrics = metricsserver.Options{BindAddress: "0"}
-	}
-	mgr, err := ctrl.NewManager(cfg, mo)
-	if err != nil {
-		return nil, nil, fmt.Errorf("new manager: %w", err)
-	}
-	op, err := Setup(ctx, mgr, o.Controllers)
-	if err != nil {
-		return nil, nil, err
-	}
-	in := o.Inbound
-	in.Client, in.APIReader, in.Apps = mgr.GetClient(), mgr.GetAPIReader(), op.Apps
-	in.Namespaces = o.Controllers.WatchNamespaces
-	in.Recorder = op.Events.NonBlocking() // handlers never wait for room in the Event queue
-	op.Inbound = inbound.New(in)
-	if o.InboundAddr != "" && o.InboundAddr != "0" {
-		if err := mgr.Add(op.Inbound.Runnable(o.InboundAddr)); err != nil {
-			return nil, nil, fmt.Errorf("inbound server: %w", err)
-		}
-	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return nil, nil, err
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		return nil, nil, err
-	}
-	return mgr, op, nil
-}
-
-// EventSource is the reporting controller of every Event the operator records.
-const EventSource = "finch-operator"
