@@ -178,8 +178,13 @@ var _ = Describe("One Finch application, several app objects", func() {
 		AddReportEntry("mistyped secret", fmt.Sprintf("%d invalid_client answers, %d answered 429, %d session calls",
 			rejected, a.sim.Responses(epSessions, 429), a.calls(epSessions)))
 		Expect(a.sim.Responses(epSessions, 429)).To(BeZero(), "the healthy app's calls answered 429")
-		// The first rejection latches the mistyped credentials; calls
-		// already waiting for their budget slot may still go out.
-		Expect(rejected).To(BeNumerically("<=", 3))
+		// The first rejection latches the mistyped credentials (and quiet
+		// above shows the app then stops); calls already admitted when it
+		// came back may still go out, at most one per worker (10, the
+		// controller's default). How many are in flight then depends on the
+		// machine's load (3 idle, 4 seen at load 10), so the bound is the
+		// workers, not a count from an idle run.
+		Expect(rejected).To(BeNumerically("<=", 10))
+		Expect(rejected).To(BeNumerically("<", perTeam), "the mistyped app kept calling after the rejection")
 	})
 })
