@@ -37,7 +37,10 @@ var _ = Describe("Finch API hosts: one namespace's apiURL cannot pause Finch for
 			w.WriteHeader(http.StatusTooManyRequests)
 			_, _ = w.Write([]byte(`{"code":429,"name":"rate_limit_exceeded_error","finch_code":"finch_api_ip_rl","message":"internal service says hello"}`))
 		}))
-		DeferCleanup(srv.Close)
+		// Open until the suite ends: the operator keeps the stub host's
+		// penalty (up to an hour), and a later scenario's simulator that
+		// got the same loopback port would inherit it.
+		penalizedHosts = append(penalizedHosts, srv)
 		return srv, &hits
 	}
 	// hostileApp is a FinchApp of the scenario's namespace, with valid

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,8 +103,15 @@ var _ = BeforeSuite(func() {
 	startManager()
 })
 
+// penalizedHosts are servers the operator holds a per-IP penalty for; they
+// are closed only when the suite ends, so their ports are not reused.
+var penalizedHosts []*httptest.Server
+
 var _ = AfterSuite(func() {
 	stopManager()
+	for _, srv := range penalizedHosts {
+		srv.Close()
+	}
 	cancel()
 	if env != nil {
 		Expect(env.Stop()).To(Succeed())
