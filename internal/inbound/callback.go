@@ -27,8 +27,8 @@ import (
 	"github.com/connectops/finch-operator/internal/tokens"
 )
 
-// outcome is what the browser gets for a callback, and the metric result.
-type outcome struct {
+// callbackAnswer is what the browser gets for a callback, and the metric result.
+type callbackAnswer struct {
 	result     string
 	page       page
 	redirect   string        // 303 to this URL instead of the page
@@ -157,7 +157,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, bucket, app, rejectBadPath)
 		return
 	}
-	var redeem func(base context.Context) (outcome, bool)
+	var redeem func(base context.Context) (callbackAnswer, bool)
 	if state == "" && s.cfg.AllowStatelessCallbacks {
 		// Nothing verifies a stateless callback: it is charged like a
 		// refused one, and refused only when the address is over its limit.
@@ -167,7 +167,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			writeTooMany(w, wait)
 			return
 		}
-		redeem = func(base context.Context) (outcome, bool) { return s.redeemUnbound(base, app, resolved, code) }
+		redeem = func(base context.Context) (callbackAnswer, bool) { return s.redeemUnbound(base, app, resolved, code) }
 	} else {
 		st, ok := resolved.VerifyState(state)
 		if !ok {
@@ -179,13 +179,13 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			s.refuse(w, r, bucket, app, rejectExpiredState)
 			return
 		}
-		redeem = func(base context.Context) (outcome, bool) { return s.redeem(base, app, resolved, st, code) }
+		redeem = func(base context.Context) (callbackAnswer, bool) { return s.redeem(base, app, resolved, st, code) }
 	}
 
 	// The exchange runs detached from the browser's request: once the code
 	// is sent to Finch, the token must be stored even if the tab is closed.
 	base := context.WithoutCancel(r.Context())
-	out, ok := s.codes.do(r.Context(), codeKey(key, code), func() (outcome, bool) { return redeem(base) })
+	out, ok := s.codes.do(r.Context(), codeKey(key, code), func() (callbackAnswer, bool) { return redeem(base) })
 	if !ok {
 		// The browser left while another request for the same code was in flight.
 		return
@@ -210,25 +210,25 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 // redeem checks the session a verified state names and spends the code. The
 // bool says whether the outcome is remembered for the code: every outcome is,
 // except a transient failure that a reload may still turn into a success.
-func (s *Server) redeem(base context.Context, app finchv1.AppObject, resolved *apps.App, st apps.State, code string) (outcome, bool) {
+func (s *Server) redeem(base context.Context, app finchv1.AppObject, resolved *apps.App, st apps.State, code string) (callbackAnswer, bool) {
 	sessionID := st.SessionID
 	ctx, cancel := context.WithTimeout(base, apiTimeout)
 	conn, reason, err := s.sessionConnection(ctx, app, sessionID, !st.Legacy())
 	cancel()
 	if err != nil {
 		s.log.Error(err, "callback: cannot look up the session's FinchConnection")
-		return outcome{result: callbackError, page: pageUnavailable}, false
+		return callbackAnswer{result: callbackError, page: pageUnavailable}, false
 	}
 	if reason != "" {
 		// Not remembered: refusing costs no Finch call, and a session the
 		// cache has not seen yet may be there on a reload.
-		return outcome{reject: reason}, false
+		return callbackAnswer{reject: reason}, false
 	}
 	// A few exchanges per session, then one a minute: a leaked Connect link
 	// cannot drain the budget, and its employer can still finish after a wait.
 	if ok, wait := s.sessionLimiter.Take(appKey(app) + "\x00" + sessionID); !ok {
 		callbackRejected.WithLabelValues(rejectSessionLocked).Inc()
-		return outcome{result: callbackInvalid, page: pageTooMany, retryAfter: wait}, false
+		return callbackAnswer{result: callbackInvalid, page: pageTooMany, retryAfter: wait}, false
 	}
 	if out, ok := s.takeExchange(base, app, resolved, conn.Namespace); !ok {
 		return out, false
@@ -241,9 +241,9 @@ func (s *Server) redeem(base context.Context, app finchv1.AppObject, resolved *a
 // app must have a session waiting for an employer, the exchange uses the
 // app's callback URL as redirect_uri, and the token response's customer_id
 // finds the connection.
-func (s *Server) redeemUnbound(base context.Context, app finchv1.AppObject, resolved *apps.App, code string) (outcome, bool) {
+func (s *Server) redeemUnbound(base context.Context, app finchv1.AppObject, resolved *apps.App, code string) (callbackAnswer, bool) {
 	if n := app.AppStatus().Connections; n.AwaitingConnect+n.ReauthRequired == 0 {
-		return outcome{reject: rejectNoSession}, false
+		return callbackAnswer{reject: rejectNoSession}, false
 	}
 	if out, ok := s.takeExchange(base, app, resolved, ""); !ok {
 		return out, false
@@ -260,7 +260,7 @@ func (s *Server) redeemUnbound(base context.Context, app finchv1.AppObject, reso
 // budget and per-IP guard) as it admits the reconcilers' calls: an employer
 // whose exchange could not start within exchangeMaxBlock is asked to retry
 // when it can, rather than kept waiting.
-func (s *Server) takeExchange(base context.Context, app finchv1.AppObject, resolved *apps.App, ns string) (outcome, bool) {
+func (s *Server) takeExchange(base context.Context, app finchv1.AppObject, resolved *apps.App, ns string) (callbackAnswer, bool) {
 	key := appKey(app)
 	ceiling := s.exchangeBudget(key, ns)
 	if wait := ceiling.Delay(callbackBudgetKey); wait > 0 {
@@ -268,19 +268,19 @@ func (s *Server) takeExchange(base context.Context, app finchv1.AppObject, resol
 		s.limitedWarning(app, finchv1.ReasonCallbackFlood, "ExchangeCode", fmt.Sprintf(
 			"the callback reached its ceiling of %d code exchanges per %s for %s (--callback-exchanges); an employer was asked to retry in %s",
 			s.cfg.CallbackExchanges.Requests, s.cfg.CallbackExchanges.Window, describe(app), wait.Round(time.Second)))
-		return outcome{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
+		return callbackAnswer{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
 	}
 	if wait, _ := resolved.Admit(finch.EndpointToken, ns, "", exchangeMaxBlock); wait > 0 {
 		callbackExchanges.WithLabelValues(key, callbackFinchUnavailable).Inc()
 		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode", fmt.Sprintf(
 			"could not exchange an authorization code at the callback: the Finch request budget of %s (spec.rateLimit, or the operator's per-IP limit) has no slot for %s; the employer was asked to retry then",
 			describe(app), wait.Round(time.Second)))
-		return outcome{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
+		return callbackAnswer{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
 	}
 	if err := ceiling.Wait(base, callbackBudgetKey); err != nil {
-		return outcome{result: callbackError, page: pageUnavailable}, false
+		return callbackAnswer{result: callbackError, page: pageUnavailable}, false
 	}
-	return outcome{}, true
+	return callbackAnswer{}, true
 }
 
 // sessionConnection finds the FinchConnection that publishes sessionID and
@@ -338,7 +338,7 @@ func (s *Server) sessionConnection(ctx context.Context, app finchv1.AppObject, s
 // section 4.1.3) and stores the token for conn, or, when conn is nil or the
 // token is another customer's, for the connection the response names. The
 // bool says whether the outcome should be remembered for the code.
-func (s *Server) exchange(base context.Context, app finchv1.AppObject, resolved *apps.App, code, redirectURI string, conn *finchv1.FinchConnection) (outcome, bool) {
+func (s *Server) exchange(base context.Context, app finchv1.AppObject, resolved *apps.App, code, redirectURI string, conn *finchv1.FinchConnection) (callbackAnswer, bool) {
 	appKey := appKey(app)
 	log := s.log.WithValues("callback", appKey)
 	var sess *finchv1.Session
@@ -366,7 +366,7 @@ func (s *Server) exchange(base context.Context, app finchv1.AppObject, resolved 
 		other, err := s.findConnection(ctx, app, resp)
 		if err != nil {
 			log.Error(err, "token lost: the code was exchanged but the FinchConnection could not be looked up")
-			return outcome{result: callbackStoreFailed, page: pageContactAdmin}, true
+			return callbackAnswer{result: callbackStoreFailed, page: pageContactAdmin}, true
 		}
 		if other == nil {
 			return s.unmatched(ctx, app, resolved, resp), true
@@ -395,16 +395,16 @@ func (s *Server) exchange(base context.Context, app finchv1.AppObject, resolved 
 				"the employer finished Finch Connect but the access token could not be stored in Secret %s: %v; set annotation %s to send the employer a reauthentication session",
 				conn.TokenSecretName(), err, finchv1.ReauthRequestedAtAnnotation))
 		}
-		return outcome{result: callbackStoreFailed, page: pageContactAdmin}, true
+		return callbackAnswer{result: callbackStoreFailed, page: pageContactAdmin}, true
 	}
 	log.Info("redirect flow: access token stored", "secret", conn.TokenSecretName())
 	s.event(conn, corev1.EventTypeNormal, finchv1.ReasonTokenStored, "ExchangeCode", fmt.Sprintf(
 		"the employer finished Finch Connect (redirect flow); access token for connection %s stored in Secret %s",
 		resp.ConnectionID, conn.TokenSecretName()))
 	if u := app.AppSpec().SuccessURL; u != "" {
-		return outcome{result: callbackConnected, redirect: u}, true
+		return callbackAnswer{result: callbackConnected, redirect: u}, true
 	}
-	return outcome{result: callbackConnected, page: pageConnected}, true
+	return callbackAnswer{result: callbackConnected, page: pageConnected}, true
 }
 
 // exchangeBudget is the app's ceiling on callback exchanges: one per
@@ -426,7 +426,7 @@ func (s *Server) exchangeBudget(app, ns string) *budget.Budget {
 
 // exchangeFailed maps a failed exchange to the employer's page; the detail
 // goes to the log and a (rate-limited) Warning Event on the FinchApp.
-func (s *Server) exchangeFailed(app finchv1.AppObject, resolved *apps.App, err error) outcome {
+func (s *Server) exchangeFailed(app finchv1.AppObject, resolved *apps.App, err error) callbackAnswer {
 	log := s.log.WithValues("callback", appKey(app))
 	// finch errors never carry the code or the client secret (the client redacts them).
 	switch {
@@ -434,7 +434,7 @@ func (s *Server) exchangeFailed(app finchv1.AppObject, resolved *apps.App, err e
 		log.Info("callback: Finch rejected the authorization code", "error", err.Error())
 		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode",
 			"Finch rejected an authorization code at the callback (invalid_grant: unknown, already used or expired); the employer was asked to start again from their link")
-		return outcome{result: callbackCodeRejected, page: pageExpired}
+		return callbackAnswer{result: callbackCodeRejected, page: pageExpired}
 	case finch.Classify(err) == finch.ClassTerminal:
 		log.Error(err, "callback: Finch rejected the code exchange")
 		msg := fmt.Sprintf("Finch rejected the code exchange at the callback: %v; the employer was asked to contact you", err)
@@ -443,12 +443,12 @@ func (s *Server) exchangeFailed(app finchv1.AppObject, resolved *apps.App, err e
 			msg = resolved.CredentialsRejectedMessage() + "; the employer must then start again"
 		}
 		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode", msg)
-		return outcome{result: callbackCodeRejected, page: pageContactAdmin}
+		return callbackAnswer{result: callbackCodeRejected, page: pageContactAdmin}
 	default: // 429 beyond the retry budget, 5xx, network, timeout
 		log.Error(err, "callback: Finch unavailable for the code exchange")
 		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode", fmt.Sprintf(
 			"could not exchange an authorization code at the callback, Finch is unavailable: %v; the employer was asked to retry in a few minutes", err))
-		return outcome{result: callbackFinchUnavailable, page: pageFinchUnavailable}
+		return callbackAnswer{result: callbackFinchUnavailable, page: pageFinchUnavailable}
 	}
 }
 
@@ -501,7 +501,7 @@ func (s *Server) findConnection(ctx context.Context, app finchv1.AppObject, resp
 // unmatched handles a valid code whose customer has no FinchConnection: the
 // token is not stored. It is revoked only when nothing claims its connection,
 // because a disconnect kills the connection for good.
-func (s *Server) unmatched(ctx context.Context, app finchv1.AppObject, resolved *apps.App, resp *finch.TokenResponse) outcome {
+func (s *Server) unmatched(ctx context.Context, app finchv1.AppObject, resolved *apps.App, resp *finch.TokenResponse) callbackAnswer {
 	log := s.log.WithValues("callback", appKey(app),
 		"customerID", resp.CustomerID, "connectionID", resp.ConnectionID)
 	var fate string
@@ -522,7 +522,7 @@ func (s *Server) unmatched(ctx context.Context, app finchv1.AppObject, resolved 
 			fate = fmt.Sprintf("nothing claims connection %s, so it was disconnected at Finch", resp.ConnectionID)
 		}
 	}
-	log.Info("redirect flow: no FinchConnection for the customer; token not stored", "outcome", fate)
+	log.Info("redirect flow: no FinchConnection for the customer; token not stored", "callbackAnswer", fate)
 	where := fmt.Sprintf("in namespace %s with appRef %q", app.GetNamespace(), app.GetName())
 	if app.GetNamespace() == "" {
 		where = fmt.Sprintf("in any namespace with appRef ClusterFinchApp %q", app.GetName())
@@ -530,7 +530,7 @@ func (s *Server) unmatched(ctx context.Context, app finchv1.AppObject, resolved 
 	s.warning(app, finchv1.ReasonUnmatchedCode, "ExchangeCode", fmt.Sprintf(
 		"an employer finished Finch Connect for customer_id %q (connection %s), but no FinchConnection %s has that customerID or connection; the access token was not stored and %s. Create a FinchConnection for this customer and send the employer its Connect link",
 		resp.CustomerID, resp.ConnectionID, where, fate))
-	return outcome{result: callbackUnmatched, page: pageReceived}
+	return callbackAnswer{result: callbackUnmatched, page: pageReceived}
 }
 
 // connectionClaim says what, if anything, claims a Finch connection: a
@@ -598,23 +598,23 @@ func codeKey(app types.NamespacedName, code string) string {
 // double-click shows the same page instead of "already used") and coalesces
 // concurrent requests for the same code into one exchange.
 type codeTracker struct {
-	used     *lru[outcome]
+	used     *lru[callbackAnswer]
 	mu       sync.Mutex
 	inflight map[string]*flight
 }
 
 type flight struct {
 	done chan struct{}
-	out  outcome
+	out  callbackAnswer
 }
 
 func newCodeTracker(size int, ttl time.Duration, now func() time.Time) *codeTracker {
-	return &codeTracker{used: newLRU[outcome](size, ttl, now), inflight: map[string]*flight{}}
+	return &codeTracker{used: newLRU[callbackAnswer](size, ttl, now), inflight: map[string]*flight{}}
 }
 
 // do returns the remembered outcome for key, waits for an exchange in flight
 // (false if ctx ends first), or runs fn, remembering its outcome when fn says so.
-func (t *codeTracker) do(ctx context.Context, key string, fn func() (outcome, bool)) (outcome, bool) {
+func (t *codeTracker) do(ctx context.Context, key string, fn func() (callbackAnswer, bool)) (callbackAnswer, bool) {
 	if out, ok := t.used.Get(key); ok {
 		return out, true
 	}
@@ -625,7 +625,7 @@ func (t *codeTracker) do(ctx context.Context, key string, fn func() (outcome, bo
 		case <-f.done:
 			return f.out, true
 		case <-ctx.Done():
-			return outcome{}, false
+			return callbackAnswer{}, false
 		}
 	}
 	if out, ok := t.used.Get(key); ok { // finished between the two checks

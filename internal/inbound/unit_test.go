@@ -55,13 +55,13 @@ func TestCodeTracker(t *testing.T) {
 	tr := newCodeTracker(10, time.Minute, time.Now)
 	var calls atomic.Int32
 	release := make(chan struct{})
-	fn := func() (outcome, bool) {
+	fn := func() (callbackAnswer, bool) {
 		calls.Add(1)
 		<-release
-		return outcome{result: callbackConnected, page: pageConnected}, true
+		return callbackAnswer{result: callbackConnected, page: pageConnected}, true
 	}
 	var wg sync.WaitGroup
-	results := make(chan outcome, 5)
+	results := make(chan callbackAnswer, 5)
 	for range 5 {
 		wg.Add(1)
 		go func() {
@@ -88,9 +88,9 @@ func TestCodeTracker(t *testing.T) {
 	g.Expect(calls.Load()).To(Equal(int32(1)), "remembered")
 
 	for range 2 {
-		tr.do(context.Background(), "unspent", func() (outcome, bool) {
+		tr.do(context.Background(), "unspent", func() (callbackAnswer, bool) {
 			calls.Add(1)
-			return outcome{result: callbackFinchUnavailable}, false
+			return callbackAnswer{result: callbackFinchUnavailable}, false
 		})
 	}
 	g.Expect(calls.Load()).To(Equal(int32(3)), "a failure is retried")
