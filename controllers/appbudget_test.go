@@ -136,6 +136,26 @@ var _ = Describe("One Finch application, several app objects", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: clusterResourceNamespace, Name: "finch-budget-" + id}, cm)).To(Succeed())
 		Expect(cm.Data["claims.json"]).To(ContainSubstring("POST /connect/sessions"))
 
+		// Known gap (README, "The strictest rateLimit applies"): after a
+		// restart the first app loaded sets the budget until the other
+		// joins, so with different rateLimits one claim can be sized to the
+		// looser one (8 calls answered 429 at 30 vs 20 here). Both teams
+		// declare the same rateLimit across the restart.
+		Eventually(func() error {
+			app := b.getApp()
+			withRateLimit(limit, window)(app)
+			return k8sClient.Update(ctx, app)
+		}).Should(Succeed())
+		Eventually(func(g Gomega) {
+			app := b.getApp()
+			g.Expect(app.Status.ObservedGeneration).To(Equal(app.Generation))
+			g.Expect(app.Status.FinchApplication).NotTo(BeNil())
+			g.Expect(app.Status.FinchApplication.RateLimit.Requests).To(BeEquivalentTo(limit))
+			ready := meta.FindStatusCondition(app.Status.Conditions, finchv1.ConditionReady)
+			g.Expect(ready).NotTo(BeNil())
+			g.Expect(ready.Message).NotTo(ContainSubstring("is not in effect"))
+		}).Should(Succeed())
+
 		// A second burst, and the manager is stopped abruptly (its context
 		// cancelled, as close as envtest gets to SIGKILL) in the middle of
 		// it: the new manager counts what the old one spent.
