@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --tags --match 'v*' --always --dirty 2>/dev/null
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -s -w -X github.com/connectops/finch-operator/internal/version.version=$(VERSION) -X github.com/connectops/finch-operator/internal/version.revision=$(REVISION)
 IMG ?= ghcr.io/connectops/finch-operator:latest
-K8S_VERSION ?= 1.37.2
+K8S_VERSION ?= $(shell awk '$$1 == "K8S_VERSION" { print $$3 }' hack/tools.versions)
 ENVTEST_DIR := $(CURDIR)/bin/k8s/$(K8S_VERSION)-$(shell go env GOOS)-$(shell go env GOARCH)
 CONTROLLER_GEN := go tool controller-gen
 GOLANGCI_LINT := $(CURDIR)/bin/golangci-lint

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-K8S_VERSION=${K8S_VERSION:-1.37.2}
+K8S_VERSION=${K8S_VERSION:-$(awk '$1 == "K8S_VERSION" { print $3 }' "$root/hack/tools.versions")}
 goos=$(go env GOOS)
 goarch=$(go env GOARCH)
 dest="$root/bin/k8s/${K8S_VERSION}-${goos}-${goarch}"
@@ -37,7 +37,7 @@ fi
 if [ ! -x "$dest/kubectl" ]; then
   kubectl_bin=$(command -v kubectl || true)
   if [ -z "$kubectl_bin" ]; then
-    echo "envtest: kubectl not found on PATH; install it (these machines ship /usr/bin/kubectl)" >&2
+    echo "envtest: kubectl not found on PATH; install it (kubectl v1.32 or newer is a prerequisite, see docs/development.md)" >&2
     exit 1
   fi
   ln -sf "$kubectl_bin" "$dest/kubectl"
