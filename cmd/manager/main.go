@@ -18,17 +18,14 @@ import (
 )
 
 func main() {
-	var o operator.Options
-	o.BindFlags(flag.CommandLine)
-	zo := zap.Options{}
-	zo.BindFlags(flag.CommandLine)
-	showVersion := flag.Bool("version", false, "Print the version and exit.")
+	cl := operator.BindManagerFlags(flag.CommandLine)
 	flag.Parse()
-	if *showVersion {
+	o := &cl.Options
+	if cl.Version {
 		fmt.Println("manager", version.Get())
 		return
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&cl.Zap)))
 	log := ctrl.Log.WithName("setup")
 	if err := o.Complete(); err != nil {
 		log.Error(err, "invalid flag")
@@ -41,7 +38,7 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	mgr, _, err := operator.NewManager(ctx, ctrl.GetConfigOrDie(), o)
+	mgr, _, err := operator.NewManager(ctx, ctrl.GetConfigOrDie(), *o)
 	if err != nil {
 		log.Error(err, "set up the manager")
 		os.Exit(1)
