@@ -2,7 +2,7 @@
 #
 #   make test   - unit and envtest tests (builds the envtest control plane once)
 #   make test-e2e - the container image, run as the Deployment runs it (needs a Docker engine or root)
-#   make verify - generated files, go.mod, gofmt, go vet and golangci-lint (what CI checks before tests)
+#   make verify - generated files and docs, go.mod, gofmt, go vet and golangci-lint (what CI checks before tests)
 #   make demo   - one-command local demo on a real API server and the Finch simulator
 #   make help   - everything else
 
@@ -37,6 +37,11 @@ manifests: ## Generate CRDs and RBAC from kubebuilder markers (and copy the CRDs
 .PHONY: generate
 generate: ## Generate DeepCopy methods.
 	$(CONTROLLER_GEN) object:headerFile="" paths="./api/..."
+
+.PHONY: docs
+docs: ## Generate docs/reference (manager flags from its FlagSet, API from the CRDs); committed, make verify fails on drift.
+	go run ./hack/docs/flags > docs/reference/flags.md.tmp && mv docs/reference/flags.md.tmp docs/reference/flags.md
+	go run ./hack/docs/api config/crd/bases > docs/reference/api.md.tmp && mv docs/reference/api.md.tmp docs/reference/api.md
 
 .PHONY: fmt
 fmt: ## gofmt the tree.

@@ -21,6 +21,18 @@ if [ -n "$(git status --porcelain)" ]; then
   exit 1
 fi
 
+# docs/reference/flags.md comes from the manager's FlagSet and api.md from
+# the CRDs just regenerated above, so a new flag or field without its
+# regenerated reference fails here.
+step "generated docs are committed (make docs)"
+make --no-print-directory docs >/dev/null
+if [ -n "$(git status --porcelain docs/reference)" ]; then
+  git status --porcelain docs/reference
+  git --no-pager diff --stat docs/reference
+  echo "docs/reference drifted: run 'make docs' and commit the result" >&2
+  exit 1
+fi
+
 step "go.mod is tidy"
 go mod tidy
 if [ -n "$(git status --porcelain go.mod go.sum)" ]; then
