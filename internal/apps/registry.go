@@ -500,7 +500,7 @@ func (r *Registry) readSecret(ctx context.Context, ns, name, notFoundReason, wha
 	if err := r.Reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, &ConfigError{Reason: notFoundReason, Message: fmt.Sprintf(
-				"%s Secret %s/%s not found: create it (see the README, \"Point it at Finch\")", what, ns, name)}
+				"%s Secret %s/%s not found: create it (see \"Point it at real Finch\" in the README)", what, ns, name)}
 		}
 		return nil, fmt.Errorf("read %s Secret %s/%s: %w", what, ns, name, err)
 	}

@@ -74,7 +74,7 @@ func (s *Server) rejectCallback(w http.ResponseWriter, bucket string, app finchv
 			callbackRejected.WithLabelValues(rejectAppRate).Inc()
 			if app != nil {
 				s.limitedWarning(app, finchv1.ReasonCallbackFlood, "Callback", fmt.Sprintf(
-					"more than %d unverifiable callback requests in a burst for %s (latest refused as %s): answering 429 to them; real employers' callbacks, which carry a state signed by the operator, are still served. Rate-limit the inbound Ingress (see the README, \"Exposing the inbound server\")",
+					"more than %d unverifiable callback requests in a burst for %s (latest refused as %s): answering 429 to them; real employers' callbacks, which carry a state signed by the operator, are still served. Rate-limit the inbound Ingress (see docs/security.md)",
 					s.cfg.CallbackAppBurst, describe(app), reason))
 			}
 			writeTooMany(w, wait)
