@@ -136,7 +136,7 @@ var _ = Describe("One Finch application, several app objects", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: clusterResourceNamespace, Name: "finch-budget-" + id}, cm)).To(Succeed())
 		Expect(cm.Data["claims.json"]).To(ContainSubstring("POST /connect/sessions"))
 
-		// Known gap (README, "The strictest rateLimit applies"): after a
+		// Known gap (docs/multi-tenancy.md, "The strictest rateLimit applies"): after a
 		// restart the first app loaded sets the budget until the other
 		// joins, so with different rateLimits one claim can be sized to the
 		// looser one (8 calls answered 429 at 30 vs 20 here). Both teams

@@ -15,7 +15,7 @@ import (
 )
 
 // A code Secret is written by whoever may create Secrets in the namespace
-// (the README's least privilege for a backend). It must never put another
+// (docs/configuration.md's least privilege for a backend). It must never put another
 // employer's connection, or none, in place of a connected one: the rule of
 // the redirect callback (an open session, the token's customer_id) applies.
 var _ = Describe("Embedded code hand-off: a code Secret cannot swap a connected employer's token", func() {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the envtest control plane (kube-apiserver, etcd) from the Go module
 # proxy into bin/k8s/<version>-<os>-<arch>/ and links kubectl beside them.
-# setup-envtest downloads release binaries from the internet; this machine and
-# CI have no internet, only the module proxy. A no-op when the binaries exist.
+# setup-envtest downloads release binaries from the internet; building them
+# needs only the Go module proxy, so it also works where nothing else is
+# reachable (see docs/development.md). A no-op when the binaries exist.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
