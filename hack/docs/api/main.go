@@ -74,8 +74,11 @@ func main() {
 		dir = os.Args[1]
 	}
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-	if err != nil || len(files) == 0 {
-		fail(fmt.Errorf("no CRDs in %s: %v", dir, err))
+	if err != nil {
+		fail(err)
+	}
+	if len(files) == 0 {
+		fail(fmt.Errorf("no CRDs in %s", dir))
 	}
 	var crds []crd
 	for _, f := range files {
