@@ -70,6 +70,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("kustomize config/default", func(t *testing.T) { testKustomizeDefault(t, c) })
 	t.Run("kustomize optional components", func(t *testing.T) { testKustomizeOptional(t, c) })
+	t.Run("kustomize components: metrics-secure and simulator", func(t *testing.T) { testKustomizeComponents(t, c) })
 	t.Run("kustomize config/namespaced: Roles in the watched namespaces, no cluster-wide grant", func(t *testing.T) { testKustomizeNamespaced(t, c) })
 	t.Run("helm chart", func(t *testing.T) { testHelmChart(t, c) })
 	t.Run("helm chart: values.schema.json refuses unknown and malformed values", testChartSchema)
