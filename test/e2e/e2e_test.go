@@ -413,10 +413,10 @@ func (e *e2e) port(t *testing.T, name string) int32 {
 	return p
 }
 
-// applySamples applies config/samples with the FinchApp pointed at the
+// applySamples applies the demo samples (hack/demo/samples) with the FinchApp pointed at the
 // simulator and at replica 0's inbound server.
 func (e *e2e) applySamples(t *testing.T) {
-	defer step(t, e.flavor+": apply config/samples (FinchApp default, its Secrets, FinchConnections)")()
+	defer step(t, e.flavor+": apply hack/demo/samples (FinchApp default, its Secrets, FinchConnections)")()
 	var objs []*unstructured.Unstructured
 	for _, o := range samples(t) {
 		if o.GetKind() == "FinchApp" {
@@ -897,9 +897,9 @@ func get(u string) (int, string, error) {
 
 func samples(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "hack", "demo", "samples", "*.yaml"))
 	if err != nil || len(files) == 0 {
-		fatalf(t, "no samples in config/samples: %v", err)
+		fatalf(t, "no samples in hack/demo/samples: %v", err)
 	}
 	var out []*unstructured.Unstructured
 	for _, f := range files {
@@ -920,7 +920,7 @@ func sampleSecret(t *testing.T, name string) map[string]string {
 			return m
 		}
 	}
-	fatalf(t, "no Secret %s in config/samples", name)
+	fatalf(t, "no Secret %s in hack/demo/samples", name)
 	return nil
 }
 

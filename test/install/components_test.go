@@ -172,3 +172,64 @@ func atoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// testSamples: config/samples is shaped for a real cluster and real Finch
+// (the demo keeps its loopback samples in hack/demo/samples): it builds with
+// kustomize, carries no credentials, no loopback apiURL or publicURL and no
+// hard-coded namespace, and the API server accepts it in any namespace;
+// config/samples/multi-tenant likewise.
+func testSamples(t *testing.T, c *cluster) {
+	check := func(what string, objs []*unstructured.Unstructured, namespaced bool) {
+		t.Helper()
+		for _, o := range objs {
+			if o.GetKind() == "Secret" {
+				t.Errorf("%s renders Secret %s: credentials belong to the user, not a sample", what, o.GetName())
+			}
+			if namespaced && o.GetNamespace() != "" {
+				t.Errorf("%s renders %s with a hard-coded namespace", what, key(o))
+			}
+			for _, field := range []string{"apiURL", "publicURL"} {
+				v, found, _ := unstructured.NestedString(o.Object, "spec", field)
+				if !found {
+					continue
+				}
+				u, err := url.Parse(v)
+				if err != nil || u.Scheme != "https" || u.Hostname() == "localhost" || strings.HasPrefix(u.Hostname(), "127.") {
+					t.Errorf("%s: %s spec.%s = %q, want an https URL a cluster can serve (loopback is the demo's)", what, key(o), field, v)
+				}
+			}
+		}
+		raw := string(encode(t, objs))
+		for _, bad := range []string{"finch-operator-system", "demo-client", "127.0.0.1"} {
+			if strings.Contains(raw, bad) {
+				t.Errorf("%s mentions %q", what, bad)
+			}
+		}
+	}
+
+	objs := decode(t, c.run(t, nil, "kustomize", filepath.Join(root, "config", "samples")))
+	kinds := map[string]int{}
+	for _, o := range objs {
+		kinds[o.GetKind()]++
+	}
+	if want := map[string]int{"FinchApp": 1, "FinchConnection": 3}; !reflect.DeepEqual(kinds, want) {
+		t.Errorf("config/samples renders %v, want %v", kinds, want)
+	}
+	check("config/samples", objs, true)
+	const ns = "samples-check"
+	c.run(t, encode(t, []*unstructured.Unstructured{{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}}), "apply", "-f", "-")
+	c.run(t, encode(t, objs), "apply", "--dry-run=server", "-n", ns, "-f", "-")
+
+	objs = decode(t, c.run(t, nil, "kustomize", filepath.Join(root, "config", "samples", "multi-tenant")))
+	check("config/samples/multi-tenant", objs, false)
+	var namespaces, rest []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" {
+			namespaces = append(namespaces, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	c.run(t, encode(t, namespaces), "apply", "-f", "-")
+	c.run(t, encode(t, rest), "apply", "--dry-run=server", "-f", "-")
+}

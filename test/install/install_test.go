@@ -1,6 +1,7 @@
 // Package install_test checks the installation artifacts against a real API
-// server (envtest): the kustomize tree under config/ and the Helm chart under
-// charts/finch-operator render, pass server-side validation and admission
+// server (envtest): the kustomize tree under config/ (with its optional
+// components and samples) and the Helm chart under charts/finch-operator
+// render, pass server-side validation and admission
 // (including the restricted Pod Security Standard), and the chart's RBAC and
 // CRDs match what controller-gen generates.
 package install_test
@@ -71,6 +72,7 @@ func TestInstall(t *testing.T) {
 	t.Run("kustomize config/default", func(t *testing.T) { testKustomizeDefault(t, c) })
 	t.Run("kustomize optional components", func(t *testing.T) { testKustomizeOptional(t, c) })
 	t.Run("kustomize components: metrics-secure and simulator", func(t *testing.T) { testKustomizeComponents(t, c) })
+	t.Run("config/samples: production-shaped, accepted by the API server", func(t *testing.T) { testSamples(t, c) })
 	t.Run("kustomize config/namespaced: Roles in the watched namespaces, no cluster-wide grant", func(t *testing.T) { testKustomizeNamespaced(t, c) })
 	t.Run("helm chart", func(t *testing.T) { testHelmChart(t, c) })
 	t.Run("helm chart: values.schema.json refuses unknown and malformed values", testChartSchema)
