@@ -195,9 +195,22 @@ func testImage(t *testing.T) *imageConfig {
 	return img
 }
 
-// helmTemplate renders the chart with the given --set values.
+// helmTemplate renders the chart with the given --set values, for the
+// Kubernetes release the tests run (K8S_VERSION in hack/tools.versions; the
+// chart's kubeVersion refuses helm's built-in default when bin/helm lacks a
+// stamped one). Metrics stay plain HTTP here, as the e2e scrapes them
+// directly; internal/operator's TestSecureMetrics covers metrics.secure.
 func helmTemplate(t *testing.T, set ...string) []*unstructured.Unstructured {
-	args := []string{"template", helmName, filepath.Join(testenv.RepoRoot(), "charts", "finch-operator"), "--namespace", helmNS}
+	kubeVersion := "1.37.2"
+	if raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "hack", "tools.versions")); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "K8S_VERSION" {
+				kubeVersion = f[2]
+			}
+		}
+	}
+	args := []string{"template", helmName, filepath.Join(testenv.RepoRoot(), "charts", "finch-operator"), "--namespace", helmNS,
+		"--kube-version", kubeVersion, "--set", "metrics.secure=false"}
 	for _, v := range set {
 		args = append(args, "--set", v)
 	}
