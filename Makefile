@@ -34,6 +34,11 @@ manifests: ## Generate CRDs and RBAC from kubebuilder markers (and copy the CRDs
 	./hack/sync-chart-crds.sh
 	./hack/sync-monitoring.sh
 
+.PHONY: chart-docs
+chart-docs: ## Generate charts/finch-operator/README.md from README.md.gotmpl and values.yaml's `# --` comments (helm-docs).
+	./hack/tool.sh helm-docs
+	./bin/helm-docs --chart-search-root charts --skip-version-footer --log-level warning
+
 .PHONY: generate
 generate: ## Generate DeepCopy methods.
 	$(CONTROLLER_GEN) object:headerFile="" paths="./api/..."

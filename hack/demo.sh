@@ -17,7 +17,7 @@
 #   DEMO_DIR=.demo    where kubeconfig, logs, etcd data and certificates live; removed on exit
 #                     (only the logs stay when the run fails)
 #   DEMO_SIM_PORT=8090, DEMO_INBOUND_PORT=8082
-#                     the ports config/samples/ points at; if one is taken, the demo picks a
+#                     the ports hack/demo/samples/ points at; if one is taken, the demo picks a
 #                     free port and rewrites the samples' URLs on the fly
 set -euo pipefail
 
@@ -226,8 +226,8 @@ start_sim() {
   step "starting the Finch simulator on $sim_url"
   local secret
   # The webhook secret must be the one the FinchApp sample points the operator at.
-  secret=$(sed -n 's/^ *webhook_secret: *//p' config/samples/finch_v1alpha1_finchapp.yaml)
-  [ -n "$secret" ] || fail "no webhook_secret in config/samples/finch_v1alpha1_finchapp.yaml"
+  secret=$(sed -n 's/^ *webhook_secret: *//p' hack/demo/samples/finch_v1alpha1_finchapp.yaml)
+  [ -n "$secret" ] || fail "no webhook_secret in hack/demo/samples/finch_v1alpha1_finchapp.yaml"
   # `demo exec` keeps the pid and makes the process die with this script, even on kill -9.
   "$helper" exec bin/finchsim --addr "127.0.0.1:$sim_port" \
     --client-id demo-client-id --client-secret demo-client-secret \
@@ -255,14 +255,14 @@ start_manager() {
 }
 
 apply_samples() {
-  step "applying config/samples/ (FinchApp default, its Secrets, FinchConnections acme, globex, initech)"
+  step "applying hack/demo/samples/ (FinchApp default, its Secrets, FinchConnections acme, globex, initech)"
   if [ "$sim_port" = 8090 ] && [ "$inbound_port" = 8082 ]; then
-    run kubectl apply -n "$ns" -f config/samples/ || fail "the API server rejected config/samples/"
+    run kubectl apply -n "$ns" -f hack/demo/samples/ || fail "the API server rejected hack/demo/samples/"
   else
     # The samples point at 127.0.0.1:8090 and :8082; follow the ports actually in use.
     mkdir -p "$run_dir/samples"
     local f
-    for f in config/samples/*.yaml; do
+    for f in hack/demo/samples/*.yaml; do
       sed -e "s#http://127.0.0.1:8090#$sim_url#g" -e "s#http://127.0.0.1:8082#$inbound_url#g" \
         "$f" >"$run_dir/samples/$(basename "$f")"
     done

@@ -22,7 +22,15 @@ fi
 # Version stamps some tools print for themselves.
 ldflags=""
 case "$name" in
-  helm) ldflags="-X helm.sh/helm/v3/internal/version.version=$version" ;;
+  # helm template/lint default to the Kubernetes version stamped here (helm's own Makefile
+  # stamps its client-go's; unstamped it is 1.20, which the chart's kubeVersion refuses).
+  helm)
+    k8s=$(awk '$1 == "K8S_VERSION" { print $3 }' "$root/hack/tools.versions")
+    ldflags="-X helm.sh/helm/v3/internal/version.version=$version"
+    for pkgvar in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+      ldflags="$ldflags -X $pkgvar.k8sVersionMajor=${k8s%%.*} -X $pkgvar.k8sVersionMinor=$(echo "$k8s" | cut -d. -f2)"
+    done
+    ;;
   promtool) ldflags="-X github.com/prometheus/common/version.Version=${version#v}" ;;
 esac
 

@@ -33,6 +33,14 @@ if [ -n "$(git status --porcelain docs/reference)" ]; then
   exit 1
 fi
 
+step "the chart README is generated from values.yaml (make chart-docs)"
+make --no-print-directory chart-docs >/dev/null
+if [ -n "$(git status --porcelain charts/finch-operator/README.md)" ]; then
+  git --no-pager diff charts/finch-operator/README.md
+  echo "charts/finch-operator/README.md drifted from values.yaml or README.md.gotmpl: run 'make chart-docs' and commit" >&2
+  exit 1
+fi
+
 step "go.mod is tidy"
 go mod tidy
 if [ -n "$(git status --porcelain go.mod go.sum)" ]; then

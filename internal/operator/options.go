@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 
 	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/budget"
@@ -44,13 +45,16 @@ type Options struct {
 
 	// flag values parsed by Complete.
 	ipBudget, callbackExchanges, callbackIP, trustedProxies, watchNamespaces, apiHosts string
-	requireState                                                                       bool
+	requireState, metricsSecure                                                        bool
+	metricsCertDir                                                                     string
 }
 
 // BindFlags registers cmd/manager's flags on fs, with the defaults above.
 func (o *Options) BindFlags(fs *flag.FlagSet) {
 	m := &o.Manager
-	fs.StringVar(&m.Metrics.BindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (plain HTTP); \"0\" disables it.")
+	fs.StringVar(&m.Metrics.BindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (plain HTTP, or HTTPS with --metrics-secure); \"0\" disables it.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS to authenticated and authorized callers only: the API server checks each scrape's bearer token (TokenReview) and its permission to GET /metrics (SubjectAccessReview), so the manager needs create on tokenreviews and subjectaccessreviews, and Prometheus a role granting get on the non-resource URL /metrics.")
+	fs.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "Directory holding tls.crt and tls.key for --metrics-secure, reloaded when they change (for example a cert-manager Certificate's Secret mounted there); empty: a self-signed certificate made at start.")
 	fs.StringVar(&m.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	fs.StringVar(&o.InboundAddr, "inbound-bind-address", DefaultInboundAddr, "Address of the inbound server: /callback/{namespace}/{app}/{path} (employer browsers) and /webhooks/{namespace}/{app} (Finch); expose it through an Ingress. Use 127.0.0.1:8082 for a local run.")
 	fs.StringVar(&m.PprofBindAddress, "pprof-bind-address", "", "Address of the net/http/pprof endpoints for profiling (empty: off).")
@@ -106,6 +110,16 @@ func (o *Options) Complete() error {
 	o.Inbound.CallbackIPBurst = ipRate.Requests
 	o.Inbound.CallbackIPInterval = ipRate.Window / time.Duration(ipRate.Requests)
 	o.Inbound.AllowStatelessCallbacks = !o.requireState
+	if o.metricsSecure {
+		// As kubebuilder scaffolds: HTTPS, and every scrape authenticated and
+		// authorized by the API server, so the metrics (which name namespaces
+		// and apps) are no longer open to every pod that can reach the port.
+		o.Manager.Metrics.SecureServing = true
+		o.Manager.Metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
+		o.Manager.Metrics.CertDir = o.metricsCertDir
+	} else if o.metricsCertDir != "" {
+		return fmt.Errorf("--metrics-cert-dir: needs --metrics-secure")
+	}
 	if o.Controllers.WatchNamespaces, err = parseNamespaces(o.watchNamespaces); err != nil {
 		return fmt.Errorf("--watch-namespaces: %w", err)
 	}

@@ -26,6 +26,11 @@ func TestManagerDefaults(t *testing.T) {
 	if o.InboundAddr != DefaultInboundAddr || !o.Manager.LeaderElectionReleaseOnCancel {
 		t.Errorf("manager: inbound %q, release on cancel %v", o.InboundAddr, o.Manager.LeaderElectionReleaseOnCancel)
 	}
+	// Plain-HTTP metrics unless --metrics-secure (the chart and
+	// config/components/metrics-secure turn it on).
+	if o.Manager.Metrics.SecureServing || o.Manager.Metrics.FilterProvider != nil {
+		t.Errorf("metrics: secure by default")
+	}
 	// Only Finch's own API host, unless the operator is told otherwise.
 	if got := o.Controllers.FinchAPIHosts.String(); got != finch.DefaultAPIHost {
 		t.Errorf("--finch-api-hosts default %q, want %q", got, finch.DefaultAPIHost)
@@ -52,7 +57,8 @@ func TestManagerFlags(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]string{{"--finch-ip-budget=lots"}, {"--callback-rate-per-ip=0/1m"}, {"--trusted-proxies=not-a-cidr"},
-		{"--finch-api-hosts="}, {"--finch-api-hosts=https://api.tryfinch.com"}, {"--finch-api-hosts=api.tryfinch.com:0"}} {
+		{"--finch-api-hosts="}, {"--finch-api-hosts=https://api.tryfinch.com"}, {"--finch-api-hosts=api.tryfinch.com:0"},
+		{"--metrics-cert-dir=/certs"}} {
 		var o Options
 		fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 		o.BindFlags(fs)

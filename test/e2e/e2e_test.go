@@ -195,9 +195,22 @@ func testImage(t *testing.T) *imageConfig {
 	return img
 }
 
-// helmTemplate renders the chart with the given --set values.
+// helmTemplate renders the chart with the given --set values, for the
+// Kubernetes release the tests run (K8S_VERSION in hack/tools.versions; the
+// chart's kubeVersion refuses helm's built-in default when bin/helm lacks a
+// stamped one). Metrics stay plain HTTP here, as the e2e scrapes them
+// directly; internal/operator's TestSecureMetrics covers metrics.secure.
 func helmTemplate(t *testing.T, set ...string) []*unstructured.Unstructured {
-	args := []string{"template", helmName, filepath.Join(testenv.RepoRoot(), "charts", "finch-operator"), "--namespace", helmNS}
+	kubeVersion := "1.37.2"
+	if raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "hack", "tools.versions")); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "K8S_VERSION" {
+				kubeVersion = f[2]
+			}
+		}
+	}
+	args := []string{"template", helmName, filepath.Join(testenv.RepoRoot(), "charts", "finch-operator"), "--namespace", helmNS,
+		"--kube-version", kubeVersion, "--set", "metrics.secure=false"}
 	for _, v := range set {
 		args = append(args, "--set", v)
 	}
@@ -413,10 +426,10 @@ func (e *e2e) port(t *testing.T, name string) int32 {
 	return p
 }
 
-// applySamples applies config/samples with the FinchApp pointed at the
+// applySamples applies the demo samples (hack/demo/samples) with the FinchApp pointed at the
 // simulator and at replica 0's inbound server.
 func (e *e2e) applySamples(t *testing.T) {
-	defer step(t, e.flavor+": apply config/samples (FinchApp default, its Secrets, FinchConnections)")()
+	defer step(t, e.flavor+": apply hack/demo/samples (FinchApp default, its Secrets, FinchConnections)")()
 	var objs []*unstructured.Unstructured
 	for _, o := range samples(t) {
 		if o.GetKind() == "FinchApp" {
@@ -897,9 +910,9 @@ func get(u string) (int, string, error) {
 
 func samples(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "hack", "demo", "samples", "*.yaml"))
 	if err != nil || len(files) == 0 {
-		fatalf(t, "no samples in config/samples: %v", err)
+		fatalf(t, "no samples in hack/demo/samples: %v", err)
 	}
 	var out []*unstructured.Unstructured
 	for _, f := range files {
@@ -920,7 +933,7 @@ func sampleSecret(t *testing.T, name string) map[string]string {
 			return m
 		}
 	}
-	fatalf(t, "no Secret %s in config/samples", name)
+	fatalf(t, "no Secret %s in hack/demo/samples", name)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 // Package install_test checks the installation artifacts against a real API
-// server (envtest): the kustomize tree under config/ and the Helm chart under
-// charts/finch-operator render, pass server-side validation and admission
+// server (envtest): the kustomize tree under config/ (with its optional
+// components and samples) and the Helm chart under charts/finch-operator
+// render, pass server-side validation and admission
 // (including the restricted Pod Security Standard), and the chart's RBAC and
 // CRDs match what controller-gen generates.
 package install_test
@@ -70,8 +71,14 @@ func TestInstall(t *testing.T) {
 
 	t.Run("kustomize config/default", func(t *testing.T) { testKustomizeDefault(t, c) })
 	t.Run("kustomize optional components", func(t *testing.T) { testKustomizeOptional(t, c) })
+	t.Run("kustomize components: metrics-secure and simulator", func(t *testing.T) { testKustomizeComponents(t, c) })
+	t.Run("config/samples: production-shaped, accepted by the API server", func(t *testing.T) { testSamples(t, c) })
 	t.Run("kustomize config/namespaced: Roles in the watched namespaces, no cluster-wide grant", func(t *testing.T) { testKustomizeNamespaced(t, c) })
 	t.Run("helm chart", func(t *testing.T) { testHelmChart(t, c) })
+	t.Run("helm chart: values.schema.json refuses unknown and malformed values", testChartSchema)
+	t.Run("helm chart: PDB, NetworkPolicy, topology spread, extraObjects, digest, flags", func(t *testing.T) { testChartAdopterOptions(t, c) })
+	t.Run("helm chart: Chart.yaml metadata", testChartMetadata)
+	t.Run("helm chart: simulator.enabled runs the Finch simulator and a FinchApp on it", func(t *testing.T) { testChartSimulator(t, c) })
 	t.Run("chart CRDs match config/crd/bases", testChartCRDs)
 	t.Run("chart ClusterRole matches config/rbac/role.yaml", testChartClusterRole)
 	t.Run("chart leader election Role matches config/rbac", testChartLeaderElectionRole)
@@ -80,6 +87,7 @@ func TestInstall(t *testing.T) {
 	t.Run("alerts and dashboard: derived copies are current", testMonitoringCopies)
 	t.Run("alerts and dashboard: kustomize", func(t *testing.T) { testKustomizeMonitoring(t, c) })
 	t.Run("alerts and dashboard: helm chart", func(t *testing.T) { testHelmMonitoring(t, c) })
+	t.Run("alerts: helm chart knobs (disabled, alertLabels, runbookBaseURL)", testHelmAlertKnobs)
 }
 
 func testKustomizeDefault(t *testing.T, c *cluster) {
@@ -269,7 +277,7 @@ func testKustomizeOptional(t *testing.T, c *cluster) {
 
 func testHelmChart(t *testing.T, c *cluster) {
 	requireHelm(t)
-	if out, err := exec.Command(helmBinary, "lint", "--strict", chartDir).CombinedOutput(); err != nil {
+	if out, err := exec.Command(helmBinary, "lint", "--strict", "--kube-version", kubeVersion, chartDir).CombinedOutput(); err != nil {
 		t.Fatalf("helm lint --strict: %v\n%s", err, out)
 	}
 
@@ -329,6 +337,11 @@ func testHelmChart(t *testing.T, c *cluster) {
 			"ClusterRole//finch-operator-clusterfinchapp-viewer",
 			"Role/" + helmNamespace + "/finch-operator-leader-election",
 			"RoleBinding/" + helmNamespace + "/finch-operator-leader-election",
+			// metrics.secure (the default): the manager's TokenReviews and
+			// SubjectAccessReviews, and the role a scraper is bound to.
+			"ClusterRole//finch-operator-metrics-auth",
+			"ClusterRoleBinding//finch-operator-metrics-auth",
+			"ClusterRole//finch-operator-metrics-reader",
 			"Service/" + helmNamespace + "/finch-operator-metrics",
 			"Service/" + helmNamespace + "/finch-operator-inbound",
 			"Deployment/" + helmNamespace + "/finch-operator",
@@ -339,11 +352,13 @@ func testHelmChart(t *testing.T, c *cluster) {
 		checkDeployment(t, find(t, objs, "Deployment", "finch-operator"), "finch-operator", []string{
 			"--leader-elect=true", "--leader-election-id=finch-operator.connectops.dev",
 			"--leader-election-namespace=" + helmNamespace,
-			"--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--inbound-bind-address=:8082",
-			"--max-concurrent-reconciles=10", "--kube-api-qps=500", "--kube-api-burst=1000",
+			"--health-probe-bind-address=:8081", "--metrics-bind-address=:8443", "--metrics-secure", "--inbound-bind-address=:8082",
+			"--max-concurrent-reconciles=10", "--kube-api-qps=500", "--kube-api-burst=1000", "--callback-require-state=true",
 			"--zap-log-level=info", "--zap-encoder=json", "--cluster-resource-namespace=" + helmNamespace,
 			"--finch-api-hosts=api.tryfinch.com",
 		})
+		checkServicePort(t, find(t, objs, "Service", "finch-operator-metrics"), "metrics", 8443)
+		checkMetricsRBAC(t, objs)
 		for _, crd := range []string{"clusterfinchapps.finch.connectops.dev", "finchapps.finch.connectops.dev", "finchconnections.finch.connectops.dev"} {
 			if got := find(t, objs, "CustomResourceDefinition", crd).GetAnnotations()["helm.sh/resource-policy"]; got != "keep" {
 				t.Errorf("CRD %s: helm.sh/resource-policy = %q, want keep", crd, got)
@@ -396,22 +411,10 @@ func testHelmChart(t *testing.T, c *cluster) {
 	})
 
 	// helm install --dry-run=server against the API server renders NOTES.txt and
-	// checks the release could be installed. envtest installed the CRDs without
-	// Helm's ownership metadata, so the chart must not template them here.
-	t.Run("helm install --dry-run=server", func(t *testing.T) {
-		cmd := exec.Command(helmBinary, "install", helmRelease, chartDir, "--namespace", helmNamespace,
-			"--dry-run=server", "--kubeconfig", c.kubeconfig, "--set", "crds.install=false",
-			"--set", "inbound.ingress.enabled=true")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("helm install --dry-run=server: %v\n%s", err, out)
-		}
-		for _, want := range []string{"NOTES:", "spec.publicURL", "crds.install is false", "kubectl wait fconn/", "inbound.trustedProxies is empty"} {
-			if !bytes.Contains(out, []byte(want)) {
-				t.Errorf("helm install output lacks %q:\n%s", want, out)
-			}
-		}
-	})
+	// checks the release could be installed (testChartNotes checks what the
+	// notes say). envtest installed the CRDs without Helm's ownership
+	// metadata, so the chart must not template them here.
+	t.Run("helm install --dry-run=server", func(t *testing.T) { testChartNotes(t, c) })
 }
 
 // testChartCRDs fails when the chart's copies of the CRDs are stale.
@@ -473,7 +476,13 @@ func testChartLeaderElectionRole(t *testing.T) {
 func testChartNamespaced(t *testing.T) {
 	objs := helmTemplate(t, "rbac.namespaced=true", "watchNamespaces={tenant-a,tenant-b}")
 	generated := find(t, readObjects(t, filepath.Join(root, "config", "rbac", "role.yaml")), "ClusterRole", "manager-role")
+	// The secure metrics' reviews are cluster-scoped: the one cluster-wide
+	// grant a namespaced install keeps, and it allows nothing else.
+	checkMetricsRBAC(t, objs)
 	for _, o := range objs {
+		if strings.HasPrefix(o.GetName(), "finch-operator-metrics-") {
+			continue
+		}
 		switch o.GetKind() {
 		case "ClusterRoleBinding":
 			t.Errorf("namespaced install renders %s", key(o))
@@ -502,7 +511,7 @@ func testChartNamespaced(t *testing.T) {
 		t.Errorf("the manager does not get --watch-namespaces: %v", args)
 	}
 	// Without watchNamespaces a namespaced install is refused, not cluster-wide.
-	cmd := exec.Command(helmBinary, "template", helmRelease, chartDir, "--set", "rbac.namespaced=true")
+	cmd := exec.Command(helmBinary, "template", helmRelease, chartDir, "--kube-version", kubeVersion, "--set", "rbac.namespaced=true")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "rbac.namespaced needs watchNamespaces") {
 		t.Errorf("rbac.namespaced without watchNamespaces: err %v, output %s", err, out)
 	}
@@ -684,7 +693,13 @@ func checkDeployment(t *testing.T, dep *unstructured.Unstructured, name string, 
 		n, _ := p["containerPort"].(int64)
 		ports[fmt.Sprint(p["name"])] = n
 	}
-	for pname, want := range map[string]int64{"metrics": 8080, "inbound": 8082} {
+	metricsPort := int64(8080)
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--metrics-bind-address=:"); ok {
+			_, _ = fmt.Sscan(v, &metricsPort)
+		}
+	}
+	for pname, want := range map[string]int64{"metrics": metricsPort, "inbound": 8082} {
 		if ports[pname] != want {
 			t.Errorf("Deployment %s: container port %s = %d, want %d", name, pname, ports[pname], want)
 		}
@@ -737,7 +752,7 @@ func requireHelm(t *testing.T) {
 func helmTemplate(t *testing.T, set ...string) []*unstructured.Unstructured {
 	t.Helper()
 	requireHelm(t)
-	args := []string{"template", helmRelease, chartDir, "--namespace", helmNamespace}
+	args := []string{"template", helmRelease, chartDir, "--namespace", helmNamespace, "--kube-version", kubeVersion}
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -144,5 +146,85 @@ func testHelmMonitoring(t *testing.T, c *cluster) {
 	objs = helmTemplate(t, "grafanaDashboard.enabled=true", "grafanaDashboard.namespace=monitoring")
 	if ns := find(t, objs, "ConfigMap", helmRelease+"-dashboard").GetNamespace(); ns != "monitoring" {
 		t.Errorf("dashboard ConfigMap in namespace %q, want monitoring", ns)
+	}
+}
+
+// testHelmAlertKnobs renders the chart's PrometheusRule with every alert
+// knob: a disabled alert is gone, the others carry the extra labels under
+// their own (severity kept) and a runbook_url on the given base, and the
+// result still passes `promtool check rules`. Without knobs the rules are
+// the rules file unchanged (testHelmMonitoring).
+func testHelmAlertKnobs(t *testing.T) {
+	requireHelm(t)
+	spec := rulesSpec(t)
+	var alerts []string
+	severity := map[string]any{}
+	for _, g := range spec["groups"].([]any) {
+		for _, r := range g.(map[string]any)["rules"].([]any) {
+			rule := r.(map[string]any)
+			if name, ok := rule["alert"].(string); ok {
+				alerts = append(alerts, name)
+				severity[name] = rule["labels"].(map[string]any)["severity"]
+			}
+		}
+	}
+	if len(alerts) < 2 {
+		t.Fatalf("the rules file has %d alerts", len(alerts))
+	}
+	off := alerts[1]
+	objs := helmTemplate(t, "prometheusRule.enabled=true", "prometheusRule.disabled."+off+"=true",
+		"prometheusRule.alertLabels.team=payroll-platform", "prometheusRule.alertLabels.severity=page",
+		"prometheusRule.runbookBaseURL=https://wiki.example.com/finch#")
+	pr := find(t, objs, "PrometheusRule", helmRelease)
+	var got []string
+	groups, _, _ := unstructured.NestedSlice(pr.Object, "spec", "groups")
+	for _, g := range groups {
+		for _, r := range g.(map[string]any)["rules"].([]any) {
+			rule := r.(map[string]any)
+			name, ok := rule["alert"].(string)
+			if !ok {
+				continue
+			}
+			got = append(got, name)
+			labels := rule["labels"].(map[string]any)
+			if labels["team"] != "payroll-platform" || labels["severity"] != severity[name] {
+				t.Errorf("alert %s labels %v, want team=payroll-platform added and its own severity %v kept", name, labels, severity[name])
+			}
+			if url := rule["annotations"].(map[string]any)["runbook_url"]; url != "https://wiki.example.com/finch#"+strings.ToLower(name) {
+				t.Errorf("alert %s runbook_url %v, want the base URL and the alert's anchor", name, url)
+			}
+		}
+	}
+	var want []string
+	for _, a := range alerts {
+		if a != off {
+			want = append(want, a)
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("alerts %v, want %v (%s disabled)", got, want, off)
+	}
+
+	// What Prometheus would load still passes promtool.
+	promtool := filepath.Join(root, "bin", "promtool")
+	if _, err := os.Stat(promtool); err != nil {
+		t.Fatalf("%s not found: run `make promtool`", promtool)
+	}
+	raw, err := yaml.Marshal(pr.Object["spec"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
+		t.Errorf("promtool check rules on the chart's rules with knobs: %v\n%s", err, out)
+	}
+
+	// A disabled alert the rules do not have is a mistake, not a no-op.
+	args := []string{"template", helmRelease, chartDir, "--kube-version", kubeVersion, "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.disabled.FinchNoSuchAlert=true"}
+	if out, err := exec.Command(helmBinary, args...).CombinedOutput(); err == nil || !strings.Contains(string(out), "FinchNoSuchAlert") {
+		t.Errorf("prometheusRule.disabled naming an unknown alert: err %v\n%s", err, out)
 	}
 }

@@ -62,8 +62,27 @@ The ServiceAccount the manager runs as.
 {{- end }}
 
 {{/*
+An image reference: repository:tag, or repository:tag@digest when a digest pins it.
+Takes (dict "repository" R "tag" T "digest" D).
+*/}}
+{{- define "finch-operator.imageRef" -}}
+{{- $ref := printf "%s:%s" .repository .tag }}
+{{- if .digest }}
+{{- $ref = printf "%s@%s" $ref .digest }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{/*
 The manager image.
 */}}
 {{- define "finch-operator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "finch-operator.imageRef" (dict "repository" .Values.image.repository "tag" (default .Chart.AppVersion .Values.image.tag) "digest" .Values.image.digest) }}
+{{- end }}
+
+{{/*
+The metrics port: metrics.port, else 8443 for HTTPS (kubebuilder's) and 8080 for plain HTTP.
+*/}}
+{{- define "finch-operator.metricsPort" -}}
+{{- if .Values.metrics.port }}{{ .Values.metrics.port }}{{ else if .Values.metrics.secure }}8443{{ else }}8080{{ end }}
 {{- end }}
