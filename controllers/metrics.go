@@ -12,6 +12,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
+	"github.com/connectops/finch-operator/internal/tokens"
 )
 
 // The business series of connections are per namespace (the connection's)
@@ -72,6 +73,20 @@ func observeTimeToConnect(conn *finchv1.FinchConnection, d time.Duration) {
 	timeToConnect.WithLabelValues(labels(conn)...).Observe(d.Seconds())
 }
 
+// initCounters exports the counters of a namespace and app at zero from its
+// first connection on, so that increase() and rate() see its first event
+// (a series born at 1 has no increase) and the dashboard shows 0, not "no
+// data". The bound is the same: the pairs in use.
+func initCounters(namespace, app string) {
+	for _, k := range []finchv1.SessionKind{finchv1.SessionConnect, finchv1.SessionReauthenticate} {
+		sessionsIssued.WithLabelValues(namespace, app, string(k))
+	}
+	sessionsExpired.WithLabelValues(namespace, app)
+	reauthsRequired.WithLabelValues(namespace, app)
+	timeToConnect.WithLabelValues(namespace, app)
+	tokens.InitMetrics(namespace, app)
+}
+
 // reauthPendingSince is since when conn has waited for the employer to
 // re-authenticate: the lastTransitionTime of its ReauthRequired condition
 // while True (zero when it does not wait). It is the API server's record, so
@@ -97,6 +112,7 @@ type connectionTracker struct {
 	conns   map[types.NamespacedName]trackedConn
 	counts  map[phaseKey]int
 	pending map[pairKey]map[types.NamespacedName]time.Time // connections waiting for reauthentication
+	seen    map[pairKey]bool                                // pairs whose counters are initialised
 }
 
 type trackedConn struct {
@@ -125,6 +141,11 @@ func (t *connectionTracker) set(conn *finchv1.FinchConnection) {
 		t.conns = map[types.NamespacedName]trackedConn{}
 		t.counts = map[phaseKey]int{}
 		t.pending = map[pairKey]map[types.NamespacedName]time.Time{}
+		t.seen = map[pairKey]bool{}
+	}
+	if !t.seen[now.pair] {
+		t.seen[now.pair] = true
+		initCounters(ns, app)
 	}
 	old, ok := t.conns[key]
 	if ok && old == now {

@@ -93,6 +93,26 @@ func TestConnectionGauges(t *testing.T) {
 		"app=ClusterFinchApp/shared,namespace=gauges-payroll": float64(t0.Add(day).Unix()),
 	})
 
+	// The counters of a pair are exported at zero from its first connection
+	// (increase() then sees the first event).
+	ch := make(chan prometheus.Metric, 64)
+	go func() { sessionsExpired.Collect(ch); close(ch) }()
+	initialised := false
+	for pm := range ch {
+		m := &dto.Metric{}
+		if err := pm.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		lv := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			lv[lp.GetName()] = lp.GetValue()
+		}
+		initialised = initialised || lv["namespace"] == hr && lv["app"] == "FinchApp/default" && m.GetCounter().GetValue() == 0
+	}
+	if !initialised {
+		t.Error("finch_sessions_expired_total{namespace=gauges-hr,app=FinchApp/default} is not exported at 0")
+	}
+
 	// Two days later acme re-authenticates and globex starts waiting: the
 	// namespace and app has waited four days in a row, but no employer more
 	// than the two days of acme.

@@ -37,6 +37,21 @@ var stored = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 func init() { metrics.Registry.MustRegister(stored) }
 
+// Flows of Source.Flow.
+const (
+	FlowRedirect = "redirect"
+	FlowEmbedded = "embedded"
+)
+
+// InitMetrics exports the token counter of a namespace and app at zero for
+// each flow (the controller calls it when it first sees a connection of the
+// pair), so that increase() sees the first token stored.
+func InitMetrics(namespace, app string) {
+	for _, f := range []string{FlowRedirect, FlowEmbedded} {
+		stored.WithLabelValues(namespace, app, f)
+	}
+}
+
 // State is what a connection's token Secret says.
 type State struct {
 	Exists   bool   // the Secret exists
