@@ -2,8 +2,9 @@
 // (config/prometheus/finch-operator.rules.yaml) and Grafana dashboard
 // (config/grafana/finch-operator-dashboard.json): promtool validates and
 // unit-tests the rules and parses every dashboard query, every runbook link
-// names a README section, and every metric they use is one that a running
-// manager exports.
+// names a section of docs/metrics.md, and every metric they use is one that a
+// running manager exports. docs/metrics.md lists exactly the metrics the
+// manager registers.
 package monitoring
 
 import (
@@ -230,19 +231,20 @@ func TestAlertingRules(t *testing.T) {
 	}
 }
 
-// TestRunbooksExist checks that every runbook_url points at a section of the README.
+// TestRunbooksExist checks that every runbook_url points at a section of
+// docs/metrics.md, on GitHub.
 func TestRunbooksExist(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	doc, err := os.ReadFile(metricsDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	anchors := map[string]bool{}
-	for _, line := range strings.Split(string(readme), "\n") {
+	for _, line := range strings.Split(string(doc), "\n") {
 		if strings.HasPrefix(line, "#") {
 			anchors[githubAnchor(strings.TrimLeft(line, "# "))] = true
 		}
 	}
-	const base = "https://github.com/connectops/finch-operator/blob/main/README.md#"
+	const base = "https://github.com/connectops/finch-operator/blob/main/docs/metrics.md#"
 	for _, g := range readRules(t).Groups {
 		for _, r := range g.Rules {
 			url := r.Annotations["runbook_url"]
@@ -250,11 +252,11 @@ func TestRunbooksExist(t *testing.T) {
 				continue
 			}
 			if !strings.HasPrefix(url, base) {
-				t.Errorf("alert %s: runbook_url %q is not a README section (%s...)", r.Alert, url, base)
+				t.Errorf("alert %s: runbook_url %q is not a section of docs/metrics.md (%s...)", r.Alert, url, base)
 				continue
 			}
-			if a := strings.TrimPrefix(url, base); !anchors[a] {
-				t.Errorf("alert %s: README.md has no section #%s", r.Alert, a)
+			if a := strings.TrimPrefix(url, base); a != strings.ToLower(r.Alert) || !anchors[a] {
+				t.Errorf("alert %s: docs/metrics.md has no section #%s named after the alert", r.Alert, a)
 			}
 		}
 	}
