@@ -112,7 +112,7 @@ type connectionTracker struct {
 	conns   map[types.NamespacedName]trackedConn
 	counts  map[phaseKey]int
 	pending map[pairKey]map[types.NamespacedName]time.Time // connections waiting for reauthentication
-	seen    map[pairKey]bool                                // pairs whose counters are initialised
+	seen    map[pairKey]bool                               // pairs whose counters are initialised
 }
 
 type trackedConn struct {

@@ -182,12 +182,12 @@ func dashboardQueries(t *testing.T) (queries []query, variableMetrics []string) 
 
 func TestMetricNamesOfAnExpression(t *testing.T) {
 	for expr, want := range map[string]string{
-		`sum by (app, le) (rate(finch_api_budget_wait_seconds_bucket{app=~"a|b", le="1"}[5m]))`:          "finch_api_budget_wait_seconds_bucket",
-		`a_total unless on (x) group_left(y) b offset 10m > bool 0`:                                      "a_total b",
-		`absent(up{job="x"}) or vector(0)`:                                                               "up",
-		`histogram_quantile(0.9, sum(rate(x_bucket[1h:5m])) by (le)) * 1e3`:                              "x_bucket",
+		`sum by (app, le) (rate(finch_api_budget_wait_seconds_bucket{app=~"a|b", le="1"}[5m]))`:                    "finch_api_budget_wait_seconds_bucket",
+		`a_total unless on (x) group_left(y) b offset 10m > bool 0`:                                                "a_total b",
+		`absent(up{job="x"}) or vector(0)`:                                                                         "up",
+		`histogram_quantile(0.9, sum(rate(x_bucket[1h:5m])) by (le)) * 1e3`:                                        "x_bucket",
 		`clamp_min(max(finch_api_ip_penalty_until_timestamp_seconds) - time(), 0) # comment with metric_like_word`: "finch_api_ip_penalty_until_timestamp_seconds",
-		"count without (instance) (m{name=\"sum(\\\"q\\\")\"})":                                          "m",
+		"count without (instance) (m{name=\"sum(\\\"q\\\")\"})":                                                    "m",
 	} {
 		if got := strings.Join(MetricNames(expr), " "); got != want {
 			t.Errorf("MetricNames(%s) = %q, want %q", expr, got, want)
