@@ -120,10 +120,10 @@ var _ = Describe("Finch API hosts: one namespace's apiURL cannot pause Finch for
 
 		// The penalty is the stub host's alone, and at most Finch's 60 minutes.
 		simAfter, _ := penaltyUntil(simHost)
-		Expect(simAfter).To(Equal(simBefore), "finch_api_ip_penalty_until_seconds of the simulator's host did not move")
+		Expect(simAfter).To(Equal(simBefore), "finch_api_ip_penalty_until_timestamp_seconds of the simulator's host did not move")
 		Expect(simAfter).To(BeZero())
 		until, ok := penaltyUntil(stubHost)
-		Expect(ok).To(BeTrue(), "finch_api_ip_penalty_until_seconds{host=%q}", stubHost)
+		Expect(ok).To(BeTrue(), "finch_api_ip_penalty_until_timestamp_seconds{host=%q}", stubHost)
 		Expect(until).To(BeNumerically(">", float64(start.Unix())))
 		Expect(until).To(BeNumerically("<=", float64(time.Now().Add(budget.MaxIPPenalty+time.Second).Unix())),
 			"the penalty is capped at Finch's documented 60 minutes, not the 24h asked for")
@@ -140,13 +140,13 @@ func hostKey(raw string) string {
 	return k
 }
 
-// penaltyUntil reads finch_api_ip_penalty_until_seconds{host} from the
+// penaltyUntil reads finch_api_ip_penalty_until_timestamp_seconds{host} from the
 // operator's metrics registry (the manager runs in this process).
 func penaltyUntil(host string) (float64, bool) {
 	mfs, err := metrics.Registry.Gather()
 	Expect(err).NotTo(HaveOccurred())
 	for _, mf := range mfs {
-		if mf.GetName() != "finch_api_ip_penalty_until_seconds" {
+		if mf.GetName() != "finch_api_ip_penalty_until_timestamp_seconds" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {

@@ -151,7 +151,7 @@ func (r *FinchConnectionReconciler) unrecordedReauth(s *syncState) outcome {
 	switch {
 	case !s.now.Before(expires):
 		st.PendingCall = nil
-		sessionsExpired.Inc()
+		countSessionExpired(s.conn)
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionExpired, "Reauthenticate", fmt.Sprintf(
 			"the reauthentication session that may have been issued at %s (its link was not recorded) has expired", pc.StartedAt.UTC().Format(time.RFC3339)))
 		return nil

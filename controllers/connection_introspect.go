@@ -73,7 +73,7 @@ func (r *FinchConnectionReconciler) introspect(ctx context.Context, s *syncState
 		if st.ConnectedAt == nil {
 			st.ConnectedAt = &metav1.Time{Time: s.now}
 			if st.FirstSessionTime != nil {
-				timeToConnect.Observe(s.now.Sub(st.FirstSessionTime.Time).Seconds())
+				observeTimeToConnect(s.conn, s.now.Sub(st.FirstSessionTime.Time))
 			}
 		}
 		if !wasConnected {

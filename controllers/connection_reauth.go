@@ -114,7 +114,7 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 		if s.now.Before(sess.ExpiresAt.Time) {
 			return done{phase: finchv1.PhaseReauthRequired, requeue: sess.ExpiresAt.Sub(s.now) + time.Second}
 		}
-		sessionsExpired.Inc()
+		countSessionExpired(s.conn)
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionExpired, "Reauthenticate", fmt.Sprintf("reauthentication session %s expired unused", sess.ID))
 	}
 	if o := r.unrecordedReauth(s); o != nil {
@@ -161,7 +161,7 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 		return r.finchError(s, "create reauthentication session", err)
 	}
 	if st.Phase != finchv1.PhaseReauthRequired {
-		reauthsRequired.Inc()
+		countReauthRequired(s.conn)
 	}
 	expires := s.now.Add(time.Duration(minutes) * time.Minute)
 	st.Session = &finchv1.Session{
@@ -174,7 +174,7 @@ func (r *FinchConnectionReconciler) ensureReauthSession(ctx context.Context, s *
 	}
 	st.PendingCall = nil
 	r.remember(key, intent, callMemo{sent: true, ok: true, session: st.Session.DeepCopy()})
-	sessionsIssued.WithLabelValues(string(finchv1.SessionReauthenticate)).Inc()
+	countSessionIssued(s.conn, finchv1.SessionReauthenticate)
 	msg := fmt.Sprintf("Finch needs the employer to re-authenticate connection %s: send them status.session.connectURL (expires %s)",
 		st.ConnectionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339))
 	if m, ok := productsChanged(conn, ask.missing); ok {

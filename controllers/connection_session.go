@@ -60,7 +60,7 @@ func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s 
 		return o
 	}
 	if sess != nil && !s.now.Before(sess.ExpiresAt.Time) {
-		sessionsExpired.Inc()
+		countSessionExpired(s.conn)
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionExpired, "CreateSession", fmt.Sprintf("session %s expired before the employer connected", sess.ID))
 	}
 	resp, err := s.app.Client.CreateSession(ctx, req)
@@ -92,7 +92,7 @@ func (r *FinchConnectionReconciler) ensureConnectSession(ctx context.Context, s 
 	if st.FirstSessionTime == nil {
 		st.FirstSessionTime = &metav1.Time{Time: s.now}
 	}
-	sessionsIssued.WithLabelValues(string(finchv1.SessionConnect)).Inc()
+	countSessionIssued(s.conn, finchv1.SessionConnect)
 	if refreshed {
 		events.Record(r.Recorder, conn, corev1.EventTypeNormal, finchv1.ReasonSessionRefreshed, "CreateSession", fmt.Sprintf("refreshed Connect session %s until %s", resp.SessionID, st.Session.ExpiresAt.UTC().Format(time.RFC3339)))
 	} else {

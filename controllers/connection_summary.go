@@ -197,7 +197,7 @@ func (r *FinchConnectionReconciler) patchStatus(ctx context.Context, orig, conn 
 		r.calls.Delete(key) // the call's result (or its end) is written
 	}
 	if conn.DeletionTimestamp.IsZero() {
-		r.phases.set(key, conn.Status.Phase)
+		r.phases.set(conn)
 	}
 	if result.RequeueAfter < 0 {
 		result.RequeueAfter = time.Second

@@ -64,7 +64,7 @@ type FinchConnectionReconciler struct {
 	// controllers when Finch's per-IP penalty starts.
 	penalties, clusterPenalties chan<- event.GenericEvent
 
-	phases phaseTracker
+	phases connectionTracker
 	// written remembers the resourceVersion of each connection's last write,
 	// so a pass that reads an older copy from the cache waits instead of
 	// repeating a Finch call whose result it cannot see yet.

@@ -442,7 +442,7 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 		ClientSecret: clientSecret,
 		HTTPClient:   r.HTTPClient,
 		Limiter:      budget.Gate{Budget: application.budget, Guard: guard},
-		MetricsApp:   KeyString(key),
+		MetricsApp:   key,
 	})
 	if err != nil {
 		wake = append(wake, r.leaveLocked(key)...)

@@ -40,7 +40,7 @@ const ipBudgetKey = "*"
 // it, so an app pointed at another host cannot pause the apps that call Finch.
 type IPGuard struct {
 	budget *Budget
-	host   string           // the host key (IPGuards.For): finch_api_ip_penalty_until_seconds's label
+	host   string           // the host key (IPGuards.For): finch_api_ip_penalty_until_timestamp_seconds's label
 	now    func() time.Time // the penalty clock; tests replace it
 
 	mu    sync.Mutex

@@ -108,7 +108,7 @@ func TestIPGuardsBounded(t *testing.T) {
 	}
 }
 
-// hostGauge reads finch_api_ip_penalty_until_seconds{host=host}.
+// hostGauge reads finch_api_ip_penalty_until_timestamp_seconds{host=host}.
 func hostGauge(t *testing.T, host string) float64 {
 	t.Helper()
 	g, err := ipPenaltyUntil.GetMetricWithLabelValues(host)

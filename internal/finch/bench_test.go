@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/connectops/finch-operator/internal/budget"
 )
 
@@ -21,7 +23,7 @@ func BenchmarkCreateSession(b *testing.B) {
 	}))
 	defer srv.Close()
 	c, err := New(Config{
-		BaseURL: srv.URL, ClientID: "id", ClientSecret: "secret", MetricsApp: "bench/app",
+		BaseURL: srv.URL, ClientID: "id", ClientSecret: "secret", MetricsApp: types.NamespacedName{Namespace: "bench", Name: "app"},
 		Limiter: budget.Gate{Budget: budget.New(budget.Config{Requests: 1 << 30, Window: time.Millisecond})},
 	})
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/connectops/finch-operator/internal/budget"
 )
 
@@ -49,7 +51,10 @@ type Config struct {
 	MaxAttempts  int           // total attempts for retryable calls, default 3
 	MaxRetryWait time.Duration // longest Retry-After/backoff slept in-process, default 10s; longer returns the *Error so the caller requeues
 	Timeout      time.Duration // per attempt, default 30s
-	MetricsApp   string        // value of the "app" metric label (namespace/name of the FinchApp)
+	// MetricsApp is the key of the app object (a ClusterFinchApp's has no
+	// namespace) whose "namespace" and "app" metric labels (AppLabels) the
+	// client's series carry.
+	MetricsApp types.NamespacedName
 	// ConnectBaseURL is the Connect host of the link the Client builds when a
 	// session response carries neither connect_url nor url; default
 	// DefaultConnectBaseURL.
@@ -90,7 +95,8 @@ type Client struct {
 	maxAttempts  int
 	maxRetryWait time.Duration
 	timeout      time.Duration
-	app          string
+	metricsNS    string // "namespace" label of the client's series
+	app          string // "app" label of the client's series
 	connectBase  string // without trailing slash
 }
 
@@ -140,6 +146,7 @@ func New(cfg Config) (*Client, error) {
 	if cu, err := url.Parse(cfg.ConnectBaseURL); err != nil || (cu.Scheme != "http" && cu.Scheme != "https") || cu.Host == "" {
 		return nil, fmt.Errorf("finch: connect base URL %q must be an absolute http(s) URL", cfg.ConnectBaseURL)
 	}
+	metricsNS, metricsApp := AppLabels(cfg.MetricsApp)
 	c := &Client{
 		baseURL:      strings.TrimRight(u.String(), "/"),
 		apiVersion:   cfg.APIVersion,
@@ -150,7 +157,8 @@ func New(cfg Config) (*Client, error) {
 		maxAttempts:  cfg.MaxAttempts,
 		maxRetryWait: cfg.MaxRetryWait,
 		timeout:      cfg.Timeout,
-		app:          cfg.MetricsApp,
+		metricsNS:    metricsNS,
+		app:          metricsApp,
 		connectBase:  strings.TrimRight(cfg.ConnectBaseURL, "/"),
 	}
 	if cfg.ClientID != "" && cfg.ClientSecret != "" {
@@ -394,7 +402,7 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 			}
 			return c.budgetErr(cl, lastErr, err)
 		}
-		budgetWait.WithLabelValues(c.app, cl.endpoint).Observe(time.Since(waitStart).Seconds())
+		budgetWait.WithLabelValues(c.metricsNS, c.app, cl.endpoint).Observe(time.Since(waitStart).Seconds())
 
 		res := c.attempt(ctx, cl)
 		done(time.Now())
@@ -413,7 +421,7 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 			// Do not hold a reconcile worker that long: the caller requeues.
 			return res.err
 		}
-		retriesTotal.WithLabelValues(c.app, cl.endpoint, res.reason).Inc()
+		retriesTotal.WithLabelValues(c.metricsNS, c.app, cl.endpoint, res.reason).Inc()
 		if err := sleepCtx(ctx, wait); err != nil {
 			return fmt.Errorf("%w; retry abandoned: %w", res.err, err)
 		}
@@ -423,7 +431,7 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 // refused is the local error of a call the limiter refused during Finch's
 // per-IP penalty: the 429 finch_api_ip_rl Finch would have answered.
 func (c *Client) refused(endpoint string, pe *budget.PenaltyError) *Error {
-	ipPenaltyRefused.WithLabelValues(c.app, endpoint).Inc()
+	ipPenaltyRefused.WithLabelValues(c.metricsNS, c.app, endpoint).Inc()
 	return &Error{
 		StatusCode: http.StatusTooManyRequests,
 		Name:       "rate_limit_exceeded_error",
@@ -554,6 +562,6 @@ func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error
 }
 
 func (c *Client) observe(endpoint, code string, start time.Time) {
-	requestsTotal.WithLabelValues(c.app, endpoint, code).Inc()
-	requestDuration.WithLabelValues(c.app, endpoint).Observe(time.Since(start).Seconds())
+	requestsTotal.WithLabelValues(c.metricsNS, c.app, endpoint, code).Inc()
+	requestDuration.WithLabelValues(c.metricsNS, c.app, endpoint).Observe(time.Since(start).Seconds())
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/connectops/finch-operator/internal/budget"
 )
 
@@ -90,7 +92,7 @@ func newTestClient(t testing.TB, rc *recorder, mutate func(*Config)) *Client {
 		ClientID:     testClientID,
 		ClientSecret: testClientSecret,
 		Limiter:      budget.Gate{Budget: budget.New(budget.Config{Requests: 1_000_000, Window: time.Minute})},
-		MetricsApp:   "test/app",
+		MetricsApp:   types.NamespacedName{Namespace: "test", Name: "app"},
 	}
 	if mutate != nil {
 		mutate(&cfg)

@@ -35,6 +35,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
 	"github.com/connectops/finch-operator/internal/finchsim"
@@ -112,7 +114,7 @@ func (b *simBackend) client(t *testing.T, mods ...func(*finch.Config)) *finch.Cl
 		// budget keeps the default (20/min per endpoint) out of the way.
 		Limiter:    budget.Gate{Budget: budget.New(budget.Config{Requests: 10_000, Window: time.Second})},
 		Timeout:    10 * time.Second,
-		MetricsApp: "contract/sim",
+		MetricsApp: types.NamespacedName{Namespace: "contract", Name: "sim"},
 	}
 	for _, m := range mods {
 		m(&cfg)
@@ -193,7 +195,7 @@ func (b *realBackend) client(t *testing.T, mods ...func(*finch.Config)) *finch.C
 		ClientID:     b.clientID,
 		ClientSecret: b.clientSecret,
 		Limiter:      budget.Gate{Budget: b.budget},
-		MetricsApp:   "contract/real",
+		MetricsApp:   types.NamespacedName{Namespace: "contract", Name: "real"},
 	}
 	for _, m := range mods {
 		m(&cfg)
@@ -1370,7 +1372,7 @@ func secondApp(t *testing.T, b backend, sim *finchsim.Sim, mods ...func(*finch.C
 	t.Helper()
 	sim.AddApp(finchsim.AppConfig{ClientID: simClientID2, ClientSecret: simClientSecret2})
 	return b.client(t, append([]func(*finch.Config){func(cfg *finch.Config) {
-		cfg.ClientID, cfg.ClientSecret, cfg.MetricsApp = simClientID2, simClientSecret2, "contract/sim-2"
+		cfg.ClientID, cfg.ClientSecret, cfg.MetricsApp = simClientID2, simClientSecret2, types.NamespacedName{Namespace: "contract", Name: "sim-2"}
 	}}, mods...)...)
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/connectops/finch-operator/internal/budget"
@@ -39,7 +40,7 @@ func (f *fakeNow) add(d time.Duration) {
 	f.t = f.t.Add(d)
 }
 
-// hostGauge reads finch_api_ip_penalty_until_seconds{host=host} (kept by
+// hostGauge reads finch_api_ip_penalty_until_timestamp_seconds{host=host} (kept by
 // the guard, in internal/budget) from the controller-runtime registry.
 func hostGauge(t *testing.T, host string) float64 {
 	t.Helper()
@@ -48,7 +49,7 @@ func hostGauge(t *testing.T, host string) float64 {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "finch_api_ip_penalty_until_seconds" {
+		if mf.GetName() != "finch_api_ip_penalty_until_timestamp_seconds" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -59,7 +60,7 @@ func hostGauge(t *testing.T, host string) float64 {
 			}
 		}
 	}
-	t.Fatalf("no finch_api_ip_penalty_until_seconds{host=%q}", host)
+	t.Fatalf("no finch_api_ip_penalty_until_timestamp_seconds{host=%q}", host)
 	return 0
 }
 
@@ -71,7 +72,7 @@ func guardClients(t *testing.T, rc *recorder, g *budget.IPGuard) (a, b *Client) 
 	t.Cleanup(srv.Close)
 	mk := func(app string) *Client {
 		c, err := New(Config{
-			BaseURL: srv.URL, ClientID: app + "-id", ClientSecret: testClientSecret, MetricsApp: app,
+			BaseURL: srv.URL, ClientID: app + "-id", ClientSecret: testClientSecret, MetricsApp: types.NamespacedName{Namespace: "guard-ns", Name: app},
 			Limiter: budget.Gate{Budget: budget.New(budget.Config{Requests: 1_000_000, Window: time.Minute}), Guard: g},
 		})
 		if err != nil {
@@ -79,8 +80,11 @@ func guardClients(t *testing.T, rc *recorder, g *budget.IPGuard) (a, b *Client) 
 		}
 		return c
 	}
-	a, b = mk("guard-ns/app-a"), mk("guard-ns/app-b")
-	t.Cleanup(func() { DeleteAppMetrics("guard-ns/app-a"); DeleteAppMetrics("guard-ns/app-b") })
+	a, b = mk("app-a"), mk("app-b")
+	t.Cleanup(func() {
+		DeleteAppMetrics(types.NamespacedName{Namespace: "guard-ns", Name: "app-a"})
+		DeleteAppMetrics(types.NamespacedName{Namespace: "guard-ns", Name: "app-b"})
+	})
 	return a, b
 }
 
@@ -140,17 +144,17 @@ func TestIPGuardStopsEveryClientAfterOneIPLimit(t *testing.T) {
 	}
 
 	// Metrics: the refusals are counted, and not as Finch responses.
-	got := strings.Join(append(series(t, "guard-ns/app-a"), series(t, "guard-ns/app-b")...), "\n")
+	got := strings.Join(append(series(t, "FinchApp/app-a"), series(t, "FinchApp/app-b")...), "\n")
 	for _, want := range []string{
-		"finch_api_ip_penalty_refused_total{app=guard-ns/app-b,endpoint=POST /connect/sessions} 1",
-		"finch_api_ip_penalty_refused_total{app=guard-ns/app-a,endpoint=GET /introspect} 1",
-		"finch_api_requests_total{app=guard-ns/app-a,code=429,endpoint=GET /introspect} 1",
+		"finch_api_ip_penalty_refused_total{app=FinchApp/app-b,endpoint=POST /connect/sessions,namespace=guard-ns} 1",
+		"finch_api_ip_penalty_refused_total{app=FinchApp/app-a,endpoint=GET /introspect,namespace=guard-ns} 1",
+		"finch_api_requests_total{app=FinchApp/app-a,code=429,endpoint=GET /introspect,namespace=guard-ns} 1",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "finch_api_requests_total{app=guard-ns/app-b") {
+	if strings.Contains(got, "finch_api_requests_total{app=FinchApp/app-b,") {
 		t.Errorf("a local refusal was counted as a Finch response:\n%s", got)
 	}
 

@@ -7,11 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // series returns "name{label=value,...} value" lines for the finch metrics of
-// app, from the controller-runtime registry.
+// app (its app label), from the controller-runtime registry.
 func series(t *testing.T, app string) []string {
 	t.Helper()
 	mfs, err := metrics.Registry.Gather()
@@ -44,21 +45,24 @@ func series(t *testing.T, app string) []string {
 }
 
 func TestMetrics(t *testing.T) {
-	const app = "metrics-ns/metrics-app"
+	// The labels name the app object as kubectl does (kind/name) and its
+	// namespace apart, like every business series of the operator.
+	const app = "FinchApp/metrics-app"
+	key := types.NamespacedName{Namespace: "metrics-ns", Name: "metrics-app"}
 	rc := &recorder{routes: map[string]http.HandlerFunc{
 		"GET /introspect": sequence(jsonHandler(503, `{}`), jsonHandler(200, `{"connection_id":"c"}`)),
 	}}
-	c := newTestClient(t, rc, func(c *Config) { c.MetricsApp = app })
+	c := newTestClient(t, rc, func(c *Config) { c.MetricsApp = key })
 	if _, err := c.Introspect(context.Background(), testToken); err != nil {
 		t.Fatal(err)
 	}
 	got := strings.Join(series(t, app), "\n")
 	for _, want := range []string{
-		`finch_api_requests_total{app=` + app + `,code=503,endpoint=GET /introspect} 1`,
-		`finch_api_requests_total{app=` + app + `,code=200,endpoint=GET /introspect} 1`,
-		`finch_api_retries_total{app=` + app + `,endpoint=GET /introspect,reason=server_error} 1`,
-		`finch_api_request_duration_seconds{app=` + app + `,endpoint=GET /introspect} 2`,
-		`finch_api_budget_wait_seconds{app=` + app + `,endpoint=GET /introspect} 2`,
+		`finch_api_requests_total{app=` + app + `,code=503,endpoint=GET /introspect,namespace=metrics-ns} 1`,
+		`finch_api_requests_total{app=` + app + `,code=200,endpoint=GET /introspect,namespace=metrics-ns} 1`,
+		`finch_api_retries_total{app=` + app + `,endpoint=GET /introspect,namespace=metrics-ns,reason=server_error} 1`,
+		`finch_api_request_duration_seconds{app=` + app + `,endpoint=GET /introspect,namespace=metrics-ns} 2`,
+		`finch_api_budget_wait_seconds{app=` + app + `,endpoint=GET /introspect,namespace=metrics-ns} 2`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in\n%s", want, got)
@@ -67,8 +71,19 @@ func TestMetrics(t *testing.T) {
 	if strings.Contains(got, testToken) || strings.Contains(got, testClientSecret) {
 		t.Error("a label carries a secret")
 	}
-	DeleteAppMetrics(app)
+	DeleteAppMetrics(key)
 	if left := series(t, app); len(left) != 0 {
 		t.Errorf("DeleteAppMetrics left %v", left)
+	}
+}
+
+func TestAppLabels(t *testing.T) {
+	for key, want := range map[types.NamespacedName][2]string{
+		{Namespace: "payroll", Name: "acme"}: {"payroll", "FinchApp/acme"},
+		{Name: "shared"}:                     {"", "ClusterFinchApp/shared"},
+	} {
+		if ns, app := AppLabels(key); ns != want[0] || app != want[1] {
+			t.Errorf("AppLabels(%v) = %q, %q, want %q, %q", key, ns, app, want[0], want[1])
+		}
 	}
 }

@@ -34,6 +34,7 @@ type callbackAnswer struct {
 	redirect   string        // 303 to this URL instead of the page
 	retryAfter time.Duration // Retry-After of a 429 page
 	reject     string        // rejected before any Finch call: the reason label
+	namespace  string        // the connection's namespace once a verified state names it (metric label of a ClusterFinchApp)
 }
 
 // handleBadCallback answers callback URLs of the wrong shape or method like a
@@ -54,24 +55,25 @@ func (s *Server) handleBadCallback(w http.ResponseWriter, r *http.Request) {
 // app when it exists.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, bucket string, app finchv1.AppObject, reason string) {
 	if ok, wait := s.ipLimiter.Take(ipKey(clientIP(r, s.cfg.TrustedProxies))); !ok {
-		callbacksTotal.WithLabelValues(callbackInvalid).Inc()
-		callbackRejected.WithLabelValues(rejectIPRate).Inc()
+		countCallback(app, "", callbackInvalid)
+		countRejected(app, "", rejectIPRate)
 		writeTooMany(w, wait)
 		return
 	}
-	s.rejectCallback(w, bucket, app, reason)
+	s.rejectCallback(w, bucket, app, "", reason)
 }
 
 // rejectCallback answers a callback refused before any Finch call, drawing
 // from the app's bucket for refused traffic (bucket: the app key the path
 // names, "" for none); once it is empty the answer is 429 and the flood is
-// reported on the app (when app is not nil).
-func (s *Server) rejectCallback(w http.ResponseWriter, bucket string, app finchv1.AppObject, reason string) {
-	callbacksTotal.WithLabelValues(callbackInvalid).Inc()
-	callbackRejected.WithLabelValues(reason).Inc()
+// reported on the app (when app is not nil). connNamespace is the namespace
+// of the connection a verified state named ("" for none).
+func (s *Server) rejectCallback(w http.ResponseWriter, bucket string, app finchv1.AppObject, connNamespace, reason string) {
+	countCallback(app, connNamespace, callbackInvalid)
+	countRejected(app, connNamespace, reason)
 	if bucket != "" {
 		if ok, wait := s.appLimiter.Take(bucket); !ok {
-			callbackRejected.WithLabelValues(rejectAppRate).Inc()
+			countRejected(app, connNamespace, rejectAppRate)
 			if app != nil {
 				s.limitedWarning(app, finchv1.ReasonCallbackFlood, "Callback", fmt.Sprintf(
 					"more than %d unverifiable callback requests in a burst for %s (latest refused as %s): answering 429 to them; real employers' callbacks, which carry a state signed by the operator, are still served. Rate-limit the inbound Ingress (see docs/security.md)",
@@ -148,7 +150,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		default:
 			// The code was not spent: a reload later can still succeed.
 			log.Error(err, "callback: cannot read the app")
-			callbacksTotal.WithLabelValues(callbackError).Inc()
+			countCallback(nil, "", callbackError)
 			writePage(w, pageUnavailable)
 		}
 		return
@@ -162,8 +164,8 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		// Nothing verifies a stateless callback: it is charged like a
 		// refused one, and refused only when the address is over its limit.
 		if ok, wait := s.ipLimiter.Take(ipKey(clientIP(r, s.cfg.TrustedProxies))); !ok {
-			callbacksTotal.WithLabelValues(callbackInvalid).Inc()
-			callbackRejected.WithLabelValues(rejectIPRate).Inc()
+			countCallback(app, "", callbackInvalid)
+			countRejected(app, "", rejectIPRate)
 			writeTooMany(w, wait)
 			return
 		}
@@ -193,10 +195,10 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if out.reject != "" {
 		// A valid state whose session is gone or done: not the address's
 		// fault, so only the app's bucket for refused traffic is drawn.
-		s.rejectCallback(w, bucket, app, out.reject)
+		s.rejectCallback(w, bucket, app, out.namespace, out.reject)
 		return
 	}
-	callbacksTotal.WithLabelValues(out.result).Inc()
+	countCallback(app, out.namespace, out.result)
 	switch {
 	case out.redirect != "":
 		http.Redirect(w, r, out.redirect, http.StatusSeeOther)
@@ -227,13 +229,16 @@ func (s *Server) redeem(base context.Context, app finchv1.AppObject, resolved *a
 	// A few exchanges per session, then one a minute: a leaked Connect link
 	// cannot drain the budget, and its employer can still finish after a wait.
 	if ok, wait := s.sessionLimiter.Take(appKey(app) + "\x00" + sessionID); !ok {
-		callbackRejected.WithLabelValues(rejectSessionLocked).Inc()
-		return callbackAnswer{result: callbackInvalid, page: pageTooMany, retryAfter: wait}, false
+		countRejected(app, conn.Namespace, rejectSessionLocked)
+		return callbackAnswer{result: callbackInvalid, page: pageTooMany, retryAfter: wait, namespace: conn.Namespace}, false
 	}
 	if out, ok := s.takeExchange(base, app, resolved, conn.Namespace); !ok {
+		out.namespace = conn.Namespace
 		return out, false
 	}
-	return s.exchange(base, app, resolved, code, conn.Status.Session.RedirectURI, conn)
+	out, keep := s.exchange(base, app, resolved, code, conn.Status.Session.RedirectURI, conn)
+	out.namespace = conn.Namespace
+	return out, keep
 }
 
 // redeemUnbound spends a code that came back without a state, for
@@ -264,14 +269,14 @@ func (s *Server) takeExchange(base context.Context, app finchv1.AppObject, resol
 	key := appKey(app)
 	ceiling := s.exchangeBudget(key, ns)
 	if wait := ceiling.Delay(callbackBudgetKey); wait > 0 {
-		callbackExchanges.WithLabelValues(key, exchangeCeiling).Inc()
+		countExchange(app, ns, exchangeCeiling)
 		s.limitedWarning(app, finchv1.ReasonCallbackFlood, "ExchangeCode", fmt.Sprintf(
 			"the callback reached its ceiling of %d code exchanges per %s for %s (--callback-exchanges); an employer was asked to retry in %s",
 			s.cfg.CallbackExchanges.Requests, s.cfg.CallbackExchanges.Window, describe(app), wait.Round(time.Second)))
 		return callbackAnswer{result: callbackFinchUnavailable, page: pageTooMany, retryAfter: wait}, false
 	}
 	if wait, _ := resolved.Admit(finch.EndpointToken, ns, "", exchangeMaxBlock); wait > 0 {
-		callbackExchanges.WithLabelValues(key, callbackFinchUnavailable).Inc()
+		countExchange(app, ns, callbackFinchUnavailable)
 		s.limitedWarning(app, finchv1.ReasonCallbackFailed, "ExchangeCode", fmt.Sprintf(
 			"could not exchange an authorization code at the callback: the Finch request budget of %s (spec.rateLimit, or the operator's per-IP limit) has no slot for %s; the employer was asked to retry then",
 			describe(app), wait.Round(time.Second)))
@@ -350,11 +355,11 @@ func (s *Server) exchange(base context.Context, app finchv1.AppObject, resolved 
 	cancel()
 	if err != nil {
 		out := s.exchangeFailed(app, resolved, err)
-		callbackExchanges.WithLabelValues(appKey, out.result).Inc()
+		countExchange(app, connNamespace(conn), out.result)
 		// A transient failure is not remembered: a reload can still succeed.
 		return out, out.result != callbackFinchUnavailable
 	}
-	callbackExchanges.WithLabelValues(appKey, exchangeSpent).Inc()
+	countExchange(app, connNamespace(conn), exchangeSpent)
 	log = log.WithValues("customerID", resp.CustomerID, "connectionID", resp.ConnectionID)
 
 	ctx, cancel := context.WithTimeout(base, storeTimeout)
@@ -670,6 +675,14 @@ func (s *Server) limitedWarning(obj client.Object, reason, action, note string) 
 
 // appKey is an app's key as metrics, limits and logs use it (apps.KeyString).
 func appKey(app finchv1.AppObject) string { return apps.KeyString(finchv1.AppKeyOf(app)) }
+
+// connNamespace is conn's namespace, "" for nil.
+func connNamespace(conn *finchv1.FinchConnection) string {
+	if conn == nil {
+		return ""
+	}
+	return conn.Namespace
+}
 
 // describe names an app for messages: FinchApp "x" or ClusterFinchApp "x".
 func describe(app finchv1.AppObject) string { return finchv1.DescribeApp(finchv1.AppKeyOf(app)) }

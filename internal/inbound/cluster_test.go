@@ -113,6 +113,13 @@ func TestClusterAppCallbackAndWebhook(t *testing.T) {
 	g.Expect(st.WebhookURL).To(Equal(f.e.ts.URL + "/cluster/webhooks/" + app.name))
 	g.Expect(st.SecretNamespace).To(Equal(clusterResourceNamespace))
 
+	// A cluster app's callbacks are counted in the namespace of the
+	// connection whose state came back, so each tenant sees its own.
+	appLabel := "ClusterFinchApp/" + app.name
+	connectedBefore := map[string]float64{}
+	for _, tenant := range []*fixture{f, other} {
+		connectedBefore[tenant.ns] = counterFor(inbound.CallbacksTotal, tenant.ns, appLabel, inbound.CallbackConnected)
+	}
 	conns := map[string]*finchv1.FinchConnection{}
 	for _, tenant := range []*fixture{f, other} {
 		tenant.newConnection("acme", "acme-"+tenant.ns, app.use)
@@ -132,6 +139,9 @@ func TestClusterAppCallbackAndWebhook(t *testing.T) {
 		g.Expect(got.Status.NamespaceCount).To(Equal(int32(2)))
 		g.Expect(got.Status.Connections.Connected).To(Equal(int32(2)))
 	}).Should(Succeed())
+	for _, tenant := range []*fixture{f, other} {
+		g.Expect(counterFor(inbound.CallbacksTotal, tenant.ns, appLabel, inbound.CallbackConnected)).To(Equal(connectedBefore[tenant.ns]+1), tenant.ns)
+	}
 
 	// Finch puts the second tenant's connection into reauth and tells the
 	// cluster app's webhook: that connection, and only it, gets a
@@ -153,6 +163,7 @@ func TestClusterAppCallbackAndWebhook(t *testing.T) {
 	forgedKey := make([]byte, 32)
 	_, _ = rand.Read(forgedKey)
 	forged := base64.StdEncoding.EncodeToString(forgedKey)
+	unauthorized := counterFor(inbound.WebhooksTotal, "", appLabel, inbound.WebhookUnauthorized)
 	for _, c := range []struct {
 		name, path, secret string
 	}{
@@ -164,6 +175,9 @@ func TestClusterAppCallbackAndWebhook(t *testing.T) {
 		status, _ := do(t, clusterReq(c.path, c.secret))
 		g.Expect(status).To(Equal(http.StatusUnauthorized), c.name)
 	}
+	// The two deliveries to the existing cluster app name it (no namespace: it
+	// serves several).
+	g.Expect(counterFor(inbound.WebhooksTotal, "", appLabel, inbound.WebhookUnauthorized)).To(Equal(unauthorized + 2))
 	g.Consistently(func(g Gomega) {
 		g.Expect(f.connIn(g, "acme").Status.Session).To(BeNil(), "no rejected delivery reached the connection")
 	}).Should(Succeed())

@@ -536,12 +536,40 @@ func (f *fixture) events(g Gomega, kind, name, reason string) []eventsv1.Event {
 }
 
 // counter reads a counter of a CounterVec.
+// counter sums the series of vec whose result, reason or kind label is label,
+// over every namespace and app.
 func counter(vec *prometheus.CounterVec, label string) float64 {
-	m := &dto.Metric{}
-	if err := vec.WithLabelValues(label).Write(m); err != nil {
-		return -1
+	return counterWhere(vec, label, nil)
+}
+
+// counterFor is counter for the series of one namespace and app (label values).
+func counterFor(vec *prometheus.CounterVec, namespace, app, label string) float64 {
+	return counterWhere(vec, label, map[string]string{"namespace": namespace, "app": app})
+}
+
+func counterWhere(vec *prometheus.CounterVec, label string, want map[string]string) float64 {
+	ch := make(chan prometheus.Metric, 1024)
+	go func() { vec.Collect(ch); close(ch) }()
+	sum := 0.0
+	for pm := range ch {
+		m := &dto.Metric{}
+		if err := pm.Write(m); err != nil {
+			return -1
+		}
+		ok := true
+		for _, lp := range m.GetLabel() {
+			switch v, scoped := want[lp.GetName()]; {
+			case lp.GetName() == "namespace" || lp.GetName() == "app":
+				ok = ok && (!scoped || v == lp.GetValue())
+			default:
+				ok = ok && lp.GetValue() == label
+			}
+		}
+		if ok {
+			sum += m.GetCounter().GetValue()
+		}
 	}
-	return m.GetCounter().GetValue()
+	return sum
 }
 
 // quiet waits until the simulator's call counts stop changing (the

@@ -36,10 +36,12 @@ var (
 
 const (
 	CallbackInvalid          = callbackInvalid
+	CallbackConnected        = callbackConnected
 	CallbackCodeRejected     = callbackCodeRejected
 	CallbackStoreFailed      = callbackStoreFailed
 	WebhookAccepted          = webhookAccepted
 	WebhookDuplicate         = webhookDuplicate
+	WebhookUnauthorized      = webhookUnauthorized
 	WebhookBadRequest        = webhookBadRequest
 	WebhookUnknownConnection = webhookUnknownConnection
 	WebhookIgnoredEventType  = webhookIgnoredEventType

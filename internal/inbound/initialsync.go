@@ -25,17 +25,14 @@ import (
 // condition DataSynced from it.
 // +kubebuilder:rbac:groups=finch.connectops.dev,resources=finchconnections/status,verbs=get;patch
 
+// initialSyncsTotal is per namespace and app of the connection, like every
+// business series.
 var initialSyncsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "finch_initial_syncs_total",
-	Help: "Initial data syncs Finch reported by webhook (job.initial_data_sync_org.succeeded, job.initial_data_sync_payroll.succeeded) and recorded on a FinchConnection, by kind (organization, payroll).",
-}, []string{"kind"})
+	Help: "Initial data syncs Finch reported by webhook (job.initial_data_sync_org.succeeded, job.initial_data_sync_payroll.succeeded) and recorded on a FinchConnection, by the connection's namespace and app and by kind (organization, payroll).",
+}, []string{"namespace", "app", "kind"})
 
-func init() {
-	metrics.Registry.MustRegister(initialSyncsTotal)
-	for _, k := range []string{finch.SyncOrganization, finch.SyncPayroll} {
-		initialSyncsTotal.WithLabelValues(k)
-	}
-}
+func init() { metrics.Registry.MustRegister(initialSyncsTotal) }
 
 // initialSync queues a verified initial data sync webhook for its
 // FinchConnection (answered once queued, like account.updated); the worker
@@ -86,7 +83,8 @@ func (s *Server) writeInitialSync(ctx context.Context, conn *finchv1.FinchConnec
 	if err != nil || !marked {
 		return err
 	}
-	initialSyncsTotal.WithLabelValues(rec.status).Inc()
+	ns, app := finch.ConnectionLabels(conn)
+	initialSyncsTotal.WithLabelValues(ns, app, rec.status).Inc()
 	s.event(conn, corev1.EventTypeNormal, finchv1.ReasonInitialSyncSucceeded, "Webhook", rec.detail)
 	s.log.Info("webhook recorded: initial data sync", "finchConnection", client.ObjectKeyFromObject(conn).String(), "kind", rec.status)
 	return nil

@@ -3,6 +3,9 @@ package inbound
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
+	"github.com/connectops/finch-operator/internal/finch"
 )
 
 // Callback results (label "result" of finch_inbound_callbacks_total).
@@ -58,28 +61,33 @@ const (
 	routeOther    = "other"
 )
 
-// No namespace, app or customer labels: their cardinality is unbounded.
+// Business series carry "namespace" and "app" (metricLabels): the app object
+// as Kind/name, and the namespace of the FinchApp or, for a ClusterFinchApp,
+// of the connection once a verified state names it. Both are "" until the
+// request names an app that exists: a path names arbitrary text, so only
+// existing apps (and namespaces) ever become label values. Never a customer,
+// connection, session or code.
 var (
 	callbacksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_inbound_callbacks_total",
-		Help: "Redirect-flow callbacks by result (connected, unmatched, invalid, code_rejected, finch_unavailable, store_failed, error).",
-	}, []string{"result"})
+		Help: "Redirect-flow callbacks by namespace, app and result (connected, unmatched, invalid, code_rejected, finch_unavailable, store_failed, error).",
+	}, []string{"namespace", "app", "result"})
 	webhooksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_inbound_webhooks_total",
-		Help: "Finch webhook deliveries by result (accepted, duplicate, unauthorized, too_large, bad_request, unknown_connection, ignored_event_type, queue_full, error).",
-	}, []string{"result"})
+		Help: "Finch webhook deliveries by namespace, app and result (accepted, duplicate, unauthorized, too_large, bad_request, unknown_connection, ignored_event_type, queue_full, error).",
+	}, []string{"namespace", "app", "result"})
 	webhookQueueDepth = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "finch_inbound_webhook_queue_depth",
 		Help: "Verified webhook events answered 2xx and not yet recorded on their FinchConnection (queued or being written).",
 	})
 	callbackRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_inbound_callback_rejected_total",
-		Help: "Callbacks refused before any Finch call, by reason (ip_rate_limited, app_rate_limited, malformed, unknown_app, bad_path, bad_state, expired_state, no_session, session_completed, session_locked).",
-	}, []string{"reason"})
+		Help: "Callbacks refused before any Finch call, by namespace, app and reason (ip_rate_limited, app_rate_limited, malformed, unknown_app, bad_path, bad_state, expired_state, no_session, session_completed, session_locked).",
+	}, []string{"namespace", "app", "reason"})
 	callbackExchanges = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "finch_inbound_callback_exchanges_total",
-		Help: "Authorization code exchanges the callback attempted at Finch (POST /auth/token), by app (namespace/name) and result (exchanged, code_rejected, finch_unavailable, ceiling).",
-	}, []string{"app", "result"})
+		Help: "Authorization code exchanges the callback attempted at Finch (POST /auth/token), by namespace, app and result (exchanged, code_rejected, finch_unavailable, ceiling).",
+	}, []string{"namespace", "app", "result"})
 	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "finch_inbound_request_duration_seconds",
 		Help:    "Time to answer an inbound request, by route (callback, webhook, healthz, other).",
@@ -87,19 +95,49 @@ var (
 	}, []string{"route"})
 )
 
+// metricLabels are the namespace and app label values for a request about
+// app (nil: no existing app) and, for a ClusterFinchApp, the namespace of the
+// connection it concerns ("" when not known).
+func metricLabels(app finchv1.AppObject, connNamespace string) (namespace, name string) {
+	if app == nil {
+		return "", ""
+	}
+	namespace, name = finch.AppLabels(finchv1.AppKeyOf(app))
+	if namespace == "" {
+		namespace = connNamespace
+	}
+	return namespace, name
+}
+
+func countCallback(app finchv1.AppObject, connNamespace, result string) {
+	ns, name := metricLabels(app, connNamespace)
+	callbacksTotal.WithLabelValues(ns, name, result).Inc()
+}
+
+func countRejected(app finchv1.AppObject, connNamespace, reason string) {
+	ns, name := metricLabels(app, connNamespace)
+	callbackRejected.WithLabelValues(ns, name, reason).Inc()
+}
+
+func countExchange(app finchv1.AppObject, connNamespace, result string) {
+	ns, name := metricLabels(app, connNamespace)
+	callbackExchanges.WithLabelValues(ns, name, result).Inc()
+}
+
 func init() {
 	metrics.Registry.MustRegister(callbacksTotal, webhooksTotal, requestDuration, callbackRejected, callbackExchanges, webhookQueueDepth)
 	for _, r := range []string{rejectIPRate, rejectAppRate, rejectMalformed, rejectUnknownApp, rejectBadPath,
 		rejectBadState, rejectExpiredState, rejectNoSession, rejectSessionCompleted, rejectSessionLocked} {
-		callbackRejected.WithLabelValues(r)
+		callbackRejected.WithLabelValues("", "", r)
 	}
-	// Export every result from the start, so rate() and alerts work before the first event.
+	// Export every result from the start (for requests that name no app), so
+	// rate() and alerts work before the first event.
 	for _, r := range []string{callbackConnected, callbackUnmatched, callbackInvalid, callbackCodeRejected,
 		callbackFinchUnavailable, callbackStoreFailed, callbackError} {
-		callbacksTotal.WithLabelValues(r)
+		callbacksTotal.WithLabelValues("", "", r)
 	}
 	for _, r := range []string{webhookAccepted, webhookDuplicate, webhookUnauthorized, webhookTooLarge,
 		webhookBadRequest, webhookUnknownConnection, webhookIgnoredEventType, webhookQueueFull, webhookError} {
-		webhooksTotal.WithLabelValues(r)
+		webhooksTotal.WithLabelValues("", "", r)
 	}
 }

@@ -55,15 +55,21 @@ func writeWebhookAnswer(w http.ResponseWriter, status int) {
 // controller to act on. It never calls Finch and never waits for the API
 // server, so it answers fast even during a storm.
 func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) {
-	status, result := s.webhook(w, r)
-	webhooksTotal.WithLabelValues(result).Inc()
+	var app finchv1.AppObject
+	status, result := s.webhook(w, r, &app)
+	// Labelled with the app only once it is known to exist (a ClusterFinchApp's
+	// with no namespace: one delivery may concern several).
+	ns, name := metricLabels(app, "")
+	webhooksTotal.WithLabelValues(ns, name, result).Inc()
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(int(queueFullRetryAfter.Seconds())))
 	}
 	writeWebhookAnswer(w, status)
 }
 
-func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
+// webhook handles a delivery and sets *found to the app its path names once
+// that app is known to exist.
+func (s *Server) webhook(w http.ResponseWriter, r *http.Request, found *finchv1.AppObject) (int, string) {
 	key, validPath := pathApp(r)
 	log := s.log
 	if validPath { // anything else is arbitrary request text: keep it out of the log
@@ -107,6 +113,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, string) {
 		log.Error(err, "webhook: cannot read the app")
 		return http.StatusInternalServerError, webhookError
 	}
+	*found = app
 	scope := apps.KeyString(key) // the app exists: its rejections get their own budget
 	// An app that does not resolve (its Secrets missing) is remembered until
 	// it changes: unsigned deliveries for it cost no API read each.

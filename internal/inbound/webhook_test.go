@@ -98,6 +98,13 @@ func TestWebhookRejected(t *testing.T) {
 			return r
 		}, 413},
 	}
+	// Unauthorized deliveries are counted on the app they name once it
+	// exists (so the alert names it), on no app otherwise: made-up paths never
+	// become label values.
+	appLabel, nohookLabel := "FinchApp/"+f.app, "FinchApp/nohook"
+	unauthApp := counterFor(inbound.WebhooksTotal, f.ns, appLabel, inbound.WebhookUnauthorized)
+	unauthNohook := counterFor(inbound.WebhooksTotal, f.ns, nohookLabel, inbound.WebhookUnauthorized)
+	unauthNone := counterFor(inbound.WebhooksTotal, "", "", inbound.WebhookUnauthorized)
 	unauthorized := ""
 	for _, tc := range cases {
 		status, respBody := do(t, tc.req())
@@ -110,6 +117,11 @@ func TestWebhookRejected(t *testing.T) {
 		}
 	}
 	g.Expect(unauthorized).To(Equal(`{"status":"unauthorized"}` + "\n"))
+	g.Expect(counterFor(inbound.WebhooksTotal, f.ns, appLabel, inbound.WebhookUnauthorized)).To(Equal(unauthApp + 8))
+	g.Expect(counterFor(inbound.WebhooksTotal, f.ns, nohookLabel, inbound.WebhookUnauthorized)).To(Equal(unauthNohook + 1))
+	g.Expect(counterFor(inbound.WebhooksTotal, "", "", inbound.WebhookUnauthorized)).To(BeNumerically(">=", unauthNone+2))
+	g.Expect(counterFor(inbound.WebhooksTotal, "no-such-ns", "FinchApp/default", inbound.WebhookUnauthorized)).To(BeZero())
+	g.Expect(counterFor(inbound.WebhooksTotal, f.ns, "FinchApp/nope", inbound.WebhookUnauthorized)).To(BeZero())
 
 	g.Consistently(f.sim.CallCounts).Should(Equal(before), "no Finch call")
 	conn = f.getConn("acme")
@@ -130,11 +142,11 @@ func TestWebhookAcceptedOnceAndDeduplicated(t *testing.T) {
 	// A rotation-style header: an unknown old signature next to the valid one.
 	req := f.signedWebhook(f.app, accountUpdated(connID, "connected"), "msg_once", time.Now(), f.webhookSecret)
 	req.Header.Set(finch.HeaderSignature, "v1,b2xkLXNpZ25hdHVyZQ== "+req.Header.Get(finch.HeaderSignature))
-	accepted := counter(inbound.WebhooksTotal, inbound.WebhookAccepted)
+	accepted := counterFor(inbound.WebhooksTotal, f.ns, "FinchApp/"+f.app, inbound.WebhookAccepted)
 	status, body := do(t, req)
 	g.Expect(status).To(Equal(200))
 	g.Expect(body).To(Equal(`{"status":"ok"}` + "\n"))
-	g.Expect(counter(inbound.WebhooksTotal, inbound.WebhookAccepted)).To(Equal(accepted + 1))
+	g.Expect(counterFor(inbound.WebhooksTotal, f.ns, "FinchApp/"+f.app, inbound.WebhookAccepted)).To(Equal(accepted + 1))
 
 	// Not reauth: the controller re-checks the connection (one introspection).
 	g.Eventually(func(g Gomega) {

@@ -29,12 +29,28 @@ import (
 // not labelled for the connection, so the operator will not write it.
 var ErrNotOwned = errors.New("token Secret is neither owned by nor labelled for this FinchConnection")
 
+// stored is per namespace and app of the connection, never per connection.
 var stored = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "finchconnection_tokens_stored_total",
-	Help: "Access tokens written to token Secrets, by flow (redirect, embedded).",
-}, []string{"flow"})
+	Name: "finch_tokens_stored_total",
+	Help: "Access tokens written to token Secrets, by the connection's namespace and app and by flow (redirect, embedded).",
+}, []string{"namespace", "app", "flow"})
 
 func init() { metrics.Registry.MustRegister(stored) }
+
+// Flows of Source.Flow.
+const (
+	FlowRedirect = "redirect"
+	FlowEmbedded = "embedded"
+)
+
+// InitMetrics exports the token counter of a namespace and app at zero for
+// each flow (the controller calls it when it first sees a connection of the
+// pair), so that increase() sees the first token stored.
+func InitMetrics(namespace, app string) {
+	for _, f := range []string{FlowRedirect, FlowEmbedded} {
+		stored.WithLabelValues(namespace, app, f)
+	}
+}
 
 // State is what a connection's token Secret says.
 type State struct {
@@ -140,7 +156,7 @@ func FromSession(sec *corev1.Secret, id string) bool {
 // Source says where a token came from.
 type Source struct {
 	// Flow is "redirect" (the callback) or "embedded" (a code Secret); the
-	// label of finchconnection_tokens_stored_total.
+	// label of finch_tokens_stored_total.
 	Flow string
 	// CodeSecretUID is the code Secret the token was exchanged from ("": none).
 	CodeSecretUID string
@@ -182,7 +198,8 @@ func Store(ctx context.Context, c client.Client, reader client.Reader, conn *fin
 	if err != nil {
 		return fmt.Errorf("store token in Secret %s: %w", key.Name, err)
 	}
-	stored.WithLabelValues(src.Flow).Inc()
+	ns, app := finch.ConnectionLabels(conn)
+	stored.WithLabelValues(ns, app, src.Flow).Inc()
 	return nil
 }
 

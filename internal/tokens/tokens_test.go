@@ -159,7 +159,8 @@ func TestSecretContractOnARealAPIServer(t *testing.T) {
 		if st, err := reader.Token(ctx, conn); err != nil || st.Exists || !st.Writable() {
 			t.Fatalf("before Store: %+v, %v", st, err)
 		}
-		before := testutil.ToFloat64(stored.WithLabelValues("embedded"))
+		// Counted per namespace and app of the connection (its default FinchApp), never per connection.
+		before := testutil.ToFloat64(stored.WithLabelValues("hr", "FinchApp/default", "embedded"))
 		tok := &finch.TokenResponse{AccessToken: "tok_1", ConnectionID: "conn_1", CustomerID: "acme"}
 		if err := Store(ctx, api, api, conn, tok, Source{Flow: "embedded", CodeSecretUID: "code-uid", SessionID: "sess_1"}); err != nil {
 			t.Fatal(err)
@@ -177,8 +178,8 @@ func TestSecretContractOnARealAPIServer(t *testing.T) {
 				t.Errorf("annotation %s = %q, want %q", k, sec.Annotations[k], want)
 			}
 		}
-		if got := testutil.ToFloat64(stored.WithLabelValues("embedded")) - before; got != 1 {
-			t.Errorf("finchconnection_tokens_stored_total{flow=embedded} grew by %v, want 1", got)
+		if got := testutil.ToFloat64(stored.WithLabelValues("hr", "FinchApp/default", "embedded")) - before; got != 1 {
+			t.Errorf("finch_tokens_stored_total{namespace=hr,app=FinchApp/default,flow=embedded} grew by %v, want 1", got)
 		}
 		st := token(conn, "tok_1")
 		if !st.Owned || !st.Labelled || st.CodeUID != "code-uid" || st.SessionID != "sess_1" {

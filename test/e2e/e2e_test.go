@@ -880,7 +880,7 @@ func (e *e2e) simPost(t *testing.T, path, body string, out any) {
 	}
 }
 
-// metric reads one series' value from a replica's /metrics (0 when absent).
+// metric reads a series' value from a replica's /metrics (0 when absent).
 func (e *e2e) metric(t *testing.T, r *replica, series string) float64 {
 	t.Helper()
 	u := fmt.Sprintf("http://%s:%d/metrics", r.ip, e.port(t, "metrics"))
@@ -888,13 +888,34 @@ func (e *e2e) metric(t *testing.T, r *replica, series string) float64 {
 	if code != http.StatusOK {
 		fatalf(t, "metrics %s: %d %v", u, code, err)
 	}
+	// series is name{label="value",...}: the sum of every series of name
+	// that has those labels (the business series also carry namespace and
+	// app).
+	name, matchers, _ := strings.Cut(strings.TrimSuffix(series, "}"), "{")
+	total := 0.0
 	for l := range strings.SplitSeq(body, "\n") {
-		if v, ok := strings.CutPrefix(l, series+" "); ok {
+		rest, ok := strings.CutPrefix(l, name)
+		if !ok || rest == "" || rest[0] != ' ' && rest[0] != '{' {
+			continue
+		}
+		labels, v := "", rest
+		if rest[0] == '{' {
+			end := strings.LastIndex(rest, "}")
+			if end < 0 {
+				continue
+			}
+			labels, v = rest[1:end], rest[end+1:]
+		}
+		all := true
+		for m := range strings.SplitSeq(matchers, ",") {
+			all = all && (m == "" || strings.Contains(","+labels+",", ","+m+","))
+		}
+		if all {
 			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f
+			total += f
 		}
 	}
-	return 0
+	return total
 }
 
 func get(u string) (int, string, error) {

@@ -78,6 +78,23 @@ func checkPrometheusRule(t *testing.T, what string, pr *unstructured.Unstructure
 	}
 }
 
+// checkHonorLabels checks that a ServiceMonitor keeps the operator's
+// namespace label: without honorLabels Prometheus renames it
+// exported_namespace, and the alerts' namespace label would name the
+// operator's namespace instead of the tenant's.
+func checkHonorLabels(t *testing.T, what string, sm *unstructured.Unstructured) {
+	t.Helper()
+	endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if len(endpoints) == 0 {
+		t.Fatalf("%s: ServiceMonitor has no endpoints", what)
+	}
+	for _, e := range endpoints {
+		if m, _ := e.(map[string]any); m["honorLabels"] != true {
+			t.Errorf("%s: ServiceMonitor endpoint %v lacks honorLabels: true", what, e)
+		}
+	}
+}
+
 // testMonitoringCopies fails while a derived copy of the rules or the
 // dashboard is stale.
 func testMonitoringCopies(t *testing.T) {
@@ -109,6 +126,7 @@ func testKustomizeMonitoring(t *testing.T, c *cluster) {
 		t.Fatalf("config/prometheus renders %v", got)
 	}
 	checkPrometheusRule(t, "config/prometheus", find(t, objs, "PrometheusRule", "controller-manager-alerts"))
+	checkHonorLabels(t, "config/prometheus", find(t, objs, "ServiceMonitor", "controller-manager-metrics-monitor"))
 
 	cms := decode(t, c.run(t, nil, "kustomize", filepath.Join(root, "config", "grafana")))
 	if len(cms) != 1 || cms[0].GetKind() != "ConfigMap" {
@@ -141,6 +159,8 @@ func testHelmMonitoring(t *testing.T, c *cluster) {
 		t.Errorf("dashboard ConfigMap annotations %v lack grafana_folder", cm.GetAnnotations())
 	}
 	c.run(t, encode(t, []*unstructured.Unstructured{cm}), "apply", "--dry-run=server", "-f", "-")
+
+	checkHonorLabels(t, "the chart", find(t, helmTemplate(t, "metrics.serviceMonitor.enabled=true"), "ServiceMonitor", helmRelease))
 
 	// The ConfigMap can go to Grafana's namespace.
 	objs = helmTemplate(t, "grafanaDashboard.enabled=true", "grafanaDashboard.namespace=monitoring")

@@ -2,8 +2,9 @@
 // (config/prometheus/finch-operator.rules.yaml) and Grafana dashboard
 // (config/grafana/finch-operator-dashboard.json): promtool validates and
 // unit-tests the rules and parses every dashboard query, every runbook link
-// names a README section, and every metric they use is one that a running
-// manager exports.
+// names a section of docs/metrics.md, and every metric they use is one that a
+// running manager exports. docs/metrics.md lists exactly the metrics the
+// manager registers.
 package monitoring
 
 import (
@@ -181,12 +182,12 @@ func dashboardQueries(t *testing.T) (queries []query, variableMetrics []string) 
 
 func TestMetricNamesOfAnExpression(t *testing.T) {
 	for expr, want := range map[string]string{
-		`sum by (app, le) (rate(finch_api_budget_wait_seconds_bucket{app=~"a|b", le="1"}[5m]))`:          "finch_api_budget_wait_seconds_bucket",
-		`a_total unless on (x) group_left(y) b offset 10m > bool 0`:                                      "a_total b",
-		`absent(up{job="x"}) or vector(0)`:                                                               "up",
-		`histogram_quantile(0.9, sum(rate(x_bucket[1h:5m])) by (le)) * 1e3`:                              "x_bucket",
-		`clamp_min(max(finch_api_ip_penalty_until_seconds) - time(), 0) # comment with metric_like_word`: "finch_api_ip_penalty_until_seconds",
-		"count without (instance) (m{name=\"sum(\\\"q\\\")\"})":                                          "m",
+		`sum by (app, le) (rate(finch_api_budget_wait_seconds_bucket{app=~"a|b", le="1"}[5m]))`:                    "finch_api_budget_wait_seconds_bucket",
+		`a_total unless on (x) group_left(y) b offset 10m > bool 0`:                                                "a_total b",
+		`absent(up{job="x"}) or vector(0)`:                                                                         "up",
+		`histogram_quantile(0.9, sum(rate(x_bucket[1h:5m])) by (le)) * 1e3`:                                        "x_bucket",
+		`clamp_min(max(finch_api_ip_penalty_until_timestamp_seconds) - time(), 0) # comment with metric_like_word`: "finch_api_ip_penalty_until_timestamp_seconds",
+		"count without (instance) (m{name=\"sum(\\\"q\\\")\"})":                                                    "m",
 	} {
 		if got := strings.Join(MetricNames(expr), " "); got != want {
 			t.Errorf("MetricNames(%s) = %q, want %q", expr, got, want)
@@ -230,19 +231,20 @@ func TestAlertingRules(t *testing.T) {
 	}
 }
 
-// TestRunbooksExist checks that every runbook_url points at a section of the README.
+// TestRunbooksExist checks that every runbook_url points at a section of
+// docs/metrics.md, on GitHub.
 func TestRunbooksExist(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	doc, err := os.ReadFile(metricsDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	anchors := map[string]bool{}
-	for _, line := range strings.Split(string(readme), "\n") {
+	for _, line := range strings.Split(string(doc), "\n") {
 		if strings.HasPrefix(line, "#") {
 			anchors[githubAnchor(strings.TrimLeft(line, "# "))] = true
 		}
 	}
-	const base = "https://github.com/connectops/finch-operator/blob/main/README.md#"
+	const base = "https://github.com/connectops/finch-operator/blob/main/docs/metrics.md#"
 	for _, g := range readRules(t).Groups {
 		for _, r := range g.Rules {
 			url := r.Annotations["runbook_url"]
@@ -250,11 +252,11 @@ func TestRunbooksExist(t *testing.T) {
 				continue
 			}
 			if !strings.HasPrefix(url, base) {
-				t.Errorf("alert %s: runbook_url %q is not a README section (%s...)", r.Alert, url, base)
+				t.Errorf("alert %s: runbook_url %q is not a section of docs/metrics.md (%s...)", r.Alert, url, base)
 				continue
 			}
-			if a := strings.TrimPrefix(url, base); !anchors[a] {
-				t.Errorf("alert %s: README.md has no section #%s", r.Alert, a)
+			if a := strings.TrimPrefix(url, base); a != strings.ToLower(r.Alert) || !anchors[a] {
+				t.Errorf("alert %s: docs/metrics.md has no section #%s named after the alert", r.Alert, a)
 			}
 		}
 	}
