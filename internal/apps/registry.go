@@ -437,7 +437,7 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 	}
 	fc, err := finch.New(finch.Config{
 		BaseURL:      apiURL.String(),
-		APIVersion:   spec.APIVersion,
+		APIVersion:   spec.FinchAPIVersionHeader(),
 		ClientID:     clientID,
 		ClientSecret: clientSecret,
 		HTTPClient:   r.HTTPClient,
