@@ -251,7 +251,8 @@ type AppObjectReference struct {
 
 // ConnectionCounts counts FinchConnections by phase.
 type ConnectionCounts struct {
-	// total number of FinchConnections that reference this app.
+	// total number of FinchConnections that reference this app, leaving out those being deleted
+	// (as every count here). Counts follow a change within a few seconds.
 	// +optional
 	Total int32 `json:"total"`
 	// pending: no session issued yet.
