@@ -236,7 +236,9 @@ func (r *appStatus) penaltyCondition(app finchv1.AppObject, resolved *apps.App) 
 			host, host, until.UTC().Format(time.RFC3339)))
 		return ctrl.Result{RequeueAfter: left + time.Second}
 	}
-	if meta.FindStatusCondition(*conds, finchv1.ConditionRateLimited) != nil {
+	// False from the first resolve on, so `kubectl get fapp -o wide` shows
+	// False rather than an empty Rate Limited column.
+	if resolved != nil || meta.FindStatusCondition(*conds, finchv1.ConditionRateLimited) != nil {
 		setCondition(conds, app.GetGeneration(), finchv1.ConditionRateLimited, metav1.ConditionFalse, finchv1.ReasonSucceeded, "no Finch rate-limit penalty in force")
 	}
 	return ctrl.Result{}
