@@ -62,6 +62,9 @@ func countNamespaces(items []finchv1.FinchConnection) (int32, []finchv1.Namespac
 	byNS := map[string]*finchv1.NamespaceConnectionCounts{}
 	for i := range items {
 		c := &items[i]
+		if !counted(c) {
+			continue
+		}
 		n := byNS[c.Namespace]
 		if n == nil {
 			n = &finchv1.NamespaceConnectionCounts{Namespace: c.Namespace}

@@ -125,6 +125,9 @@ func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func(
 		setCondition(&st.Conditions, gen, finchv1.ConditionStalled, metav1.ConditionFalse, finchv1.ReasonSucceeded, "not stalled")
 		setCondition(&st.Conditions, gen, finchv1.ConditionReconciling, metav1.ConditionFalse, finchv1.ReasonSucceeded, "up to date")
 	}
+	if orig.(finchv1.AppObject).AppStatus().ObservedGeneration != gen {
+		r.specWarnings(app) // once per spec change
+	}
 	st.ObservedGeneration = gen
 	result := r.penaltyCondition(app, resolved)
 	if equality.Semantic.DeepEqual(orig, app) {
@@ -154,6 +157,25 @@ func (r *appStatus) sync(ctx context.Context, app finchv1.AppObject, count func(
 		return result, client.IgnoreNotFound(err)
 	}
 	return result, nil
+}
+
+// specWarnings records a Warning Event for each spec field that works but
+// should be changed: the deprecated spec.apiVersion, and insecureAPIURL when
+// it lets the credentials travel in clear text.
+func (r *appStatus) specWarnings(app finchv1.AppObject) {
+	spec := app.AppSpec()
+	if spec.DeprecatedAPIVersion != "" {
+		msg := "spec.apiVersion is deprecated; rename it to spec.finchAPIVersion"
+		if spec.FinchAPIVersion == "" {
+			msg += fmt.Sprintf(" (its value, %s, is used while spec.finchAPIVersion is empty)", spec.DeprecatedAPIVersion)
+		}
+		events.Record(r.Recorder, app, corev1.EventTypeWarning, finchv1.ReasonDeprecatedField, "Reconcile", msg)
+	}
+	if host, insecure := apps.InsecureAPIURL(spec); insecure {
+		events.Record(r.Recorder, app, corev1.EventTypeWarning, finchv1.ReasonInsecureAPIURL, "Reconcile", fmt.Sprintf(
+			"spec.insecureAPIURL is true and spec.apiURL is http:// to %s: the client secret and access tokens cross the network in clear text; use an https:// apiURL (or a loopback host for a local simulator) and remove insecureAPIURL",
+			host))
+	}
 }
 
 // applicationStatus is status.finchApplication: the Finch application, its
@@ -214,7 +236,9 @@ func (r *appStatus) penaltyCondition(app finchv1.AppObject, resolved *apps.App) 
 			host, host, until.UTC().Format(time.RFC3339)))
 		return ctrl.Result{RequeueAfter: left + time.Second}
 	}
-	if meta.FindStatusCondition(*conds, finchv1.ConditionRateLimited) != nil {
+	// False from the first resolve on, so `kubectl get fapp -o wide` shows
+	// False rather than an empty Rate Limited column.
+	if resolved != nil || meta.FindStatusCondition(*conds, finchv1.ConditionRateLimited) != nil {
 		setCondition(conds, app.GetGeneration(), finchv1.ConditionRateLimited, metav1.ConditionFalse, finchv1.ReasonSucceeded, "no Finch rate-limit penalty in force")
 	}
 	return ctrl.Result{}
@@ -239,14 +263,22 @@ func (r *appStatus) listConnections(ctx context.Context, app finchv1.AppObject) 
 	return list, nil
 }
 
-// countPhases counts connections by phase.
+// countPhases counts connections by phase, leaving out those being deleted.
 func countPhases(items []finchv1.FinchConnection) finchv1.ConnectionCounts {
 	var c finchv1.ConnectionCounts
 	for i := range items {
-		c.Add(items[i].Status.Phase)
+		if counted(&items[i]) {
+			c.Add(items[i].Status.Phase)
+		}
 	}
 	return c
 }
+
+// counted reports whether an app's counts include conn: not once its
+// deletion started. A deletion can wait long for its finalizers (a
+// Disconnect retried while Finch is down, another controller's finalizer),
+// and the employer is leaving either way.
+func counted(conn *finchv1.FinchConnection) bool { return conn.DeletionTimestamp.IsZero() }
 
 func (r *FinchAppReconciler) setupWithManager(mgr ctrl.Manager, secretNames *secretnames.Index) error {
 	c := mgr.GetClient()
@@ -310,7 +342,7 @@ func (w *appWakeups) source(cluster bool) source.Source {
 }
 
 // recountApp enqueues the app of a connection whose phase changed (or that
-// was created or deleted): the FinchApps' (cluster false) or the
+// was created, began its deletion or is gone): the FinchApps' (cluster false) or the
 // ClusterFinchApps' controller. Recounts are delayed and coalesced: a burst
 // of a thousand connections changing phase costs one status write per
 // countsDelay, not a thousand.
@@ -327,7 +359,7 @@ func recountApp(cluster bool) handler.EventHandler {
 		UpdateFunc: func(_ context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			o, ok1 := e.ObjectOld.(*finchv1.FinchConnection)
 			n, ok2 := e.ObjectNew.(*finchv1.FinchConnection)
-			if ok1 && ok2 && o.Status.Phase != n.Status.Phase {
+			if ok1 && ok2 && (o.Status.Phase != n.Status.Phase || counted(o) != counted(n)) {
 				recount(n, q)
 			}
 		},

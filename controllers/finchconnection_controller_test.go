@@ -704,6 +704,8 @@ var _ = Describe("FinchApp", func() {
 			g.Expect(app.Status.CallbackSecretName).To(Equal("default-finch-callback"))
 			g.Expect(app.Status.WebhookURL).To(Equal("https://finch.example.com/webhooks/" + s.ns + "/default"))
 			g.Expect(app.Status.Connections).To(Equal(finchv1.ConnectionCounts{Total: 2, Connected: 1, AwaitingConnect: 1}))
+			g.Expect(meta.IsStatusConditionFalse(app.Status.Conditions, finchv1.ConditionRateLimited)).To(BeTrue(),
+				"RateLimited is False, not absent (the Rate Limited column of kubectl get fapp -o wide)")
 		}).Should(Succeed())
 	})
 

@@ -419,7 +419,12 @@ story_disconnect() {
     || fail "could not read initech's connection $conn from the simulator"
   [ "$disconnected" = true ] || fail "initech's connection $conn is not disconnected at Finch (disconnected=$disconnected)"
   ok "initech's connection $conn is disconnected at Finch"
-  run kubectl get fconn,fapp -n "$ns"
+  # The app's counts are recounted a moment (at most a few seconds) after a change, coalesced.
+  waiting "waiting for FinchApp default to count the two connections left..."
+  kubectl wait -n "$ns" --for=jsonpath='{.status.connections.total}'=2 --timeout="${DEMO_TIMEOUT}s" fapp/default >/dev/null \
+    || fail "FinchApp default still counts $(kubectl get fapp -n "$ns" default -o jsonpath='{.status.connections.total}') connections after initech's deletion"
+  run kubectl get fconn -n "$ns"
+  run kubectl get fapp -n "$ns" -o wide
 }
 
 # kubectl runs bin/kubectl-finch as `kubectl finch` once bin/ is on PATH.

@@ -77,6 +77,9 @@ type NamespaceConnectionCounts struct {
 // +kubebuilder:printcolumn:name="Shared",type=integer,JSONPath=`.status.finchApplication.sharedWithCount`,description="Other FinchApps and ClusterFinchApps sharing this app's Finch application and budget"
 // +kubebuilder:printcolumn:name="Secrets",type=string,JSONPath=`.status.secretNamespace`,priority=1
 // +kubebuilder:printcolumn:name="API",type=string,JSONPath=`.spec.apiURL`,priority=1
+// +kubebuilder:printcolumn:name="Rate Limited",type=string,JSONPath=`.status.conditions[?(@.type=="RateLimited")].status`,priority=1,description="True while Finch's per-IP penalty pauses every Finch call of the app"
+// +kubebuilder:printcolumn:name="Callback URL",type=string,JSONPath=`.status.callbackURL`,priority=1,description="The redirect URI to allow-list in the Finch dashboard"
+// +kubebuilder:printcolumn:name="Webhook URL",type=string,JSONPath=`.status.webhookURL`,priority=1,description="The webhook endpoint to register in the Finch dashboard"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // ClusterFinchApp is one Finch application (client credentials) shared by FinchConnections in the

@@ -7,6 +7,8 @@ import (
 )
 
 // FinchAppSpec describes one Finch application: its credentials and how the operator talks to Finch for it.
+// +kubebuilder:validation:XValidation:rule="!has(self.apiURL) || !isURL(self.apiURL) || url(self.apiURL).getScheme() != 'http' || url(self.apiURL).getHostname() in ['127.0.0.1', '::1', 'localhost'] || (has(self.insecureAPIURL) && self.insecureAPIURL)",fieldPath=".apiURL",message="apiURL must be an https:// URL such as https://api.tryfinch.com: the client secret travels in every request, so http:// is accepted only for a loopback host (127.0.0.1, ::1, localhost) or with insecureAPIURL: true"
+// +kubebuilder:validation:XValidation:rule="!has(self.apiVersion) || !has(self.finchAPIVersion) || self.apiVersion == self.finchAPIVersion",fieldPath=".apiVersion",message="apiVersion is the deprecated name of finchAPIVersion: remove apiVersion and keep finchAPIVersion (the two differ)"
 type FinchAppSpec struct {
 	// credentialsSecretRef names the Secret holding the application's client ID and client secret.
 	// +required
@@ -19,22 +21,40 @@ type FinchAppSpec struct {
 
 	// apiURL is the base URL of the Finch API. Its host must be one the operator allows
 	// (its --finch-api-hosts flag, default api.tryfinch.com); otherwise the app is Stalled with
-	// reason APIHostNotAllowed and nothing is sent there.
+	// reason APIHostNotAllowed and nothing is sent there. It must be https:// unless its host is
+	// loopback (127.0.0.1, ::1, localhost: a local simulator) or insecureAPIURL is true, because the
+	// client secret and access tokens travel in every request.
 	// +kubebuilder:default="https://api.tryfinch.com"
-	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="apiURL must be an https:// URL such as https://api.tryfinch.com"
 	// +optional
 	APIURL string `json:"apiURL,omitempty"`
 
-	// apiVersion is the value of the Finch-API-Version header sent on every request.
-	// +kubebuilder:default="2020-09-17"
-	// +kubebuilder:validation:Pattern=`^\d{4}-\d{2}-\d{2}$`
+	// insecureAPIURL allows an http:// apiURL whose host is not loopback. The client secret and every
+	// access token then cross the network in clear text: use it only for a test double on a network
+	// you trust, never with real credentials. The operator records a Warning Event (InsecureAPIURL)
+	// on the app while it is set.
 	// +optional
-	APIVersion string `json:"apiVersion,omitempty"`
+	InsecureAPIURL bool `json:"insecureAPIURL,omitempty"`
+
+	// finchAPIVersion is the value of the Finch-API-Version header sent on every request
+	// (default 2020-09-17).
+	// +kubebuilder:validation:MaxLength=10
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$')",message="finchAPIVersion must be a date YYYY-MM-DD such as 2020-09-17 (the Finch-API-Version header)"
+	// +optional
+	FinchAPIVersion string `json:"finchAPIVersion,omitempty"`
+
+	// apiVersion is the deprecated name of finchAPIVersion (it shadowed the Kubernetes field name):
+	// still read when finchAPIVersion is empty, with a Warning Event (DeprecatedField). Rename it.
+	// +kubebuilder:validation:MaxLength=10
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$')",message="apiVersion (deprecated: rename it to finchAPIVersion) must be a date YYYY-MM-DD such as 2020-09-17"
+	// +optional
+	DeprecatedAPIVersion string `json:"apiVersion,omitempty"`
 
 	// redirectURI is the default redirect URI for Connect sessions; it must be allow-listed in the
 	// Finch dashboard. When empty and publicURL is set, the operator's own callback is used.
-	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
 	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="redirectURI must be an http:// or https:// URL such as https://app.example.com/finch/callback"
 	// +optional
 	RedirectURI string `json:"redirectURI,omitempty"`
 
@@ -42,8 +62,8 @@ type FinchAppSpec struct {
 	// It gives the callback URL <publicURL>/callback/<namespace>/<name>/... and the webhook URL
 	// <publicURL>/webhooks/<namespace>/<name> (a ClusterFinchApp: <publicURL>/cluster/callback/<name>/...
 	// and <publicURL>/cluster/webhooks/<name>), published in status.
-	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
 	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="publicURL must be an http:// or https:// URL such as https://finch-operator.example.com"
 	// +optional
 	PublicURL string `json:"publicURL,omitempty"`
 
@@ -54,8 +74,8 @@ type FinchAppSpec struct {
 
 	// successURL is where the callback redirects the employer's browser after a successful
 	// connection; when empty the callback shows a short "you can close this window" page.
-	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
 	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="successURL must be an http:// or https:// URL such as https://app.example.com/finch/done"
 	// +optional
 	SuccessURL string `json:"successURL,omitempty"`
 
@@ -67,11 +87,23 @@ type FinchAppSpec struct {
 
 	// introspectionInterval is how often connected connections are health-checked with
 	// GET /introspect when no webhook has spoken for them. Each check costs one request of the budget.
+	// Between 1m and 720h (30 days); omit it for the default, 6h.
 	// +kubebuilder:default="6h"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')",message="introspectionInterval must be a duration such as 6h, 90m or 1h30m (units h, m, s)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('720h'))",message="introspectionInterval must be between 1m and 720h; omit it for the default, 6h (each check costs one request of the app's budget)"
 	// +optional
 	IntrospectionInterval *metav1.Duration `json:"introspectionInterval,omitempty"`
+}
+
+// FinchAPIVersionHeader is the Finch-API-Version the app asks for: finchAPIVersion, else the
+// deprecated apiVersion, else "" (the client's default, 2020-09-17).
+func (s *FinchAppSpec) FinchAPIVersionHeader() string {
+	if s.FinchAPIVersion != "" {
+		return s.FinchAPIVersion
+	}
+	return s.DeprecatedAPIVersion
 }
 
 // CredentialsSecretReference names the Secret and keys holding Finch client credentials.
@@ -121,10 +153,13 @@ type RateLimit struct {
 	// +optional
 	Requests int32 `json:"requests,omitempty"`
 
-	// window is the length of the rolling window.
+	// window is the length of the rolling window: between 1s and 1h (default 1m, the window of
+	// Finch's documented limit).
 	// +kubebuilder:default="1m"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')",message="rateLimit.window must be a duration such as 1m, 30s or 1m30s (units h, m, s)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))",message="rateLimit.window must be between 1s and 1h; omit it for the default, 1m (Finch's limits are per minute)"
 	// +optional
 	Window *metav1.Duration `json:"window,omitempty"`
 }
@@ -216,7 +251,8 @@ type AppObjectReference struct {
 
 // ConnectionCounts counts FinchConnections by phase.
 type ConnectionCounts struct {
-	// total number of FinchConnections that reference this app.
+	// total number of FinchConnections that reference this app, leaving out those being deleted
+	// (as every count here). Counts follow a change within a few seconds.
 	// +optional
 	Total int32 `json:"total"`
 	// pending: no session issued yet.
@@ -271,6 +307,9 @@ func (c *ConnectionCounts) Add(p Phase) {
 // +kubebuilder:printcolumn:name="Connected",type=integer,JSONPath=`.status.connections.connected`
 // +kubebuilder:printcolumn:name="Shared",type=integer,JSONPath=`.status.finchApplication.sharedWithCount`,description="Other FinchApps and ClusterFinchApps sharing this app's Finch application and budget"
 // +kubebuilder:printcolumn:name="API",type=string,JSONPath=`.spec.apiURL`,priority=1
+// +kubebuilder:printcolumn:name="Rate Limited",type=string,JSONPath=`.status.conditions[?(@.type=="RateLimited")].status`,priority=1,description="True while Finch's per-IP penalty pauses every Finch call of the app"
+// +kubebuilder:printcolumn:name="Callback URL",type=string,JSONPath=`.status.callbackURL`,priority=1,description="The redirect URI to allow-list in the Finch dashboard"
+// +kubebuilder:printcolumn:name="Webhook URL",type=string,JSONPath=`.status.webhookURL`,priority=1,description="The webhook endpoint to register in the Finch dashboard"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // FinchApp is one Finch application (client credentials) that FinchConnections use.

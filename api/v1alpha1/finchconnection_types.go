@@ -115,8 +115,8 @@ type FinchConnectionSpec struct {
 	// redirectURI overrides the FinchApp's redirect URI for this connection's sessions; it must be
 	// allow-listed in the Finch dashboard. Use it only for your own receiver: the operator's callback
 	// exchanges codes with the app's redirect URI.
-	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
 	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="redirectURI must be an http:// or https:// URL such as https://app.example.com/finch/callback"
 	// +optional
 	RedirectURI string `json:"redirectURI,omitempty"`
 
@@ -484,10 +484,13 @@ type FinchConnectionStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=fconn,categories=finch
 // +kubebuilder:printcolumn:name="Customer",type=string,JSONPath=`.spec.customerID`
+// +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.appRef.name`,description="The FinchApp (or, with App Kind ClusterFinchApp, the ClusterFinchApp) whose credentials the connection uses"
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="Why the connection is or is not Ready (the Ready condition's reason)"
 // +kubebuilder:printcolumn:name="Connection",type=string,JSONPath=`.status.connectionID`
 // +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.status.providerID`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="App Kind",type=string,JSONPath=`.spec.appRef.kind`,priority=1
 // +kubebuilder:printcolumn:name="Connect URL",type=string,JSONPath=`.status.session.connectURL`,priority=1
 // +kubebuilder:printcolumn:name="Session Expires",type=string,JSONPath=`.status.session.expiresAt`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1

@@ -61,4 +61,10 @@ const (
 	// ReasonAPIHostNotAllowed: the app's spec.apiURL names a host the operator may not call
 	// (--finch-api-hosts); no Finch call is made for it.
 	ReasonAPIHostNotAllowed = "APIHostNotAllowed"
+	// ReasonDeprecatedField: the app sets a deprecated spec field (spec.apiVersion); the Warning Event
+	// names the field to write instead.
+	ReasonDeprecatedField = "DeprecatedField"
+	// ReasonInsecureAPIURL: the app's spec.insecureAPIURL lets its client secret and tokens travel to
+	// a non-loopback http:// apiURL in clear text (a Warning Event).
+	ReasonInsecureAPIURL = "InsecureAPIURL"
 )

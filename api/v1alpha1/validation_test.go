@@ -115,7 +115,9 @@ var _ = Describe("defaults", func() {
 		}
 		Expect(k8sClient.Create(ctx, app)).To(Succeed())
 		Expect(app.Spec.APIURL).To(Equal("https://api.tryfinch.com"))
-		Expect(app.Spec.APIVersion).To(Equal("2020-09-17"))
+		Expect(app.Spec.FinchAPIVersion).To(BeEmpty(), "no schema default: the deprecated apiVersion must still be read when set alone")
+		Expect(app.Spec.DeprecatedAPIVersion).To(BeEmpty())
+		Expect(app.Spec.FinchAPIVersionHeader()).To(BeEmpty(), "the client sends its default, 2020-09-17")
 		Expect(app.Spec.CredentialsSecretRef.ClientIDKey).To(Equal("client_id"))
 		Expect(app.Spec.CredentialsSecretRef.ClientSecretKey).To(Equal("client_secret"))
 		Expect(app.Spec.WebhookSecretRef.Key).To(Equal("webhook_secret"))
@@ -242,7 +244,8 @@ var _ = Describe("invalid FinchApps are rejected at apply time", func() {
 		},
 		Entry("missing credentials Secret name", func(a *finchv1.FinchApp) { a.Spec.CredentialsSecretRef.Name = "" }, "spec.credentialsSecretRef.name"),
 		Entry("apiURL without scheme", func(a *finchv1.FinchApp) { a.Spec.APIURL = "api.tryfinch.com" }, "spec.apiURL"),
-		Entry("apiVersion not a date", func(a *finchv1.FinchApp) { a.Spec.APIVersion = "v2" }, "spec.apiVersion"),
+		Entry("finchAPIVersion not a date", func(a *finchv1.FinchApp) { a.Spec.FinchAPIVersion = "v2" },
+			"spec.finchAPIVersion: Invalid value: \"v2\": finchAPIVersion must be a date YYYY-MM-DD such as 2020-09-17"),
 		Entry("negative rate limit", func(a *finchv1.FinchApp) { a.Spec.RateLimit = &finchv1.RateLimit{Requests: -1} }, "spec.rateLimit.requests"),
 	)
 })

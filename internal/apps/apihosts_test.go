@@ -77,3 +77,43 @@ func TestRegistryAPIHosts(t *testing.T) {
 		t.Errorf("a Registry without APIHosts refused Finch's host: %v", err)
 	}
 }
+
+// An http:// apiURL to a host that is not loopback, stored before the CRD
+// refused it, gets no client (the client secret would travel in clear text)
+// unless insecureAPIURL says so; the allow-list still applies then.
+func TestRegistryInsecureAPIURL(t *testing.T) {
+	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "payroll", Name: "creds"},
+		Data: map[string][]byte{"client_id": []byte("id"), "client_secret": []byte("secret")}}
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(creds).Build()
+	r := &Registry{Reader: c, Writer: c, APIHosts: finch.MustParseAPIHosts("finch-sim.test:8090,localhost:*")}
+	ctx := context.Background()
+
+	app := hostsApp("plain", "http://finch-sim.test:8090")
+	_, err := r.Load(ctx, app)
+	var cfgErr *ConfigError
+	if !errors.As(err, &cfgErr) || cfgErr.Reason != finchv1.ReasonInsecureAPIURL ||
+		!strings.Contains(cfgErr.Message, "finch-sim.test:8090") || !strings.Contains(cfgErr.Message, "insecureAPIURL: true") {
+		t.Fatalf("Load = %v; want a ConfigError %s naming the host and insecureAPIURL", err, finchv1.ReasonInsecureAPIURL)
+	}
+	if host, insecure := InsecureAPIURL(&app.Spec); insecure {
+		t.Errorf("InsecureAPIURL without the flag = %q, true", host)
+	}
+
+	app.Spec.InsecureAPIURL = true
+	if _, err := r.Load(ctx, app); err != nil {
+		t.Fatalf("with insecureAPIURL: %v", err)
+	}
+	if host, insecure := InsecureAPIURL(&app.Spec); !insecure || host != "finch-sim.test:8090" {
+		t.Errorf("InsecureAPIURL = %q, %v; want finch-sim.test:8090, true", host, insecure)
+	}
+	for _, loop := range []string{"http://localhost:8090", "https://finch-sim.test:8090"} {
+		a := hostsApp("ok", loop)
+		a.Spec.InsecureAPIURL = true
+		if host, insecure := InsecureAPIURL(&a.Spec); insecure {
+			t.Errorf("%s: InsecureAPIURL = %q, true; nothing travels in clear text to it", loop, host)
+		}
+	}
+	if _, err := r.Load(ctx, hostsApp("local", "http://localhost:8090")); err != nil {
+		t.Errorf("a loopback http:// apiURL needs no insecureAPIURL: %v", err)
+	}
+}

@@ -355,7 +355,7 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 	spec := app.AppSpec()
 	// The host first: a namespace may point its app anywhere, and an app
 	// the operator may not call needs no Secret read either.
-	apiURL, err := r.checkAPIURL(spec.APIURL)
+	apiURL, err := r.checkAPIURL(spec)
 	if err != nil {
 		r.Forget(key)
 		return nil, err
@@ -437,7 +437,7 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 	}
 	fc, err := finch.New(finch.Config{
 		BaseURL:      apiURL.String(),
-		APIVersion:   spec.APIVersion,
+		APIVersion:   spec.FinchAPIVersionHeader(),
 		ClientID:     clientID,
 		ClientSecret: clientSecret,
 		HTTPClient:   r.HTTPClient,
@@ -457,7 +457,8 @@ func (r *Registry) Load(ctx context.Context, app finchv1.AppObject) (*App, error
 
 // checkAPIURL parses an app's apiURL (empty: Finch's) and refuses a host
 // the operator may not call (APIHosts).
-func (r *Registry) checkAPIURL(apiURL string) (*url.URL, error) {
+func (r *Registry) checkAPIURL(spec *finchv1.FinchAppSpec) (*url.URL, error) {
+	apiURL := spec.APIURL
 	if apiURL == "" {
 		apiURL = finch.DefaultBaseURL
 	}
@@ -466,6 +467,13 @@ func (r *Registry) checkAPIURL(apiURL string) (*url.URL, error) {
 		// The value is not repeated: it might carry user info.
 		return nil, &ConfigError{Reason: "InvalidAPIURL", Message: "spec.apiURL is not an absolute http(s) URL"}
 	}
+	// The CRD refuses this too; an app stored before that rule still must
+	// not send its client secret in clear text.
+	if u.Scheme == "http" && !isLoopback(u) && !spec.InsecureAPIURL {
+		return nil, &ConfigError{Reason: finchv1.ReasonInsecureAPIURL, Message: fmt.Sprintf(
+			"spec.apiURL is http:// to %s, which would send the client secret in clear text; no Finch call is made for this app. Use an https:// URL such as %s (http:// is for a loopback host, or set spec.insecureAPIURL: true on a network you trust)",
+			finch.HostOf(u), finch.DefaultBaseURL)}
+	}
 	if !r.APIHosts.Allows(u) {
 		host := finch.HostOf(u)
 		return nil, &ConfigError{Reason: finchv1.ReasonAPIHostNotAllowed, Message: fmt.Sprintf(
@@ -473,6 +481,26 @@ func (r *Registry) checkAPIURL(apiURL string) (*url.URL, error) {
 			host, r.APIHosts, finch.DefaultBaseURL, host)}
 	}
 	return u, nil
+}
+
+// InsecureAPIURL reports whether spec's insecureAPIURL is in use: apiURL is
+// http:// to a host that is not loopback (host names it).
+func InsecureAPIURL(spec *finchv1.FinchAppSpec) (host string, insecure bool) {
+	u, err := url.Parse(spec.APIURL)
+	if err != nil || !spec.InsecureAPIURL || u.Scheme != "http" || isLoopback(u) {
+		return "", false
+	}
+	return finch.HostOf(u), true
+}
+
+// isLoopback reports whether u's host is one the CRD lets use http://:
+// 127.0.0.1, ::1 or localhost.
+func isLoopback(u *url.URL) bool {
+	switch strings.ToLower(u.Hostname()) {
+	case "127.0.0.1", "::1", "localhost":
+		return true
+	}
+	return false
 }
 
 func (r *Registry) initLocked() {
