@@ -1,4 +1,4 @@
-// Command finchsim serves the in-memory Finch simulator (internal/finchsim) standalone, for local
+// Command finchsim serves the in-memory Finch simulator (pkg/finchsim) standalone, for local
 // demos and benchmarks. It speaks Finch's wire format; point a FinchApp's spec.apiURL at it.
 package main
 
@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 const usageHeader = `finchsim serves an in-memory Finch API (Connect sessions, /auth/token, /introspect,

@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
 )
 

@@ -42,7 +42,7 @@ import (
 	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/index"
 	"github.com/connectops/finch-operator/internal/operator"
