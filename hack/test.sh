@@ -7,6 +7,12 @@ log="$root/bin/test.log"
 mkdir -p "$root/bin"
 go test -v "$@" >"$log" 2>&1
 rc=$?
+# The example modules under examples/ (own go.mod) import the public kit as a
+# downstream module does; the same arguments (./...) test each of them.
+for mod in "$root"/examples/*/go.mod; do
+  [ -f "$mod" ] || continue
+  (cd "$(dirname "$mod")" && go test -v "$@") >>"$log" 2>&1 || rc=1
+done
 grep -E '^(ok |FAIL|--- FAIL|panic:)|Ran [0-9]+ of [0-9]+ Specs|[0-9]+ Passed \|' "$log" | sed 's/\x1b\[[0-9;]*m//g'
 if [ $rc -ne 0 ]; then
   echo
