@@ -51,8 +51,12 @@ lint: golangci-lint ## Run golangci-lint (config: .golangci.yml).
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: golangci-lint ## Pre-merge checks: generated files committed, go.mod tidy, gofmt, go vet, lint.
+verify: golangci-lint ## Pre-merge checks: generated files committed, go.mod tidy, gofmt, go vet, lint, example modules, pkg/ API changes.
 	./hack/verify.sh
+
+.PHONY: apidiff
+apidiff: ## Report exported-API changes of pkg/... since the last release tag (incompatible ones fail).
+	./hack/apidiff.sh
 
 .PHONY: golangci-lint
 golangci-lint: ## Build golangci-lint from the Go module proxy into bin/golangci-lint (no-op when present).
