@@ -37,8 +37,8 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 
-step "go vet (with the e2e build tag, so test/e2e is checked too)"
-go vet -tags e2e ./...
+step "go vet (with the e2e and browser build tags, so test/e2e and test/browser are checked too)"
+go vet -tags e2e,browser ./...
 
 step "golangci-lint (make lint; built into bin/ from the Go module proxy on first use)"
 make --no-print-directory lint

@@ -88,7 +88,7 @@ func (s *Sim) serveConnectPage(w http.ResponseWriter, r *http.Request, id string
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 	_ = connectPageTmpl.Execute(w, p)
 }
 

@@ -96,7 +96,8 @@ type Options struct {
 	// Workers is the number of concurrent FinchConnection reconciles
 	// (default: the manager's default).
 	Workers int
-	// Logger receives the operator's logs (default: discarded).
+	// Logger receives the operator's logs (default: discarded). Start also
+	// makes it controller-runtime's global logger (ctrl.SetLogger).
 	Logger logr.Logger
 	// SkipCRDs leaves the CRDs alone (they are already installed).
 	SkipCRDs bool
@@ -163,6 +164,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Env, error) {
 	if o.Logger.GetSink() == nil {
 		o.Logger = logr.Discard()
 	}
+	// controller-runtime's parts that log through its global logger (the
+	// work queues) complain on stderr when none is set.
+	ctrl.SetLogger(o.Logger)
 	if !o.SkipCRDs {
 		if err := InstallCRDs(cfg); err != nil {
 			return nil, err
