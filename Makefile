@@ -76,7 +76,7 @@ promtool: ## Build promtool (alerting rule checks and unit tests) from the Go mo
 
 .PHONY: test
 test: envtest helm promtool chromium ## Run all tests against a real API server (envtest) and the Finch simulator, the browser tests in headless Chromium, and the example modules.
-	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) ./hack/test.sh $(GO_TEST_FLAGS) -tags browser ./...
+	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) ./hack/test.sh $(GO_TEST_FLAGS) -tags=browser ./...
 
 .PHONY: chromium
 chromium: ## Make sure headless Chromium is there for test/browser (as root: installs Debian's chromium when missing).
