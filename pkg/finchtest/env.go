@@ -87,8 +87,9 @@ type Options struct {
 	NoWebhooks bool
 	// OmitTopLevelStatus, ReauthURLField and SessionURLField reproduce
 	// documented oddities of Finch's answers (see finchsim.AppConfig).
-	OmitTopLevelStatus              bool
-	ReauthURLField, SessionURLField string
+	OmitTopLevelStatus bool
+	ReauthURLField     string // link field of reauthentication sessions (finchsim.URLField*)
+	SessionURLField    string // link field of connect sessions (finchsim.URLField*)
 	// App, if set, edits the FinchApp before it is created (spec.rateLimit,
 	// spec.introspection...). Start sets apiURL, publicURL and the Secret
 	// references first.
@@ -364,3 +365,17 @@ func randHex(n int) string {
 }
 
 var errNoConnectionID = errors.New("the FinchConnection has no status.connectionID yet (is it Connected?)")
+
+// StartSimulator starts a Finch simulator alone on a loopback port for a test
+// that runs no operator (a client of Finch of its own, say), registers apps,
+// and closes it in t.Cleanup. Its base URL is Sim.URL().
+func StartSimulator(t testing.TB, o finchsim.Options, apps ...finchsim.AppConfig) *finchsim.Sim {
+	t.Helper()
+	s := finchsim.New(o)
+	s.Start()
+	t.Cleanup(s.Close)
+	for _, a := range apps {
+		s.AddApp(a)
+	}
+	return s
+}

@@ -1,6 +1,7 @@
 package finchtest_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +121,23 @@ func TestWaitReportsWhatItSaw(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q:\n%v", want, err)
 		}
+	}
+}
+
+// The simulator alone speaks Finch's wire format on a loopback port.
+func TestStartSimulator(t *testing.T) {
+	sim := finchtest.StartSimulator(t, finchsim.Options{}, finchsim.AppConfig{ClientID: "c1", ClientSecret: "s1"})
+	req, _ := http.NewRequest(http.MethodPost, sim.URL()+"/connect/sessions",
+		strings.NewReader(`{"customer_id":"x","customer_name":"X","products":["company"]}`))
+	req.SetBasicAuth("c1", "s1")
+	req.Header.Set("Finch-API-Version", "2020-09-17")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || sim.Calls(finchsim.EndpointCreateSession) != 1 {
+		t.Fatalf("POST /connect/sessions: %s, %d calls", resp.Status, sim.Calls(finchsim.EndpointCreateSession))
 	}
 }
