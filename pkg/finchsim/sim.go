@@ -8,8 +8,11 @@
 // on every call; completing reauth issues a new token for the same connection_id and revokes the
 // old ones; a disconnected connection never comes back.
 //
-// Besides the Finch endpoints it serves the Connect page (GET /authorize?session=<id>, acting as
-// the employer's browser) and driver/inspection endpoints under /_sim/.
+// Besides the Finch endpoints it serves the Connect page (GET /authorize?session=<id>: a page
+// where a person picks the provider, authentication method and outcome; scripts and ?auto=1
+// complete the session at once, acting as the employer's browser) and driver/inspection
+// endpoints under /_sim/. docs/simulator.md describes them; pkg/finchtest runs it next to an
+// in-process operator.
 //
 // It is as strict as Finch's docs and SDKs justify: a code must be exchanged with exactly its
 // session's redirect_uri, or none (RFC 6749 §4.1.3); error bodies use the names of Finch's error
