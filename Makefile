@@ -61,8 +61,12 @@ lint: golangci-lint ## Run golangci-lint (config: .golangci.yml).
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: golangci-lint ## Pre-merge checks: generated files committed, go.mod tidy, gofmt, go vet, lint.
+verify: golangci-lint ## Pre-merge checks: generated files committed, go.mod tidy, gofmt, go vet, lint, example modules, pkg/ API changes.
 	./hack/verify.sh
+
+.PHONY: apidiff
+apidiff: ## Report exported-API changes of pkg/... since the last release tag (incompatible ones fail).
+	./hack/apidiff.sh
 
 .PHONY: golangci-lint
 golangci-lint: ## Build golangci-lint from the Go module proxy into bin/golangci-lint (no-op when present).
@@ -81,8 +85,12 @@ promtool: ## Build promtool (alerting rule checks and unit tests) from the Go mo
 	./hack/promtool.sh
 
 .PHONY: test
-test: envtest helm promtool ## Run all tests against a real API server (envtest) and the Finch simulator.
-	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) ./hack/test.sh $(GO_TEST_FLAGS) ./...
+test: envtest helm promtool chromium ## Run all tests against a real API server (envtest) and the Finch simulator, the browser tests in headless Chromium, and the example modules.
+	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) ./hack/test.sh $(GO_TEST_FLAGS) -tags=browser ./...
+
+.PHONY: chromium
+chromium: ## Make sure headless Chromium is there for test/browser (as root: installs Debian's chromium when missing).
+	./hack/chromium.sh >/dev/null
 
 .PHONY: test-e2e
 test-e2e: envtest helm build-installer ## Build the image and run it as the Deployment does (needs root or a Docker engine).

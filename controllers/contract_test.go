@@ -11,7 +11,7 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // Finch as documented, not as the simulator used to assume (issue: Finch

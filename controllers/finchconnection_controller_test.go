@@ -17,8 +17,8 @@ import (
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/tokens"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 var _ = Describe("Connect session (steps 1-2)", func() {

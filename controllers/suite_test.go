@@ -32,9 +32,10 @@ import (
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/controllers"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/internal/testenv"
+	"github.com/connectops/finch-operator/pkg/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchtest"
 )
 
 // The suite runs the real controllers in a real manager against a real API
@@ -392,14 +393,12 @@ func (s *scenario) handOverCode(name, sessionID string) string {
 	return code
 }
 
+// createCodeSecret hands a code over with the public test kit's employer
+// (pkg/finchtest), so the kit's embedded flow is what this suite exercises.
 func (s *scenario) createCodeSecret(name, code string) {
-	sec := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-code-", Namespace: s.ns,
-			Labels: map[string]string{finchv1.ConnectionLabel: name}},
-		Type:       finchv1.CodeSecretType,
-		StringData: map[string]string{finchv1.CodeKey: code},
-	}
-	Expect(k8sClient.Create(ctx, sec)).To(Succeed())
+	em := &finchtest.Employer{Client: k8sClient, Sim: s.sim}
+	conn := &finchv1.FinchConnection{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: name}}
+	Expect(em.HandOverCode(ctx, conn, code)).To(Succeed())
 }
 
 // connect takes a new FinchConnection all the way to Connected.

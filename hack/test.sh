@@ -7,6 +7,24 @@ log="$root/bin/test.log"
 mkdir -p "$root/bin"
 go test -v "$@" >"$log" 2>&1
 rc=$?
+# The example modules under examples/ (own go.mod) import the public kit as a
+# downstream module does; when the whole tree is tested (./...), so are they,
+# with the same flags.
+flags=()
+whole=false
+for a in "$@"; do
+  case "$a" in
+    ./...) whole=true ;;
+    ./* | ../* | github.com/*) ;; # this module's packages
+    *) flags+=("$a") ;;
+  esac
+done
+if $whole; then
+  for mod in "$root"/examples/*/go.mod; do
+    [ -f "$mod" ] || continue
+    (cd "$(dirname "$mod")" && go test -v "${flags[@]}" ./...) >>"$log" 2>&1 || rc=1
+  done
+fi
 grep -E '^(ok |FAIL|--- FAIL|panic:)|Ran [0-9]+ of [0-9]+ Specs|[0-9]+ Passed \|' "$log" | sed 's/\x1b\[[0-9;]*m//g'
 if [ $rc -ne 0 ]; then
   echo

@@ -57,8 +57,23 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 
-step "go vet (with the e2e build tag, so test/e2e is checked too)"
-go vet -tags e2e ./...
+step "go vet (with the e2e and browser build tags, so test/e2e and test/browser are checked too)"
+go vet -tags e2e,browser ./...
 
 step "golangci-lint (make lint; built into bin/ from the Go module proxy on first use)"
 make --no-print-directory lint
+
+step "example modules (examples/*/): go.mod tidy, gofmt'ed, go vet"
+for mod in examples/*/go.mod; do
+  [ -f "$mod" ] || continue
+  dir=$(dirname "$mod")
+  (cd "$dir" && go mod tidy && go vet ./...)
+  if [ -n "$(git status --porcelain "$dir")" ]; then
+    git --no-pager diff "$dir"
+    echo "$dir: go.mod/go.sum are not tidy: run 'go mod tidy' in $dir and commit" >&2
+    exit 1
+  fi
+done
+
+step "exported API of pkg/... against the last release tag (hack/apidiff.sh)"
+./hack/apidiff.sh

@@ -1,4 +1,4 @@
-// Command finchsim serves the in-memory Finch simulator (internal/finchsim) standalone, for local
+// Command finchsim serves the in-memory Finch simulator (pkg/finchsim) standalone, for local
 // demos and benchmarks. It speaks Finch's wire format; point a FinchApp's spec.apiURL at it.
 package main
 
@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 const usageHeader = `finchsim serves an in-memory Finch API (Connect sessions, /auth/token, /introspect,
@@ -23,8 +23,12 @@ const usageHeader = `finchsim serves an in-memory Finch API (Connect sessions, /
 with --initial-sync-delay, initial data sync webhooks) over HTTP.
 
 The Connect page is GET /authorize?session=<id>[&state=..][&provider=..][&auth_method=..][&status=..]:
-opening connect_url completes the session as the employer and redirects to the session's
-redirect_uri with ?code=..&state=.. (or answers {"code": ".."} when the session has none).
+a browser opening connect_url gets a page for a person (the session's customer and products, a
+provider and authentication method picker, and Connect / Connect (assisted, pending) / Fail
+sign-in / Cancel buttons). Scripts (no text/html in Accept, as curl and Go send) or ?auto=1
+complete the session at once. Completing redirects to the session's redirect_uri with
+?code=..&state=.. (or answers {"code": ".."} when the session has none); Fail sign-in and Cancel
+do not redirect and leave the session open (outcome=error|cancel with auto=1).
 
 Driver and inspection endpoints (not part of Finch):
   POST   /_sim/sessions/{id}/complete     {"provider","auth_method","status"} -> {"code"}

@@ -3,7 +3,7 @@ package finch_test
 // Contract suite: the finch client against a backend, for every endpoint,
 // error and fault the operator relies on.
 //
-// Every case runs against the in-memory simulator (internal/finchsim, over
+// Every case runs against the in-memory simulator (pkg/finchsim, over
 // real HTTP, one simulator per case) in TestContract. TestContractRealFinch
 // runs the same cases against real Finch when FINCH_CLIENT_ID and
 // FINCH_CLIENT_SECRET (a sandbox application) are set; FINCH_BASE_URL
@@ -39,7 +39,7 @@ import (
 
 	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 const (

@@ -16,8 +16,8 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // finchClient talks to the fixture's simulator with the app's credentials,

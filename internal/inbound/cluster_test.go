@@ -19,8 +19,8 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // clusterApp is a ClusterFinchApp of the fixture's simulator (an application

@@ -12,8 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // The employer follows the Connect link; Finch redirects the browser to the

@@ -42,11 +42,12 @@ import (
 	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/budget"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/index"
 	"github.com/connectops/finch-operator/internal/operator"
 	"github.com/connectops/finch-operator/internal/testenv"
+	"github.com/connectops/finch-operator/pkg/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchtest"
 )
 
 // sharedEnv is one API server (envtest) with the operator as cmd/manager
@@ -426,14 +427,10 @@ func (f *fixture) getConn(name string) *finchv1.FinchConnection {
 // waitSession waits until the controller publishes a session of the given kind.
 func (f *fixture) waitSession(name string, kind finchv1.SessionKind) *finchv1.FinchConnection {
 	f.t.Helper()
-	var conn *finchv1.FinchConnection
-	f.g.Eventually(func(g Gomega) {
-		conn = &finchv1.FinchConnection{}
-		g.Expect(f.e.k8s.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: name}, conn)).To(Succeed())
-		g.Expect(conn.Status.Session).NotTo(BeNil(), "status.session")
-		g.Expect(conn.Status.Session.Kind).To(Equal(kind))
-		g.Expect(conn.Status.Session.ConnectURL).NotTo(BeEmpty())
-	}).Should(Succeed())
+	// The public test kit's wait (pkg/finchtest), which says what it saw on a timeout.
+	conn, err := finchtest.WaitForSession(f.ctx, f.e.k8s,
+		&finchv1.FinchConnection{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name}}, kind, 60*time.Second)
+	f.g.Expect(err).NotTo(HaveOccurred())
 	return conn
 }
 

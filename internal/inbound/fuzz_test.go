@@ -21,8 +21,8 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // fuzzEnv is a namespace on the shared API server with two FinchApps: "fuzz"

@@ -21,9 +21,9 @@ import (
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/apps"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/tokens"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // countingReader is the manager's uncached reader, counting the reads that

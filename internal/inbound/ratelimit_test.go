@@ -17,9 +17,9 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/budget"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/inbound"
 	"github.com/connectops/finch-operator/internal/operator"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // floodServer is an inbound server of its own with production-like limits

@@ -22,9 +22,9 @@ import (
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
 	"github.com/connectops/finch-operator/internal/finch"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/kubectlfinch"
 	"github.com/connectops/finch-operator/internal/testenv"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 	"github.com/connectops/finch-operator/test/live"
 )
 

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // newConn is the FinchConnection the bench creates: one employer.

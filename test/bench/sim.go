@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/connectops/finch-operator/internal/finchsim"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // simServer serves a finchsim.Sim on 127.0.0.1 and records when each Finch

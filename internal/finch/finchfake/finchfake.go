@@ -1,7 +1,7 @@
 // Package finchfake is a fake of finch.API with one function field per call,
 // for table tests of the operator's decisions. A call whose field is nil
 // fails the test through Unexpected, so a table row states every call it
-// expects. Integration tests use the simulator (internal/finchsim) instead.
+// expects. Integration tests use the simulator (pkg/finchsim) instead.
 package finchfake
 
 import (

@@ -8,8 +8,11 @@
 // on every call; completing reauth issues a new token for the same connection_id and revokes the
 // old ones; a disconnected connection never comes back.
 //
-// Besides the Finch endpoints it serves the Connect page (GET /authorize?session=<id>, acting as
-// the employer's browser) and driver/inspection endpoints under /_sim/.
+// Besides the Finch endpoints it serves the Connect page (GET /authorize?session=<id>: a page
+// where a person picks the provider, authentication method and outcome; scripts and ?auto=1
+// complete the session at once, acting as the employer's browser) and driver/inspection
+// endpoints under /_sim/. docs/simulator.md describes them; pkg/finchtest runs it next to an
+// in-process operator.
 //
 // It is as strict as Finch's docs and SDKs justify: a code must be exchanged with exactly its
 // session's redirect_uri, or none (RFC 6749 §4.1.3); error bodies use the names of Finch's error
@@ -62,8 +65,8 @@ type Options struct {
 // directory, individual, employment, ssn) or no Payroll product, and the payroll one another
 // Delay later when it has a Payroll product (payment, pay_statement); once per connection.
 type InitialSync struct {
-	Enabled bool          `json:"enabled"`
-	Delay   time.Duration `json:"delay,omitempty"` // nanoseconds in JSON
+	Enabled bool          `json:"enabled"`         // send the webhooks
+	Delay   time.Duration `json:"delay,omitempty"` // after the first exchange, and between the two; nanoseconds in JSON
 }
 
 // IPRateLimit is Finch's per-IP limit: at most Requests Finch API requests from one source IP in
@@ -72,10 +75,10 @@ type InitialSync struct {
 // 1,000 requests per 5 minutes and a 60-minute penalty (finch-docs Rate-Limits.md, docs/finch-api.md);
 // zero fields take those figures. The Connect page and /_sim/ are not counted.
 type IPRateLimit struct {
-	Enabled  bool          `json:"enabled"`
-	Requests int           `json:"requests,omitempty"`
-	Window   time.Duration `json:"window,omitempty"`  // nanoseconds in JSON
-	Penalty  time.Duration `json:"penalty,omitempty"` // nanoseconds in JSON
+	Enabled  bool          `json:"enabled"`            // enforce the limit
+	Requests int           `json:"requests,omitempty"` // per Window (0: DefaultIPRequests)
+	Window   time.Duration `json:"window,omitempty"`   // rolling window (0: DefaultIPWindow); nanoseconds in JSON
+	Penalty  time.Duration `json:"penalty,omitempty"`  // refusal after exceeding it (0: DefaultIPPenalty); nanoseconds in JSON
 	// NoRetryAfter leaves Retry-After off the penalty's 429s. Finch documents no Retry-After
 	// (docs/finch-api.md#rate-limits: no source either way), so a client must cope without one.
 	NoRetryAfter bool `json:"no_retry_after,omitempty"`
@@ -112,11 +115,11 @@ const (
 
 // AppConfig registers one Finch application.
 type AppConfig struct {
-	ClientID      string    `json:"client_id"`
-	ClientSecret  string    `json:"client_secret"`
-	WebhookURL    string    `json:"webhook_url,omitempty"`
+	ClientID      string    `json:"client_id"`                // the app's client_id (Basic auth user, /auth/token body)
+	ClientSecret  string    `json:"client_secret"`            // its client_secret
+	WebhookURL    string    `json:"webhook_url,omitempty"`    // where its webhooks are POSTed ("": none)
 	WebhookSecret string    `json:"webhook_secret,omitempty"` // standard base64; the decoded bytes are the HMAC key
-	RateLimit     RateLimit `json:"rate_limit"`
+	RateLimit     RateLimit `json:"rate_limit"`               // per-endpoint limit (zero: unlimited)
 	// OmitTopLevelStatus answers GET /introspect without a top-level connection_status, in the
 	// shape of the Connection & Session ID Migration Guide's example (client_id, client_type,
 	// connection_type, company_id, account_id, connection_id, products, username,
@@ -126,15 +129,15 @@ type AppConfig struct {
 	// ReauthURLField and SessionURLField pick the link field of POST
 	// /connect/sessions/reauthenticate and POST /connect/sessions responses (URLField*; "" is
 	// connect_url).
-	ReauthURLField  string `json:"reauth_url_field,omitempty"`
-	SessionURLField string `json:"session_url_field,omitempty"`
+	ReauthURLField  string `json:"reauth_url_field,omitempty"`  // POST /connect/sessions/reauthenticate
+	SessionURLField string `json:"session_url_field,omitempty"` // POST /connect/sessions
 }
 
 // RateLimit is a sliding-window limit: at most Requests admitted requests in any rolling Window,
 // per app and endpoint. Zero Requests or Window means unlimited.
 type RateLimit struct {
-	Requests int           `json:"requests"`
-	Window   time.Duration `json:"window"` // nanoseconds in JSON
+	Requests int           `json:"requests"` // admitted per Window
+	Window   time.Duration `json:"window"`   // nanoseconds in JSON
 }
 
 // Completion describes how the employer completes a Connect session.
@@ -151,10 +154,10 @@ type Completion struct {
 // EntityInfo is one entity of a multi-entity connection, as /introspect's entities[] shows it
 // (finch-api-go account.go IntrospectionEntity: id, name|null, source_id|null, status).
 type EntityInfo struct {
-	ID       string `json:"id"`
-	Name     string `json:"name,omitempty"`
-	SourceID string `json:"source_id,omitempty"`
-	Status   string `json:"status"`
+	ID       string `json:"id"`                  // Finch's entity_id
+	Name     string `json:"name,omitempty"`      // display name
+	SourceID string `json:"source_id,omitempty"` // the provider's ID
+	Status   string `json:"status"`              // connection status of the entity ("connected", "disconnected"...)
 }
 
 // Fault is injected into the next matching requests of an endpoint.
@@ -169,8 +172,8 @@ type Fault struct {
 	// body (an undocumented or non-JSON answer); XShouldRetry sets the x-should-retry header
 	// ("true"/"false") that the SDKs obey.
 	Name, FinchCode string
-	Body            string
-	XShouldRetry    string
+	Body            string // verbatim body (see above)
+	XShouldRetry    string // x-should-retry header (see above)
 	// Token, if set, limits the fault to requests authenticated with that access token;
 	// ConnectionID to requests with a token of that connection (Finch can fail one connection
 	// while it answers others: a revoked connection "can sometimes be returned as 500 -
@@ -180,50 +183,50 @@ type Fault struct {
 
 // SessionInfo is a snapshot of a Connect session.
 type SessionInfo struct {
-	ID           string    `json:"id"`
-	ClientID     string    `json:"client_id"`
-	CustomerID   string    `json:"customer_id"`
-	CustomerName string    `json:"customer_name"`
-	Kind         string    `json:"kind"` // "connect" | "reauthenticate"
-	ConnectionID string    `json:"connection_id,omitempty"`
-	RedirectURI  string    `json:"redirect_uri,omitempty"`
-	Products     []string  `json:"products"`
-	CreatedAt    time.Time `json:"created_at"`
-	ExpiresAt    time.Time `json:"expires_at"`
-	Completed    bool      `json:"completed"`
+	ID           string    `json:"id"`                      // session_id
+	ClientID     string    `json:"client_id"`               // the app that created it
+	CustomerID   string    `json:"customer_id"`             // customer_id it was created for
+	CustomerName string    `json:"customer_name"`           // customer_name it was created with
+	Kind         string    `json:"kind"`                    // "connect" | "reauthenticate"
+	ConnectionID string    `json:"connection_id,omitempty"` // the connection it created or re-arms
+	RedirectURI  string    `json:"redirect_uri,omitempty"`  // redirect_uri it was created with
+	Products     []string  `json:"products"`                // products it asks for
+	CreatedAt    time.Time `json:"created_at"`              // creation time
+	ExpiresAt    time.Time `json:"expires_at"`              // expiry (minutes_to_expire after the last refresh)
+	Completed    bool      `json:"completed"`               // the employer completed it
 	// Extensions beyond the agreed API.
-	CustomerEmail string         `json:"customer_email,omitempty"`
-	Sandbox       string         `json:"sandbox,omitempty"`
-	Recordkeeping *Recordkeeping `json:"recordkeeping,omitempty"`
-	Refreshes     int            `json:"refreshes"`             // how many times POST /connect/sessions re-armed it
-	RefreshedAt   time.Time      `json:"refreshed_at,omitzero"` // last refresh
+	CustomerEmail string         `json:"customer_email,omitempty"` // customer_email it was created with
+	Sandbox       string         `json:"sandbox,omitempty"`        // sandbox it was created with ("finch", "provider")
+	Recordkeeping *Recordkeeping `json:"recordkeeping,omitempty"`  // recordkeeping it was created with
+	Refreshes     int            `json:"refreshes"`                // how many times POST /connect/sessions re-armed it
+	RefreshedAt   time.Time      `json:"refreshed_at,omitzero"`    // last refresh
 }
 
 // Recordkeeping is a session's recordkeeping configuration, as POST /connect/sessions took it.
 type Recordkeeping struct {
-	Recordkeeper string `json:"recordkeeper"`
-	PlanID       string `json:"plan_id,omitempty"`
+	Recordkeeper string `json:"recordkeeper"`      // the recordkeeper's ID
+	PlanID       string `json:"plan_id,omitempty"` // the plan's ID
 }
 
 // ConnectionInfo is a snapshot of a connection.
 type ConnectionInfo struct {
-	ID           string    `json:"id"`
-	ClientID     string    `json:"client_id"`
-	CustomerID   string    `json:"customer_id"`
-	ProviderID   string    `json:"provider_id"`
-	AuthMethod   string    `json:"auth_method"`
-	Status       string    `json:"status"`
-	Products     []string  `json:"products"`
-	Tokens       int       `json:"tokens"` // live (not revoked) tokens
-	Disconnected bool      `json:"disconnected"`
-	CreatedAt    time.Time `json:"created_at"`
+	ID           string    `json:"id"`           // connection_id
+	ClientID     string    `json:"client_id"`    // the app it belongs to
+	CustomerID   string    `json:"customer_id"`  // the customer it belongs to
+	ProviderID   string    `json:"provider_id"`  // the payroll provider chosen in Connect
+	AuthMethod   string    `json:"auth_method"`  // the authentication method chosen in Connect
+	Status       string    `json:"status"`       // connection status ("connected", "reauth", "pending"...)
+	Products     []string  `json:"products"`     // products granted
+	Tokens       int       `json:"tokens"`       // live (not revoked) tokens
+	Disconnected bool      `json:"disconnected"` // POST /disconnect was called
+	CreatedAt    time.Time `json:"created_at"`   // creation time
 	// Entities of a multi-entity connection (none for a single-entity one).
 	Entities []EntityInfo `json:"entities,omitempty"`
 	// Extensions beyond the agreed API.
-	CustomerName   string `json:"customer_name"`
-	AccountID      string `json:"account_id"`
-	CompanyID      string `json:"company_id"`
-	ConnectionType string `json:"connection_type"`
+	CustomerName   string `json:"customer_name"`   // the customer's name
+	AccountID      string `json:"account_id"`      // account_id (changes on reauthentication)
+	CompanyID      string `json:"company_id"`      // company_id
+	ConnectionType string `json:"connection_type"` // "provider", or "finch" for a Finch sandbox
 	// Calls counts the Finch API requests authenticated with a token of the connection, by
 	// endpoint.
 	Calls map[string]int `json:"calls,omitempty"`

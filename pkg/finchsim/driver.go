@@ -290,8 +290,10 @@ func writeDriverError(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, status, name, "", msg, nil)
 }
 
-// handleAuthorize is the Connect page: GET /authorize?session=<id>[&state=][&provider=][&auth_method=][&status=].
-// It acts as the employer's browser completing Connect. With a redirect_uri on the session it
+// handleAuthorize is the Connect page: GET /authorize?session=<id>[&state=][&provider=][&auth_method=][&status=]
+// [&outcome=][&auto=1]. A browser (Accept: text/html) without auto=1 gets the page for a person
+// (connectpage.go), whose buttons come back here with auto=1 and an outcome. Otherwise it acts
+// as the employer's browser completing Connect at once. With a redirect_uri on the session it
 // answers 302 to redirect_uri?code=..[&state=..]; otherwise (or with app_type=spa, as the
 // embedded SDK's iframe sends) it answers 200 {"code": ..., "state": ...}, what onSuccess gets.
 //
@@ -310,7 +312,36 @@ func (s *Sim) handleAuthorize(w http.ResponseWriter, r *http.Request, _ []byte) 
 		badRequest(w, "missing session query parameter")
 		return
 	}
-	code, redirectURI, err := s.complete(id, Completion{Provider: q.Get("provider"), AuthMethod: q.Get("auth_method"), Status: q.Get("status")})
+	if wantsConnectPage(r) {
+		s.serveConnectPage(w, r, id)
+		return
+	}
+	c := Completion{Provider: q.Get("provider"), AuthMethod: q.Get("auth_method"), Status: q.Get("status")}
+	switch outcome := q.Get("outcome"); outcome {
+	case "", OutcomeConnected:
+	case OutcomePending:
+		c.Status = "pending"
+		if c.AuthMethod == "" {
+			c.AuthMethod = "assisted"
+		}
+	case OutcomeError, OutcomeCancel:
+		if se, ok := s.Session(id); !ok || se.Completed {
+			writeDriverError(w, r, map[bool]error{false: ErrSessionNotFound, true: ErrSessionCompleted}[ok])
+			return
+		}
+		retry := url.Values{"session": {id}}
+		for _, k := range []string{"state", "app_type"} {
+			if v := q.Get(k); v != "" {
+				retry.Set(k, v)
+			}
+		}
+		serveOutcomePage(w, outcome, "authorize?"+retry.Encode())
+		return
+	default:
+		badRequest(w, "outcome must be one of connected, pending, error, cancel")
+		return
+	}
+	code, redirectURI, err := s.complete(id, c)
 	if err != nil {
 		writeDriverError(w, r, err)
 		return

@@ -7,7 +7,7 @@ import "net/http"
 // after commit (Fault.CommitThenDrop) hijacks the connection and closes it.
 type StatusRecorder struct {
 	http.ResponseWriter
-	Status int
+	Status int // the first status written (0: none)
 }
 
 // WriteHeader records the first status written.
