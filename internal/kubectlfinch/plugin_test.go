@@ -186,6 +186,20 @@ func (w *world) tokenFromElsewhere(customer string) (string, string) {
 	return tok.AccessToken, tok.ConnectionID
 }
 
+// funnelList is what funnel -o json prints: each app, with its funnel.
+type funnelList struct {
+	Kind  string `json:"kind"`
+	Items []struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+		Funnel kubectlfinch.Funnel `json:"funnel"`
+	} `json:"items"`
+}
+
 func contains(t *testing.T, what, got string, wants ...string) {
 	t.Helper()
 	for _, want := range wants {
@@ -266,11 +280,11 @@ func TestGetLinkStatusFunnel(t *testing.T) {
 		t.Errorf("funnel row %q, want app default: 2 total, 1 awaiting, 1 connected", got)
 	}
 	r = w.ok("funnel", "-o", "json")
-	var funnels []kubectlfinch.Funnel
+	var funnels funnelList
 	if err := json.Unmarshal([]byte(r.stdout), &funnels); err != nil {
 		t.Fatalf("funnel -o json: %v", err)
 	}
-	if len(funnels) != 1 || funnels[0].Total != 2 || funnels[0].Connected != 1 || funnels[0].MedianTimeToConnectSeconds == nil {
+	if f := funnels.Items; len(f) != 1 || f[0].Funnel.Total != 2 || f[0].Funnel.Connected != 1 || f[0].Funnel.MedianTimeToConnectSeconds == nil {
 		t.Errorf("funnel -o json: %+v", funnels)
 	}
 }
