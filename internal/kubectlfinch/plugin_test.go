@@ -462,22 +462,8 @@ func TestHandoffRejectedCode(t *testing.T) {
 func TestKubectlRunsThePlugin(t *testing.T) {
 	w := newWorld(t)
 	w.newConn("acme", "acme-001")
-	assets, err := testenv.AssetsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubectl := filepath.Join(assets, "kubectl")
-	if _, err := os.Stat(kubectl); err != nil {
-		if kubectl, err = exec.LookPath("kubectl"); err != nil {
-			t.Fatal("no kubectl beside the envtest binaries nor on PATH: run `make envtest`")
-		}
-	}
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(bin, "kubectl-finch"), "./cmd/kubectl-finch")
-	build.Dir = testenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/kubectl-finch: %v\n%s", err, out)
-	}
+	kubectl := kubectlBinary(t)
+	bin := buildPlugin(t)
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(kubectl, append([]string{"finch", "--kubeconfig", env.Kubeconfig, "-n", w.Namespace}, args...)...)
 		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
@@ -493,4 +479,32 @@ func TestKubectlRunsThePlugin(t *testing.T) {
 	if err == nil || !strings.Contains(out, `error: FinchConnection "nope" not found in namespace "`+w.Namespace+`"`) {
 		t.Errorf("kubectl finch status nope: err %v, output:\n%s", err, out)
 	}
+}
+
+// kubectlBinary is the kubectl beside the envtest binaries, else on PATH.
+func kubectlBinary(t *testing.T) string {
+	t.Helper()
+	assets, err := testenv.AssetsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := filepath.Join(assets, "kubectl")
+	if _, err := os.Stat(kubectl); err != nil {
+		if kubectl, err = exec.LookPath("kubectl"); err != nil {
+			t.Fatal("no kubectl beside the envtest binaries nor on PATH: run `make envtest`")
+		}
+	}
+	return kubectl
+}
+
+// buildPlugin builds cmd/kubectl-finch into a new directory, for PATH.
+func buildPlugin(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(bin, "kubectl-finch"), "./cmd/kubectl-finch")
+	build.Dir = testenv.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/kubectl-finch: %v\n%s", err, out)
+	}
+	return bin
 }
