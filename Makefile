@@ -38,6 +38,10 @@ manifests: ## Generate CRDs and RBAC from kubebuilder markers (and copy the CRDs
 generate: ## Generate DeepCopy methods.
 	$(CONTROLLER_GEN) object:headerFile="" paths="./api/..."
 
+.PHONY: docs-kubectl-finch
+docs-kubectl-finch: ## Generate docs/reference/kubectl-finch/ (one page per kubectl finch command) from the plugin's command tree.
+	go run ./internal/kubectlfinch/gendocs docs/reference/kubectl-finch
+
 .PHONY: fmt
 fmt: ## gofmt the tree.
 	gofmt -w $$(git ls-files '*.go')

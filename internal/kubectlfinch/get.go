@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -197,11 +199,15 @@ type connTable struct {
 	*tableWriter
 	now         func() time.Time
 	wide, allNs bool
+	// printed is each connection's last row: get --watch prints a row only
+	// when it differs (the operator's status writes often change no column).
+	printed map[types.UID]string
 }
 
 func (g *getOptions) newTable() *connTable {
 	_, wide := g.out.table()
-	return &connTable{tableWriter: newTableWriter(g.Out, g.out.noHeaders), now: g.Now, wide: wide, allNs: g.allNamespaces}
+	return &connTable{tableWriter: newTableWriter(g.Out, g.out.noHeaders), now: g.Now, wide: wide, allNs: g.allNamespaces,
+		printed: map[types.UID]string{}}
 }
 
 func (t *connTable) print(conns []finchv1.FinchConnection) error {
@@ -232,7 +238,10 @@ func (t *connTable) print(conns []finchv1.FinchConnection) error {
 		if t.allNs {
 			row = append([]string{conn.Namespace}, row...)
 		}
-		rows = append(rows, row)
+		if line := strings.Join(row, "\t"); t.printed[conn.UID] != line {
+			t.printed[conn.UID] = line
+			rows = append(rows, row)
+		}
 	}
 	return t.rows(header, rows)
 }

@@ -2,6 +2,9 @@ package kubectlfinch_test
 
 import (
 	"bytes"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -10,6 +13,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/connectops/finch-operator/internal/kubectlfinch"
+	"github.com/connectops/finch-operator/internal/testenv"
 )
 
 // helpWidth is an 80-column terminal: every help line must fit in it.
@@ -53,4 +57,44 @@ func TestHelpFitsEightyColumns(t *testing.T) {
 		}
 	}
 	walk(root)
+}
+
+// TestReferenceIsGenerated checks docs/reference/kubectl-finch against the
+// command tree: a changed help text or flag needs `make docs-kubectl-finch`.
+func TestReferenceIsGenerated(t *testing.T) {
+	committed := filepath.Join(testenv.RepoRoot(), "docs", "reference", "kubectl-finch")
+	fresh := t.TempDir()
+	root := kubectlfinch.NewCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
+	if err := kubectlfinch.WriteReference(root, fresh); err != nil {
+		t.Fatal(err)
+	}
+	pages := func(dir string) map[string]string {
+		files, err := filepath.Glob(filepath.Join(dir, "*.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[filepath.Base(f)] = string(b)
+		}
+		return out
+	}
+	want, got := pages(fresh), pages(committed)
+	if len(want) < 13 {
+		t.Fatalf("the reference has %d pages, want one per command", len(want))
+	}
+	for name, text := range want {
+		if got[name] != text {
+			t.Errorf("docs/reference/kubectl-finch/%s is stale or missing: run make docs-kubectl-finch", name)
+		}
+	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("docs/reference/kubectl-finch/%s documents no command: run make docs-kubectl-finch", name)
+		}
+	}
 }

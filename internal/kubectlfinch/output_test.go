@@ -241,6 +241,13 @@ func TestGetWatch(t *testing.T) {
 	g.Eventually(done, timeout).Should(Receive(BeNil()))
 
 	got := out.String()
+	seen := map[string]bool{}
+	for _, l := range lines(got) {
+		if seen[l] {
+			t.Errorf("a row printed twice (a status write that changed no column):\n%s", l)
+		}
+		seen[l] = true
+	}
 	if n := strings.Count(got, "NAME"); n != 1 {
 		t.Errorf("the header printed %d times:\n%s", n, got)
 	}

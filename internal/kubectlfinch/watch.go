@@ -83,6 +83,10 @@ func (g *getOptions) runWatch(ctx context.Context, args []string, sel labels.Sel
 				if !ok || !g.app.matchesConnection(conn) {
 					continue
 				}
+				if ev.Type == watch.Deleted {
+					// Its last row shows once more, as kubectl get --watch does.
+					delete(rows.printed, conn.UID)
+				}
 				if err := print(*conn); err != nil {
 					return err
 				}
