@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -79,10 +80,13 @@ func contains1(words []string, w string) bool {
 	return false
 }
 
-// TestCompletionScripts prints each shell's script; each completes the
-// kubectl-finch command through its __complete.
+// TestCompletionScripts: completion is listed in the help, and prints each
+// shell's script, which completes kubectl-finch through its __complete.
 func TestCompletionScripts(t *testing.T) {
 	w := newWorld(t)
+	if r := w.ok("--help"); !regexp.MustCompile(`(?m)^  completion +Print the shell completion script`).MatchString(r.stdout) {
+		t.Errorf("kubectl finch --help does not list completion:\n%s", r.stdout)
+	}
 	for shell, want := range map[string]string{
 		"bash":       "__start_kubectl-finch",
 		"zsh":        "#compdef kubectl-finch",

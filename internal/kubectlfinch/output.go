@@ -67,18 +67,19 @@ func (f *outputFlags) formats() []string {
 func (f *outputFlags) format() string { return *f.print.OutputFormat }
 
 // table says whether the command prints its own table; wide, its wide one.
+// --template without -o is -o go-template, as in kubectl.
 func (f *outputFlags) table() (table, wide bool) {
 	switch f.format() {
 	case "":
-		return true, false
+		t := f.print.TemplatePrinterFlags.TemplateArgument
+		return t == nil || *t == "", false
 	case "wide":
 		return true, true
 	}
 	return false, false
 }
 
-// printer is the printer of a -o format other than the tables. A
-// go-template given with --template alone selects -o go-template, as in kubectl.
+// printer is the printer of a -o format other than the tables.
 func (f *outputFlags) printer() (printers.ResourcePrinter, error) {
 	format := f.format()
 	if slices.ContainsFunc(f.columns.AllowedFormats(), func(c string) bool {
@@ -104,10 +105,6 @@ func (f *outputFlags) printer() (printers.ResourcePrinter, error) {
 // validate fails early on a -o the command cannot print.
 func (f *outputFlags) validate() error {
 	if table, _ := f.table(); table {
-		return nil
-	}
-	if f.format() == "" && f.print.TemplatePrinterFlags.TemplateArgument != nil &&
-		*f.print.TemplatePrinterFlags.TemplateArgument != "" {
 		return nil
 	}
 	_, err := f.printer()

@@ -74,6 +74,9 @@ func TestOutputFormats(t *testing.T) {
 	if r.stdout != "acme=AwaitingConnect;globex=AwaitingConnect;" {
 		t.Errorf("get -o go-template: %q", r.stdout)
 	}
+	if r = w.ok("get", "--template", "{{len .items}}"); r.stdout != "2" {
+		t.Errorf("get --template (go-template without -o): %q", r.stdout)
+	}
 	r = w.ok("get", "-o", "custom-columns=NAME:.metadata.name,CUSTOMER:.spec.customerID,TEAM:.metadata.labels.team")
 	if got := strings.Join(strings.Fields(r.stdout), " "); got != "NAME CUSTOMER TEAM acme acme-001 payroll globex globex-001 hr" {
 		t.Errorf("get -o custom-columns:\n%s", r.stdout)
