@@ -62,7 +62,7 @@ func TestCompletion(t *testing.T) {
 	}
 	for _, args := range [][]string{{"get", "-o", ""}, {"funnel", "-o", ""}, {"status", "acme", "-o", ""}} {
 		formats := w.completions(args...)
-		for _, want := range []string{"wide", "json", "yaml", "name", "jsonpath", "go-template", "custom-columns"} {
+		for _, want := range []string{"wide", "json", "yaml", "name", "jsonpath", "custom-columns"} {
 			if !contains1(formats, want) {
 				t.Errorf("%s completes %q, lacking %s", strings.Join(args, " "), formats, want)
 			}

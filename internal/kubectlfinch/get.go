@@ -36,9 +36,9 @@ connection ID, provider, when the published Connect session expires, and the
 next step a human should take.
 
 -o wide adds the app (a FinchApp's name, or ClusterFinchApp/NAME), the Ready
-reason, the age and the Connect URL. -o json, yaml, name, jsonpath=...,
-go-template=... and custom-columns=... print the objects as kubectl get does
-(status never holds secrets).
+reason, the age and the Connect URL. -o json, yaml, name, jsonpath=... and
+custom-columns=... print the objects as kubectl get does (status never holds
+secrets).
 
 --watch prints the table, then a row each time a connection changes, until
 interrupted (Ctrl-C).`,

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -70,12 +72,17 @@ func TestOutputFormats(t *testing.T) {
 	if r.stdout != "acme-001 globex-001" {
 		t.Errorf("get -o jsonpath: %q", r.stdout)
 	}
-	r = w.ok("get", "-o", "go-template={{range .items}}{{.metadata.name}}={{.status.phase}};{{end}}")
+	r = w.ok("get", "-o", "jsonpath", "--template", `{range .items[*]}{.metadata.name}={.status.phase};{end}`)
 	if r.stdout != "acme=AwaitingConnect;globex=AwaitingConnect;" {
-		t.Errorf("get -o go-template: %q", r.stdout)
+		t.Errorf("get -o jsonpath --template: %q", r.stdout)
 	}
-	if r = w.ok("get", "--template", "{{len .items}}"); r.stdout != "2" {
-		t.Errorf("get --template (go-template without -o): %q", r.stdout)
+	cols := filepath.Join(t.TempDir(), "columns")
+	if err := os.WriteFile(cols, []byte("NAME   PHASE\n.metadata.name   {.status.phase}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = w.ok("get", "-o", "custom-columns-file="+cols)
+	if got := strings.Join(strings.Fields(r.stdout), " "); got != "NAME PHASE acme AwaitingConnect globex AwaitingConnect" {
+		t.Errorf("get -o custom-columns-file:\n%s", r.stdout)
 	}
 	r = w.ok("get", "-o", "custom-columns=NAME:.metadata.name,CUSTOMER:.spec.customerID,TEAM:.metadata.labels.team")
 	if got := strings.Join(strings.Fields(r.stdout), " "); got != "NAME CUSTOMER TEAM acme acme-001 payroll globex globex-001 hr" {

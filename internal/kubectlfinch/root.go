@@ -8,7 +8,10 @@ package kubectlfinch
 import (
 	"context"
 	"fmt"
+	"io"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -54,7 +57,7 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 documented actions (annotations, spec.suspend, code and token Secrets) for you.
 
 The commands that print data take kubectl's -o formats (wide, json, yaml, name,
-jsonpath=..., go-template=..., custom-columns=...).
+jsonpath=..., custom-columns=...).
 
 It never prints an access token, an authorization code or a client secret.`,
 		Example: `  kubectl finch get -A                       # every connection, next step
@@ -76,7 +79,7 @@ It never prints an access token, an authorization code or a client secret.`,
 	cmd.SetIn(streams.In)
 	cmd.SetOut(streams.Out)
 	cmd.SetErr(streams.ErrOut)
-	cmd.SetUsageTemplate(usageTemplate)
+	cmd.SetUsageFunc(usage)
 	o.ConfigFlags.AddFlags(cmd.PersistentFlags())
 	// Help and the generated reference show no one's home directory.
 	if f := cmd.PersistentFlags().Lookup("cache-dir"); f != nil {
@@ -105,30 +108,46 @@ const helpWidth = 80
 
 // FlagUsages is a flag list as help and the reference print it: wrapped to
 // helpWidth (the kubeconfig flags' own descriptions are long).
-func FlagUsages(flags *pflag.FlagSet) string { return flags.FlagUsagesWrapped(helpWidth) }
+func FlagUsages(flags *pflag.FlagSet) string {
+	return strings.TrimRightFunc(flags.FlagUsagesWrapped(helpWidth), unicode.IsSpace)
+}
 
-// usageTemplate is cobra's, with the flag lists wrapped by FlagUsages.
-var usageTemplate = `Usage:{{if .Runnable}}
-  {{.UseLine}}{{end}}{{if .HasAvailableSubCommands}}
-  {{.CommandPath}} [command]{{end}}{{if gt (len .Aliases) 0}}
-
-Aliases:
-  {{.NameAndAliases}}{{end}}{{if .HasExample}}
-
-Examples:
-{{.Example}}{{end}}{{if .HasAvailableSubCommands}}
-
-Available Commands:{{range .Commands}}{{if (or .IsAvailableCommand (eq .Name "help"))}}
-  {{rpad .Name .NamePadding }} {{.Short}}{{end}}{{end}}{{end}}{{if .HasAvailableLocalFlags}}
-
-Flags:
-{{flagUsages .LocalFlags | trimTrailingWhitespaces}}{{end}}{{if .HasAvailableInheritedFlags}}
-
-Global Flags:
-{{flagUsages .InheritedFlags | trimTrailingWhitespaces}}{{end}}{{if .HasAvailableSubCommands}}
-
-Use "{{.CommandPath}} [command] --help" for more information about a command.{{end}}
-`
+// usage is cobra's usage text, with the flag lists wrapped by FlagUsages.
+// It is code, not a cobra template: text/template makes the linker keep
+// every method of every type (a third more binary).
+func usage(c *cobra.Command) error {
+	var b strings.Builder
+	b.WriteString("Usage:")
+	if c.Runnable() {
+		fmt.Fprintf(&b, "\n  %s", c.UseLine())
+	}
+	if c.HasAvailableSubCommands() {
+		fmt.Fprintf(&b, "\n  %s [command]", c.CommandPath())
+	}
+	if c.HasExample() {
+		fmt.Fprintf(&b, "\n\nExamples:\n%s", c.Example)
+	}
+	if c.HasAvailableSubCommands() {
+		b.WriteString("\n\nAvailable Commands:")
+		for _, sub := range c.Commands() {
+			if sub.IsAvailableCommand() || sub.Name() == "help" {
+				fmt.Fprintf(&b, "\n  %-*s %s", sub.NamePadding(), sub.Name(), sub.Short)
+			}
+		}
+	}
+	if c.HasAvailableLocalFlags() {
+		fmt.Fprintf(&b, "\n\nFlags:\n%s", FlagUsages(c.LocalFlags()))
+	}
+	if c.HasAvailableInheritedFlags() {
+		fmt.Fprintf(&b, "\n\nGlobal Flags:\n%s", FlagUsages(c.InheritedFlags()))
+	}
+	if c.HasAvailableSubCommands() {
+		fmt.Fprintf(&b, "\n\nUse \"%s [command] --help\" for more information about a command.", c.CommandPath())
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(c.OutOrStderr(), b.String())
+	return err
+}
 
 // Client returns the API client (built once from the kubeconfig flags).
 func (o *Options) Client() (client.WithWatch, error) {
@@ -146,8 +165,6 @@ func (o *Options) Client() (client.WithWatch, error) {
 	o.client = c
 	return c, nil
 }
-
-func init() { cobra.AddTemplateFunc("flagUsages", FlagUsages) }
 
 // Namespace is -n, else the kubeconfig context's namespace, else "default".
 func (o *Options) Namespace() (string, error) {

@@ -39,8 +39,8 @@ session (link and expiry), whether the token Secret exists (its value is never
 read or shown), and what a human must do next.
 
 -o wide shows every Event still stored, not only the last ` + strconv.Itoa(maxEvents) + `. -o json,
-yaml, name, jsonpath=..., go-template=... and custom-columns=... print the
-FinchConnection itself, as kubectl finch get NAME -o FORMAT does.`,
+yaml, name, jsonpath=... and custom-columns=... print the FinchConnection
+itself, as kubectl finch get NAME -o FORMAT does.`,
 		Example: `  kubectl finch status acme
   kubectl finch status acme -n payroll
   kubectl finch status acme -o jsonpath='{.status.phase}'`,
