@@ -48,6 +48,10 @@ docs: ## Generate docs/reference (manager flags from its FlagSet, API from the C
 	go run ./hack/docs/flags > docs/reference/flags.md.tmp && mv docs/reference/flags.md.tmp docs/reference/flags.md
 	go run ./hack/docs/api config/crd/bases > docs/reference/api.md.tmp && mv docs/reference/api.md.tmp docs/reference/api.md
 
+.PHONY: docs-kubectl-finch
+docs-kubectl-finch: ## Generate docs/reference/kubectl-finch/ (one page per kubectl finch command) from the plugin's command tree.
+	go run ./internal/kubectlfinch/gendocs docs/reference/kubectl-finch
+
 .PHONY: fmt
 fmt: ## gofmt the tree.
 	gofmt -w $$(git ls-files '*.go')

@@ -41,6 +41,14 @@ if [ -n "$(git status --porcelain charts/finch-operator/README.md)" ]; then
   exit 1
 fi
 
+step "the kubectl finch reference is generated (make docs-kubectl-finch)"
+make --no-print-directory docs-kubectl-finch >/dev/null
+if [ -n "$(git status --porcelain docs/reference/kubectl-finch)" ]; then
+  git status --porcelain docs/reference/kubectl-finch
+  echo "docs/reference/kubectl-finch drifted: run 'make docs-kubectl-finch' and commit the result" >&2
+  exit 1
+fi
+
 step "go.mod is tidy"
 go mod tidy
 if [ -n "$(git status --porcelain go.mod go.sum)" ]; then

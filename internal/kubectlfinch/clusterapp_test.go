@@ -119,11 +119,11 @@ func TestClusterFinchApp(t *testing.T) {
 	}
 	contains(t, "funnel", r.stdout, "\ndefault ")
 	r = w.ok("funnel", "--app", "ClusterFinchApp/"+name, "-o", "json")
-	var funnels []kubectlfinch.Funnel
+	var funnels funnelList
 	if err := json.Unmarshal([]byte(r.stdout), &funnels); err != nil {
 		t.Fatalf("funnel -o json: %v", err)
 	}
-	if len(funnels) != 1 || funnels[0].Kind != finchv1.ClusterFinchAppKind || funnels[0].App != name || funnels[0].Namespace != "" || funnels[0].Total != 1 {
+	if f := funnels.Items; len(f) != 1 || f[0].Kind != finchv1.ClusterFinchAppKind || f[0].Metadata.Name != name || f[0].Metadata.Namespace != "" || f[0].Funnel.Total != 1 {
 		t.Errorf("funnel --app ClusterFinchApp/%s -o json: %+v", name, funnels)
 	}
 

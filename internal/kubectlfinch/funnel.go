@@ -2,18 +2,17 @@ package kubectlfinch
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
-	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
@@ -22,24 +21,20 @@ import (
 type funnelOptions struct {
 	*Options
 	app           appFilter
-	output        string
+	selector      string
+	out           *outputFlags
 	allNamespaces bool
 }
 
-// Funnel is one app's connect funnel (the JSON of `funnel -o json`).
+// Funnel is one app's connect funnel: the "funnel" field of each app that
+// funnel -o json|yaml prints.
 type Funnel struct {
-	// Namespace is the FinchApp's; empty for a ClusterFinchApp, whose funnel
-	// counts its connections in scope (with -A, in every namespace).
-	Namespace string `json:"namespace,omitempty"`
-	// Kind is FinchApp or ClusterFinchApp.
-	Kind       string `json:"kind"`
-	App        string `json:"app"`
-	Total      int    `json:"total"`
-	Awaiting   int    `json:"awaiting"`
-	Connecting int    `json:"connecting"`
-	Connected  int    `json:"connected"`
-	Reauth     int    `json:"reauth"`
-	Error      int    `json:"error"`
+	Total      int `json:"total"`
+	Awaiting   int `json:"awaiting"`
+	Connecting int `json:"connecting"`
+	Connected  int `json:"connected"`
+	Reauth     int `json:"reauth"`
+	Error      int `json:"error"`
 	// DropOff counts employers who have not connected although their first
 	// Connect session's lifetime has passed: their link expired unused.
 	DropOff int `json:"dropOff"`
@@ -47,81 +42,137 @@ type Funnel struct {
 	// connected, over the app's connected employers (adopted connections had
 	// no session); absent when none.
 	MedianTimeToConnectSeconds *float64 `json:"medianTimeToConnectSeconds,omitempty"`
+
+	// app is the FinchApp (namespace, name) or ClusterFinchApp (name) counted.
+	app appKey
 }
 
 func newFunnelCommand(o *Options) *cobra.Command {
-	f := &funnelOptions{Options: o}
+	f := &funnelOptions{Options: o, out: newOutputFlags()}
 	cmd := &cobra.Command{
 		Use:   "funnel",
-		Short: "Per FinchApp or ClusterFinchApp: how many employers are awaiting, connecting, connected, in reauth, in error; drop-off; median time to connect",
-		Long: `Show the connect funnel of each app, counted from the FinchConnections' status.
-A FinchApp is named by its name (NAMESPACE/NAME with -A); a ClusterFinchApp, as
-ClusterFinchApp/NAME, counts its connections in the namespace (-A: in every
-namespace, where ClusterFinchApps without connections show too).
+		Short: "Per app: awaiting, connected, in error, drop-off, time to connect",
+		Long: `Show the connect funnel of each FinchApp and ClusterFinchApp, counted from the
+FinchConnections' status. A FinchApp is named by its name (NAMESPACE/NAME with
+-A); a ClusterFinchApp, as ClusterFinchApp/NAME, counts its connections in the
+namespace (-A: in every namespace, where ClusterFinchApps without connections
+show too). -l counts only the connections with those labels, and lists only the
+apps that have some.
 
-  AWAITING     Pending or AwaitingConnect: the employer has not finished Finch Connect
-  CONNECTING   the employer authenticated; Finch is still setting up the connection
-  CONNECTED    Finch reports the connection connected
-  REAUTH       a reauthentication session waits for the employer
-  ERROR        Error or Disconnected: a human must act (kubectl finch get says what)
-  DROP-OFF     not connected although the first Connect session's lifetime
-               (spec.minutesToExpire) has passed: the employer let the link expire
-  MEDIAN TTC   median time from the first Connect session to connected`,
+  AWAITING    Pending or AwaitingConnect: the employer has not finished
+              Finch Connect
+  CONNECTING  the employer authenticated; Finch is still setting up the
+              connection
+  CONNECTED   Finch reports the connection connected
+  REAUTH      a reauthentication session waits for the employer
+  ERROR       Error or Disconnected: a human must act (kubectl finch get
+              says what)
+  DROP-OFF    not connected although the first Connect session's lifetime
+              (spec.minutesToExpire) has passed: the link expired unused
+  MEDIAN TTC  median time from the first Connect session to connected
+
+-o wide adds each app's kind and namespace and the share of employers
+connected. -o json, yaml, name, jsonpath=... and custom-columns=... print each
+app as apiVersion, kind and metadata (name, namespace) with a "funnel" field
+holding the counts (total, awaiting, connecting, connected, reauth, error,
+dropOff, medianTimeToConnectSeconds); -o name prints the apps' names.`,
 		Example: `  kubectl finch funnel
   kubectl finch funnel -A
   kubectl finch funnel --app default -o json
-  kubectl finch funnel -A --app ClusterFinchApp/platform`,
+  kubectl finch funnel -A --app ClusterFinchApp/platform
+  kubectl finch funnel -l team=payroll
+  kubectl finch funnel -o jsonpath='{.items[0].funnel.connected}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.run(cmd.Context())
 		},
 	}
-	cmd.Flags().Var(&f.app, "app", "only this app: "+appFlagUsage)
-	cmd.Flags().StringVarP(&f.output, "output", "o", "", "output format: json")
-	cmd.Flags().BoolVarP(&f.allNamespaces, "all-namespaces", "A", false, "every namespace")
+	flags := cmd.Flags()
+	flags.Var(&f.app, "app", "only this app: "+appFlagUsage)
+	flags.StringVarP(&f.selector, "selector", "l", "",
+		"count only connections with these labels (e.g. team=payroll)")
+	flags.BoolVarP(&f.allNamespaces, "all-namespaces", "A", false, "every namespace")
+	f.out.add(cmd, "a table")
+	o.registerAppCompletion(cmd)
 	return cmd
 }
 
 func (f *funnelOptions) run(ctx context.Context) error {
-	if f.output != "" && f.output != "json" {
-		return fmt.Errorf("unknown output format %q: use json", f.output)
+	if err := f.out.validate(); err != nil {
+		return err
 	}
-	conns, err := listConnections(ctx, f.Options, f.allNamespaces, &f.app)
+	sel, err := parseSelector(f.selector)
 	if err != nil {
 		return err
 	}
-	apps, err := f.appsInScope(ctx)
+	conns, _, err := listConnections(ctx, f.Options, f.allNamespaces, &f.app, sel)
 	if err != nil {
 		return err
+	}
+	var apps []appKey
+	if f.selector == "" {
+		if apps, err = f.appsInScope(ctx); err != nil {
+			return err
+		}
 	}
 	funnels := computeFunnels(conns, apps, f.Now())
-	if f.output == "json" {
-		enc := json.NewEncoder(f.Out)
-		enc.SetIndent("", "  ")
-		if funnels == nil {
-			funnels = []Funnel{}
-		}
-		return enc.Encode(funnels)
+	table, wide := f.out.table()
+	if !table {
+		return f.out.printObject(f.Out, funnelList(funnels))
 	}
 	if len(funnels) == 0 {
 		_, err := fmt.Fprintln(f.ErrOut, "No FinchApps, ClusterFinchApps or FinchConnections found.")
 		return err
 	}
-	w := printers.GetNewTabWriter(f.Out)
-	fmt.Fprintln(w, "APP\tTOTAL\tAWAITING\tCONNECTING\tCONNECTED\tREAUTH\tERROR\tDROP-OFF\tMEDIAN TTC")
+	header := []string{"APP", "TOTAL", "AWAITING", "CONNECTING", "CONNECTED", "REAUTH", "ERROR", "DROP-OFF", "MEDIAN TTC"}
+	if wide {
+		header = append([]string{"NAMESPACE", "KIND", "NAME"}, append(header[1:], "CONNECTED %")...)
+	}
+	rows := make([][]string, 0, len(funnels))
 	for _, fu := range funnels {
-		app := appLabel(fu.Kind, fu.App)
-		if f.allNamespaces && fu.Namespace != "" {
-			app = fu.Namespace + "/" + fu.App
+		app := appLabel(fu.app.kind, fu.app.name)
+		if f.allNamespaces && fu.app.namespace != "" {
+			app = fu.app.namespace + "/" + fu.app.name
 		}
 		ttc := "-"
 		if fu.MedianTimeToConnectSeconds != nil {
 			ttc = duration.HumanDuration(time.Duration(*fu.MedianTimeToConnectSeconds * float64(time.Second)))
 		}
-		fmt.Fprintln(w, strings.Join([]string{app, strconv.Itoa(fu.Total), strconv.Itoa(fu.Awaiting), strconv.Itoa(fu.Connecting),
-			strconv.Itoa(fu.Connected), strconv.Itoa(fu.Reauth), strconv.Itoa(fu.Error), strconv.Itoa(fu.DropOff), ttc}, "\t"))
+		counts := []string{strconv.Itoa(fu.Total), strconv.Itoa(fu.Awaiting), strconv.Itoa(fu.Connecting),
+			strconv.Itoa(fu.Connected), strconv.Itoa(fu.Reauth), strconv.Itoa(fu.Error), strconv.Itoa(fu.DropOff), ttc}
+		row := append([]string{app}, counts...)
+		if wide {
+			share := "-"
+			if fu.Total > 0 {
+				share = strconv.Itoa(fu.Connected*100/fu.Total) + "%"
+			}
+			row = append(append([]string{orDash(fu.app.namespace), fu.app.kind, fu.app.name}, counts...), share)
+		}
+		rows = append(rows, row)
 	}
-	return w.Flush()
+	return newTableWriter(f.Out, f.out.noHeaders).rows(header, rows)
+}
+
+// funnelList is the funnels as the objects -o json|yaml|name|jsonpath
+// print: each app as apiVersion, kind and metadata, with its "funnel".
+func funnelList(funnels []Funnel) *unstructured.UnstructuredList {
+	list := &unstructured.UnstructuredList{Object: map[string]any{}}
+	list.SetAPIVersion("v1")
+	list.SetKind("List")
+	for _, fu := range funnels {
+		counts, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&fu)
+		if err != nil {
+			// A struct of ints and a pointer to a float always converts.
+			panic(fmt.Sprintf("funnel to unstructured: %v", err))
+		}
+		item := unstructured.Unstructured{Object: map[string]any{"funnel": counts}}
+		item.SetAPIVersion(finchv1.GroupVersion.String())
+		item.SetKind(fu.app.kind)
+		item.SetName(fu.app.name)
+		item.SetNamespace(fu.app.namespace)
+		list.Items = append(list.Items, item)
+	}
+	return list
 }
 
 // appKey is an app in the funnel: a FinchApp's namespace, kind and name; a
@@ -205,7 +256,7 @@ func computeFunnels(conns []finchv1.FinchConnection, apps []appKey, now time.Tim
 	ttc := map[appKey][]time.Duration{}
 	get := func(k appKey) *Funnel {
 		if byApp[k] == nil {
-			byApp[k] = &Funnel{Namespace: k.namespace, Kind: k.kind, App: k.name}
+			byApp[k] = &Funnel{app: k}
 		}
 		return byApp[k]
 	}
@@ -234,14 +285,14 @@ func computeFunnels(conns []finchv1.FinchConnection, apps []appKey, now time.Tim
 		out = append(out, *fu)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
+		a, b := out[i].app, out[j].app
+		if a.namespace != b.namespace {
+			return a.namespace < b.namespace
 		}
-		if a.Kind != b.Kind {
-			return a.Kind < b.Kind
+		if a.kind != b.kind {
+			return a.kind < b.kind
 		}
-		return a.App < b.App
+		return a.name < b.name
 	})
 	if len(out) == 0 {
 		return nil

@@ -12,7 +12,7 @@ import (
 func newLinkCommand(o *Options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "link NAME",
-		Short: "Print the Connect URL to send the employer, and nothing else (pipe-friendly)",
+		Short: "Print the Connect URL to send the employer (pipe-friendly)",
 		Long: `Print the published Finch Connect URL (status.session.connectURL) of a
 FinchConnection on a line of its own: a first Connect session, or a
 reauthentication session. Exits non-zero, printing nothing on stdout, when there
@@ -22,7 +22,8 @@ Forward the URL unchanged: its state parameter is how the operator recognises
 the employer's browser when Finch redirects it back.`,
 		Example: `  kubectl finch link acme
   kubectl finch link acme | mail -s "Connect your payroll" hr@acme.example`,
-		Args: exactArgs("FinchConnection NAME"),
+		Args:              exactArgs("FinchConnection NAME"),
+		ValidArgsFunction: o.completeConnections,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runLink(cmd.Context(), o, args[0])
 		},

@@ -186,6 +186,20 @@ func (w *world) tokenFromElsewhere(customer string) (string, string) {
 	return tok.AccessToken, tok.ConnectionID
 }
 
+// funnelList is what funnel -o json prints: each app, with its funnel.
+type funnelList struct {
+	Kind  string `json:"kind"`
+	Items []struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+		Funnel kubectlfinch.Funnel `json:"funnel"`
+	} `json:"items"`
+}
+
 func contains(t *testing.T, what, got string, wants ...string) {
 	t.Helper()
 	for _, want := range wants {
@@ -266,11 +280,11 @@ func TestGetLinkStatusFunnel(t *testing.T) {
 		t.Errorf("funnel row %q, want app default: 2 total, 1 awaiting, 1 connected", got)
 	}
 	r = w.ok("funnel", "-o", "json")
-	var funnels []kubectlfinch.Funnel
+	var funnels funnelList
 	if err := json.Unmarshal([]byte(r.stdout), &funnels); err != nil {
 		t.Fatalf("funnel -o json: %v", err)
 	}
-	if len(funnels) != 1 || funnels[0].Total != 2 || funnels[0].Connected != 1 || funnels[0].MedianTimeToConnectSeconds == nil {
+	if f := funnels.Items; len(f) != 1 || f[0].Funnel.Total != 2 || f[0].Funnel.Connected != 1 || f[0].Funnel.MedianTimeToConnectSeconds == nil {
 		t.Errorf("funnel -o json: %+v", funnels)
 	}
 }
@@ -448,22 +462,8 @@ func TestHandoffRejectedCode(t *testing.T) {
 func TestKubectlRunsThePlugin(t *testing.T) {
 	w := newWorld(t)
 	w.newConn("acme", "acme-001")
-	assets, err := testenv.AssetsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubectl := filepath.Join(assets, "kubectl")
-	if _, err := os.Stat(kubectl); err != nil {
-		if kubectl, err = exec.LookPath("kubectl"); err != nil {
-			t.Fatal("no kubectl beside the envtest binaries nor on PATH: run `make envtest`")
-		}
-	}
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(bin, "kubectl-finch"), "./cmd/kubectl-finch")
-	build.Dir = testenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/kubectl-finch: %v\n%s", err, out)
-	}
+	kubectl := kubectlBinary(t)
+	bin := buildPlugin(t)
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(kubectl, append([]string{"finch", "--kubeconfig", env.Kubeconfig, "-n", w.Namespace}, args...)...)
 		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
@@ -479,4 +479,32 @@ func TestKubectlRunsThePlugin(t *testing.T) {
 	if err == nil || !strings.Contains(out, `error: FinchConnection "nope" not found in namespace "`+w.Namespace+`"`) {
 		t.Errorf("kubectl finch status nope: err %v, output:\n%s", err, out)
 	}
+}
+
+// kubectlBinary is the kubectl beside the envtest binaries, else on PATH.
+func kubectlBinary(t *testing.T) string {
+	t.Helper()
+	assets, err := testenv.AssetsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := filepath.Join(assets, "kubectl")
+	if _, err := os.Stat(kubectl); err != nil {
+		if kubectl, err = exec.LookPath("kubectl"); err != nil {
+			t.Fatal("no kubectl beside the envtest binaries nor on PATH: run `make envtest`")
+		}
+	}
+	return kubectl
+}
+
+// buildPlugin builds cmd/kubectl-finch into a new directory, for PATH.
+func buildPlugin(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(bin, "kubectl-finch"), "./cmd/kubectl-finch")
+	build.Dir = testenv.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/kubectl-finch: %v\n%s", err, out)
+	}
+	return bin
 }

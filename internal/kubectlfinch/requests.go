@@ -40,15 +40,17 @@ func newReauthCommand(o *Options) *cobra.Command {
 	var wf waitFlags
 	cmd := &cobra.Command{
 		Use:   "reauth NAME",
-		Short: "Ask the operator for a reauthentication session (the reauthRequestedAt annotation)",
+		Short: "Ask the operator for a reauthentication session and its link",
 		Long: `Ask the operator to mint a Finch reauthentication session for a connected
-employer: it sets the annotation ` + finchv1.ReauthRequestedAtAnnotation + ` to a new value
-(what a GitOps repository can do too). The operator calls
+employer: it sets the annotation
+` + finchv1.ReauthRequestedAtAnnotation + `
+to a new value (what a GitOps repository can do too). The operator calls
 POST /connect/sessions/reauthenticate once and publishes the new link; the
 connection ID stays the same. With --wait, print the link once it is published.`,
 		Example: `  kubectl finch reauth acme --wait
   kubectl finch reauth acme && kubectl finch link acme`,
-		Args: exactArgs("FinchConnection NAME"),
+		Args:              exactArgs("FinchConnection NAME"),
+		ValidArgsFunction: o.completeConnections,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRequest(cmd.Context(), o, args[0], finchv1.ReauthRequestedAtAnnotation, wf,
 				func(c *finchv1.FinchConnection) string { return c.Status.LastHandledReauthAt }, "reauthentication")
@@ -65,6 +67,7 @@ type resyncOptions struct {
 	waitFlags
 	all, allNamespaces bool
 	app                appFilter
+	selector           string
 }
 
 func newResyncCommand(o *Options) *cobra.Command {
@@ -72,16 +75,18 @@ func newResyncCommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "resync NAME | --all",
 		Short: "Ask the operator to re-check now (the requestedAt annotation)",
-		Long: `Ask the operator to reconcile now: it sets the annotation ` + finchv1.RequestedAtAnnotation + `
-to a new value. A connected connection is introspected at Finch; one awaiting the
-employer gets its session refreshed if it changed or expired. The value is echoed
-in status.lastHandledReconcileAt once handled, which --wait waits for.
+		Long: `Ask the operator to reconcile now: it sets the annotation
+` + finchv1.RequestedAtAnnotation + `
+to a new value. A connected connection is introspected at Finch; one awaiting
+the employer gets its session refreshed if it changed or expired. The value is
+echoed in status.lastHandledReconcileAt once handled, which --wait waits for.
 
 --all resyncs every connection in the namespace (-A: in every namespace; --app:
-of one FinchApp, or of a ClusterFinchApp as --app ClusterFinchApp/NAME). Each
-costs at most one Finch call, within the app's budget.`,
+of one FinchApp, or of a ClusterFinchApp as --app ClusterFinchApp/NAME; -l: with
+these labels). Each costs at most one Finch call, within the app's budget.`,
 		Example: `  kubectl finch resync acme --wait
   kubectl finch resync --all --app default`,
+		ValidArgsFunction: o.completeConnections,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case r.all && len(args) > 0:
@@ -90,8 +95,8 @@ costs at most one Finch call, within the app's budget.`,
 				return r.runAll(cmd.Context())
 			case len(args) != 1:
 				return fmt.Errorf("expected exactly one FinchConnection NAME, or --all")
-			case r.allNamespaces || r.app.isSet():
-				return fmt.Errorf("-A and --app go with --all")
+			case r.allNamespaces || r.app.isSet() || r.selector != "":
+				return fmt.Errorf("-A, --app and -l go with --all")
 			}
 			return runRequest(cmd.Context(), o, args[0], finchv1.RequestedAtAnnotation, r.waitFlags,
 				func(c *finchv1.FinchConnection) string { return c.Status.LastHandledReconcileAt }, "resync")
@@ -100,7 +105,10 @@ costs at most one Finch call, within the app's budget.`,
 	cmd.Flags().BoolVar(&r.all, "all", false, "every connection in the namespace (see -A and --app)")
 	cmd.Flags().BoolVarP(&r.allNamespaces, "all-namespaces", "A", false, "with --all: in every namespace")
 	cmd.Flags().Var(&r.app, "app", "with --all: only connections of this app: "+appFlagUsage)
+	cmd.Flags().StringVarP(&r.selector, "selector", "l", "",
+		"with --all: only connections with these labels")
 	r.waitFlags.add(cmd, "handled the request")
+	o.registerAppCompletion(cmd)
 	return cmd
 }
 
@@ -162,7 +170,11 @@ func (o *Options) printReauthResult(conn *finchv1.FinchConnection) error {
 }
 
 func (r *resyncOptions) runAll(ctx context.Context) error {
-	conns, err := listConnections(ctx, r.Options, r.allNamespaces, &r.app)
+	sel, err := parseSelector(r.selector)
+	if err != nil {
+		return err
+	}
+	conns, _, err := listConnections(ctx, r.Options, r.allNamespaces, &r.app, sel)
 	if err != nil {
 		return err
 	}
@@ -206,12 +218,11 @@ func (r *resyncOptions) runAll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %d of %d FinchConnections not handled yet", err, len(pending), len(conns))
 	}
-	g := &getOptions{Options: r.Options, app: r.app, allNamespaces: r.allNamespaces}
-	conns, err = g.list(ctx)
-	if err != nil {
+	if conns, _, err = listConnections(ctx, r.Options, r.allNamespaces, &r.app, sel); err != nil {
 		return err
 	}
-	return g.printTable(conns)
+	g := &getOptions{Options: r.Options, allNamespaces: r.allNamespaces, out: newOutputFlags()}
+	return g.newTable().print(conns)
 }
 
 // --- suspend / resume ------------------------------------------------------
@@ -228,11 +239,12 @@ Request annotations set meanwhile are handled after resume.`
 including any request annotations set while it was suspended.`
 	}
 	cmd := &cobra.Command{
-		Use:     use,
-		Short:   short,
-		Long:    long + "\n\nIn a GitOps repository, set spec.suspend there instead: the next sync would revert this.",
-		Example: "  kubectl finch " + use[:len(use)-len(" NAME")] + " acme --wait",
-		Args:    exactArgs("FinchConnection NAME"),
+		Use:               use,
+		Short:             short,
+		Long:              long + "\n\nIn a GitOps repository, set spec.suspend there instead: the next sync\nwould revert this.",
+		Example:           "  kubectl finch " + use[:len(use)-len(" NAME")] + " acme --wait",
+		Args:              exactArgs("FinchConnection NAME"),
+		ValidArgsFunction: o.completeConnections,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSuspend(cmd.Context(), o, args[0], suspend, wf)
 		},

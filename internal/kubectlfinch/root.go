@@ -8,9 +8,13 @@ package kubectlfinch
 import (
 	"context"
 	"fmt"
+	"io"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -34,7 +38,7 @@ type Options struct {
 	// PollInterval is how often --wait re-reads the objects.
 	PollInterval time.Duration
 
-	client client.Client
+	client client.WithWatch
 }
 
 // NewCommand returns the root command; cmd/kubectl-finch executes it.
@@ -47,28 +51,41 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	}
 	cmd := &cobra.Command{
 		Use:   "kubectl-finch",
-		Short: "Day-2 operations for Finch employer connections (FinchConnection, FinchApp, ClusterFinchApp)",
-		Long: `kubectl finch shows where each employer is in the Finch Connect journey and
-performs the operator's documented actions (annotations, spec.suspend, code and
-token Secrets) for you.
+		Short: "Day-2 operations for Finch employer connections",
+		Long: `kubectl finch shows where each employer is in the Finch Connect journey
+(FinchConnection, FinchApp, ClusterFinchApp) and performs the operator's
+documented actions (annotations, spec.suspend, code and token Secrets) for you.
+
+The commands that print data take kubectl's -o formats (wide, json, yaml, name,
+jsonpath=..., custom-columns=...).
 
 It never prints an access token, an authorization code or a client secret.`,
-		Example: `  kubectl finch get -A                       # every connection, with the next step
-  kubectl finch funnel                       # per app: awaiting, connected, drop-off, time to connect
+		Example: `  kubectl finch get -A                       # every connection, next step
+  kubectl finch get --watch                  # print each change as it happens
+  kubectl finch funnel                       # per app: awaiting, connected...
   kubectl finch status acme                  # the whole story of one employer
-  kubectl finch link acme | pbcopy           # the Connect URL to send the employer
-  kubectl finch reauth acme --wait           # issue a reauthentication session and print its link
-  kubectl finch handoff globex --code-file - # embedded flow: hand the code from onSuccess over
-  kubectl finch adopt legacy --token-file t  # migration: adopt a token you already hold`,
+  kubectl finch link acme | pbcopy           # the Connect URL for the employer
+  kubectl finch reauth acme --wait           # a reauthentication link
+  kubectl finch handoff globex --code-file - # embedded flow: hand the code over
+  kubectl finch adopt legacy --token-file t  # migration: adopt a token`,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl finch"},
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Generated references (docs/reference/kubectl-finch) stay stable.
+		DisableAutoGenTag: true,
 	}
-	cmd.CompletionOptions.HiddenDefaultCmd = true
+	// completion is ours (kubectl's shape: completion SHELL, documented).
+	cmd.CompletionOptions.DisableDefaultCmd = true
 	cmd.SetIn(streams.In)
 	cmd.SetOut(streams.Out)
 	cmd.SetErr(streams.ErrOut)
+	cmd.SetUsageFunc(usage)
 	o.ConfigFlags.AddFlags(cmd.PersistentFlags())
+	// Help and the generated reference show no one's home directory.
+	if f := cmd.PersistentFlags().Lookup("cache-dir"); f != nil {
+		f.DefValue = "$HOME/.kube/cache"
+	}
+	o.registerGlobalCompletion(cmd)
 	cmd.AddCommand(
 		newGetCommand(o),
 		newFunnelCommand(o),
@@ -81,12 +98,59 @@ It never prints an access token, an authorization code or a client secret.`,
 		newHandoffCommand(o),
 		newAdoptCommand(o),
 		newVersionCommand(o),
+		newCompletionCommand(),
 	)
 	return cmd
 }
 
+// helpWidth is the width help text fits in: an 80-column terminal.
+const helpWidth = 80
+
+// FlagUsages is a flag list as help and the reference print it: wrapped to
+// helpWidth (the kubeconfig flags' own descriptions are long).
+func FlagUsages(flags *pflag.FlagSet) string {
+	return strings.TrimRightFunc(flags.FlagUsagesWrapped(helpWidth), unicode.IsSpace)
+}
+
+// usage is cobra's usage text, with the flag lists wrapped by FlagUsages.
+// It is code, not a cobra template: text/template makes the linker keep
+// every method of every type (a third more binary).
+func usage(c *cobra.Command) error {
+	var b strings.Builder
+	b.WriteString("Usage:")
+	if c.Runnable() {
+		fmt.Fprintf(&b, "\n  %s", c.UseLine())
+	}
+	if c.HasAvailableSubCommands() {
+		fmt.Fprintf(&b, "\n  %s [command]", c.CommandPath())
+	}
+	if c.HasExample() {
+		fmt.Fprintf(&b, "\n\nExamples:\n%s", c.Example)
+	}
+	if c.HasAvailableSubCommands() {
+		b.WriteString("\n\nAvailable Commands:")
+		for _, sub := range c.Commands() {
+			if sub.IsAvailableCommand() || sub.Name() == "help" {
+				fmt.Fprintf(&b, "\n  %-*s %s", sub.NamePadding(), sub.Name(), sub.Short)
+			}
+		}
+	}
+	if c.HasAvailableLocalFlags() {
+		fmt.Fprintf(&b, "\n\nFlags:\n%s", FlagUsages(c.LocalFlags()))
+	}
+	if c.HasAvailableInheritedFlags() {
+		fmt.Fprintf(&b, "\n\nGlobal Flags:\n%s", FlagUsages(c.InheritedFlags()))
+	}
+	if c.HasAvailableSubCommands() {
+		fmt.Fprintf(&b, "\n\nUse \"%s [command] --help\" for more information about a command.", c.CommandPath())
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(c.OutOrStderr(), b.String())
+	return err
+}
+
 // Client returns the API client (built once from the kubeconfig flags).
-func (o *Options) Client() (client.Client, error) {
+func (o *Options) Client() (client.WithWatch, error) {
 	if o.client != nil {
 		return o.client, nil
 	}
@@ -94,7 +158,7 @@ func (o *Options) Client() (client.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme.Scheme})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.Scheme})
 	if err != nil {
 		return nil, fmt.Errorf("connect to the API server: %w", err)
 	}

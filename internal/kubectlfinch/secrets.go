@@ -83,20 +83,23 @@ func newHandoffCommand(o *Options) *cobra.Command {
 	h := &handoffOptions{Options: o}
 	cmd := &cobra.Command{
 		Use:   "handoff NAME (--code-file PATH | --code CODE)",
-		Short: "Embedded flow: hand the employer's authorization code to the operator",
+		Short: "Embedded flow: hand the employer's code to the operator",
 		Long: `Hand an authorization code from Finch Connect's onSuccess (embedded flow) to
-the operator: create a Secret of type ` + finchv1.CodeSecretType + ` labelled
-` + finchv1.ConnectionLabel + `=NAME with the code under key "` + finchv1.CodeKey + `". The operator
-exchanges it (codes live 10 minutes, single use), stores the access token and
-deletes the code Secret. The code is never printed.
+the operator: create a Secret of type
+` + finchv1.CodeSecretType + `
+labelled ` + finchv1.ConnectionLabel + `=NAME with the code under key
+"` + finchv1.CodeKey + `". The operator exchanges it (codes live 10 minutes, single
+use), stores the access token and deletes the code Secret. The code is never
+printed.
 
 Prefer --code-file (or --code-file - for stdin) over --code: a value on the
 command line shows in the shell history and the process list.
 
 Needs only "create" on Secrets in the namespace (plus "get" on FinchConnections
 and Secrets for --wait).`,
-		Example: `  printf %s "$CODE" | kubectl finch handoff globex --code-file - --wait`,
-		Args:    exactArgs("FinchConnection NAME"),
+		Example:           `  printf %s "$CODE" | kubectl finch handoff globex --code-file - --wait`,
+		Args:              exactArgs("FinchConnection NAME"),
+		ValidArgsFunction: o.completeConnections,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return h.run(cmd.Context(), args[0])
 		},
@@ -183,19 +186,23 @@ func newAdoptCommand(o *Options) *cobra.Command {
 	a := &adoptOptions{Options: o}
 	cmd := &cobra.Command{
 		Use:   "adopt NAME --token-file PATH",
-		Short: "Migration: store an access token you already hold so the operator adopts the connection",
+		Short: "Migration: store a token you hold, for the operator to adopt",
 		Long: `Write an existing Finch access token into the connection's token Secret
-(spec.tokenSecretRef, default NAME-finch-token) under key "` + finchv1.AccessTokenKey + `", labelled
-` + finchv1.ConnectionLabel + `=NAME: Finch's "migrate existing connections". Works before the
-FinchConnection exists (create it afterwards; no Connect session is issued) or
-after (it is adopted at once with one GET /introspect). The token is never printed.
+(spec.tokenSecretRef, default NAME-finch-token) under key "` + finchv1.AccessTokenKey + `",
+labelled ` + finchv1.ConnectionLabel + `=NAME: Finch's "migrate existing
+connections". Works before the FinchConnection exists (create it afterwards; no
+Connect session is issued) or after (it is adopted at once with one
+GET /introspect). The token is never printed.
 
-An existing Secret is changed only with --overwrite (which keeps its other keys).
+An existing Secret is changed only with --overwrite (which keeps its other
+keys).
 Before the FinchConnection exists, --secret-name must match its future
 spec.tokenSecretRef.name if it will set one.`,
 		Example: `  kubectl finch adopt legacy --token-file legacy.token --wait
-  vault read -field=token secret/finch/legacy | kubectl finch adopt legacy --token-file -`,
-		Args: exactArgs("FinchConnection NAME"),
+  vault read -field=token secret/finch/legacy |
+    kubectl finch adopt legacy --token-file -`,
+		Args:              exactArgs("FinchConnection NAME"),
+		ValidArgsFunction: o.completeConnections,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.run(cmd.Context(), args[0])
 		},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,30 +25,46 @@ const maxEvents = 10
 
 type statusOptions struct {
 	*Options
+	out *outputFlags
 }
 
 func newStatusCommand(o *Options) *cobra.Command {
-	s := &statusOptions{Options: o}
-	return &cobra.Command{
+	s := &statusOptions{Options: o, out: newOutputFlags()}
+	cmd := &cobra.Command{
 		Use:   "status NAME",
-		Short: "Explain one FinchConnection in plain words: conditions, recent Events, session, token Secret, next step",
-		Long: `Show the whole story of one employer's connection: where it is, the conditions
-and recent Events the operator recorded, the published Connect session (link and
-expiry), whether the token Secret exists (its value is never read or shown), and
-what a human must do next.`,
+		Short: "Explain one FinchConnection: conditions, Events, next step",
+		Long: `Show the whole story of one employer's connection: where it is, the
+conditions and recent Events the operator recorded, the published Connect
+session (link and expiry), whether the token Secret exists (its value is never
+read or shown), and what a human must do next.
+
+-o wide shows every Event still stored, not only the last ` + strconv.Itoa(maxEvents) + `. -o json,
+yaml, name, jsonpath=... and custom-columns=... print the FinchConnection
+itself, as kubectl finch get NAME -o FORMAT does.`,
 		Example: `  kubectl finch status acme
-  kubectl finch status acme -n payroll`,
-		Args: exactArgs("FinchConnection NAME"),
+  kubectl finch status acme -n payroll
+  kubectl finch status acme -o jsonpath='{.status.phase}'`,
+		Args:              exactArgs("FinchConnection NAME"),
+		ValidArgsFunction: o.completeConnections,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return s.run(cmd.Context(), args[0])
 		},
 	}
+	s.out.add(cmd, "the explanation")
+	return cmd
 }
 
 func (s *statusOptions) run(ctx context.Context, name string) error {
+	if err := s.out.validate(); err != nil {
+		return err
+	}
 	conn, err := s.getConnection(ctx, name)
 	if err != nil {
 		return err
+	}
+	table, wide := s.out.table()
+	if !table {
+		return s.out.printObject(s.Out, conn)
 	}
 	c, err := s.Client()
 	if err != nil {
@@ -115,7 +132,7 @@ func (s *statusOptions) run(ctx context.Context, name string) error {
 		return err
 	}
 	fmt.Fprintln(out, "\nRecent events:")
-	if err := s.printEvents(ctx, c, conn, now); err != nil {
+	if err := s.printEvents(ctx, c, conn, now, wide); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "\nNext step:")
@@ -259,7 +276,8 @@ func printConditions(out io.Writer, conds []metav1.Condition, now time.Time) err
 	return w.Flush()
 }
 
-func (s *statusOptions) printEvents(ctx context.Context, c client.Client, conn *finchv1.FinchConnection, now time.Time) error {
+// printEvents prints the connection's last maxEvents Events; all, every one.
+func (s *statusOptions) printEvents(ctx context.Context, c client.Client, conn *finchv1.FinchConnection, now time.Time, all bool) error {
 	list := &corev1.EventList{}
 	err := c.List(ctx, list, client.InNamespace(conn.Namespace),
 		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("involvedObject.uid", string(conn.UID))})
@@ -272,7 +290,7 @@ func (s *statusOptions) printEvents(ctx context.Context, c client.Client, conn *
 	}
 	events := list.Items
 	sort.SliceStable(events, func(i, j int) bool { return eventTime(&events[i]).Before(eventTime(&events[j])) })
-	if len(events) > maxEvents {
+	if len(events) > maxEvents && !all {
 		events = events[len(events)-maxEvents:]
 	}
 	if len(events) == 0 {

@@ -43,7 +43,8 @@ func newVersionCommand(o *Options) *cobra.Command {
 		Use:   "version",
 		Short: "Print the plugin's version and the running operator's",
 		Long: `Print the version of kubectl finch and, unless --client is given, of each
-finch-operator Deployment it can read (label ` + operatorSelector + `).
+finch-operator Deployment it can read
+(label ` + operatorSelector + `).
 A warning goes to stderr when they differ.`,
 		Example: `  kubectl finch version
   kubectl finch version --client -o json`,
