@@ -54,12 +54,12 @@ var (
 	toImage       = flag.String("to-image", "", "the image upgraded to (default: -image retagged <tag>-upgrade, so the Pod template changes and every container is replaced)")
 	fromHelmFlags = flag.String("from-helm-flags", "", "extra flags for `helm install` of -from-chart, space-separated (for example --plain-http)")
 	endpointLag   = flag.Duration("endpoint-lag", 2*time.Second, "how long a deleted Pod still receives traffic: EndpointSlice propagation to kube-proxy or the Ingress controller, which runs in parallel with the kubelet's preStop and SIGTERM")
-	upgradeCodes  = flag.Int("upgrade-codes", 16, "FinchConnections kept AwaitingConnect whose codes are handed over during the rollout")
+	upgradeCodes  = flag.Int("upgrade-codes", 12, "FinchConnections kept AwaitingConnect whose codes are handed over during the rollout, one every five seconds")
 )
 
 const (
 	leaseName = "finch-operator.connectops.dev" // the chart's leaderElection.id
-	tick      = time.Second                     // between hand-overs and webhooks during the rollout
+	tick      = time.Second                     // webhooks: five per tick; codes: one per five ticks
 )
 
 func TestUpgrade(t *testing.T) {
@@ -114,7 +114,7 @@ type upgrade struct {
 	reauthAt  time.Time // when acme was flipped to reauth during the rollout
 	leaderSig time.Time // SIGTERM to the old leader
 	leaderDel time.Time // the old leader's deletion (preStop starts, endpoint removal begins)
-	leaderEnd time.Time // the old leader's exit
+	released  time.Time // first seen without the old leader as holder (it released the Lease)
 	report    string
 }
 
@@ -448,11 +448,6 @@ func (u *upgrade) terminate(p *pod) {
 			u.mu.Unlock()
 		}
 		code, err := p.stop(grace)
-		if isLeader {
-			u.mu.Lock()
-			u.leaderEnd = time.Now()
-			u.mu.Unlock()
-		}
 		p.mu.Lock()
 		p.exitCode, p.stopErr = code, err
 		p.mu.Unlock()
@@ -772,6 +767,7 @@ func (u *upgrade) upgradeUnderTraffic(t *testing.T) {
 	stop := make(chan struct{})
 	trafficDone := make(chan struct{})
 	go u.traffic(stop, trafficDone)
+	go u.watchLease(stop)
 	start := time.Now()
 	u.helm(t, append([]string{"upgrade", helmName, u.chartDir}, u.values(u.to, 2)...)...)
 	u.dep = u.deployment(t)
@@ -788,14 +784,58 @@ func (u *upgrade) upgradeUnderTraffic(t *testing.T) {
 	<-trafficDone
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.report = fmt.Sprintf("rollout %.1fs; leader change %.1fs from the old leader's SIGTERM (%.1fs from its deletion, %.1fs from its exit) to %s acquiring the Lease",
-		rolled.Seconds(), newLeader.acquired.Sub(u.leaderSig).Seconds(), newLeader.acquired.Sub(u.leaderDel).Seconds(),
-		newLeader.acquired.Sub(u.leaderEnd).Seconds(), newLeader.holder)
+	if u.released.IsZero() || u.released.After(newLeader.acquired) {
+		u.released = newLeader.acquired // taken over without a release seen in between
+	}
+	// The old leader leads through --shutdown-delay after SIGTERM, then
+	// releases the Lease; the other replicas retry every RetryPeriod (2s).
+	u.report = fmt.Sprintf("rollout %.1fs; leader change %.1fs from the old leader's SIGTERM to %s acquiring the Lease (it led on for the shutdown delay; no leader for %.1fs after its release)",
+		rolled.Seconds(), newLeader.acquired.Sub(u.leaderSig).Seconds(), newLeader.holder, newLeader.acquired.Sub(u.released).Seconds())
+	var codes, hooks int
+	for _, h := range u.handed {
+		if h.at.After(u.leaderDel) && h.at.Before(newLeader.acquired) {
+			codes++
+		}
+	}
+	for _, h := range u.svc.snapshot() {
+		if h.route == "webhook" && h.at.After(u.leaderDel) && h.at.Before(newLeader.acquired) {
+			hooks++
+		}
+	}
+	if codes == 0 || hooks == 0 {
+		errorf(t, "between the old leader's deletion and the new leader, %d codes were handed over and %d webhooks delivered, want some of each (raise -upgrade-codes)", codes, hooks)
+	}
+	u.report += fmt.Sprintf("; during the leader change %d codes handed over, %d webhooks delivered", codes, hooks)
 	logf("%s", u.report)
 }
 
-// traffic hands over one code per tick (alternately through the redirect
-// callback and a code Secret) and has Finch deliver a signed account.updated
+// watchLease notes when the Lease first shows a holder other than the old leader.
+func (u *upgrade) watchLease(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		l := &coordinationv1.Lease{}
+		if err := u.c.Get(context.Background(), types.NamespacedName{Namespace: helmNS, Name: leaseName}, l); err != nil {
+			continue
+		}
+		if ptrOr(l.Spec.HolderIdentity, "") != u.oldLeader {
+			u.mu.Lock()
+			if u.released.IsZero() {
+				u.released = time.Now()
+			}
+			u.mu.Unlock()
+			return
+		}
+	}
+}
+
+// traffic hands over one code per five ticks (alternately through the redirect
+// callback and a code Secret: 12 exchanges a minute, within the FinchApp's
+// default budget of 20 per minute per Finch endpoint, which the operator
+// enforces by asking employers to retry) and has Finch deliver a signed account.updated
 // webhook every fifth of a tick, so each endpoint the Service routes to sees
 // several in any second; once the old leader is being deleted, it flips acme
 // to reauth (the new leader must issue exactly one re-authentication session).
@@ -812,7 +852,7 @@ func (u *upgrade) traffic(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-tk.C:
 		}
-		if n%5 == 0 && next < len(u.pool) {
+		if n%25 == 0 && next < len(u.pool) {
 			pc := u.pool[next]
 			next++
 			inflight.Go(func() { u.handOver(pc) })
