@@ -838,7 +838,8 @@ func (u *upgrade) watchLease(stop <-chan struct{}) {
 // enforces by asking employers to retry) and has Finch deliver a signed account.updated
 // webhook every fifth of a tick, so each endpoint the Service routes to sees
 // several in any second; once the old leader is being deleted, it flips acme
-// to reauth (the new leader must issue exactly one re-authentication session).
+// to reauth (the new leader must issue exactly one re-authentication session)
+// and hands over a code at once.
 func (u *upgrade) traffic(stop <-chan struct{}, done chan<- struct{}) {
 	var inflight sync.WaitGroup
 	defer close(done)
@@ -869,6 +870,12 @@ func (u *upgrade) traffic(stop <-chan struct{}, done chan<- struct{}) {
 		if flip {
 			if err := u.sim.SetConnectionStatus(u.acmeConn, "reauth"); err != nil {
 				logf("flip acme to reauth: %v", err)
+			}
+			// And a code right as the leader starts to go.
+			if next < len(u.pool) {
+				pc := u.pool[next]
+				next++
+				inflight.Go(func() { u.handOver(pc) })
 			}
 		}
 	}
