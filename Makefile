@@ -65,7 +65,7 @@ lint: golangci-lint ## Run golangci-lint (config: .golangci.yml).
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: golangci-lint ## Pre-merge checks: generated files committed, go.mod tidy, gofmt, go vet, lint, example modules, pkg/ API changes.
+verify: golangci-lint actionlint ## Pre-merge checks: generated files committed, go.mod tidy, gofmt, go vet, lint, actionlint, example modules, pkg/ API changes.
 	./hack/verify.sh
 
 .PHONY: apidiff
@@ -75,6 +75,10 @@ apidiff: ## Report exported-API changes of pkg/... since the last release tag (i
 .PHONY: golangci-lint
 golangci-lint: ## Build golangci-lint from the Go module proxy into bin/golangci-lint (no-op when present).
 	./hack/golangci-lint.sh
+
+.PHONY: actionlint
+actionlint: ## Build actionlint (checks .github/workflows) from the Go module proxy into bin/actionlint (no-op when present).
+	./hack/tool.sh actionlint
 
 .PHONY: envtest
 envtest: ## Build kube-apiserver and etcd from the Go module proxy into bin/k8s (no-op when present).

@@ -78,7 +78,9 @@ func (r *FinchConnectionReconciler) exchangeCode(ctx context.Context, s *syncSta
 	}
 	// Send exactly the redirect_uri of the session the code came from, none
 	// when it had none (RFC 6749 section 4.1.3; Finch sends redirect_uri only in
-	// the redirect flow).
+	// the redirect flow). The code is single-use: from here the pass stores
+	// the token even if the manager stops meanwhile.
+	s.commitPass()
 	resp, err := s.app.Client.ExchangeCode(ctx, finch.TokenRequest{Code: code, RedirectURI: sess.RedirectURI})
 	if err != nil {
 		if finch.Classify(err) == finch.ClassTerminal {

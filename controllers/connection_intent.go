@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,6 +36,27 @@ import (
 // Session ID Migration Guide,
 // https://support.tryfinch.com/hc/en-us/articles/30635805701908-Connection-Session-ID-Migration-Guide),
 // so repeating it after a lost write re-arms the same link.
+
+// committable is the context of a reconcile pass: it follows parent's
+// cancellation (the manager stopping) until commit is called, then no longer.
+// A pass commits before a call that must not be cut short: a code exchange
+// (the code is single-use: cancelled between the exchange and the token's
+// Secret, the token is lost) and a reauthentication intent (cancelled between
+// the intent and the write of the session it issued, the next leader may not
+// issue another until that session would expire). Cancelled there by a
+// rolling upgrade, either loses the employer's work; committed, the manager's
+// graceful shutdown waits for the pass (the Finch client's and API server's
+// timeouts bound it). cancel releases the context when the pass ends.
+func committable(parent context.Context) (ctx context.Context, commit, cancel func()) {
+	ctx, end := context.WithCancel(context.WithoutCancel(parent))
+	var committed atomic.Bool
+	stop := context.AfterFunc(parent, func() {
+		if !committed.Load() {
+			end()
+		}
+	})
+	return ctx, func() { committed.Store(true); stop() }, func() { stop(); end() }
+}
 
 // callMemo is what this process saw of the call behind a status.pendingCall,
 // kept until a status write without the intent is confirmed. A write lost
@@ -73,6 +95,7 @@ func (r *FinchConnectionReconciler) recall(key types.NamespacedName, pc *finchv1
 // recorded so far, such as the introspection that asked for the call). The
 // call may be made only when it returns nil.
 func (r *FinchConnectionReconciler) recordIntent(ctx context.Context, s *syncState, pc *finchv1.PendingCall) error {
+	s.commitPass()
 	key := client.ObjectKeyFromObject(s.conn)
 	// Remembered before the write: a write that fails at the client but lands
 	// at the server leaves an intent this process knows was never acted on.

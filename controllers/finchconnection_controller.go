@@ -95,6 +95,15 @@ type syncState struct {
 	// writeStatus writes the status built so far, before a call that must
 	// not run twice (recordIntent).
 	writeStatus func(ctx context.Context) error
+	// commit makes the pass finish even if the manager stops (committable); nil: no-op.
+	commit func()
+}
+
+// commitPass commits the pass to finishing (committable).
+func (s *syncState) commitPass() {
+	if s.commit != nil {
+		s.commit()
+	}
 }
 
 // step is one stage of the lifecycle. It reads and records status through s
@@ -162,7 +171,9 @@ func (r *FinchConnectionReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return r.reconcileDelete(ctx, conn)
 	}
 	orig := conn.DeepCopy()
-	s := &syncState{conn: conn, now: r.Now(), base: orig}
+	ctx, commit, cancel := committable(ctx)
+	defer cancel()
+	s := &syncState{conn: conn, now: r.Now(), base: orig, commit: commit}
 	s.writeStatus = func(ctx context.Context) error { return r.writeIntent(ctx, s) }
 	out := r.run(ctx, s, r.steps())
 	if u, ok := out.(unseen); ok {

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -87,5 +88,45 @@ func TestRequestHashChangesWithSessionParameters(t *testing.T) {
 	}
 	if b := requestHash(sessionRequest(conn, "https://y/cb")); a == b {
 		t.Error("a changed redirect URI must refresh the session")
+	}
+}
+
+// A pass follows the manager's cancellation until it commits to a call that
+// must not be cut short (a code exchange, a reauthentication intent); from
+// then on it finishes, so a rolling upgrade does not lose a token or strand
+// an intent.
+func TestCommittablePassOutlivesShutdown(t *testing.T) {
+	parent, stop := context.WithCancel(context.Background())
+	ctx, _, cancel := committable(parent)
+	stop()
+	<-ctx.Done() // not committed: stops with the manager
+	cancel()
+
+	parent, stop = context.WithCancel(context.Background())
+	ctx, commit, cancel := committable(parent)
+	commit()
+	stop()
+	time.Sleep(10 * time.Millisecond)
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("a committed pass was cancelled with the manager: %v", err)
+	}
+	cancel()
+	if ctx.Err() == nil {
+		t.Fatal("cancel did not release the pass's context")
+	}
+
+	// recordIntent commits the pass before writing the intent.
+	parent, stop = context.WithCancel(context.Background())
+	defer stop()
+	ctx, commit, cancel = committable(parent)
+	defer cancel()
+	s := &syncState{conn: &finchv1.FinchConnection{}, commit: commit, writeStatus: func(context.Context) error { stop(); return nil }}
+	r := &FinchConnectionReconciler{}
+	if err := r.recordIntent(ctx, s, newIntent(finchv1.PendingReauthenticate, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("the manager stopping right after the intent write cancelled the Finch call: %v", err)
 	}
 }

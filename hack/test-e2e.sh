@@ -8,7 +8,11 @@
 #   E2E_SKIP_BUILD=1         run an image built earlier
 #   E2E_KEEP_ENGINE=1        leave an engine this run started running
 #   E2E_STEP_TIMEOUT=90s     how long each awaited state may take
-#   E2E_TIMEOUT=30m          the whole go test run
+#   E2E_TIMEOUT=30m          each go test run
+#   E2E_UPGRADE=0            skip the upgrade test (TestUpgrade)
+#   E2E_UPGRADE_ARGS=...     more flags for TestUpgrade (-from-chart, -from-version, -from-image,
+#                            -to-image, -from-helm-flags; `make test-release` upgrades from the
+#                            released chart this way)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,3 +69,13 @@ step "run the image as the Deployment does (test/e2e)"
 go test -tags e2e -count=1 -v -timeout "${E2E_TIMEOUT:-30m}" ./test/e2e/ -run '^TestE2E$' -args \
   -image="$IMG" -installer="$root/dist/install.yaml" -helm="$root/bin/helm" \
   -step-timeout="${E2E_STEP_TIMEOUT:-90s}" -log-dir="$logs"
+
+if [ "${E2E_UPGRADE:-1}" != 0 ]; then
+  step "helm upgrade under traffic loses nothing (TestUpgrade, the same image)"
+  upgrade_at=$(date +%s)
+  # shellcheck disable=SC2086 # E2E_UPGRADE_ARGS is a list of flags
+  go test -tags e2e -count=1 -v -timeout "${E2E_TIMEOUT:-30m}" ./test/e2e/ -run '^TestUpgrade$' -args \
+    -image="$IMG" -helm="$root/bin/helm" -step-timeout="${E2E_STEP_TIMEOUT:-90s}" -log-dir="$logs" \
+    ${E2E_UPGRADE_ARGS:-}
+  echo "test-e2e: TestUpgrade took $(($(date +%s) - upgrade_at))s"
+fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pre-merge checks that need no API server: generated code and manifests are
 # committed, go.mod is tidy, the tree is gofmt'ed, go vet and golangci-lint
-# pass. `make verify` runs this; CI runs it before `make test`. Each check
+# pass, and actionlint accepts the GitHub workflows. `make verify` runs this; CI runs it before `make test`. Each check
 # prints a banner; the first failure stops it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -85,3 +85,8 @@ done
 
 step "exported API of pkg/... against the last release tag (hack/apidiff.sh)"
 ./hack/apidiff.sh
+# The workflows cannot run here (no GitHub runner); actionlint checks their
+# syntax, expressions, action inputs and (when shellcheck is installed) their scripts.
+step "actionlint (.github/workflows; make actionlint builds it into bin/)"
+"$root/hack/tool.sh" actionlint
+"$root/bin/actionlint"

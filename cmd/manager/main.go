@@ -37,7 +37,8 @@ func main() {
 		os.Exit(1)
 	}
 
-	ctx := ctrl.SetupSignalHandler()
+	ctx, ready := operator.SignalContext(o.ShutdownDelay, log)
+	o.ReadyCheck = ready
 	mgr, _, err := operator.NewManager(ctx, ctrl.GetConfigOrDie(), *o)
 	if err != nil {
 		log.Error(err, "set up the manager")

@@ -184,6 +184,8 @@ type Server struct {
 	webhooks *webhookQueue // verified webhook events waiting to be recorded
 
 	proxyWarned atomic.Int64 // unix nanoseconds of the last warnUntrustedProxy line
+
+	serving atomic.Bool // the Runnable's listener accepts connections
 }
 
 // New returns a Server. Client, APIReader and Apps are required.
@@ -347,7 +349,23 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 // Runnable returns a manager.Runnable that serves Handler on addr. It does not
 // need leader election: every replica serves.
 func (s *Server) Runnable(addr string) manager.Runnable {
-	return &runnable{addr: addr, handler: s.Handler(), log: s.log, drain: s.DrainWebhooks}
+	return &runnable{addr: addr, handler: s.Handler(), log: s.log, drain: s.DrainWebhooks, serving: &s.serving}
+}
+
+// errNotServing is the readiness failure until the listener is up and once
+// shutdown has begun.
+var errNotServing = errors.New("the inbound server is not accepting connections")
+
+// ReadyCheck is a readiness check (healthz.Checker) that passes while the
+// Runnable's listener accepts connections. The manager starts it only after
+// its caches have synced, long after the probe server answers, so without
+// it a Pod would be Ready, and the Service would route callbacks and
+// webhooks to it, while its inbound port still refuses them.
+func (s *Server) ReadyCheck(*http.Request) error {
+	if !s.serving.Load() {
+		return errNotServing
+	}
+	return nil
 }
 
 type runnable struct {
@@ -355,6 +373,7 @@ type runnable struct {
 	handler http.Handler
 	log     logr.Logger
 	drain   func(context.Context) error // records the queued webhook events
+	serving *atomic.Bool
 }
 
 var (
@@ -378,11 +397,14 @@ func (r *runnable) Start(ctx context.Context) error {
 	r.log.Info("serving inbound endpoints", "addr", l.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
+	r.serving.Store(true)
+	defer r.serving.Store(false)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	r.serving.Store(false)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -114,7 +114,10 @@ func TestRunnable(t *testing.T) {
 	addr := l.Addr().String()
 	g.Expect(l.Close()).To(Succeed())
 
-	r := New(Config{}).Runnable(addr)
+	srvr := New(Config{})
+	r := srvr.Runnable(addr)
+	// Not ready until the listener is up: the Service must not route to it.
+	g.Expect(srvr.ReadyCheck(nil)).To(MatchError(errNotServing))
 	le, ok := r.(manager.LeaderElectionRunnable)
 	g.Expect(ok).To(BeTrue())
 	g.Expect(le.NeedLeaderElection()).To(BeFalse())
@@ -130,6 +133,7 @@ func TestRunnable(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode, nil
 	}).Should(Equal(http.StatusOK))
+	g.Expect(srvr.ReadyCheck(nil)).To(Succeed())
 	// Oversized request headers are refused before any handler runs.
 	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/healthz", nil)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -141,6 +145,7 @@ func TestRunnable(t *testing.T) {
 
 	cancel()
 	g.Eventually(done).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
+	g.Expect(srvr.ReadyCheck(nil)).To(MatchError(errNotServing))
 
 	srv := newHTTPServer(http.NotFoundHandler())
 	g.Expect(srv.ReadHeaderTimeout).To(Equal(5 * time.Second))

@@ -61,12 +61,20 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 		if err := mgr.Add(op.Inbound.Runnable(o.InboundAddr)); err != nil {
 			return nil, nil, fmt.Errorf("inbound server: %w", err)
 		}
+		if err := mgr.AddReadyzCheck("inbound", op.Inbound.ReadyCheck); err != nil {
+			return nil, nil, err
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, nil, err
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return nil, nil, err
+	}
+	if o.ReadyCheck != nil {
+		if err := mgr.AddReadyzCheck("shutdown", o.ReadyCheck); err != nil {
+			return nil, nil, err
+		}
 	}
 	return mgr, op, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 
 	"github.com/connectops/finch-operator/controllers"
@@ -24,6 +25,9 @@ const (
 	DefaultKubeQPS     = 500
 	DefaultKubeBurst   = 1000
 	DefaultInboundAddr = ":8082"
+	// DefaultShutdownDelay covers the usual EndpointSlice propagation to
+	// kube-proxy and Ingress controllers (about a second or two).
+	DefaultShutdownDelay = 5 * time.Second
 )
 
 // Options configure one operator process: the controller-runtime manager,
@@ -42,6 +46,12 @@ type Options struct {
 	// KubeQPS and KubeBurst limit requests to the API server (0: the defaults).
 	KubeQPS   float64
 	KubeBurst int
+	// ShutdownDelay is how long the process keeps running, leading and
+	// serving after SIGTERM before it stops (SignalContext).
+	ShutdownDelay time.Duration
+	// ReadyCheck is an extra readiness check (nil: none): SignalContext's,
+	// failing once SIGTERM arrives.
+	ReadyCheck healthz.Checker
 
 	// flag values parsed by Complete.
 	ipBudget, callbackExchanges, callbackIP, trustedProxies, watchNamespaces, apiHosts string
@@ -71,6 +81,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.apiHosts, "finch-api-hosts", finch.DefaultAPIHost, "Comma-separated Finch API hosts a FinchApp's spec.apiURL may name: host (its default port), host:port, or host:* (any port; for local simulators). An app naming another host is Stalled (APIHostNotAllowed) and nothing is sent there.")
 	fs.StringVar(&o.callbackExchanges, "callback-exchanges", budgetFlag(inbound.DefaultCallbackExchanges), "Ceiling on code exchanges the redirect callback makes per FinchApp (and per namespace of a ClusterFinchApp), REQUESTS/WINDOW; the rest of the app's token budget stays with reconciles (embedded hand-offs).")
 	fs.StringVar(&o.callbackIP, "callback-rate-per-ip", "10/1m", "Unverifiable callbacks (no valid signed state) allowed per client address, BURST/REFILL-INTERVAL-FOR-THE-BURST (default: a burst of 10, refilled over a minute); beyond it they are answered 429 with Retry-After. Callbacks with a valid state are never limited by it.")
+	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", DefaultShutdownDelay, "After SIGTERM, keep reconciling (as leader) and serving the inbound endpoints this long, with /readyz failing, before stopping: Kubernetes removes a deleted Pod from the Service's endpoints while it sends SIGTERM, so kube-proxy and Ingress controllers still route requests to it for a few seconds. Keep it below terminationGracePeriodSeconds.")
 	fs.BoolVar(&o.requireState, "callback-require-state", true, "Refuse redirect callbacks without the state the operator signed for the session. Set false only if Finch Connect does not return state for your app: such callbacks are then matched by the customer_id Finch echoes (within the same rate limits and exchange ceiling).")
 	o.Manager.LeaderElectionReleaseOnCancel = true
 }

@@ -58,6 +58,9 @@ type Pod struct {
 	Liveness, Readiness *HTTPProbe
 	// GracePeriodSeconds is terminationGracePeriodSeconds.
 	GracePeriodSeconds int64
+	// PreStopSleepSeconds is the container's preStop sleep action: the
+	// kubelet waits this long (within the grace period) before SIGTERM.
+	PreStopSleepSeconds int64
 }
 
 // Tmpfs is an emptyDir mount.
@@ -67,10 +70,13 @@ type Tmpfs struct {
 	SizeBytes int64 // 0: the engine's default
 }
 
-// HTTPProbe is an httpGet probe.
+// HTTPProbe is an httpGet probe, with the kubelet's timing.
 type HTTPProbe struct {
 	Path string
 	Port int32
+	// InitialDelaySeconds, PeriodSeconds and FailureThreshold as the
+	// kubelet reads them (defaults 0, 10 and 3).
+	InitialDelaySeconds, PeriodSeconds, FailureThreshold int32
 }
 
 // ImageConfig is what the pod spec falls back to from the image.
@@ -119,6 +125,9 @@ func FromDeployment(dep *appsv1.Deployment, container string, img ImageConfig) (
 			p.Ports[port.Name] = port.ContainerPort
 		}
 	}
+	if err := p.readLifecycle(c.Lifecycle); err != nil {
+		return nil, err
+	}
 	if err := p.readSecurity(spec.SecurityContext, c.SecurityContext, img); err != nil {
 		return nil, err
 	}
@@ -139,6 +148,24 @@ func FromDeployment(dep *appsv1.Deployment, container string, img ImageConfig) (
 		return nil, err
 	}
 	return p, nil
+}
+
+// readLifecycle reads the preStop sleep action, the one hook the test can
+// run (the image has no shell for an exec hook).
+func (p *Pod) readLifecycle(l *corev1.Lifecycle) error {
+	if l == nil {
+		return nil
+	}
+	if l.PostStart != nil {
+		return fmt.Errorf("a postStart hook is not supported here")
+	}
+	if h := l.PreStop; h != nil {
+		if h.Sleep == nil || h.Exec != nil || h.HTTPGet != nil || h.TCPSocket != nil {
+			return fmt.Errorf("only a preStop sleep action is supported here")
+		}
+		p.PreStopSleepSeconds = h.Sleep.Seconds
+	}
+	return nil
 }
 
 func (p *Pod) readSecurity(pod *corev1.PodSecurityContext, sc *corev1.SecurityContext, img ImageConfig) error {
@@ -343,15 +370,22 @@ func (p *Pod) httpProbe(kind string, pr *corev1.Probe) (*HTTPProbe, error) {
 	if pr.HTTPGet == nil {
 		return nil, fmt.Errorf("the %s probe is not an httpGet probe", kind)
 	}
-	port := pr.HTTPGet.Port
-	if port.StrVal != "" {
+	h := &HTTPProbe{Path: pr.HTTPGet.Path, Port: pr.HTTPGet.Port.IntVal,
+		InitialDelaySeconds: pr.InitialDelaySeconds, PeriodSeconds: pr.PeriodSeconds, FailureThreshold: pr.FailureThreshold}
+	if h.PeriodSeconds == 0 {
+		h.PeriodSeconds = 10
+	}
+	if h.FailureThreshold == 0 {
+		h.FailureThreshold = 3
+	}
+	if port := pr.HTTPGet.Port; port.StrVal != "" {
 		n, ok := p.Ports[port.StrVal]
 		if !ok {
 			return nil, fmt.Errorf("the %s probe names port %q, which the container does not declare", kind, port.StrVal)
 		}
-		return &HTTPProbe{Path: pr.HTTPGet.Path, Port: n}, nil
+		h.Port = n
 	}
-	return &HTTPProbe{Path: pr.HTTPGet.Path, Port: port.IntVal}, nil
+	return h, nil
 }
 
 // wildcardPort matches a listen address with no host (":8080").

@@ -74,7 +74,8 @@ func TestFromDeployment(t *testing.T) {
 	if got := p.CommandArgs("127.0.0.11"); !reflect.DeepEqual(got, wantArgs) {
 		t.Errorf("CommandArgs = %q, want %q", got, wantArgs)
 	}
-	if *p.Liveness != (HTTPProbe{"/healthz", 8081}) || *p.Readiness != (HTTPProbe{"/readyz", 8081}) {
+	if *p.Liveness != (HTTPProbe{Path: "/healthz", Port: 8081, PeriodSeconds: 10, FailureThreshold: 3}) ||
+		*p.Readiness != (HTTPProbe{Path: "/readyz", Port: 8081, PeriodSeconds: 10, FailureThreshold: 3}) {
 		t.Errorf("probes %+v %+v", *p.Liveness, *p.Readiness)
 	}
 	if p.GracePeriodSeconds != 10 || p.ServiceAccount != "mgr-sa" || p.Namespace != "ops" || !p.AutomountToken {
@@ -154,6 +155,11 @@ func TestFromDeploymentFollowsTheManifest(t *testing.T) {
 				s.Containers[0].LivenessProbe.HTTPGet.Port = intstr.FromString("healthz")
 			},
 			wantErr: `names port "healthz"`},
+		{name: "an exec preStop hook is refused (the image has no shell)",
+			mut: func(s *corev1.PodSpec) {
+				s.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sleep", "5"}}}}
+			},
+			wantErr: "only a preStop sleep action"},
 		{name: "no token when automount is off",
 			mut:   func(s *corev1.PodSpec) { s.AutomountServiceAccountToken = ptr.To(false) },
 			lacks: []string{ServiceAccountDir}},
@@ -196,5 +202,22 @@ func TestFromDeploymentFollowsTheManifest(t *testing.T) {
 	}
 	if got := p.CommandArgs("ip"); !reflect.DeepEqual(got, []string{"--leader-election-namespace=x", "--keep=$(UNSET)"}) {
 		t.Errorf("args with $(VAR): %q", got)
+	}
+}
+
+func TestFromDeploymentReadsPreStopSleepAndProbeTiming(t *testing.T) {
+	p, err := FromDeployment(deployment(func(s *corev1.PodSpec) {
+		s.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 5}}}
+		s.Containers[0].ReadinessProbe.InitialDelaySeconds = 2
+		s.Containers[0].ReadinessProbe.PeriodSeconds = 1
+	}), "manager", ImageConfig{User: "65532:65532"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.PreStopSleepSeconds != 5 {
+		t.Errorf("PreStopSleepSeconds = %d, want 5", p.PreStopSleepSeconds)
+	}
+	if r := *p.Readiness; r.InitialDelaySeconds != 2 || r.PeriodSeconds != 1 || r.FailureThreshold != 3 {
+		t.Errorf("readiness timing %+v, want delay 2, period 1, failures 3", r)
 	}
 }

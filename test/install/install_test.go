@@ -666,8 +666,9 @@ func checkDeployment(t *testing.T, dep *unstructured.Unstructured, name string, 
 	if v, _, _ := unstructured.NestedString(spec, "securityContext", "seccompProfile", "type"); v != "RuntimeDefault" {
 		t.Errorf("Deployment %s: seccompProfile %q, want RuntimeDefault", name, v)
 	}
-	if v, _, _ := unstructured.NestedInt64(spec, "terminationGracePeriodSeconds"); v != 10 {
-		t.Errorf("Deployment %s: terminationGracePeriodSeconds %d, want 10", name, v)
+	// --shutdown-delay (5s) plus the inbound server's drain and the Lease's release.
+	if v, _, _ := unstructured.NestedInt64(spec, "terminationGracePeriodSeconds"); v != 30 {
+		t.Errorf("Deployment %s: terminationGracePeriodSeconds %d, want 30", name, v)
 	}
 	ctr := container(t, dep)
 	if v, _, _ := unstructured.NestedBool(ctr, "securityContext", "readOnlyRootFilesystem"); !v {
