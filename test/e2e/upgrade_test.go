@@ -33,9 +33,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	finchv1 "github.com/connectops/finch-operator/api/v1alpha1"
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/scheme"
 	"github.com/connectops/finch-operator/internal/testenv"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 )
 
 // TestUpgrade: "an upgrade loses nothing". It installs a release with helm
