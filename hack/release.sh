@@ -25,6 +25,12 @@ cd "$root"
 VERSION=${VERSION:?VERSION=vX.Y.Z}
 [[ $VERSION =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$ ]] ||
   { echo "release: VERSION=$VERSION is not vMAJOR.MINOR.PATCH[-PRE]" >&2; exit 1; }
+chart_app_version=$(awk '$1 == "appVersion:" { gsub(/"/, "", $2); print $2 }' charts/finch-operator/Chart.yaml)
+# A final release (no pre-release suffix) must be the one the committed chart and docs name.
+if [[ $VERSION =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] && [ "$VERSION" != "$chart_app_version" ]; then
+  echo "release: VERSION=$VERSION but charts/finch-operator/Chart.yaml says appVersion $chart_app_version; bump the chart (and CHANGELOG.md) first" >&2
+  exit 1
+fi
 REVISION=${REVISION:-$(git rev-parse HEAD)}
 REGISTRY=${REGISTRY:-ghcr.io/connectops}
 PLATFORMS=${PLATFORMS:-linux/amd64 linux/arm64}

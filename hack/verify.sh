@@ -37,8 +37,9 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 
-step "go vet (with the e2e build tag, so test/e2e is checked too)"
+step "go vet (with the e2e and release build tags, so test/e2e and test/release are checked too)"
 go vet -tags e2e ./...
+go vet -tags release ./test/release/
 
 step "golangci-lint (make lint; built into bin/ from the Go module proxy on first use)"
 make --no-print-directory lint
