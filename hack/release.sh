@@ -53,8 +53,8 @@ step() { printf '\n=== %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-step "tools: crane, cyclonedx-gomod, helm (hack/tools.versions)"
-for t in crane cyclonedx-gomod helm; do "$root/hack/tool.sh" "$t"; done
+step "tools: crane, helm (hack/tools.versions)"
+for t in crane helm; do "$root/hack/tool.sh" "$t"; done
 crane=$root/bin/crane
 helm=$root/bin/helm
 
@@ -134,6 +134,7 @@ fi
 mv "$tmp/finch.yaml" "$DIST/finch.yaml"
 
 step "dist/finch-operator.cdx.json (CycloneDX SBOM of the manager)"
+"$root/hack/tool.sh" cyclonedx-gomod
 # The manager binary's modules as linux/amd64 builds them (the arm64 build has the same modules).
 GOOS=linux GOARCH=amd64 "$root/bin/cyclonedx-gomod" app -json -licenses -main cmd/manager \
   -output "$DIST/finch-operator.cdx.json" . 2>"$tmp/sbom.log" || { cat "$tmp/sbom.log" >&2; exit 1; }

@@ -40,8 +40,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-step "tools: registry, crane, krew (hack/tools.versions)"
-for t in registry crane krew; do "$root/hack/tool.sh" "$t"; done
+step "tools: registry, crane (hack/tools.versions)"
+for t in registry crane; do "$root/hack/tool.sh" "$t"; done
 
 step "Docker engine"
 engine=$("$root/hack/docker-engine.sh" start)
@@ -57,6 +57,8 @@ for attempt in 1 2 3 4 5; do
 version: 0.1
 log:
   level: warn
+  accesslog:
+    disabled: true
 storage:
   filesystem:
     rootdirectory: $work/registry
@@ -90,6 +92,9 @@ export RELEASE_CHART=oci://$REGISTRY/charts/finch-operator
 export RELEASE_CHART_VERSION=${RELEASE_VERSION#v}
 RELEASE_IMAGE=$(grep "^$REGISTRY/finch-operator:" dist/images.txt)
 export RELEASE_IMAGE
+
+step "krew (hack/tools.versions)"
+"$root/hack/tool.sh" krew
 
 step "consume the release as a user (test/release)"
 go test -tags release -count=1 -v -timeout 30m ./test/release/ -args \
