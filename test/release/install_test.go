@@ -194,6 +194,12 @@ func (c *cluster) runOperator(t *testing.T, wantImage string) {
 	name := "finch-release-" + c.name
 	_, _ = runErr(nil, "docker", "rm", "-f", name)
 	args := append([]string{"run", "--detach"}, pod.DockerRunArgs(name, saDir, c.apiHost, c.apiPort)...)
+	// Its own label: `make test-e2e` removes containers labelled finch-operator.e2e=1 when it starts.
+	for i, a := range args {
+		if a == "finch-operator.e2e=1" {
+			args[i] = "finch-operator.release=1"
+		}
+	}
 	args = append(args, image)
 	args = append(args, pod.CommandArgs(c.podIP)...)
 	run(t, nil, "docker", args...)
