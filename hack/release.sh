@@ -136,8 +136,16 @@ mv "$tmp/finch.yaml" "$DIST/finch.yaml"
 step "dist/finch-operator.cdx.json (CycloneDX SBOM of the manager)"
 "$root/hack/tool.sh" cyclonedx-gomod
 # The manager binary's modules as linux/amd64 builds them (the arm64 build has the same modules).
-GOOS=linux GOARCH=amd64 "$root/bin/cyclonedx-gomod" app -json -licenses -main cmd/manager \
-  -output "$DIST/finch-operator.cdx.json" . 2>"$tmp/sbom.log" || { cat "$tmp/sbom.log" >&2; exit 1; }
+# It reads the main module's version from git, and its git library cannot open a linked worktree
+# (.git is a file there): it then reads a clone of the commit.
+src=$root
+if [ -f "$root/.git" ]; then
+  git clone -q --shared --no-checkout "$root" "$tmp/src"
+  git -C "$tmp/src" checkout -q "$REVISION"
+  src=$tmp/src
+fi
+(cd "$src" && GOOS=linux GOARCH=amd64 "$root/bin/cyclonedx-gomod" app -json -licenses -main cmd/manager \
+  -output "$DIST/finch-operator.cdx.json" .) 2>"$tmp/sbom.log" || { cat "$tmp/sbom.log" >&2; exit 1; }
 
 step "dist/checksums.txt"
 (cd "$DIST" && find . -maxdepth 1 -type f ! -name checksums.txt -printf '%f\n' | LC_ALL=C sort | xargs sha256sum) >"$tmp/checksums.txt"
