@@ -140,7 +140,7 @@ step "dist/finch-operator.cdx.json (CycloneDX SBOM of the manager)"
 # (.git is a file there): it then reads a clone of the commit.
 src=$root
 if [ -f "$root/.git" ]; then
-  git clone -q --shared --no-checkout "$root" "$tmp/src"
+  git clone -q --no-checkout "$root" "$tmp/src"
   git -C "$tmp/src" checkout -q "$REVISION"
   src=$tmp/src
 fi
