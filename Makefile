@@ -2,6 +2,7 @@
 #
 #   make test   - unit and envtest tests (builds the envtest control plane once)
 #   make test-e2e - the container image, run as the Deployment runs it (needs a Docker engine or root)
+#   make test-release - a release pushed to a local OCI registry and installed from it as a user would
 #   make verify - generated files and docs, go.mod, gofmt, go vet and golangci-lint (what CI checks before tests)
 #   make demo   - one-command local demo on a real API server and the Finch simulator
 #   make help   - everything else
@@ -12,6 +13,8 @@ VERSION ?= $(shell git describe --tags --match 'v*' --always --dirty 2>/dev/null
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -s -w -X github.com/connectops/finch-operator/internal/version.version=$(VERSION) -X github.com/connectops/finch-operator/internal/version.revision=$(REVISION)
 IMG ?= ghcr.io/connectops/finch-operator:latest
+# Where `make release` pushes the images and the chart.
+REGISTRY ?= ghcr.io/connectops
 K8S_VERSION ?= $(shell awk '$$1 == "K8S_VERSION" { print $$3 }' hack/tools.versions)
 ENVTEST_DIR := $(CURDIR)/bin/k8s/$(K8S_VERSION)-$(shell go env GOOS)-$(shell go env GOARCH)
 CONTROLLER_GEN := go tool controller-gen
@@ -104,6 +107,10 @@ chromium: ## Make sure headless Chromium is there for test/browser (as root: ins
 test-e2e: envtest helm build-installer ## Build the image and run it as the Deployment does (needs root or a Docker engine).
 	./hack/test-e2e.sh
 
+.PHONY: test-release
+test-release: envtest helm ## Release to a registry on 127.0.0.1 and install from it as a user would (needs a Docker engine or root).
+	./hack/test-release.sh
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	./hack/fuzz.sh $${FUZZTIME:-30s}
@@ -135,6 +142,10 @@ soak: envtest build ## Resilience soak under Finch faults and manager kills (SOA
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine; makes local bases when no registry answers).
 	IMG=$(IMG) VERSION=$(VERSION) REVISION=$(REVISION) ./hack/docker-build.sh
+
+.PHONY: release
+release: ## Build dist/ and push the images and chart to REGISTRY (VERSION=vX.Y.Z; docs/releasing.md).
+	VERSION=$(VERSION) REVISION=$(REVISION) REGISTRY=$(REGISTRY) LDFLAGS="$(LDFLAGS)" ./hack/release.sh
 
 .PHONY: build-installer
 build-installer: manifests ## Write dist/install.yaml (CRDs, RBAC, Deployment, Services).

@@ -2,6 +2,9 @@
 # Builds the operator image from the Dockerfile: `make docker-build` and `make test-e2e`.
 #
 #   IMG           image name (default finch-operator:dev)
+#   TARGET        the Dockerfile target: manager (default) or finch-simulator
+#   PLATFORM      the image's platform, e.g. linux/arm64 (default: the engine's); the binary is
+#                 cross-compiled on the engine's platform, never emulated
 #   VERSION, REVISION, CREATED
 #                 stamped into the binary and the OCI labels (default: git describe, HEAD, its commit time)
 #   BUILDER_IMAGE, RUNTIME_IMAGE
@@ -19,7 +22,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 IMG=${IMG:-finch-operator:dev}
 
-mapfile -t bases < <("$root/hack/image-bases.sh")
+mapfile -t bases < <(PLATFORM=${PLATFORM:-} "$root/hack/image-bases.sh")
 VERSION=${VERSION:-$(git describe --tags --match 'v*' --always --dirty 2>/dev/null || echo devel)}
 REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || true)}
 # CREATED: the commit's time, so a rebuild of one commit labels the same image.
@@ -27,25 +30,11 @@ CREATED=${CREATED:-$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H
 args=(--network host --build-arg "GOPROXY=$(go env GOPROXY)" -t "$IMG"
   --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "CREATED=$CREATED")
 for b in "${bases[@]}"; do read -r -a kv <<<"$b"; args+=("${kv[@]}"); done
+[ -z "${PLATFORM:-}" ] || args+=(--platform "$PLATFORM")
+[ -z "${TARGET:-}" ] || args+=(--target "$TARGET")
 
-client_major() { "$1" version --format '{{.Client.Version}}' 2>/dev/null | cut -d. -f1; }
-
+# shellcheck source=hack/buildkit.sh
+. "$root/hack/buildkit.sh"
 start=$(date +%s)
-if docker buildx version >/dev/null 2>&1; then
-  echo "docker-build: docker buildx build ${args[*]} ." >&2
-  docker buildx build --load --progress=plain "${args[@]}" .
-else
-  cli=""
-  for c in docker /usr/bin/docker /usr/local/bin/docker; do
-    command -v "$c" >/dev/null || continue
-    m=$(client_major "$c")
-    if [ -n "$m" ] && [ "$m" -lt 23 ]; then cli=$c; break; fi
-  done
-  if [ -z "$cli" ]; then
-    echo "docker-build: need BuildKit: install the buildx plugin (docker-buildx), or a docker client before 23.0" >&2
-    exit 1
-  fi
-  echo "docker-build: DOCKER_BUILDKIT=1 $cli build ${args[*]} ." >&2
-  DOCKER_BUILDKIT=1 "$cli" build --progress=plain "${args[@]}" .
-fi
+buildkit_build "${args[@]}" .
 echo "docker-build: built $IMG in $(($(date +%s) - start))s ($(docker image inspect -f '{{.Size}}' "$IMG" | awk '{printf "%.1f MiB", $1/1048576}'))" >&2

@@ -4,6 +4,8 @@
 #
 #   BUILDER_IMAGE  default golang:1.26
 #   RUNTIME_IMAGE  default gcr.io/distroless/static:nonroot
+#   PLATFORM       the target platform of the runtime base (default: the engine's, e.g. linux/amd64);
+#                  the builder base always runs on the engine's platform (FROM --platform=$BUILDPLATFORM)
 #
 # Each base is used as is when the engine has it or can pull it. Where no registry is reachable
 # (this project's CI machines), a stand-in is made from what the machine has and imported under a
@@ -21,17 +23,24 @@ shopt -s inherit_errexit
 BUILDER_IMAGE=${BUILDER_IMAGE:-golang:1.26}
 RUNTIME_IMAGE=${RUNTIME_IMAGE:-gcr.io/distroless/static:nonroot}
 LOCAL_BUILDER=finch-operator.local/golang:stand-in
-LOCAL_RUNTIME=finch-operator.local/distroless-static:stand-in
+ENGINE_PLATFORM=$(docker version -f '{{.Server.Os}}/{{.Server.Arch}}')
+PLATFORM=${PLATFORM:-$ENGINE_PLATFORM}
+# One stand-in per platform: the engine keeps one image per tag.
+LOCAL_RUNTIME=finch-operator.local/distroless-static:stand-in-${PLATFORM//\//-}
 PULL_TIMEOUT=${PULL_TIMEOUT:-60}
 
 log() { echo "image-bases: $*" >&2; }
+# shellcheck source=hack/buildkit.sh
+. "$(dirname "$0")/buildkit.sh"
 
-# have_or_pull succeeds when the engine has the image or pulls it within PULL_TIMEOUT.
+# have_or_pull succeeds when the engine has image $1 for platform $2 (default: the engine's) or
+# pulls it within PULL_TIMEOUT.
 have_or_pull() {
-  docker image inspect "$1" >/dev/null 2>&1 && return 0
+  local platform=${2:-$ENGINE_PLATFORM}
+  [ "$(docker image inspect -f '{{.Os}}/{{.Architecture}}' "$1" 2>/dev/null)" = "$platform" ] && return 0
   [ "${OFFLINE:-0}" = 1 ] && return 1
-  log "pulling $1"
-  timeout "$PULL_TIMEOUT" docker pull -q "$1" >/dev/null 2>&1
+  log "pulling $1 ($platform)"
+  timeout "$PULL_TIMEOUT" docker pull -q --platform "$platform" "$1" >/dev/null 2>&1
 }
 
 # stand_in_current succeeds when image $1 exists with label finch-operator.stand-in=$2.
@@ -108,11 +117,11 @@ make_runtime() {
   bundle=$(certs)
   zoneinfo=/usr/share/zoneinfo
   [ -d "$zoneinfo" ] || { log "no $zoneinfo on this machine (install tzdata)"; exit 1; }
-  key="$(sha256sum "$bundle" | cut -c1-16) $(du -s "$zoneinfo" | cut -f1)"
+  key="$PLATFORM $(sha256sum "$bundle" | cut -c1-16) $(du -s "$zoneinfo" | cut -f1)"
   if stand_in_current "$LOCAL_RUNTIME" "$key"; then echo "$LOCAL_RUNTIME"; return; fi
-  log "making the runtime stand-in $LOCAL_RUNTIME (scratch, user 65532, $bundle, $zoneinfo)"
+  log "making the runtime stand-in $LOCAL_RUNTIME (scratch for $PLATFORM, user 65532, $bundle, $zoneinfo)"
   stage=$(mktemp -d)
-  trap 'rm -rf "$stage"' RETURN
+  trap 'rm -rf "$stage" "$stage.ctx"' RETURN
   mkdir -p "$stage/etc/ssl/certs" "$stage/usr/share" "$stage/tmp" "$stage/home/nonroot" "$stage/root"
   chmod 1777 "$stage/tmp"
   chmod 700 "$stage/root"
@@ -132,13 +141,21 @@ staff:x:50:
 nonroot:x:65532:
 EOF
   [ "$(id -u)" = 0 ] && chown 65532:65532 "$stage/home/nonroot"
-  tar -cf - $(owner_flags) -C "$stage" . \
-    | docker import \
-      --change 'USER 65532' --change 'WORKDIR /home/nonroot' \
-      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
-      --change "LABEL finch-operator.stand-in=\"$key\"" \
-      - "$LOCAL_RUNTIME" >/dev/null
+  # It holds no executable, so one tree serves every platform. `docker import` labels an image
+  # with the engine's platform (its --platform needs an experimental engine), so the image is built
+  # FROM scratch for $PLATFORM instead; with no RUN that needs no emulation.
+  tar -cf "$stage.rootfs.tar" $(owner_flags) -C "$stage" .
+  mkdir "$stage.ctx"
+  mv "$stage.rootfs.tar" "$stage.ctx/rootfs.tar"
+  cat >"$stage.ctx/Dockerfile" <<EOF2
+FROM scratch
+ADD rootfs.tar /
+USER 65532
+WORKDIR /home/nonroot
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+LABEL finch-operator.stand-in="$key"
+EOF2
+  buildkit_build --platform "$PLATFORM" -t "$LOCAL_RUNTIME" "$stage.ctx" >&2
   echo "$LOCAL_RUNTIME"
 }
 
@@ -148,8 +165,8 @@ if ! have_or_pull "$BUILDER_IMAGE"; then
   builder=$(make_builder)
 fi
 runtime=$RUNTIME_IMAGE
-if ! have_or_pull "$RUNTIME_IMAGE"; then
-  log "$RUNTIME_IMAGE is not available; using a stand-in"
+if ! have_or_pull "$RUNTIME_IMAGE" "$PLATFORM"; then
+  log "$RUNTIME_IMAGE ($PLATFORM) is not available; using a stand-in"
   runtime=$(make_runtime)
 fi
 echo "--build-arg BUILDER_IMAGE=$builder"

@@ -65,8 +65,9 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 
-step "go vet (with the e2e and browser build tags, so test/e2e and test/browser are checked too)"
+step "go vet (with the e2e, browser and release build tags, so test/e2e, test/browser and test/release are checked too)"
 go vet -tags e2e,browser ./...
+go vet -tags release ./test/release/
 
 step "golangci-lint (make lint; built into bin/ from the Go module proxy on first use)"
 make --no-print-directory lint

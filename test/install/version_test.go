@@ -2,6 +2,7 @@ package install_test
 
 import (
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +14,8 @@ import (
 // TestReleaseVersionsAgree holds the one version together: the chart's
 // appVersion (vX.Y.Z) is the release; the chart's version is the same
 // without the v; the chart's default image tag and version label are the
-// appVersion; the Krew manifest's version and every archive URL follow it.
+// appVersion; the Krew manifest template leaves its version, archive URLs
+// and sums to `make release`, which stamps VERSION into all of them.
 func TestReleaseVersionsAgree(t *testing.T) {
 	var chart struct {
 		Version    string `json:"version"`
@@ -35,21 +37,29 @@ func TestReleaseVersionsAgree(t *testing.T) {
 		t.Errorf("chart's default image %q is not tagged with appVersion %s (helm install would pull a tag nobody pushed)", image, release)
 	}
 
+	// The Krew manifest is a template: `make release` fills in the version
+	// and the sums (dist/finch.yaml, checked by test/release), so its
+	// version and every archive URL must follow the release, not spell one.
 	var krew struct {
 		Spec struct {
 			Version   string `json:"version"`
 			Platforms []struct {
-				URI string `json:"uri"`
+				URI    string `json:"uri"`
+				SHA256 string `json:"sha256"`
 			} `json:"platforms"`
 		} `json:"spec"`
 	}
 	readYAML(t, filepath.Join(root, "plugins", "finch.yaml"), &krew)
-	if krew.Spec.Version != release {
-		t.Errorf("plugins/finch.yaml: version %q, want %q", krew.Spec.Version, release)
+	if krew.Spec.Version != "{{VERSION}}" {
+		t.Errorf("plugins/finch.yaml: version %q, want the placeholder {{VERSION}} (hack/release.sh fills it in)", krew.Spec.Version)
 	}
 	for _, p := range krew.Spec.Platforms {
-		if !strings.Contains(p.URI, "/download/"+release+"/") {
-			t.Errorf("plugins/finch.yaml: %s is not the %s release's archive", p.URI, release)
+		archive := path.Base(p.URI)
+		if !strings.Contains(p.URI, "/download/{{VERSION}}/") {
+			t.Errorf("plugins/finch.yaml: %s is not under /download/{{VERSION}}/", p.URI)
+		}
+		if want := "{{SHA256 " + archive + "}}"; p.SHA256 != want {
+			t.Errorf("plugins/finch.yaml: sha256 of %s is %q, want the placeholder %s", archive, p.SHA256, want)
 		}
 	}
 }
