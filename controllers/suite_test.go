@@ -54,9 +54,12 @@ var (
 
 	// clockOffset shifts the operator's clock (session expiry, introspection due).
 	clockOffset atomic.Int64
-	// failStatusPatches makes the next N FinchConnection status patches fail,
-	// as a crash between a Finch call and the status write would.
-	failStatusPatches atomic.Int32
+	// failStatusPatches makes the next N FinchConnection status patches in
+	// namespace failStatusPatchesIn fail, as a crash between a Finch call and
+	// the status write would. Scoped to one namespace: connections an earlier
+	// spec left behind keep reconciling and must not take the failure.
+	failStatusPatches   atomic.Int32
+	failStatusPatchesIn atomic.Pointer[string]
 
 	// managerGen numbers the managers startManager starts; writeFault, when
 	// set, may drop a write of one of them (lostWriteAfter, crashAfter).
@@ -144,7 +147,7 @@ func startManager() {
 			}
 			return interceptor.NewClient(withWatch{inner}, interceptor.Funcs{
 				SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-					if _, ok := obj.(*finchv1.FinchConnection); ok && sub == "status" && failStatusPatches.Load() > 0 {
+					if ns := failStatusPatchesIn.Load(); ns != nil && obj.GetNamespace() == *ns && sub == "status" && isConnection(obj) && failStatusPatches.Load() > 0 {
 						failStatusPatches.Add(-1)
 						return errors.New("injected: status write lost")
 					}
@@ -512,4 +515,17 @@ type withWatch struct{ client.Client }
 
 func (withWatch) Watch(context.Context, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
 	return nil, errors.New("watch is not used")
+}
+
+func isConnection(obj client.Object) bool {
+	_, ok := obj.(*finchv1.FinchConnection)
+	return ok
+}
+
+// failNextStatusPatches makes the next n status writes of the scenario's
+// FinchConnections fail (see failStatusPatches).
+func (s *scenario) failNextStatusPatches(n int32) {
+	failStatusPatchesIn.Store(&s.ns)
+	failStatusPatches.Store(n)
+	DeferCleanup(func() { failStatusPatches.Store(0); failStatusPatchesIn.Store(nil) })
 }

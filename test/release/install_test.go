@@ -18,8 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/connectops/finch-operator/internal/finchsim"
 	"github.com/connectops/finch-operator/internal/testenv"
+	"github.com/connectops/finch-operator/pkg/finchsim"
 	"github.com/connectops/finch-operator/test/podrun"
 )
 
