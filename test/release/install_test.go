@@ -245,7 +245,7 @@ func (c *cluster) startSim(t *testing.T, pod *podrun.Pod) (string, string) {
 	return u, creds["client_id"]
 }
 
-// applySamples applies config/samples with the FinchApp pointed at the simulator.
+// applySamples applies the demo samples (hack/demo/samples: Secrets included) with the FinchApp pointed at the simulator.
 func (c *cluster) applySamples(t *testing.T, simURL string, pod *podrun.Pod) {
 	var objs []*unstructured.Unstructured
 	for _, o := range samples(t) {
@@ -292,9 +292,9 @@ func (c *cluster) await(t *testing.T, container, what string, f func() (bool, st
 
 func samples(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "hack", "demo", "samples", "*.yaml"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no samples in config/samples: %v", err)
+		t.Fatalf("no samples in hack/demo/samples: %v", err)
 	}
 	var out []*unstructured.Unstructured
 	for _, f := range files {
@@ -319,6 +319,6 @@ func sampleSecret(t *testing.T, name string) map[string]string {
 			return m
 		}
 	}
-	t.Fatalf("no Secret %s in config/samples", name)
+	t.Fatalf("no Secret %s in hack/demo/samples", name)
 	return nil
 }
